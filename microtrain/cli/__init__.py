@@ -1,0 +1,59 @@
+"""The ``microtrain`` command: one module per verb under ``microtrain/cli/``.
+
+Each verb module defines ``register(subparsers) -> argparse.ArgumentParser`` and sets
+``func`` on its parser; ``func(args) -> int`` returns the exit code. Every verb gets
+``--json``: then it prints exactly one JSON document on stdout (progress and messages go
+to stderr) via ``microtrain.cli.common.emit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# The verbs, in the order ``--help`` lists them. A new verb is one module and one line here.
+VERB_MODULES = [
+    "inspect",
+    "predict",
+    "eval",
+    "quantize",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="microtrain",
+        description="On-device training for microcontrollers: import, quantize, simulate, "
+                    "plan, compile to C and run on host or an emulated Cortex-M7.",
+    )
+    from microtrain import __version__
+
+    parser.add_argument("--version", action="version", version=f"microtrain {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for name in VERB_MODULES:
+        module = importlib.import_module(f"microtrain.cli.{name.replace('-', '_')}")
+        verb_parser = module.register(sub)
+        verb_parser.add_argument("--json", action="store_true",
+                                 help="print one machine-readable JSON document on stdout")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from microtrain.cli.common import UserError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"microtrain {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"microtrain {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

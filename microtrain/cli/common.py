@@ -1,0 +1,41 @@
+"""Helpers shared by the CLI verbs: errors, JSON output, model loading by name or path."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class UserError(Exception):
+    """A problem with what the user asked for: printed as one line, exit code 2."""
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def emit(args: Any, doc: dict, human: Callable[[], None]) -> None:
+    """With ``--json`` print ``doc`` as the one JSON document on stdout; else call ``human``."""
+    if getattr(args, "json", False):
+        json.dump(doc, sys.stdout, default=_default)
+        sys.stdout.write("\n")
+    else:
+        human()
+
+
+def log(msg: str) -> None:
+    """Progress and status: stderr, so that stdout stays clean for ``--json``."""
+    print(msg, file=sys.stderr)

@@ -1,0 +1,167 @@
+"""The reference interpreter: the executable definition of every op (numpy, batch 1).
+
+Plain loops over the output, one call to ``quant.requantize`` per op, offsets and clamp
+last, in the order of TFLite Micro's reference kernels. Speed is not a goal here (the
+vectorised loops over channels are only there so a 128x128 model runs in seconds);
+clarity is. Every other executor (torch simulator, generated C) is tested against this.
+
+``EVAL_RULES[op](node, graph, values) -> list of output arrays``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from microtrain import quant
+from microtrain.ir.graph import Graph, Node, Tensor
+from microtrain.ir.ops import Op
+from microtrain.ir.verify import verify_graph
+
+EvalRule = Callable[[Node, Graph, Mapping[str, np.ndarray]], list[np.ndarray]]
+
+
+def output_multipliers(x: Tensor, w: Tensor, y: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output-channel (multiplier, shift) for M_c = s_x * s_w[c] / s_y (compile-time)."""
+    real = x.quant.s * w.quant.scales() / y.quant.s
+    return quant.quantize_multipliers(real)
+
+
+def add_params(a: Tensor, b: Tensor, y: Tensor) -> dict[str, int]:
+    """TFLite int8 ADD parameters: both inputs rescaled to 2*max(s_a, s_b) / 2^20 units."""
+    left_shift = 20
+    twice_max = 2.0 * max(a.quant.s, b.quant.s)
+    ma, sa = quant.quantize_multiplier(a.quant.s / twice_max)
+    mb, sb = quant.quantize_multiplier(b.quant.s / twice_max)
+    my, sy = quant.quantize_multiplier(twice_max / ((1 << left_shift) * y.quant.s))
+    return {"left_shift": left_shift, "a_mult": ma, "a_shift": sa, "b_mult": mb, "b_shift": sb,
+            "y_mult": my, "y_shift": sy}
+
+
+def avg_pool_params(x: Tensor, y: Tensor) -> tuple[int, int]:
+    count = x.shape[1] * x.shape[2]
+    return quant.quantize_multiplier(x.quant.s / (y.quant.s * count))
+
+
+def _clamp_store(acc_scaled: np.ndarray, y: Tensor, node: Node) -> np.ndarray:
+    out = acc_scaled + y.quant.z
+    return np.clip(out, node.attrs.get("act_min", -128), node.attrs.get("act_max", 127)).astype(np.int8)
+
+
+def _conv2d(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    x_t, w_t, b_t = (graph.tensors[n] for n in node.inputs)
+    y_t = graph.tensors[node.outputs[0]]
+    x, w, b = (values[n] for n in node.inputs)
+    _, h, wd, c_in = x_t.shape
+    c_out, kh, kw, c_per_group = w_t.shape
+    groups = int(node.attrs.get("groups", 1))
+    sh, sw = node.attrs.get("stride", (1, 1))
+    top, left, bottom, right = node.attrs.get("padding", (0, 0, 0, 0))
+    _, oh, ow, _ = y_t.shape
+    # Padding with the zero point makes padded positions contribute (z - z) = 0.
+    xs = np.pad(x[0].astype(np.int64) - x_t.quant.z, ((top, bottom), (left, right), (0, 0)))
+    out_per_group = c_out // groups
+    acc = np.zeros((oh, ow, c_out), dtype=np.int64)
+    w64 = w.astype(np.int64)
+    for oy in range(oh):
+        for ox in range(ow):
+            patch = xs[oy * sh: oy * sh + kh, ox * sw: ox * sw + kw, :]  # [kh, kw, c_in]
+            for g in range(groups):
+                cin = patch[:, :, g * c_per_group:(g + 1) * c_per_group]
+                oc = slice(g * out_per_group, (g + 1) * out_per_group)
+                acc[oy, ox, oc] = np.einsum("hwi,ohwi->o", cin, w64[oc])
+    acc += b.astype(np.int64)
+    mult, shift = output_multipliers(x_t, w_t, y_t)
+    return [_clamp_store(quant.requantize(acc, mult, shift), y_t, node)[None]]
+
+
+def _fully_connected(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    x_t, w_t, _ = (graph.tensors[n] for n in node.inputs)
+    y_t = graph.tensors[node.outputs[0]]
+    x, w, b = (values[n] for n in node.inputs)
+    acc = w.astype(np.int64) @ (x[0].astype(np.int64) - x_t.quant.z) + b.astype(np.int64)
+    mult, shift = output_multipliers(x_t, w_t, y_t)
+    return [_clamp_store(quant.requantize(acc, mult, shift), y_t, node)[None]]
+
+
+def _add(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    a_t, b_t = (graph.tensors[n] for n in node.inputs)
+    y_t = graph.tensors[node.outputs[0]]
+    p = add_params(a_t, b_t, y_t)
+    a = (values[node.inputs[0]].astype(np.int64) - a_t.quant.z) << p["left_shift"]
+    b = (values[node.inputs[1]].astype(np.int64) - b_t.quant.z) << p["left_shift"]
+    total = quant.requantize(a, p["a_mult"], p["a_shift"]) + quant.requantize(b, p["b_mult"], p["b_shift"])
+    return [_clamp_store(quant.requantize(total, p["y_mult"], p["y_shift"]), y_t, node)]
+
+
+def _global_avg_pool(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    x_t = graph.tensors[node.inputs[0]]
+    y_t = graph.tensors[node.outputs[0]]
+    x = values[node.inputs[0]]
+    acc = (x.astype(np.int64) - x_t.quant.z).sum(axis=(1, 2), keepdims=True)
+    mult, shift = avg_pool_params(x_t, y_t)
+    return [_clamp_store(quant.requantize(acc, mult, shift), y_t, node)]
+
+
+def _reshape(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    return [values[node.inputs[0]].reshape(node.attrs["shape"])]
+
+
+def _dequantize(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    x_t = graph.tensors[node.inputs[0]]
+    return [quant.dequantize(values[node.inputs[0]], x_t.quant.s, x_t.quant.z).astype(np.float32)]
+
+
+def _softmax_cross_entropy(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    logits = values[node.inputs[0]].astype(np.float32)[0]
+    label = int(values[node.inputs[1]][0])
+    shifted = logits - logits.max()
+    log_sum = np.log(np.sum(np.exp(shifted)))
+    return [np.array([log_sum - shifted[label]], dtype=np.float32)]
+
+
+EVAL_RULES: dict[Op, EvalRule] = {
+    Op.CONV2D: _conv2d,
+    Op.FULLY_CONNECTED: _fully_connected,
+    Op.ADD: _add,
+    Op.GLOBAL_AVG_POOL: _global_avg_pool,
+    Op.RESHAPE: _reshape,
+    Op.DEQUANTIZE: _dequantize,
+    Op.SOFTMAX_CROSS_ENTROPY: _softmax_cross_entropy,
+}
+
+
+def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], keep_all: bool = False,
+              verify: bool = True) -> dict[str, np.ndarray]:
+    """Evaluate ``graph`` on ``feeds`` (graph input name -> array of its declared shape).
+
+    Returns the graph outputs (or every computed tensor with ``keep_all``).
+    """
+    if verify:
+        verify_graph(graph)
+    values: dict[str, np.ndarray] = {n: t.data for n, t in graph.tensors.items() if t.is_const}
+    for name in graph.inputs:
+        if name not in feeds:
+            raise ValueError(f"missing value for graph input {name!r}")
+        t = graph.tensors[name]
+        arr = np.asarray(feeds[name])
+        if tuple(arr.shape) != t.shape or str(arr.dtype) != t.dtype:
+            raise ValueError(f"input {name!r} must be {t.dtype}{list(t.shape)}, got {arr.dtype}{list(arr.shape)}")
+        values[name] = arr
+    for node in graph.nodes:
+        rule = EVAL_RULES.get(node.op)
+        if rule is None:
+            raise NotImplementedError(f"the reference interpreter has no rule for op {node.op.value} "
+                                      f"(node {node.name!r})")
+        for name, arr in zip(node.outputs, rule(node, graph, values)):
+            values[name] = arr
+    if keep_all:
+        return values
+    return {n: values[n] for n in graph.outputs}
+
+
+def infer(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """int8 inference of a single-input, single-output graph on one int8 NHWC sample."""
+    (name,) = graph.inputs
+    return run_graph(graph, {name: x})[graph.outputs[0]]

@@ -1,0 +1,139 @@
+"""Lossless serialisation of a Graph: structure as JSON, constant tensors as NPZ.
+
+``save_graph(g, "out/model")`` writes ``out/model.json`` and ``out/model.npz``;
+``load_graph`` takes either file name (or the common stem). Floats go through JSON as
+Python's shortest round-trip repr, so scales survive bit for bit. The NPZ is read with
+``allow_pickle=False``: a model file can never run code. Every problem is a
+``ModelFileError`` that says which file and what is wrong, and the loaded graph is
+verified before it is returned.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microtrain.ir.graph import Graph, Node, QParams, Tensor
+from microtrain.ir.ops import Op
+from microtrain.ir.verify import IRError, verify_graph
+
+FORMAT = "microtrain-graph"
+VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, truncated, malformed or inconsistent."""
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.suffix in (".json", ".npz"):
+        p = p.with_suffix("")
+    return p.with_suffix(".json"), p.with_suffix(".npz")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(e) for e in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(e) for k, e in v.items()}
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.ndarray):
+        return _jsonable(v.tolist())
+    return v
+
+
+def graph_to_dict(graph: Graph) -> dict:
+    tensors = []
+    for t in graph.tensors.values():
+        entry: dict[str, Any] = {"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+                                 "const": t.is_const}
+        if t.quant is not None:
+            entry["quant"] = {"scale": list(t.quant.scale), "zero_point": list(t.quant.zero_point),
+                              "axis": t.quant.axis}
+        tensors.append(entry)
+    nodes = [{"name": n.name, "op": n.op.value, "inputs": list(n.inputs), "outputs": list(n.outputs),
+              "attrs": _jsonable(dict(n.attrs))} for n in graph.nodes]
+    return {"format": FORMAT, "version": VERSION, "inputs": list(graph.inputs),
+            "outputs": list(graph.outputs), "meta": _jsonable(dict(graph.meta)),
+            "tensors": tensors, "nodes": nodes}
+
+
+def _attr_from_json(v: Any) -> Any:
+    # Lists in attrs are tuples in the IR (stride, padding, shape).
+    if isinstance(v, list):
+        return tuple(_attr_from_json(e) for e in v)
+    return v
+
+
+def graph_from_dict(doc: dict, arrays: dict[str, np.ndarray], source: str = "<dict>") -> Graph:
+    try:
+        if doc.get("format") != FORMAT:
+            raise ModelFileError(f"{source}: not a microtrain graph (format={doc.get('format')!r})")
+        if doc.get("version") != VERSION:
+            raise ModelFileError(f"{source}: unsupported version {doc.get('version')!r}, expected {VERSION}")
+        tensors: dict[str, Tensor] = {}
+        for e in doc["tensors"]:
+            q = e.get("quant")
+            quant = None if q is None else QParams(tuple(float(s) for s in q["scale"]),
+                                                   tuple(int(z) for z in q["zero_point"]), q["axis"])
+            data = None
+            if e["const"]:
+                if e["name"] not in arrays:
+                    raise ModelFileError(f"{source}: constant tensor {e['name']!r} has no data in the .npz")
+                data = arrays[e["name"]]
+            tensors[e["name"]] = Tensor(e["name"], tuple(int(d) for d in e["shape"]), e["dtype"], quant, data)
+        nodes = []
+        for n in doc["nodes"]:
+            try:
+                op = Op(n["op"])
+            except ValueError:
+                raise ModelFileError(f"{source}: node {n.get('name')!r} has unknown op {n['op']!r}") from None
+            attrs = {k: _attr_from_json(v) for k, v in n["attrs"].items()}
+            nodes.append(Node(n["name"], op, tuple(n["inputs"]), tuple(n["outputs"]), attrs))
+        graph = Graph(tensors, tuple(nodes), tuple(doc["inputs"]), tuple(doc["outputs"]), doc.get("meta", {}))
+    except (KeyError, TypeError) as e:
+        raise ModelFileError(f"{source}: malformed graph document (missing or wrong field {e})") from None
+    try:
+        return verify_graph(graph)
+    except IRError as e:
+        raise ModelFileError(f"{source}: {e}") from None
+
+
+def save_graph(graph: Graph, path: str | Path) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.npz``; return both paths."""
+    verify_graph(graph)
+    jpath, npath = _paths(path)
+    jpath.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {t.name: t.data for t in graph.tensors.values() if t.is_const}
+    # Write to temporary names then rename, so an interrupted save never leaves half a model.
+    tmp_j, tmp_n = jpath.with_suffix(".json.tmp"), npath.with_suffix(".tmp.npz")
+    tmp_j.write_text(json.dumps(graph_to_dict(graph), indent=1))
+    np.savez(tmp_n, **arrays)
+    tmp_n.replace(npath)
+    tmp_j.replace(jpath)
+    return jpath, npath
+
+
+def load_graph(path: str | Path) -> Graph:
+    jpath, npath = _paths(path)
+    for p in (jpath, npath):
+        if not p.exists():
+            raise ModelFileError(f"{p}: file not found (a microtrain model is a .json and a .npz side by side)")
+    try:
+        doc = json.loads(jpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{jpath}: not valid JSON ({e})") from None
+    try:
+        with np.load(npath, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ModelFileError(f"{npath}: cannot read tensor data ({e}); the file is truncated or not an .npz") from None
+    return graph_from_dict(doc, arrays, source=str(jpath))
