@@ -1,0 +1,338 @@
+/*
+ * mt_runtime.h: the microtrain C runtime, every public declaration in one header.
+ *
+ * Kernels the generated training step calls: int8 forward (bit-exact with
+ * microtrain/interp/reference.py), fp32 backward (gradients w.r.t. REAL values),
+ * and the fused SGD(+QAS) update of int8 weights / int32 biases.
+ *
+ * Conventions (shared with the IR, see shared/DESIGN.md):
+ *   - batch 1; activations NHWC stored as [H][W][C]; weights OHWI stored as
+ *     [O][KH][KW][I] with I = input channels per group; int32 bias [O].
+ *   - real value of an int8 activation = s * (q - z); of an int8 weight in output
+ *     channel c = s_w[c] * q (symmetric, zero point 0).
+ *   - requantization only through mt_requantize (the C twin of microtrain.quant.requantize);
+ *     multipliers/shifts are compile-time constants computed by Python
+ *     (interp/reference.py output_multipliers, add_params, avg_pool_params).
+ *   - C99, no allocation, no printing, no globals, no host-only calls. Built with
+ *     -std=c99 -Wall -Wextra -Werror -ffp-contract=off (gcc and arm-none-eabi-gcc).
+ *     Float kernels evaluate exactly the expressions documented here, in the documented
+ *     order (no FMA contraction), so results are reproducible across targets.
+ *   - every kernel returns mt_status; it checks its parameters before touching memory
+ *     and writes nothing when it returns an error.
+ *   - "kept channels": sub-tensor updates train a list of output channels (UpdateScheme
+ *     weight_layers[].channels). mt_channels selects a contiguous range [begin, end) of
+ *     that list, so the generated code can compute, apply and discard the gradient of one
+ *     output channel at a time (the reordering that keeps no full gradient tensor alive).
+ *
+ * Buffer size queries (mt_*_get_buffer_size) return BYTES and have Python twins in
+ * microtrain/runtime/twins.py. The reference kernels need no scratch memory; the queries
+ * size the caller-provided buffers whose size is not obvious (masks, gradient chunks,
+ * sliced saved activations).
+ */
+#ifndef MT_RUNTIME_H
+#define MT_RUNTIME_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------------------ */
+/* Status                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum {
+    MT_OK = 0,
+    MT_ERR_NULL = -1,     /* a required pointer is NULL */
+    MT_ERR_SHAPE = -2,    /* dimensions inconsistent (e.g. output size != conv formula) */
+    MT_ERR_PARAM = -3,    /* a parameter out of its range (shift, zero point, act range, mode, channel index) */
+    MT_ERR_OVERFLOW = -4  /* the int32 accumulator bound of the kernel would be exceeded (layer too large) */
+} mt_status;
+
+/* ------------------------------------------------------------------------------------ */
+/* Parameters                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+/* CONV2D (general, grouped, depthwise, pointwise), forward and backward.
+ * out_h must equal (in_h + pad_top + pad_bottom - kernel_h) / stride_h + 1 (likewise w),
+ * in_c and out_c must be multiples of groups; weights are [out_c][kernel_h][kernel_w][in_c/groups].
+ * Backward kernels use only the shape fields (and input_zero_point where they read the
+ * saved int8 input). */
+typedef struct {
+    int32_t in_h, in_w, in_c;
+    int32_t out_h, out_w, out_c;
+    int32_t kernel_h, kernel_w;
+    int32_t stride_h, stride_w;
+    int32_t pad_top, pad_left, pad_bottom, pad_right;
+    int32_t groups;
+    int32_t input_zero_point;   /* z_x in [-128, 127]; padded positions hold z_x (real 0) */
+    int32_t output_zero_point;  /* z_y in [-128, 127] */
+    int32_t act_min, act_max;   /* clamp range, -128 <= act_min <= act_max <= 127 */
+} mt_conv_params;
+
+/* FULLY_CONNECTED: input [in_c], weights [out_c][in_c], bias [out_c], output [out_c]. */
+typedef struct {
+    int32_t in_c, out_c;
+    int32_t input_zero_point, output_zero_point;
+    int32_t act_min, act_max;
+} mt_fc_params;
+
+/* Per-output-channel requantization: M_c = s_x*s_w[c]/s_y ~= multiplier[c] * 2^(shift[c]-31),
+ * from interp/reference.py output_multipliers (microtrain.quant.quantize_multiplier):
+ * multiplier[c] in {0} U [2^30, 2^31), shift[c] in [-31, 30]. */
+typedef struct {
+    const int32_t *multiplier;  /* [out_c] */
+    const int32_t *shift;       /* [out_c] */
+} mt_per_channel_quant;
+
+/* TFLite int8 ADD, fields exactly as interp/reference.py add_params returns them. */
+typedef struct {
+    int32_t size;                        /* number of elements */
+    int32_t a_zero_point, b_zero_point, output_zero_point;
+    int32_t left_shift;                  /* 20 */
+    int32_t a_multiplier, a_shift;
+    int32_t b_multiplier, b_shift;
+    int32_t output_multiplier, output_shift;
+    int32_t act_min, act_max;
+} mt_add_params;
+
+/* GLOBAL_AVG_POOL: input [h][w][c] -> output [c]; (multiplier, shift) from avg_pool_params. */
+typedef struct {
+    int32_t in_h, in_w, c;
+    int32_t input_zero_point, output_zero_point;
+    int32_t multiplier, shift;
+    int32_t act_min, act_max;
+} mt_avg_pool_params;
+
+/* A range of kept output channels. index[0..count) are the kept output channel indices
+ * (distinct, each in [0, out_c)); index == NULL means "all channels", i.e. index[j] = j.
+ * A kernel taking mt_channels processes list entries j in [begin, end) and its gradient
+ * buffer holds (end - begin) rows, row r belonging to output channel index[begin + r]. */
+typedef struct {
+    const int32_t *index;
+    int32_t count;
+    int32_t begin, end;  /* 0 <= begin <= end <= count */
+} mt_channels;
+
+/* Rounding of the on-device update (shared/COMMON rule, Python twin microtrain/train/rounding.py). */
+typedef enum {
+    MT_ROUND_NEAREST = 0,    /* floor(v + 0.5f) */
+    MT_ROUND_STOCHASTIC = 1  /* floor(v + u), u = mt_update_noise(...) / 2^24 */
+} mt_rounding;
+
+/* SGD step parameters shared by the update kernels. */
+typedef struct {
+    float lr;            /* learning rate of this step */
+    int32_t rounding;    /* mt_rounding */
+    uint32_t seed;       /* stochastic rounding seed */
+    uint32_t step;       /* 0-based training step counter */
+    uint32_t tensor_id;  /* index of the tensor in the scheme's order of trained tensors */
+} mt_update_params;
+
+/* ------------------------------------------------------------------------------------ */
+/* quant/                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+/* acc * M in fixed point; the one C definition of microtrain.quant.requantize:
+ *   left = max(shift, 0), right = max(-shift, 0)
+ *   x = saturate_int32(acc * 2^left)                       (deviation from TFLite: saturated)
+ *   x = SaturatingRoundingDoublingHighMul(x, multiplier)  (nudge, truncate toward zero;
+ *                                                           INT32_MIN*INT32_MIN -> INT32_MAX)
+ *   return RoundingDivideByPOT(x, right)                   (round half away from zero)
+ * Preconditions: shift in [-31, 30]; multiplier >= 0. */
+int32_t mt_requantize(int32_t acc, int32_t multiplier, int32_t shift);
+
+/* The counter-based noise of stochastic rounding, a 24-bit integer in [0, 2^24):
+ *   h = fmix32(seed ^ (tensor_id * 0x9E3779B9));  h = fmix32(h ^ step);  h = fmix32(h ^ index);
+ *   return h >> 8;     (fmix32 = murmur3 finalizer; all arithmetic mod 2^32) */
+uint32_t mt_update_noise(uint32_t seed, uint32_t step, uint32_t tensor_id, uint32_t index);
+
+/* The update rounding of a float32 value v, before saturation, returned as a float:
+ *   MT_ROUND_NEAREST:    floorf(v + 0.5f)
+ *   MT_ROUND_STOCHASTIC: floorf(v + u), u = (float)mt_update_noise(seed, step, tensor_id, index) * 2^-24
+ * (the additions are float32 operations). Any other mode returns v unchanged. */
+float mt_round_update(float v, int32_t rounding, uint32_t seed, uint32_t step, uint32_t tensor_id,
+                      uint32_t index);
+
+/* ------------------------------------------------------------------------------------ */
+/* forward/ (int8, bit-exact with interp/reference.py EVAL_RULES)                       */
+/* ------------------------------------------------------------------------------------ */
+
+/* CONV2D, any groups. input [in_h][in_w][in_c], weights [out_c][kh][kw][in_c/groups],
+ * bias [out_c] (NULL = zeros), output [out_h][out_w][out_c].
+ * Requires kernel_h*kernel_w*(in_c/groups) <= 65536 (int32 accumulator bound). */
+mt_status mt_conv2d_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
+                       const int8_t *weights, const int32_t *bias, int8_t *output);
+
+/* Depthwise CONV2D: groups == in_c == out_c (weights [c][kh][kw][1]); same result as mt_conv2d_s8. */
+mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
+                                 const int8_t *weights, const int32_t *bias, int8_t *output);
+
+/* Pointwise CONV2D fast path: kernel 1x1, stride 1, no padding, groups 1 (weights
+ * [out_c][in_c]); bit-exact with mt_conv2d_s8. Requires in_c <= 65536. */
+mt_status mt_pointwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
+                                 const int8_t *weights, const int32_t *bias, int8_t *output);
+
+/* FULLY_CONNECTED: input [in_c], weights [out_c][in_c], bias [out_c] (NULL = zeros), output [out_c].
+ * Requires in_c <= 65536. */
+mt_status mt_fully_connected_s8(const mt_fc_params *p, const mt_per_channel_quant *q, const int8_t *input,
+                                const int8_t *weights, const int32_t *bias, int8_t *output);
+
+/* TFLite int8 ADD of two tensors of p->size elements; output may alias a or b. */
+mt_status mt_add_s8(const mt_add_params *p, const int8_t *a, const int8_t *b, int8_t *output);
+
+/* GLOBAL_AVG_POOL: input [in_h][in_w][c] -> output [c]. Requires in_h*in_w <= 2^23. */
+mt_status mt_global_avg_pool_s8(const mt_avg_pool_params *p, const int8_t *input, int8_t *output);
+
+/* ------------------------------------------------------------------------------------ */
+/* backward/ (fp32; gradients with respect to REAL values)                              */
+/* ------------------------------------------------------------------------------------ */
+
+/* out[i] = (float)(x[i] - zero_point) * scale, scale = float32(s). out may not alias x. */
+mt_status mt_dequantize_s8_f32(const int8_t *x, int32_t n, float scale, int32_t zero_point, float *out);
+
+/* Softmax cross-entropy of logits [n] (real, fp32) against label, numerically stable:
+ *   m = max_i logits[i]; e_i = expf(logits[i] - m); S = sum_i e_i (sequential, i ascending)
+ *   *loss = logf(S) - (logits[label] - m)
+ *   grad_logits[i] = e_i / S - (i == label)            (grad_logits may be NULL)
+ * grad_logits may alias logits. */
+mt_status mt_softmax_cross_entropy_f32(const float *logits, int32_t n, int32_t label, float *loss,
+                                       float *grad_logits);
+
+/* Bytes of the 1-bit mask of n elements: (n + 7) / 8. */
+int32_t mt_clamp_mask_get_buffer_size(int32_t n);
+
+/* Pack the clamp derivative of an int8 output y [n] into a 1-bit mask: bit i (byte i/8,
+ * bit i%8, LSB first) is 1 iff act_min < y[i] < act_max. Unused high bits of the last byte are 0. */
+mt_status mt_clamp_mask_s8(const int8_t *y, int32_t n, int32_t act_min, int32_t act_max, uint8_t *mask);
+
+/* grad_out[i] = bit i of mask ? grad_in[i] : 0.0f. grad_out may alias grad_in (in place). */
+mt_status mt_apply_mask_f32(const float *grad_in, const uint8_t *mask, int32_t n, float *grad_out);
+
+/* out[i] = a[i] + b[i] (accumulating the gradients of a tensor used twice, e.g. a residual).
+ * out may alias a or b. */
+mt_status mt_add_f32(const float *a, const float *b, int32_t n, float *out);
+
+/* Gradient w.r.t. the real conv input, any groups. grad_output [out_h][out_w][out_c] (real),
+ * weights int8 OHWI with per-channel scales weight_scale[out_c]; writes all of
+ * grad_input [in_h][in_w][in_c]. Exact evaluation (scatter, in this order):
+ *   grad_input = 0
+ *   for oy, ox (ascending), for oc (ascending):  gs = grad_output[oy][ox][oc] * weight_scale[oc]
+ *     for ky, kx, i inside the input:  grad_input[iy][ix][g*I + i] += gs * (float)w[oc][ky][kx][i]
+ * grad_input must not alias grad_output. */
+mt_status mt_conv2d_grad_input_f32(const mt_conv_params *p, const float *weight_scale, const int8_t *weights,
+                                   const float *grad_output, float *grad_input);
+
+/* The same for depthwise (groups == in_c == out_c); bit-exact with mt_conv2d_grad_input_f32. */
+mt_status mt_depthwise_conv2d_grad_input_f32(const mt_conv_params *p, const float *weight_scale,
+                                             const int8_t *weights, const float *grad_output, float *grad_input);
+
+/* Bytes of the weight-gradient buffer of num_channels output channels of a conv:
+ * num_channels * kernel_h * kernel_w * (in_c / groups) * sizeof(float). */
+int32_t mt_conv2d_grad_weight_get_buffer_size(const mt_conv_params *p, int32_t num_channels);
+
+/* Gradient w.r.t. the real weights of the kept output channels ch->index[begin..end), any groups.
+ * input: the saved int8 input [in_h][in_w][in_c] (scale input_scale, zero point p->input_zero_point);
+ * grad_output [out_h][out_w][out_c] (only the selected channels are read);
+ * grad_weight [(end-begin)][kh][kw][in_c/groups] (written completely). Exact evaluation:
+ *   for each selected oc: acc[ky][kx][i] = 0
+ *     for oy, ox (ascending): g = grad_output[oy][ox][oc]
+ *       for ky, kx, i inside the input: acc[ky][kx][i] += g * (float)(x[iy][ix][g0 + i] - z_x)
+ *     grad_weight[row][ky][kx][i] = acc[ky][kx][i] * input_scale
+ * (acc lives in grad_weight itself: no scratch.) */
+mt_status mt_conv2d_grad_weight_f32(const mt_conv_params *p, float input_scale, const int8_t *input,
+                                    const float *grad_output, const mt_channels *ch, float *grad_weight);
+
+/* Depthwise weight gradient (groups == in_c == out_c), same expression as above. If
+ * input_sliced is 0, input is the full [in_h][in_w][in_c] tensor; if 1, input holds only the
+ * kept channels, [in_h][in_w][ch->count] with list entry j at channel j (what
+ * mt_gather_channels_s8 saves), so only the kept channels' activations need to be saved. */
+mt_status mt_depthwise_conv2d_grad_weight_f32(const mt_conv_params *p, float input_scale, const int8_t *input,
+                                              int32_t input_sliced, const float *grad_output,
+                                              const mt_channels *ch, float *grad_weight);
+
+/* Bytes of a sliced copy of the kept channels: spatial * ch->count. */
+int32_t mt_gather_channels_get_buffer_size(int32_t spatial, int32_t count);
+
+/* Save the kept channels of an int8 activation x [spatial][c]: out[s][j] = x[s][index[j]],
+ * j in [0, ch->count) (begin/end ignored). */
+mt_status mt_gather_channels_s8(const int8_t *x, int32_t spatial, int32_t c, const mt_channels *ch, int8_t *out);
+
+/* Gradient w.r.t. the real FC input: grad_input[i] = sum_o (grad_output[o] * weight_scale[o]) * (float)w[o][i],
+ * summed over o ascending starting from 0.0f. */
+mt_status mt_fully_connected_grad_input_f32(const mt_fc_params *p, const float *weight_scale, const int8_t *weights,
+                                            const float *grad_output, float *grad_input);
+
+/* Bytes of the FC weight-gradient buffer of num_channels rows: num_channels * in_c * sizeof(float). */
+int32_t mt_fully_connected_grad_weight_get_buffer_size(const mt_fc_params *p, int32_t num_channels);
+
+/* Gradient w.r.t. the real FC weights of the selected rows:
+ * grad_weight[row][i] = grad_output[o] * ((float)(x[i] - z_x) * input_scale), o = index[begin + row]. */
+mt_status mt_fully_connected_grad_weight_f32(const mt_fc_params *p, float input_scale, const int8_t *input,
+                                             const float *grad_output, const mt_channels *ch, float *grad_weight);
+
+/* Gradient w.r.t. the real bias of the selected channels, from grad_output [spatial][c]:
+ * grad_bias[row] = sum_s grad_output[s][o] (s ascending from 0.0f), o = index[begin + row].
+ * (FC: spatial = 1.) */
+mt_status mt_bias_grad_f32(const float *grad_output, int32_t spatial, int32_t c, const mt_channels *ch,
+                           float *grad_bias);
+
+/* Gradient of GLOBAL_AVG_POOL w.r.t. its real input: grad_input[y][x][c] = grad_output[c] / (float)(h*w). */
+mt_status mt_global_avg_pool_grad_f32(int32_t h, int32_t w, int32_t c, const float *grad_output,
+                                      float *grad_input);
+
+/* ------------------------------------------------------------------------------------ */
+/* update/ (fused SGD + QAS with the documented rounding)                               */
+/* ------------------------------------------------------------------------------------ */
+
+/* In-place update of the int8 weights of the selected output channels. channel_size =
+ * elements per output channel (kh*kw*I for conv, in_c for FC). grad [(end-begin)][channel_size]
+ * = gradient w.r.t. the REAL weights (from a *_grad_weight_f32 kernel with the same ch).
+ * factor[o] (indexed by the full output channel o) = float32(1/s_w[o]) with QAS, float32(s_w[o])
+ * without. For each selected channel o and element e, with i = o*channel_size + e (the flat
+ * index in the FULL tensor, whatever the storage):
+ *   v = (float)w - (u->lr * g) * factor[o]                  (float32, in this order)
+ *   r = mt_round_update(v, u->rounding, u->seed, u->step, u->tensor_id, i)
+ *   w = r < -127 ? -127 : r > 127 ? 127 : (int8_t)r        (NaN leaves w unchanged)
+ * weights_sliced = 0: weights is the full [out_c][channel_size] tensor; 1: weights holds only
+ * the kept channels, [ch->count][channel_size], list entry j at row j. */
+mt_status mt_sgd_update_s8(int8_t *weights, int32_t weights_sliced, int32_t channel_size, const float *factor,
+                           const float *grad, const mt_channels *ch, const mt_update_params *u);
+
+/* In-place update of the int32 biases of the selected channels (i = o):
+ *   v = (float)b - (u->lr * g) * factor[o];  r = mt_round_update(v, ..., i = o)
+ *   b = r >= 2^31 ? INT32_MAX : r < -2^31 ? INT32_MIN : (int32_t)r    (NaN leaves b unchanged)
+ * factor[o] = float32(1/(s_w[o]*s_x)) with QAS, float32(s_w[o]*s_x) without.
+ * grad [(end-begin)] from mt_bias_grad_f32 with the same ch; bias is the full [out_c] vector. */
+mt_status mt_sgd_update_s32(int32_t *bias, const float *factor, const float *grad, const mt_channels *ch,
+                            const mt_update_params *u);
+
+/* ------------------------------------------------------------------------------------ */
+/* fp32 head (UpdateScheme head "fp32": the classifier as a float linear layer on the   */
+/* dequantized features)                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/* output[o] = bias[o] + sum_i w[o][i] * x[i]: acc = bias[o] (0.0f if bias NULL), then
+ * acc += w[o][i] * x[i] for i ascending. Uses p->in_c, p->out_c only. */
+mt_status mt_linear_f32(const mt_fc_params *p, const float *input, const float *weights, const float *bias,
+                        float *output);
+
+/* grad_input[i] = sum_o grad_output[o] * w[o][i] (o ascending, from 0.0f). */
+mt_status mt_linear_grad_input_f32(const mt_fc_params *p, const float *weights, const float *grad_output,
+                                   float *grad_input);
+
+/* grad_weight[row][i] = grad_output[o] * x[i], o = index[begin + row]. */
+mt_status mt_linear_grad_weight_f32(const mt_fc_params *p, const float *input, const float *grad_output,
+                                    const mt_channels *ch, float *grad_weight);
+
+/* Plain fp32 SGD of the selected rows (weights [out_c][channel_size], or a bias with
+ * channel_size 1): w[o][e] = w[o][e] - lr * grad[row][e]. */
+mt_status mt_sgd_update_f32(float *weights, int32_t channel_size, const float *grad, const mt_channels *ch,
+                            float lr);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MT_RUNTIME_H */
