@@ -8,8 +8,9 @@ Follows the TFLite int8 quantization spec (and gemmlowp's fixed-point helpers):
 * ``requantize(acc, multiplier, shift)`` = rounding_divide_by_pot(
   saturating_rounding_doubling_high_mul(saturate32(acc * 2^max(shift,0)), multiplier),
   max(-shift, 0)).
-* The high multiply rounds half away from zero (the nudge) and then truncates toward
-  zero, exactly as gemmlowp's C++ does with int64 division.
+* The high multiply adds a nudge (2^30 for a non-negative product, 1 - 2^30 for a negative
+  one) and then truncates toward zero, exactly as gemmlowp's C++ does with int64 division:
+  positive halves round up (1.5 -> 2) but negative halves round toward zero (-1.5 -> -1).
 * The right shift rounds half away from zero.
 
 Deviation from TFLite, stated: TFLite computes ``acc * (1 << left_shift)`` in int32 and
