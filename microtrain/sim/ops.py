@@ -1,0 +1,279 @@
+"""Per-op rules of the torch simulator: integer forward (bit-exact with the reference
+interpreter) and the straight-through backward, as custom autograd Functions.
+
+Each activation is carried as an ``Act``: ``q`` the int8 codes (int64 tensor, batched NHWC)
+and ``real`` = s * (q - z) as float32, the tensor autograd flows through. Forward values
+always come from the integer path; only gradients are float:
+
+* rounding (requantization) is straight-through: d y_real / d pre_real = 1;
+* the clamp (fused ReLU/ReLU6 and int8 saturation) contributes its mask, computed from the
+  stored int8 output: ``act_min < y_q < act_max`` (a value sitting exactly on a bound counts
+  as clamped, so ReLU has derivative 0 at 0);
+* weight and bias gradients are w.r.t. the *real* weights s_w[c] * w_q and biases
+  s_x * s_w[c] * b_q (the gradient of the dequantized equivalent), in fp32.
+
+Integer convolutions run as float64 convolutions of integer-valued tensors: every partial
+sum is an integer below 2^53 (|acc| <= 255 * 127 * K for K < 2^36 taps), hence exact.
+``SIM_RULES[op](node, graph, env, params) -> list[Act]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from microtrain.interp.reference import add_params, avg_pool_params, output_multipliers
+from microtrain.ir.graph import Graph, Node, Tensor
+from microtrain.ir.ops import Op
+from microtrain.sim.fixed_point import requantize
+
+
+@dataclasses.dataclass
+class Act:
+    """One activation: int codes and (lazily) its dequantized real value."""
+
+    q: torch.Tensor
+    scale: float
+    zero: int
+    _real: torch.Tensor | None = None
+
+    @property
+    def real(self) -> torch.Tensor:
+        if self._real is None:
+            # float64 then one cast, as the interpreter's DEQUANTIZE does.
+            self._real = ((self.q.to(torch.float64) - self.zero) * self.scale).to(torch.float32)
+        return self._real
+
+
+@dataclasses.dataclass
+class LayerParams:
+    """The current int codes of a weighted layer, and fp32 leaves when it is trained."""
+
+    w_q: torch.Tensor  # int64, OHWI
+    b_q: torch.Tensor  # int64, [O]
+    w_real: torch.Tensor | None = None  # float32 leaf requiring grad (weights trained)
+    b_real: torch.Tensor | None = None  # float32 leaf requiring grad (biases trained)
+
+
+def clamp_mask(y_q: torch.Tensor, node: Node) -> torch.Tensor:
+    lo, hi = node.attrs.get("act_min", -128), node.attrs.get("act_max", 127)
+    return ((y_q > lo) & (y_q < hi)).to(torch.float32)
+
+
+def _clamp_store(acc_scaled: torch.Tensor, y: Tensor, node: Node) -> torch.Tensor:
+    return torch.clamp(acc_scaled + y.quant.z, node.attrs.get("act_min", -128), node.attrs.get("act_max", 127))
+
+
+def _pad_nchw(x: torch.Tensor, node: Node) -> torch.Tensor:
+    top, left, bottom, right = node.attrs.get("padding", (0, 0, 0, 0))
+    return F.pad(x, (left, right, top, bottom))
+
+
+def conv_int(node: Node, graph: Graph, x_q: torch.Tensor, w_q: torch.Tensor, b_q: torch.Tensor) -> torch.Tensor:
+    """Integer CONV2D / FULLY_CONNECTED on a batch: int64 codes in, int64 codes out."""
+    x_t, w_t, _ = (graph.tensors[n] for n in node.inputs)
+    y_t = graph.tensors[node.outputs[0]]
+    xs = (x_q - x_t.quant.z).to(torch.float64)
+    if node.op is Op.FULLY_CONNECTED:
+        acc = xs @ w_q.to(torch.float64).t()
+    else:
+        w = w_q.to(torch.float64).permute(0, 3, 1, 2)
+        acc = F.conv2d(_pad_nchw(xs.permute(0, 3, 1, 2), node), w, stride=tuple(node.attrs.get("stride", (1, 1))),
+                       groups=int(node.attrs.get("groups", 1))).permute(0, 2, 3, 1)
+    acc = torch.round(acc).to(torch.int64) + b_q
+    mult, shift = output_multipliers(x_t, w_t, y_t)
+    return _clamp_store(requantize(acc, torch.from_numpy(mult), torch.from_numpy(shift)), y_t, node)
+
+
+def real_weights(graph: Graph, node: Node, w_q: torch.Tensor, b_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s_w[c] * w_q, s_x * s_w[c] * b_q) as float32 (scale products in float64, one cast)."""
+    x_t, w_t, _ = (graph.tensors[n] for n in node.inputs)
+    s_w = torch.from_numpy(w_t.quant.scales())
+    shape = (-1,) + (1,) * (w_q.dim() - 1)
+    w = (w_q.to(torch.float64) * s_w.view(shape)).to(torch.float32)
+    b = (b_q.to(torch.float64) * (s_w * x_t.quant.s)).to(torch.float32)
+    return w, b
+
+
+def conv_float(node: Node, x_real: torch.Tensor, w_real: torch.Tensor, b_real: torch.Tensor) -> torch.Tensor:
+    """The dequantized float equivalent of a CONV2D/FC before its clamp (NHWC in and out)."""
+    if node.op is Op.FULLY_CONNECTED:
+        return x_real @ w_real.t() + b_real
+    y = F.conv2d(_pad_nchw(x_real.permute(0, 3, 1, 2), node), w_real.permute(0, 3, 1, 2), b_real,
+                 stride=tuple(node.attrs.get("stride", (1, 1))), groups=int(node.attrs.get("groups", 1)))
+    return y.permute(0, 2, 3, 1)
+
+
+class WeightedFn(torch.autograd.Function):
+    """CONV2D/FC: integer forward; backward = float conv gradients of the masked pre-activation."""
+
+    @staticmethod
+    def forward(ctx, x_real, w_real, b_real, node, graph, x_q, w_q, b_q):  # type: ignore[override]
+        y_q = conv_int(node, graph, x_q, w_q, b_q)
+        y_t = graph.tensors[node.outputs[0]]
+        ctx.node = node
+        ctx.save_for_backward(x_real, w_real, b_real, clamp_mask(y_q, node))
+        ctx.mark_non_differentiable(y_q)
+        y_real = ((y_q.to(torch.float64) - y_t.quant.z) * y_t.quant.s).to(torch.float32)
+        return y_real, y_q
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_q):  # type: ignore[override]
+        x_real, w_real, b_real, mask = ctx.saved_tensors
+        node = ctx.node
+        g = grad_y * mask
+        gx = gw = gb = None
+        if node.op is Op.FULLY_CONNECTED:
+            if ctx.needs_input_grad[0]:
+                gx = g @ w_real
+            if ctx.needs_input_grad[1]:
+                gw = g.t() @ x_real
+        else:
+            stride = tuple(node.attrs.get("stride", (1, 1)))
+            groups = int(node.attrs.get("groups", 1))
+            g_nchw = g.permute(0, 3, 1, 2).contiguous()
+            w_oihw = w_real.permute(0, 3, 1, 2).contiguous()
+            x_pad = _pad_nchw(x_real.permute(0, 3, 1, 2), node).contiguous()
+            if ctx.needs_input_grad[0]:
+                gx_pad = torch.nn.grad.conv2d_input(x_pad.shape, w_oihw, g_nchw, stride=stride, groups=groups)
+                top, left, _, _ = node.attrs.get("padding", (0, 0, 0, 0))
+                h, w = x_real.shape[1], x_real.shape[2]
+                gx = gx_pad[:, :, top:top + h, left:left + w].permute(0, 2, 3, 1)
+            if ctx.needs_input_grad[1]:
+                gw = torch.nn.grad.conv2d_weight(x_pad, w_oihw.shape, g_nchw, stride=stride,
+                                                 groups=groups).permute(0, 2, 3, 1)
+        if ctx.needs_input_grad[2]:
+            gb = g.reshape(-1, g.shape[-1]).sum(0)
+        return gx, gw, gb, None, None, None, None, None
+
+
+def _weighted(node: Node, graph: Graph, env: Mapping[str, Act], params: Mapping[str, LayerParams]) -> list[Act]:
+    x = env[node.inputs[0]]
+    p = params[node.name]
+    y_t = graph.tensors[node.outputs[0]]
+    needs_grad = p.w_real is not None or p.b_real is not None or (x._real is not None and x._real.requires_grad)
+    if not needs_grad:  # frozen and nothing upstream trained: integer only, no autograd
+        return [Act(conv_int(node, graph, x.q, p.w_q, p.b_q), y_t.quant.s, y_t.quant.z)]
+    w_const, b_const = real_weights(graph, node, p.w_q, p.b_q)
+    w_real = p.w_real if p.w_real is not None else w_const
+    b_real = p.b_real if p.b_real is not None else b_const
+    y_real, y_q = WeightedFn.apply(x.real, w_real, b_real, node, graph, x.q, p.w_q, p.b_q)
+    return [Act(y_q, y_t.quant.s, y_t.quant.z, y_real)]
+
+
+def add_int(node: Node, graph: Graph, a_q: torch.Tensor, b_q: torch.Tensor) -> torch.Tensor:
+    a_t, b_t = (graph.tensors[n] for n in node.inputs)
+    y_t = graph.tensors[node.outputs[0]]
+    p = add_params(a_t, b_t, y_t)
+    a = (a_q - a_t.quant.z) << p["left_shift"]
+    b = (b_q - b_t.quant.z) << p["left_shift"]
+    total = requantize(a, p["a_mult"], p["a_shift"]) + requantize(b, p["b_mult"], p["b_shift"])
+    return _clamp_store(requantize(total, p["y_mult"], p["y_shift"]), y_t, node)
+
+
+class AddFn(torch.autograd.Function):
+    """ADD: y_real = a_real + b_real before the clamp; both inputs get the masked gradient."""
+
+    @staticmethod
+    def forward(ctx, a_real, b_real, node, graph, a_q, b_q):  # type: ignore[override]
+        y_q = add_int(node, graph, a_q, b_q)
+        y_t = graph.tensors[node.outputs[0]]
+        ctx.save_for_backward(clamp_mask(y_q, node))
+        ctx.mark_non_differentiable(y_q)
+        return ((y_q.to(torch.float64) - y_t.quant.z) * y_t.quant.s).to(torch.float32), y_q
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_q):  # type: ignore[override]
+        (mask,) = ctx.saved_tensors
+        g = grad_y * mask
+        return g, g, None, None, None, None
+
+
+def _needs_grad(*acts: Act) -> bool:
+    return any(a._real is not None and a._real.requires_grad for a in acts)
+
+
+def _add(node: Node, graph: Graph, env: Mapping[str, Act], params: Mapping[str, LayerParams]) -> list[Act]:
+    a, b = env[node.inputs[0]], env[node.inputs[1]]
+    y_t = graph.tensors[node.outputs[0]]
+    if not _needs_grad(a, b):
+        return [Act(add_int(node, graph, a.q, b.q), y_t.quant.s, y_t.quant.z)]
+    y_real, y_q = AddFn.apply(a.real, b.real, node, graph, a.q, b.q)
+    return [Act(y_q, y_t.quant.s, y_t.quant.z, y_real)]
+
+
+def pool_int(node: Node, graph: Graph, x_q: torch.Tensor) -> torch.Tensor:
+    x_t = graph.tensors[node.inputs[0]]
+    y_t = graph.tensors[node.outputs[0]]
+    acc = (x_q - x_t.quant.z).sum(dim=(1, 2), keepdim=True)
+    mult, shift = avg_pool_params(x_t, y_t)
+    return _clamp_store(requantize(acc, mult, shift), y_t, node)
+
+
+class PoolFn(torch.autograd.Function):
+    """GLOBAL_AVG_POOL: y_real = mean_hw x_real; gradient spread evenly, masked by the clamp."""
+
+    @staticmethod
+    def forward(ctx, x_real, node, graph, x_q):  # type: ignore[override]
+        y_q = pool_int(node, graph, x_q)
+        y_t = graph.tensors[node.outputs[0]]
+        ctx.save_for_backward(clamp_mask(y_q, node))
+        ctx.hw = (x_q.shape[1], x_q.shape[2])
+        ctx.mark_non_differentiable(y_q)
+        return ((y_q.to(torch.float64) - y_t.quant.z) * y_t.quant.s).to(torch.float32), y_q
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_q):  # type: ignore[override]
+        (mask,) = ctx.saved_tensors
+        h, w = ctx.hw
+        g = (grad_y * mask / (h * w)).expand(-1, h, w, -1)
+        return g, None, None, None
+
+
+def _pool(node: Node, graph: Graph, env: Mapping[str, Act], params: Mapping[str, LayerParams]) -> list[Act]:
+    x = env[node.inputs[0]]
+    y_t = graph.tensors[node.outputs[0]]
+    if not _needs_grad(x):
+        return [Act(pool_int(node, graph, x.q), y_t.quant.s, y_t.quant.z)]
+    y_real, y_q = PoolFn.apply(x.real, node, graph, x.q)
+    return [Act(y_q, y_t.quant.s, y_t.quant.z, y_real)]
+
+
+def _reshape(node: Node, graph: Graph, env: Mapping[str, Act], params: Mapping[str, LayerParams]) -> list[Act]:
+    x = env[node.inputs[0]]
+    shape = (-1,) + tuple(int(d) for d in node.attrs["shape"])[1:]  # batch replaces the leading 1
+    real = x._real.reshape(shape) if x._real is not None else None
+    return [Act(x.q.reshape(shape), x.scale, x.zero, real)]
+
+
+def _dequantize(node: Node, graph: Graph, env: Mapping[str, Act], params: Mapping[str, LayerParams]) -> list[Act]:
+    # The float result is carried in ``real``; ``q`` is kept so downstream code can inspect it.
+    x = env[node.inputs[0]]
+    return [Act(x.q, x.scale, x.zero, x.real)]
+
+
+SimRule = Callable[[Node, Graph, Mapping[str, Act], Mapping[str, LayerParams]], list[Act]]
+
+SIM_RULES: dict[Op, SimRule] = {
+    Op.CONV2D: _weighted,
+    Op.FULLY_CONNECTED: _weighted,
+    Op.ADD: _add,
+    Op.GLOBAL_AVG_POOL: _pool,
+    Op.RESHAPE: _reshape,
+    Op.DEQUANTIZE: _dequantize,
+}
+"""SOFTMAX_CROSS_ENTROPY is exempt: the simulator computes the loss on the logits itself."""
+
+SIM_EXEMPT = frozenset({Op.SOFTMAX_CROSS_ENTROPY})
+
+
+def to_codes(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(a).astype(np.int64))
+
+
+__all__ = ["Act", "LayerParams", "SIM_RULES", "SIM_EXEMPT", "WeightedFn", "AddFn", "PoolFn", "conv_int",
+           "conv_float", "real_weights", "clamp_mask", "to_codes"]

@@ -1,0 +1,158 @@
+"""Batched torch execution and differentiation of an int8 Graph (the accuracy predictor).
+
+``Simulator(graph, scheme)`` holds the int codes of every weighted layer (int64 tensors
+holding int8 weights / int32 biases; they are the model, there is no float copy) and runs
+the graph node by node with ``SIM_RULES``. Forward is bit-exact with
+``interp.reference.run_graph`` at any batch size (each sample is independent).
+
+Backpropagation stops at the earliest updated layer of the scheme: every node before it
+(the frozen *prefix*) runs integer-only under ``no_grad``, and ``prefix()`` returns the
+tensors live across that cut so callers can cache them when the prefix never changes.
+
+Heads (``scheme.head``): ``int8`` keeps the graph's classifier and takes the dequantized
+int8 logits; ``fp32`` replaces the classifier (the last weighted layer, whose output must
+be the graph output) by a float linear layer on its dequantized input features,
+initialised from the dequantized int8 classifier and trained in float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from microtrain.ir.graph import Graph
+from microtrain.ir.ops import Op
+from microtrain.ir.verify import verify_graph
+from microtrain.sim.ops import SIM_RULES, Act, LayerParams, real_weights, to_codes
+from microtrain.sparse.scheme import UpdateScheme, check_scheme
+
+
+class Simulator:
+    def __init__(self, graph: Graph, scheme: UpdateScheme | None = None) -> None:
+        verify_graph(graph)
+        self.graph = graph
+        self.scheme = check_scheme(scheme or UpdateScheme(), graph)
+        self.layers = graph.weighted_nodes()
+        self.params: dict[str, LayerParams] = {
+            n.name: LayerParams(to_codes(graph.tensors[n.inputs[1]].data), to_codes(graph.tensors[n.inputs[2]].data))
+            for n in self.layers}
+        self.classifier = self.layers[-1] if self.layers else None
+        self.head_w: torch.Tensor | None = None
+        self.head_b: torch.Tensor | None = None
+        if self.scheme.head == "fp32":
+            c = self.classifier
+            if c is None or c.outputs[0] not in graph.outputs:
+                raise ValueError("an fp32 head needs the last conv/linear layer to produce the graph output")
+            w, b = real_weights(graph, c, self.params[c.name].w_q, self.params[c.name].b_q)
+            self.head_w, self.head_b = w.reshape(w.shape[0], -1).clone(), b.clone()
+        earliest = self.scheme.earliest_layer(graph)
+        if self.scheme.head == "fp32" and earliest in (None, self.classifier.name):
+            earliest = self.classifier.name
+        names = [n.name for n in graph.nodes]
+        self.cut = names.index(earliest) if earliest is not None else len(names)
+
+    # --- the frozen prefix ---------------------------------------------------------------
+    def live_at_cut(self) -> list[str]:
+        """Tensors computed before the cut (or graph inputs) and read at or after it."""
+        before = set(self.graph.inputs)
+        for node in self.graph.nodes[:self.cut]:
+            before.update(node.outputs)
+        needed: list[str] = []
+        for node in self.graph.nodes[self.cut:]:
+            for name in node.inputs:
+                if name in before and name not in needed:
+                    needed.append(name)
+        for name in self.graph.outputs:
+            if name in before and name not in needed:
+                needed.append(name)
+        return needed
+
+    def prefix(self, x_q: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Integer codes of the tensors live at the cut, for a batch of int8 NHWC inputs."""
+        env = self._feed(x_q)
+        with torch.no_grad():
+            self._run(env, self.graph.nodes[:self.cut])
+        return {name: env[name].q for name in self.live_at_cut()}
+
+    # --- forward ------------------------------------------------------------------------
+    def _feed(self, x_q: np.ndarray | torch.Tensor) -> dict[str, Act]:
+        (name,) = self.graph.inputs
+        t = self.graph.tensors[name]
+        q = x_q if isinstance(x_q, torch.Tensor) else to_codes(x_q)
+        return {name: Act(q.to(torch.int64), t.quant.s, t.quant.z)}
+
+    def _run(self, env: dict[str, Act], nodes) -> None:
+        for node in nodes:
+            if self.head_w is not None and node is self.classifier:
+                break
+            rule = SIM_RULES.get(node.op)
+            if rule is None:
+                raise NotImplementedError(f"the simulator has no rule for op {node.op.value} (node {node.name!r})")
+            for name, act in zip(node.outputs, rule(node, self.graph, env, self.params), strict=True):
+                env[name] = act
+
+    def attach_grads(self, trained: list[tuple[str, str]]) -> None:
+        """Make fp32 leaves (real weights/biases) for the trained tensors; clears old ones."""
+        for p in self.params.values():
+            p.w_real = p.b_real = None
+        for layer, kind in trained:
+            p = self.params[layer]
+            w, b = real_weights(self.graph, self.graph.node(layer), p.w_q, p.b_q)
+            if kind == "weight":
+                p.w_real = w.requires_grad_()
+            else:
+                p.b_real = b.requires_grad_()
+
+    def forward(self, x_q: np.ndarray | torch.Tensor | None = None,
+                cached: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, Act]]:
+        """Logits (float32 [N, K]) and all activations. Give ``x_q`` or ``cached`` (from ``prefix``)."""
+        if cached is None:
+            env = self._feed(x_q)
+            with torch.no_grad():
+                self._run(env, self.graph.nodes[:self.cut])
+        else:
+            env = {}
+            for name, q in cached.items():
+                t = self.graph.tensors[name]
+                env[name] = Act(q, t.quant.s, t.quant.z)
+        self._run(env, self.graph.nodes[self.cut:])
+        if self.head_w is not None:
+            feats = env[self.classifier.inputs[0]].real
+            logits = feats.reshape(feats.shape[0], -1) @ self.head_w.t() + self.head_b
+            return logits, env
+        out = env[self.graph.outputs[0]]
+        return out.real.reshape(out.real.shape[0], -1), env
+
+    def infer_codes(self, x_q: np.ndarray) -> dict[str, np.ndarray]:
+        """Integer forward of every tensor (no autograd), as numpy arrays in the IR dtypes."""
+        env = self._feed(x_q)
+        with torch.no_grad():
+            for node in self.graph.nodes:
+                for name, act in zip(node.outputs, SIM_RULES[node.op](node, self.graph, env, self.params), strict=True):
+                    env[name] = act
+        out = {}
+        for name, act in env.items():
+            t = self.graph.tensors[name]
+            if t.dtype == "float32":
+                out[name] = act.real.detach().numpy()
+            else:
+                out[name] = act.q.numpy().astype(t.dtype)
+        return out
+
+    # --- export -------------------------------------------------------------------------
+    def to_graph(self) -> Graph:
+        """The graph with the current int8 weights / int32 biases (an fp32 head is not exported)."""
+        tensors = dict(self.graph.tensors)
+        for node in self.layers:
+            p = self.params[node.name]
+            for name, codes in ((node.inputs[1], p.w_q), (node.inputs[2], p.b_q)):
+                t = tensors[name]
+                tensors[name] = t.with_data(codes.numpy().astype(t.dtype))
+        return self.graph.replace(tensors=tensors)
+
+
+def is_classifier_output(graph: Graph) -> bool:
+    last = graph.weighted_nodes()[-1]
+    return last.outputs[0] in graph.outputs and last.op in (Op.FULLY_CONNECTED, Op.CONV2D)
