@@ -62,15 +62,21 @@ def _conv2d(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[
     # Padding with the zero point makes padded positions contribute (z - z) = 0.
     xs = np.pad(x[0].astype(np.int64) - x_t.quant.z, ((top, bottom), (left, right), (0, 0)))
     out_per_group = c_out // groups
-    acc = np.zeros((oh, ow, c_out), dtype=np.int64)
-    w64 = w.astype(np.int64)
-    for oy in range(oh):
-        for ox in range(ow):
-            patch = xs[oy * sh: oy * sh + kh, ox * sw: ox * sw + kw, :]  # [kh, kw, c_in]
-            for g in range(groups):
-                cin = patch[:, :, g * c_per_group:(g + 1) * c_per_group]
-                oc = slice(g * out_per_group, (g + 1) * out_per_group)
-                acc[oy, ox, oc] = np.einsum("hwi,ohwi->o", cin, w64[oc])
+    # Definition, for output position (oy, ox) and output channel o of group g = o // out_per_group:
+    #   acc[oy, ox, o] = sum_{ky, kx, i} xs[oy*sh + ky, ox*sw + kx, g*c_per_group + i] * w[o, ky, kx, i]
+    # Evaluated tap by tap: for a fixed (ky, kx), the strided slice of xs starting at (ky, kx)
+    # holds, at [oy, ox], exactly the input pixel that tap sees for output (oy, ox), so each
+    # tap adds one batched matrix product per group. Depthwise is c_per_group = out_per_group
+    # = 1: a per-channel product. Integer arithmetic in int64, so the order of summation
+    # cannot change the result: |acc| <= kh*kw*C*255*127 << 2^63.
+    xg = xs.reshape(xs.shape[0], xs.shape[1], groups, c_per_group)
+    wg = w.astype(np.int64).reshape(groups, out_per_group, kh, kw, c_per_group)
+    acc = np.zeros((oh, ow, groups, out_per_group), dtype=np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            seen = xg[ky: ky + (oh - 1) * sh + 1: sh, kx: kx + (ow - 1) * sw + 1: sw]  # [oh, ow, groups, c_per_group]
+            acc += np.einsum("yxgi,goi->yxgo", seen, wg[:, :, ky, kx, :])
+    acc = acc.reshape(oh, ow, c_out)
     acc += b.astype(np.int64)
     mult, shift = output_multipliers(x_t, w_t, y_t)
     return [_clamp_store(quant.requantize(acc, mult, shift), y_t, node)[None]]
