@@ -1,0 +1,136 @@
+"""Cortex-M7 target: build a generated microtrain project with arm-none-eabi-gcc at the
+memory budgets and run it on QEMU mps2-an500 with semihosting.
+
+Registered as two names in ``microtrain.targets``: ``cortex-m7`` (build + memory report
+from the ELF) and ``qemu`` (build, run, parse the driver's output, measure stack and
+instructions). Both share ``build`` and ``run`` below; the pieces are in
+``linker.py`` (budgets -> linker script), ``toolchain.py`` (compile/link, overflow
+errors), ``elfmem.py`` (memory from the ELF), ``qemu.py`` (run, parse start-up report),
+and ``startup.c`` (vector table, FPU, .data/.bss, stack painting, instruction counter).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from microtrain.cli.common import UserError
+from microtrain.targets.cortex_m7 import linker
+from microtrain.targets.cortex_m7.elfmem import MemoryReport, memory_report
+from microtrain.targets.cortex_m7.qemu import QemuRun, run_elf
+from microtrain.targets.cortex_m7.toolchain import BuildConfig, build_elf
+
+NAME = "cortex-m7"
+BUILD_SUBDIR = Path("build") / "cortex-m7"
+
+__all__ = ["NAME", "build", "run", "memory", "project_sources", "TargetRunResult", "build_elf", "run_elf",
+           "memory_report", "BuildConfig", "MemoryReport", "QemuRun", "linker"]
+
+
+def project_sources(project_dir: Path) -> tuple[list[Path], list[Path]]:
+    """C sources and include dirs of a generated project (layout of the compiler contract)."""
+    project_dir = Path(project_dir)
+    if not (project_dir / "main" / "mt_main.c").exists():
+        raise UserError(f"{project_dir} is not a generated microtrain project (no main/mt_main.c); "
+                        "create one with `microtrain compile ... --out DIR`")
+    sources = sorted(p for sub in ("src", "runtime", "main") for p in (project_dir / sub).rglob("*.c"))
+    includes = sorted({p.parent for sub in ("include", "src", "runtime", "main")
+                       for p in (project_dir / sub).rglob("*.h")})
+    return sources, includes
+
+
+def _config(opts: dict) -> BuildConfig:
+    return BuildConfig(flash=linker.parse_size(opts.get("flash") or linker.DEFAULT_FLASH),
+                       sram=linker.parse_size(opts.get("sram") or linker.DEFAULT_SRAM),
+                       min_heap=linker.parse_size(opts.get("min_heap") or linker.DEFAULT_MIN_HEAP),
+                       min_stack=linker.parse_size(opts.get("min_stack") or linker.DEFAULT_MIN_STACK),
+                       wrap_model=True)
+
+
+def build(project_dir: Path, **opts) -> Path:
+    """Build the project's firmware ELF at the budgets (opts: flash, sram, min_heap, min_stack)."""
+    project_dir = Path(project_dir)
+    sources, includes = project_sources(project_dir)
+    return build_elf(sources, includes, project_dir / BUILD_SUBDIR, _config(opts), name="mt_firmware")
+
+
+def _trainable_names(project_dir: Path) -> set[str]:
+    """C symbol names of the trainable tensors, if the project's report.json lists them."""
+    path = Path(project_dir) / "report.json"
+    if not path.exists():
+        return set()
+    doc = json.loads(path.read_text())
+    names = set()
+    for t in doc.get("trainable", []) or []:
+        if isinstance(t, dict):
+            for key in ("symbol", "c_name"):
+                if t.get(key):
+                    names.add(str(t[key]))
+    return names
+
+
+def memory(project_dir: Path, elf: Path, run: QemuRun | None = None) -> dict:
+    rep = memory_report(elf, trainable_names=_trainable_names(project_dir))
+    if run is not None:
+        rep.stack_high_water, rep.heap_used = run.stack_high_water, run.heap_used
+    return rep.to_dict()
+
+
+@dataclass
+class TargetRunResult:
+    """What a run of the generated driver on the emulator produced."""
+    returncode: int
+    stdout: str
+    losses: list[float] = field(default_factory=list)
+    loss_bits: list[int] = field(default_factory=list)
+    eval_correct: int | None = None
+    eval_total: int | None = None
+    weights_path: Path | None = None
+    memory: dict = field(default_factory=dict)
+    step_instructions: list[int] = field(default_factory=list)
+    infer_instructions: list[int] = field(default_factory=list)
+    elf: Path | None = None
+
+    def to_dict(self) -> dict:
+        steps = sorted(self.step_instructions)
+        infers = sorted(self.infer_instructions)
+        return {"target": "qemu", "returncode": self.returncode, "losses": self.losses,
+                "loss_bits": [f"{b:08x}" for b in self.loss_bits],
+                "eval_correct": self.eval_correct, "eval_total": self.eval_total,
+                "weights": str(self.weights_path) if self.weights_path else None,
+                "memory": self.memory, "elf": str(self.elf) if self.elf else None,
+                "cost": {"measure": "instructions executed on QEMU mps2-an500 (-icount), per call",
+                         "train_step_instructions_median": steps[len(steps) // 2] if steps else None,
+                         "infer_instructions_median": infers[len(infers) // 2] if infers else None,
+                         "train_step_instructions": self.step_instructions}}
+
+
+_STEP_RE = re.compile(r"^step (\d+) loss (\S+) bits ([0-9a-fA-F]{8})$", re.M)
+_EVAL_RE = re.compile(r"^eval correct (\d+) total (\d+)$", re.M)
+
+
+def run(project_dir: Path, workdir: Path, **opts) -> TargetRunResult:
+    """Build (unless opts['elf'] is given) and run the driver in ``workdir`` on QEMU.
+
+    ``workdir`` holds mt_config.txt and the mt_*.bin data files; the trained weights come
+    back as ``workdir/mt_weights.bin``. opts: flash, sram, min_heap, min_stack, timeout.
+    """
+    elf = Path(opts["elf"]) if opts.get("elf") else build(project_dir, **opts)
+    qr = run_elf(elf, workdir, timeout=float(opts.get("timeout") or 600.0))
+    if qr.returncode != 0:
+        raise UserError(f"the firmware exited with code {qr.returncode} on the emulated Cortex-M7:\n"
+                        f"{(qr.stdout + qr.stderr)[-2000:]}")
+    res = TargetRunResult(returncode=qr.returncode, stdout=qr.stdout, elf=elf,
+                          step_instructions=qr.step_instructions, infer_instructions=qr.infer_instructions)
+    for _i, loss, bits in _STEP_RE.findall(qr.stdout):
+        res.losses.append(float(loss))
+        res.loss_bits.append(int(bits, 16))
+    m = _EVAL_RE.search(qr.stdout)
+    if m:
+        res.eval_correct, res.eval_total = int(m.group(1)), int(m.group(2))
+    weights = Path(workdir) / "mt_weights.bin"
+    res.weights_path = weights if weights.exists() else None
+    res.memory = memory(project_dir, elf, qr)
+    return res

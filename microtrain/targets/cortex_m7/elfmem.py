@@ -1,0 +1,147 @@
+"""Memory truth from the linked ELF (pyelftools): flash and static SRAM by section, and a
+breakdown by kind (arena, trainable weights, frozen weights, code, ...) from symbol names.
+
+SRAM in use at run time = .data + .bss + heap in use + stack high-water (the last two are
+measured on the emulator, see ``qemu.py``). Flash = everything loaded from flash: vector
+table, .text, .rodata, unwind tables, init arrays and the .data image.
+
+Naming convention shared with the code generator (symbols it emits):
+  ``mt_arena*``        the planned activation/gradient arena (.bss)
+  ``mt_trainable_*``   trainable tensors, updated in place (.data/.bss)
+  any other ``mt_*`` object in .rodata: frozen weights and constants (flash)
+Everything else: code (.text), runtime/libc data, start-up tables.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+
+FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.extab", ".ARM.exidx", ".init_array")
+SRAM_SECTIONS = (".data", ".bss")
+
+# (kind, glob on symbol name) checked in order; first match wins. Sections decide the rest.
+DEFAULT_RULES: list[tuple[str, str]] = [
+    ("arena", "mt_arena*"),
+    ("trainable_weights", "mt_trainable_*"),
+]
+
+
+def _section_kind(name: str) -> str | None:
+    for base in (".text", ".rodata", ".data", ".bss"):
+        if name == base or name.startswith(base + "."):
+            return base[1:]
+    if name == "COMMON":
+        return "bss"
+    return None
+
+
+@dataclass
+class MemoryReport:
+    sections: dict[str, int]                     # allocated section -> bytes
+    flash_bytes: int                             # code + read-only data + .data image
+    sram_static_bytes: int                       # .data + .bss
+    breakdown: dict[str, int]                    # kind -> bytes (static part)
+    largest: list[tuple[str, str, int]] = field(default_factory=list)  # (symbol, section kind, bytes)
+    stack_high_water: int | None = None
+    heap_used: int | None = None
+
+    @property
+    def sram_bytes(self) -> int | None:
+        """.data + .bss + heap + stack high-water: the run-time peak; None before a run."""
+        if self.stack_high_water is None:
+            return None
+        return self.sram_static_bytes + (self.heap_used or 0) + self.stack_high_water
+
+    def to_dict(self) -> dict:
+        sram = self.sram_bytes
+        breakdown = dict(self.breakdown)
+        if self.stack_high_water is not None:
+            breakdown["stack"] = self.stack_high_water
+            breakdown["heap"] = self.heap_used or 0
+        return {
+            "flash_bytes": self.flash_bytes,
+            "sram_static_bytes": self.sram_static_bytes,
+            "sram_bytes": sram,
+            "sram_includes": ".data + .bss + heap in use + stack high-water" if sram is not None
+            else "not run yet: .data + .bss only",
+            "stack_high_water_bytes": self.stack_high_water,
+            "heap_used_bytes": self.heap_used,
+            "sections": self.sections,
+            "breakdown": breakdown,
+            "largest_symbols": [{"name": n, "section": k, "bytes": b} for n, k, b in self.largest],
+        }
+
+
+def _symbols(elf: ELFFile):
+    """(name, section name, size) of every sized data/code symbol."""
+    symtab = elf.get_section_by_name(".symtab")
+    if symtab is None:
+        return
+    for sym in symtab.iter_symbols():
+        size = sym["st_size"]
+        if size == 0 or sym["st_info"]["type"] not in ("STT_OBJECT", "STT_FUNC"):
+            continue
+        shndx = sym["st_shndx"]
+        if shndx == "SHN_COMMON":
+            yield sym.name, "COMMON", size
+        elif isinstance(shndx, int):
+            yield sym.name, elf.get_section(shndx).name, size
+
+
+def memory_report(elf_path: Path, rules: list[tuple[str, str]] | None = None,
+                  trainable_names: set[str] | None = None, top: int = 10) -> MemoryReport:
+    """Read sections and symbols of a linked ELF and classify the bytes."""
+    rules = DEFAULT_RULES if rules is None else rules
+    trainable_names = trainable_names or set()
+    with open(elf_path, "rb") as f:
+        elf = ELFFile(f)
+        sections = {s.name: s["sh_size"] for s in elf.iter_sections()
+                    if s["sh_flags"] & 0x2 and s.name != ".reserve"}  # SHF_ALLOC
+        syms = list(_symbols(elf))
+
+    flash = sum(v for k, v in sections.items() if k in FLASH_SECTIONS) + sections.get(".data", 0)
+    sram_static = sum(sections.get(k, 0) for k in SRAM_SECTIONS)
+
+    breakdown = {"arena": 0, "trainable_weights": 0, "frozen_weights": 0, "other_sram": 0,
+                 "code": sections.get(".text", 0) + sections.get(".isr_vector", 0), "other_flash": 0}
+    for name, sec, size in syms:
+        kind = _section_kind(sec)
+        if kind not in ("data", "bss", "rodata"):
+            continue
+        label = None
+        if name in trainable_names:
+            label = "trainable_weights"
+        for rule_kind, pattern in rules:
+            if label is None and fnmatch.fnmatchcase(name, pattern):
+                label = rule_kind
+        if label is None and kind == "rodata" and name.startswith("mt_"):
+            label = "frozen_weights"
+        if label is not None:
+            breakdown[label] += size
+    breakdown["other_sram"] = sram_static - breakdown["arena"] - breakdown["trainable_weights"]
+    breakdown["other_flash"] = flash - breakdown["code"] - breakdown["frozen_weights"]
+    data_syms = [(n, _section_kind(s) or s, z) for n, s, z in syms if _section_kind(s) in ("data", "bss", "rodata")]
+    data_syms.sort(key=lambda t: -t[2])
+    return MemoryReport(sections=sections, flash_bytes=flash, sram_static_bytes=sram_static,
+                        breakdown=breakdown, largest=data_syms[:top])
+
+
+def largest_symbols_in_objects(objects: list[Path], kinds: tuple[str, ...], top: int = 8) -> list[tuple[str, str, int]]:
+    """The biggest symbols of unlinked objects whose section is one of ``kinds`` (for link errors)."""
+    found = []
+    for obj in objects:
+        try:
+            with open(obj, "rb") as f:
+                elf = ELFFile(f)
+                for name, sec, size in _symbols(elf):
+                    kind = _section_kind(sec)
+                    if kind in kinds:
+                        found.append((f"{name} ({Path(obj).name.split('_', 1)[-1]})", kind, size))
+        except OSError:
+            continue
+    found.sort(key=lambda t: -t[2])
+    return found[:top]
