@@ -193,10 +193,21 @@ def verify_tensor(t: Tensor) -> None:
 
 def verify_graph(graph: Graph) -> Graph:
     """Check every invariant; return the graph unchanged so passes can chain it."""
+    # A bad tensor is reported with the first node that reads or writes it, so the message
+    # names the node and op (as every other verifier error does) when there is one.
+    first_user: dict[str, Node] = {}
+    for node in graph.nodes:
+        for name in (*node.inputs, *node.outputs):
+            first_user.setdefault(name, node)
     for name, t in graph.tensors.items():
         if name != t.name:
             raise IRError(f"tensor registered as {name!r} is named {t.name!r}")
-        verify_tensor(t)
+        try:
+            verify_tensor(t)
+        except IRError as e:
+            if name not in first_user:
+                raise
+            raise _fail(first_user[name], str(e)) from None
     defined = {n for n, t in graph.tensors.items() if t.is_const} | set(graph.inputs)
     for name in graph.inputs:
         if name not in graph.tensors:
@@ -204,7 +215,7 @@ def verify_graph(graph: Graph) -> Graph:
     seen_nodes: set[str] = set()
     for node in graph.nodes:
         if node.name in seen_nodes:
-            raise IRError(f"node name {node.name!r} used twice")
+            raise _fail(node, "node name used twice")
         seen_nodes.add(node.name)
         rule = SHAPE_RULES.get(node.op)
         if rule is None:
@@ -214,8 +225,17 @@ def verify_graph(graph: Graph) -> Graph:
                 raise _fail(node, f"input {name!r} is not a tensor of the graph")
             if name not in defined:
                 raise _fail(node, f"input {name!r} is used before it is computed")
-        specs = rule(node, [graph.tensors[n] for n in node.inputs])
-        for out_name, (shape, dtype) in zip(node.outputs, specs):
+        try:
+            specs = rule(node, [graph.tensors[n] for n in node.inputs])
+        except IRError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            # A missing or ill-typed attribute (e.g. a reshape without ``shape``, a stride of
+            # one int) is a broken node too, not a crash of the verifier.
+            raise _fail(node, f"missing or malformed attribute ({type(e).__name__}: {e})") from None
+        if len(specs) != len(node.outputs):
+            raise _fail(node, f"has {len(node.outputs)} outputs, the op computes {len(specs)}")
+        for out_name, (shape, dtype) in zip(node.outputs, specs, strict=True):
             if out_name not in graph.tensors:
                 raise _fail(node, f"output {out_name!r} is not a tensor of the graph")
             out = graph.tensors[out_name]
