@@ -74,6 +74,9 @@ def _attr_from_json(v: Any) -> Any:
 
 
 def graph_from_dict(doc: dict, arrays: dict[str, np.ndarray], source: str = "<dict>") -> Graph:
+    if not isinstance(doc, dict):
+        raise ModelFileError(f"{source}: not a microtrain graph (the JSON document is a {type(doc).__name__}, "
+                             "expected an object)")
     try:
         if doc.get("format") != FORMAT:
             raise ModelFileError(f"{source}: not a microtrain graph (format={doc.get('format')!r})")
@@ -89,6 +92,8 @@ def graph_from_dict(doc: dict, arrays: dict[str, np.ndarray], source: str = "<di
                 if e["name"] not in arrays:
                     raise ModelFileError(f"{source}: constant tensor {e['name']!r} has no data in the .npz")
                 data = arrays[e["name"]]
+            if e["name"] in tensors:
+                raise ModelFileError(f"{source}: tensor {e['name']!r} is defined twice")
             tensors[e["name"]] = Tensor(e["name"], tuple(int(d) for d in e["shape"]), e["dtype"], quant, data)
         nodes = []
         for n in doc["nodes"]:
@@ -99,8 +104,12 @@ def graph_from_dict(doc: dict, arrays: dict[str, np.ndarray], source: str = "<di
             attrs = {k: _attr_from_json(v) for k, v in n["attrs"].items()}
             nodes.append(Node(n["name"], op, tuple(n["inputs"]), tuple(n["outputs"]), attrs))
         graph = Graph(tensors, tuple(nodes), tuple(doc["inputs"]), tuple(doc["outputs"]), doc.get("meta", {}))
-    except (KeyError, TypeError) as e:
-        raise ModelFileError(f"{source}: malformed graph document (missing or wrong field {e})") from None
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        # KeyError: a missing field; the others: a field of the wrong type (e.g. a shape of strings).
+        raise ModelFileError(f"{source}: malformed graph document (missing or wrong field: "
+                             f"{type(e).__name__} {e})") from None
     try:
         return verify_graph(graph)
     except IRError as e:
@@ -135,5 +144,6 @@ def load_graph(path: str | Path) -> Graph:
         with np.load(npath, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise ModelFileError(f"{npath}: cannot read tensor data ({e}); the file is truncated or not an .npz") from None
+        raise ModelFileError(f"{npath}: cannot read tensor data ({e}); the file is truncated, not an .npz, or "
+                             "holds pickled Python objects (refused: loading a model never runs code)") from None
     return graph_from_dict(doc, arrays, source=str(jpath))
