@@ -20,8 +20,9 @@ STARTUP = HERE / "startup.c"
 CPU_FLAGS = ["-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-mthumb"]
 C_FLAGS = ["-std=c99", "-O2", "-g", "-ffp-contract=off", "-ffunction-sections", "-fdata-sections",
            "-Wall", "-Wextra"]
-LINK_FLAGS = ["-nostartfiles", "--specs=nano.specs", "--specs=rdimon.specs", "-u", "_printf_float",
-              "-Wl,--gc-sections"]
+# newlib-nano leaves float printf/scanf out unless asked: the driver prints losses and reads lr.
+LINK_FLAGS = ["-nostartfiles", "--specs=nano.specs", "--specs=rdimon.specs",
+              "-u", "_printf_float", "-u", "_scanf_float", "-Wl,--gc-sections"]
 # Functions of the generated model whose calls the start-up code measures (instructions).
 WRAPPED = ["mt_train_step", "mt_infer"]
 
