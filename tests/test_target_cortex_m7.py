@@ -211,3 +211,15 @@ def test_parse_size_and_budget_errors():
     # Budgets above the 4 MB SSRAM block move SRAM to the 16 MB PSRAM of the board.
     assert "0x60000000" in linker.render_linker_script(linker.MB, 6 * linker.MB)
     assert "0x20000000" in linker.render_linker_script(linker.MB, 256 * linker.KB)
+
+
+def test_memory_table_formatter():
+    from microtrain.report.memory import format_memory
+
+    mem = {"flash_bytes": 2048, "sram_static_bytes": 1024, "sram_bytes": 3072,
+           "breakdown": {"arena": 512, "trainable_weights": 256, "other_sram": 256, "heap": 1024, "stack": 1024,
+                         "code": 1536, "frozen_weights": 256, "other_flash": 256}}
+    text = format_memory(mem, sram_budget=262144)
+    assert text.splitlines()[0].startswith("SRAM       3.0 KB") and "of 256 KB budget" in text
+    assert "stack (high-water)                   1.0 KB" in text
+    assert "flash      2.0 KB" in text
