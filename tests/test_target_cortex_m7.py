@@ -223,3 +223,9 @@ def test_memory_table_formatter():
     assert text.splitlines()[0].startswith("SRAM       3.0 KB") and "of 256 KB budget" in text
     assert "stack (high-water)                   1.0 KB" in text
     assert "flash      2.0 KB" in text
+
+
+def test_hard_fault_is_reported(tmp_path):
+    elf = _build(tmp_path, "int main(void) { return *(volatile int *)0x90000000; }\n")
+    with pytest.raises(UserError, match="crashed on the emulated Cortex-M7"):
+        cortex_m7.run_elf(elf, tmp_path, timeout=30)
