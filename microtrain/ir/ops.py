@@ -25,8 +25,25 @@ Float (loss and training; fp32 unless noted):
                    inputs (logits f32 [1,K], label int32 [1]) -> loss f32 [1]:
                    -log softmax(logits)[label].
 
-Ops the compiler adds for the backward graph and the update are appended to this enum
-by the compiler (one place, one enum); see ``microtrain/compiler``.
+Training (appended by the compiler, one place, one enum; see ``microtrain/compiler``).
+Gradients are fp32 and taken w.r.t. the *real* value of a tensor (s * (q - z)); int8
+operands are dequantized inside the op. Shape rules in ``compiler/training_ops.py``.
+  LOSS_GRAD        (logits f32 [1,K], label int32 [1]) -> dlogits = softmax(logits) - onehot.
+  CLAMP_MASK       (y int8) -> uint8 [ceil(n/8)], bit i = act_min < y[i] < act_max (LSB first).
+  MASK_GRAD        (g f32, mask uint8) -> g * bit(mask): the clamp derivative, in place.
+  CONV2D_GRAD_INPUT (g f32 [1,OH,OW,O], w int8) -> dx f32 [1,H,W,C] (transposed conv).
+  CONV2D_GRAD_WEIGHT (g f32 [1,OH,OW,O], x int8 [1,H,W,Cx]) -> dw f32 [K,kh,kw,I] for the
+                   K output channels in attrs channels; x holds only the input channels
+                   they read (attrs x_channels, None = all).
+  FC_GRAD_INPUT    (g f32 [1,O], w int8 [O,C]) -> dx f32 [1,C].
+  FC_GRAD_WEIGHT   (g f32 [1,O], x int8 [1,C]) -> dw f32 [K,C] for attrs channels.
+  BIAS_GRAD        (g f32 [1,...,O]) -> db f32 [O]: sum over all but the last axis.
+  AVG_POOL_GRAD    (g f32 [1,1,1,C]) -> dx f32 [1,H,W,C] = g / (H*W) broadcast (attrs shape).
+  GRAD_ACCUMULATE  (a f32, b f32) -> a + b (fan-out of a forward tensor), in place into a.
+  SLICE_CHANNELS   (x int8 [1,H,W,C]) -> x[..., attrs channels] (a saved sub-tensor).
+  UPDATE_WEIGHT    (w int8, dw f32 [K,...], lr f32 [1]) -> w updated in place on attrs channels:
+                   w = sat127(round((float)w - (lr*dw) * f_c)) (QAS factors f_c in attrs).
+  UPDATE_BIAS      (b int32, db f32 [O], lr f32 [1]) -> b updated in place, same rule, int32.
 """
 
 from __future__ import annotations
@@ -44,6 +61,20 @@ class Op(enum.Enum):
     # float
     DEQUANTIZE = "dequantize"
     SOFTMAX_CROSS_ENTROPY = "softmax_cross_entropy"
+    # ---- training: backward (fp32) and update ops, appended by the compiler --------------
+    LOSS_GRAD = "loss_grad"
+    CLAMP_MASK = "clamp_mask"
+    MASK_GRAD = "mask_grad"
+    CONV2D_GRAD_INPUT = "conv2d_grad_input"
+    CONV2D_GRAD_WEIGHT = "conv2d_grad_weight"
+    FC_GRAD_INPUT = "fc_grad_input"
+    FC_GRAD_WEIGHT = "fc_grad_weight"
+    BIAS_GRAD = "bias_grad"
+    AVG_POOL_GRAD = "avg_pool_grad"
+    GRAD_ACCUMULATE = "grad_accumulate"
+    SLICE_CHANNELS = "slice_channels"
+    UPDATE_WEIGHT = "update_weight"
+    UPDATE_BIAS = "update_bias"
 
 
 # Property groups, in the tinygrad manner: sets of ops that share a behaviour.
@@ -54,3 +85,12 @@ WEIGHTED_OPS = frozenset({Op.CONV2D, Op.FULLY_CONNECTED})
 """Ops with (input, weight, bias) operands whose weight and bias may be trained."""
 
 FLOAT_OPS = frozenset({Op.DEQUANTIZE, Op.SOFTMAX_CROSS_ENTROPY})
+
+TRAINING_OPS = frozenset({
+    Op.LOSS_GRAD, Op.CLAMP_MASK, Op.MASK_GRAD, Op.CONV2D_GRAD_INPUT, Op.CONV2D_GRAD_WEIGHT,
+    Op.FC_GRAD_INPUT, Op.FC_GRAD_WEIGHT, Op.BIAS_GRAD, Op.AVG_POOL_GRAD, Op.GRAD_ACCUMULATE,
+    Op.SLICE_CHANNELS, Op.UPDATE_WEIGHT, Op.UPDATE_BIAS})
+"""Ops the compiler adds for the backward pass and the in-place update (fp32 unless noted)."""
+
+UPDATE_OPS = frozenset({Op.UPDATE_WEIGHT, Op.UPDATE_BIAS})
+"""Ops that write a trainable tensor in place."""

@@ -1,0 +1,75 @@
+"""Pass 1: inference graph + UpdateScheme -> forward + loss graph with the training inputs.
+
+Appends DEQUANTIZE(logits) and SOFTMAX_CROSS_ENTROPY, adds the graph inputs ``label``
+(int32 [1]) and ``lr`` (float32 [1]), and records in ``meta["training"]`` what the later
+passes need: the trained tensors in *tensor_id order* (layers in execution order, weight
+before bias: the order the stochastic rounding counter and ``mt_trainable`` use), the kept
+channels of each weight, the QAS switch and the rounding mode.
+"""
+
+from __future__ import annotations
+
+from microtrain.ir.graph import Graph, Node, Tensor
+from microtrain.ir.ops import Op
+from microtrain.ir.verify import verify_graph
+from microtrain.sparse.scheme import UpdateScheme, check_scheme
+
+ROUNDINGS = ("nearest", "stochastic")
+
+
+class CompileError(ValueError):
+    """The model, scheme or options cannot be compiled; the message says why and what to change."""
+
+
+def trained_tensors(graph: Graph, scheme: UpdateScheme) -> list[dict]:
+    """The trained tensors in tensor_id order, each {name, layer, kind, channels}."""
+    out = []
+    biases = set(scheme.bias_layers)
+    for node in graph.weighted_nodes():
+        wu = scheme.weight_update(node.name)
+        if wu is not None:
+            out.append({"name": node.inputs[1], "layer": node.name, "kind": "weight", "channels": list(wu.channels)})
+        if node.name in biases:
+            n_out = graph.tensors[node.inputs[2]].shape[0]
+            out.append({"name": node.inputs[2], "layer": node.name, "kind": "bias", "channels": list(range(n_out))})
+    return out
+
+
+def build_training_graph(graph: Graph, scheme: UpdateScheme, rounding: str = "nearest", seed: int = 0,
+                         qas: bool = True) -> Graph:
+    try:
+        check_scheme(scheme, graph)
+    except ValueError as e:
+        raise CompileError(f"the scheme does not fit the model: {e}") from None
+    if scheme.head != "int8":
+        raise CompileError(f"scheme head {scheme.head!r} is not supported by the compiler yet; "
+                           "use an int8 head (scheme 'head': 'int8')")
+    if rounding not in ROUNDINGS:
+        raise CompileError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise CompileError("training needs a graph with one input and one output (the logits)")
+    if not scheme.updated_layers():
+        raise CompileError("the scheme updates nothing; name at least one bias or weight layer")
+    logits = graph.tensors[graph.outputs[0]]
+    if logits.dtype != "int8" or len(logits.shape) != 2:
+        raise CompileError(f"the model output {logits.name!r} must be int8 logits [1, K], is "
+                           f"{logits.dtype}{list(logits.shape)}")
+    for node in graph.nodes:
+        if node.op == Op.FULLY_CONNECTED and node.inputs[1] == node.inputs[0]:
+            raise CompileError(f"node {node.name!r} uses a tensor as both input and weight")
+    tensors = dict(graph.tensors)
+    tensors["logits.f32"] = Tensor("logits.f32", logits.shape, "float32")
+    tensors["label"] = Tensor("label", (1,), "int32")
+    tensors["lr"] = Tensor("lr", (1,), "float32")
+    tensors["loss"] = Tensor("loss", (1,), "float32")
+    nodes = list(graph.nodes) + [
+        Node("logits_dequantize", Op.DEQUANTIZE, (logits.name,), ("logits.f32",)),
+        Node("loss", Op.SOFTMAX_CROSS_ENTROPY, ("logits.f32", "label"), ("loss",)),
+    ]
+    meta = dict(graph.meta)
+    meta["training"] = {"scheme": scheme.to_dict(), "trained": trained_tensors(graph, scheme),
+                        "rounding": rounding, "seed": int(seed), "qas": bool(qas), "logits": logits.name}
+    out = graph.replace(tensors=tensors, nodes=tuple(nodes), inputs=graph.inputs + ("label", "lr"),
+                        outputs=("loss",), meta=meta)
+    return verify_graph(out)
+

@@ -1,0 +1,107 @@
+"""The compiler pipeline: int8 graph + UpdateScheme -> scheduled training graph + memory plan.
+
+``compile_training`` runs the passes below in order; each is a plain function of one file,
+the verifier runs after each, each optional pass can be switched off in
+``CompileOptions``, and each logs one debug line with its effect (logger
+``microtrain.compiler``; ``microtrain compile -v`` shows them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+from microtrain.compiler.build_training_graph import CompileError, build_training_graph
+from microtrain.compiler.differentiate import differentiate
+from microtrain.compiler.hoist_masks import hoist_masks
+from microtrain.compiler.insert_updates import insert_updates
+from microtrain.compiler.plan_memory import MemoryPlan, plan_memory
+from microtrain.compiler.prune_frozen import prune_frozen
+from microtrain.compiler.reorder_updates import reorder_updates
+from microtrain.compiler.slice_subtensor import slice_subtensor
+from microtrain.ir.graph import Graph
+from microtrain.ir.verify import verify_graph
+from microtrain.sparse.scheme import UpdateScheme
+
+log = logging.getLogger("microtrain.compiler")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileOptions:
+    prune: bool = True          # dead-code elimination of the training graph
+    slice: bool = True          # sub-tensor updates: only kept channels' gradients and inputs
+    masks: bool = True          # 1-bit clamp masks instead of saved int8 outputs
+    reorder: bool = True        # apply each update as soon as its gradient exists
+    per_channel: bool = True    # with reorder: compute/apply/free one output channel's gradient at a time
+    rounding: str = "nearest"   # update rounding: nearest | stochastic
+    seed: int = 0               # stochastic rounding seed (the generated code can override it)
+    qas: bool = True            # quantization-aware scaling of the update
+    algorithm: str = "greedy_by_size"
+    budget: int | None = None   # bytes; CompileError if the peak exceeds it
+
+
+@dataclasses.dataclass
+class CompiledStep:
+    graph: Graph
+    plan: MemoryPlan
+    options: CompileOptions
+    log: list[str]
+
+
+def _peak(g: Graph) -> int:
+    return plan_memory(g).peak_bytes
+
+
+def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions | None = None) -> CompiledStep:
+    opt = options or CompileOptions()
+    passes: list[tuple[str, bool, Callable[[Graph], Graph], str]] = [
+        # forward + DEQUANTIZE(logits) + softmax cross-entropy; inputs label, lr; trained tensors
+        ("build_training_graph", True,
+         lambda g: build_training_graph(g, scheme, opt.rounding, opt.seed, opt.qas), "nodes"),
+        # backward from the loss toward the trained tensors only (VJP rule table)
+        ("differentiate", True, differentiate, "nodes"),
+        # SGD+QAS update of each trained tensor, after the whole backward (optimizer.step position)
+        ("insert_updates", True, insert_updates, "peak"),
+        # drop nodes and tensors no update and no output needs
+        ("prune_frozen", opt.prune, prune_frozen, "peak"),
+        # weight gradients and saved inputs restricted to the kept output channels
+        ("slice_subtensor", opt.slice, slice_subtensor, "peak"),
+        # clamp masks computed in the forward: 1 bit per element kept instead of the int8 output
+        ("hoist_masks", opt.masks, hoist_masks, "peak"),
+        # each update right after its gradient (per output channel), gradients freed at once
+        ("reorder_updates", opt.reorder, lambda g: reorder_updates(g, opt.per_channel), "peak"),
+    ]
+    lines = []
+    g = graph
+    for name, enabled, fn, measure in passes:
+        if not enabled:
+            lines.append(f"{name}: off")
+            log.debug(lines[-1])
+            continue
+        before = len(g.nodes) if measure == "nodes" or name == "insert_updates" else _peak(g)
+        g = verify_graph(fn(g))
+        if measure == "nodes":
+            lines.append(f"{name}: nodes {before} -> {len(g.nodes)}")
+        elif name == "insert_updates":
+            lines.append(f"{name}: nodes {before} -> {len(g.nodes)}, peak {_peak(g) / 1024:.1f} KB")
+        else:
+            lines.append(f"{name}: peak {before / 1024:.1f} KB -> {_peak(g) / 1024:.1f} KB")
+        log.debug(lines[-1])
+    naive = plan_memory(g, "no_reuse")
+    plan = plan_memory(g, opt.algorithm)
+    lines.append(f"plan_memory ({opt.algorithm}): arena {naive.arena_bytes / 1024:.1f} KB -> "
+                 f"{plan.arena_bytes / 1024:.1f} KB")
+    log.debug(lines[-1])
+    if opt.budget is not None and plan.peak_bytes > opt.budget:
+        bd = plan.peak_breakdown()
+        parts = ", ".join(f"{k} {v / 1024:.1f} KB" for k, v in bd.items() if k != "at_step" and v)
+        raise CompileError(f"peak memory {plan.peak_bytes / 1024:.1f} KB exceeds the budget "
+                           f"{opt.budget / 1024:.1f} KB ({parts}); update fewer layers, lower ratios, or "
+                           "enable --reorder")
+    return CompiledStep(g, plan, opt, lines)
+
+
+def compile_inference(graph: Graph, algorithm: str = "greedy_by_size") -> MemoryPlan:
+    """Memory plan of the int8 forward alone (what inference on the device needs)."""
+    return plan_memory(verify_graph(graph), algorithm)

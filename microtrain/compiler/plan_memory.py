@@ -1,0 +1,241 @@
+"""Pass 8: static memory plan: every non-constant tensor gets an offset in one arena.
+
+1. Lifetimes over the final schedule: a tensor lives from the step that produces it
+   (graph inputs: step -1) to the last step that reads it (the loss: the end).
+2. In-place: ``INPLACE_RULES[op]`` names the operands an op may overwrite (elementwise ops
+   whose kernels allow aliasing); when such an operand dies at that op and has the output's
+   size, output and operand share one buffer. RESHAPE is always a view.
+3. Offsets: an algorithm from ``ALGORITHMS`` (one signature: buffers -> offsets); the
+   default is greedy-by-size first-fit (largest buffer first, lowest offset that overlaps
+   no placed buffer with an intersecting lifetime), as TFLite Micro's greedy planner.
+   Limits: one arena, no splitting of a buffer, alignment 8 bytes.
+4. ``verify_plan`` checks independently that no two buffers alive at the same step overlap.
+
+Constants are not in the arena: frozen weights stay in flash, trained weights and biases
+are static RAM (reported as ``trainable``). ``label`` and ``lr`` are scalar arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from microtrain.ir.graph import Graph
+from microtrain.ir.ops import UPDATE_OPS, Op
+
+ALIGN = 8
+SCALAR_INPUTS = ("label", "lr")
+
+INPLACE_RULES: dict[Op, tuple[int, ...]] = {
+    Op.MASK_GRAD: (0,),          # mt_apply_mask_f32: grad_out may alias grad_in
+    Op.GRAD_ACCUMULATE: (0, 1),  # mt_add_f32: out may alias a or b
+    Op.ADD: (0, 1),              # mt_add_s8: output may alias a or b
+    Op.LOSS_GRAD: (0,),          # mt_softmax_cross_entropy_f32: grad may alias logits
+}
+"""Operands an op may overwrite with its output (elementwise, same size, same position)."""
+
+
+@dataclasses.dataclass
+class Buffer:
+    name: str
+    size: int
+    first: int
+    last: int
+    kind: str
+    tensors: list[str]
+    offset: int = -1
+
+
+@dataclasses.dataclass
+class MemoryPlan:
+    buffers: list[Buffer]
+    arena_bytes: int
+    trainable_bytes: int
+    steps: list[str]
+    trainable: dict[str, int]
+
+    def buffer_of(self, tensor: str) -> Buffer:
+        for b in self.buffers:
+            if tensor in b.tensors:
+                return b
+        raise KeyError(tensor)
+
+    def live_bytes(self) -> list[int]:
+        """Bytes of live buffers at each step (index 0 = before the first node)."""
+        n = len(self.steps)
+        return [sum(b.size for b in self.buffers if b.first <= s - 1 <= b.last) for s in range(n + 1)]
+
+    def peak_breakdown(self) -> dict[str, int]:
+        """Bytes per kind alive at the step of the largest live total, plus the static parts."""
+        live = self.live_bytes()
+        step = max(range(len(live)), key=live.__getitem__) - 1
+        out: dict[str, int] = {}
+        for b in self.buffers:
+            if b.first <= step <= b.last:
+                out[b.kind] = out.get(b.kind, 0) + b.size
+        out["trainable"] = self.trainable_bytes
+        out["at_step"] = step
+        return out
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.arena_bytes + self.trainable_bytes
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def tensor_bytes(graph: Graph, name: str, chunks: dict[str, int]) -> int:
+    t = graph.tensors[name]
+    if name in chunks:  # a gradient computed and applied one output-channel chunk at a time
+        return t.nbytes // t.shape[0] * chunks[name]
+    return t.nbytes
+
+
+def _kind(graph: Graph, name: str, backward_readers: set[str], param_grads: set[str], fwd_outputs: set[str]) -> str:
+    t = graph.tensors[name]
+    if name in graph.inputs:
+        return "input"
+    if t.dtype == "uint8":
+        return "masks"
+    if name in param_grads:
+        return "weight_gradients"
+    if name in fwd_outputs and t.dtype == "int8":
+        return "saved" if name in backward_readers else "activations"
+    if name in fwd_outputs:
+        return "loss"
+    return "gradients"
+
+
+def lifetimes(graph: Graph) -> list[Buffer]:
+    nodes = graph.nodes
+    end = len(nodes)
+    first: dict[str, int] = {n: -1 for n in graph.inputs if n not in SCALAR_INPUTS}
+    last: dict[str, int] = dict(first)
+    for i, node in enumerate(nodes):
+        for o in node.outputs:
+            if not graph.tensors[o].is_const:
+                first.setdefault(o, i)
+                last[o] = max(last.get(o, i), i)
+        for x in node.inputs:
+            if x in first:
+                last[x] = max(last[x], i)
+    for o in graph.outputs:
+        last[o] = end
+    chunks = {n.outputs[0]: n.attrs["chunk"] for n in nodes if "chunk" in n.attrs and n.op not in UPDATE_OPS}
+    fwd_end = next((i for i, n in enumerate(nodes) if n.op == Op.SOFTMAX_CROSS_ENTROPY), end) + 1
+    fwd_outputs = {o for n in nodes[:fwd_end] for o in n.outputs}
+    backward_readers = {x for n in nodes[fwd_end:] for x in n.inputs}
+    param_grads = {n.inputs[1] for n in nodes if n.op in UPDATE_OPS}
+    # union-find over in-place/view pairs: buffer id of each tensor
+    group = {name: name for name in first}
+    group_last = dict(last)  # per root: the last step any tensor of its buffer is read
+
+    def root(n: str) -> str:
+        while group[n] != n:
+            n = group[n]
+        return n
+
+    for i, node in enumerate(nodes):
+        out = node.outputs[0]
+        if out not in group:
+            continue
+        if node.op == Op.RESHAPE and node.inputs[0] in group:
+            r = root(node.inputs[0])
+            group[out] = r
+            group_last[r] = max(group_last[r], last[out])
+            continue
+        for k in INPLACE_RULES.get(node.op, ()):
+            x = node.inputs[k]
+            if (x in group and group_last[root(x)] == i and x not in graph.inputs
+                    and graph.tensors[x].nbytes == graph.tensors[out].nbytes and out not in chunks):
+                r = root(x)
+                group[out] = r
+                group_last[r] = last[out]
+                break
+    buffers: dict[str, Buffer] = {}
+    for name in first:
+        r = root(name)
+        size = _align(tensor_bytes(graph, name, chunks))
+        if r not in buffers:
+            buffers[r] = Buffer(r, size, first[name], last[name],
+                                _kind(graph, r, backward_readers, param_grads, fwd_outputs), [name])
+        else:
+            b = buffers[r]
+            b.size, b.first, b.last = max(b.size, size), min(b.first, first[name]), max(b.last, last[name])
+            b.tensors.append(name)
+    return list(buffers.values())
+
+
+def _overlaps_in_time(a: Buffer, b: Buffer) -> bool:
+    return a.first <= b.last and b.first <= a.last
+
+
+def greedy_by_size(buffers: list[Buffer]) -> dict[str, int]:
+    placed: list[tuple[int, int, Buffer]] = []
+    offsets: dict[str, int] = {}
+    for buf in sorted(buffers, key=lambda b: (-b.size, b.first, b.name)):
+        conflicts = sorted((o, o + b.size) for o, _, b in placed if _overlaps_in_time(b, buf))
+        offset = 0
+        for lo, hi in conflicts:  # first fit: the lowest gap that holds the buffer
+            if offset + buf.size <= lo:
+                break
+            offset = max(offset, _align(hi))
+        offsets[buf.name] = offset
+        placed.append((offset, buf.size, buf))
+    return offsets
+
+
+def no_reuse(buffers: list[Buffer]) -> dict[str, int]:
+    """Every buffer its own space: the baseline the planner's saving is measured against."""
+    offsets, top = {}, 0
+    for buf in buffers:
+        offsets[buf.name] = top
+        top += _align(buf.size)
+    return offsets
+
+
+PlanAlgorithm = Callable[[list[Buffer]], dict[str, int]]
+ALGORITHMS: dict[str, PlanAlgorithm] = {"greedy_by_size": greedy_by_size, "no_reuse": no_reuse}
+
+
+def verify_plan(buffers: list[Buffer]) -> None:
+    """Raise if two buffers alive at the same step share a byte, or an offset is unaligned."""
+    for b in buffers:
+        if b.offset < 0 or b.offset % ALIGN:
+            raise AssertionError(f"buffer {b.name!r} has bad offset {b.offset}")
+    order = sorted(buffers, key=lambda b: b.offset)
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            if b.offset >= a.offset + a.size:
+                break
+            if _overlaps_in_time(a, b):
+                raise AssertionError(f"buffers {a.name!r} [{a.offset}, {a.offset + a.size}) steps {a.first}..{a.last} "
+                                     f"and {b.name!r} [{b.offset}, {b.offset + b.size}) steps {b.first}..{b.last} "
+                                     "overlap")
+
+
+def plan_memory(graph: Graph, algorithm: str = "greedy_by_size") -> MemoryPlan:
+    buffers = lifetimes(graph)
+    offsets = ALGORITHMS[algorithm](buffers)
+    for b in buffers:
+        b.offset = offsets[b.name]
+    verify_plan(buffers)
+    arena = max((b.offset + b.size for b in buffers), default=0)
+    updated = {n.inputs[0] for n in graph.nodes if n.op in UPDATE_OPS}
+    trainable = {n: graph.tensors[n].nbytes for n in sorted(updated)}
+    return MemoryPlan(buffers, arena, sum(trainable.values()), [n.name for n in graph.nodes], trainable)
+
+
+def format_plan(plan: MemoryPlan, limit: int = 60) -> str:
+    """One line per buffer, by offset: [offset, end) size kind lifetime tensors."""
+    lines = [f"arena {plan.arena_bytes} B ({plan.arena_bytes / 1024:.1f} KB), trainable in RAM "
+             f"{plan.trainable_bytes} B, peak {plan.peak_bytes / 1024:.1f} KB"]
+    for b in sorted(plan.buffers, key=lambda b: (b.offset, b.first))[:limit]:
+        names = ", ".join(b.tensors[:3]) + (" ..." if len(b.tensors) > 3 else "")
+        lines.append(f"  [{b.offset:>8}, {b.offset + b.size:>8}) {b.size:>8} {b.kind:<16} "
+                     f"steps {b.first:>4}..{b.last:<4} {names}")
+    if len(plan.buffers) > limit:
+        lines.append(f"  ... {len(plan.buffers) - limit} more buffers")
+    return "\n".join(lines)

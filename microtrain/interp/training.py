@@ -1,0 +1,256 @@
+"""Reference evaluation of the training ops (backward + update), next to ``reference.py``.
+
+``TRAINING_EVAL_RULES[op](node, graph, values) -> list of output arrays``, same signature
+as ``EVAL_RULES``; ``run_training_step`` runs a whole training graph (forward, loss,
+backward, in-place updates) and returns the loss and the updated parameters.
+
+Float arithmetic is float32 and follows the evaluation order documented for each kernel in
+``runtime/include/mt_runtime.h`` (loops are vectorised only across elements that do not
+share an accumulator), so the generated C can match this evaluator bit for bit apart from
+the transcendental functions (expf/logf of the loss), whose last bit is libm's choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from microtrain.interp.reference import EVAL_RULES, EvalRule
+from microtrain.ir.graph import Graph, Node
+from microtrain.ir.ops import Op
+from microtrain.ir.verify import verify_graph
+
+F32 = np.float32
+
+
+def _deq_x(x: np.ndarray, zero: int) -> np.ndarray:
+    return (x.astype(np.int32) - zero).astype(F32)
+
+
+def _loss_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    logits = values[node.inputs[0]].astype(F32)[0]
+    label = int(values[node.inputs[1]][0])
+    # expf computed in float64 and rounded once: the correctly rounded float32 result.
+    e = np.exp((logits - logits.max()).astype(np.float64)).astype(F32)
+    s = F32(0.0)
+    for v in e:  # sequential sum, ascending, as the C kernel
+        s = F32(s + v)
+    g = (e / s).astype(F32)
+    g[label] = F32(g[label] - F32(1.0))
+    return [g[None]]
+
+
+def _clamp_mask(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    y = values[node.inputs[0]].reshape(-1).astype(np.int32)
+    bits = (y > node.attrs["act_min"]) & (y < node.attrs["act_max"])
+    return [np.packbits(bits, bitorder="little")]
+
+
+def _mask_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    g = values[node.inputs[0]]
+    bits = np.unpackbits(values[node.inputs[1]], bitorder="little", count=g.size).astype(bool)
+    return [np.where(bits.reshape(g.shape), g, F32(0.0)).astype(F32)]
+
+
+def _conv_geometry(node: Node):
+    sh, sw = node.attrs.get("stride", (1, 1))
+    top, left, bottom, right = node.attrs.get("padding", (0, 0, 0, 0))
+    return sh, sw, top, left, bottom, right
+
+
+def _conv_grad_input(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    g = values[node.inputs[0]][0]
+    w_t = graph.tensors[node.inputs[1]]
+    w = values[node.inputs[1]].astype(F32)
+    ws = w_t.quant.scales().astype(F32)
+    _, h, wd, c_in = node.attrs["input_shape"]
+    oh, ow, c_out = g.shape
+    c_out, kh, kw, per_group = w.shape
+    groups = int(node.attrs.get("groups", 1))
+    out_per_group = c_out // groups
+    sh, sw, top, left, bottom, right = _conv_geometry(node)
+    gs = (g * ws).astype(F32)  # gs = grad_output * weight_scale[oc]
+    pad = np.zeros((h + top + bottom + sh, wd + left + right + sw, c_in), dtype=F32)
+    # Per input element the C kernel adds in (oy, ox, oc) ascending order; for a fixed element
+    # oy ascending <=> ky descending, so looping ky, kx descending then oc ascending and
+    # vectorising over positions adds in exactly that order.
+    depthwise = groups == c_in == c_out and per_group == 1
+    for ky in reversed(range(kh)):
+        for kx in reversed(range(kw)):
+            view = pad[ky: ky + oh * sh: sh, kx: kx + ow * sw: sw]
+            if depthwise:
+                view += (gs * w[:, ky, kx, 0]).astype(F32)
+                continue
+            for oc in range(c_out):
+                gi = oc // out_per_group
+                view[:, :, gi * per_group:(gi + 1) * per_group] += (gs[:, :, oc, None] * w[oc, ky, kx]).astype(F32)
+    return [pad[top: top + h, left: left + wd][None].astype(F32)]
+
+
+def _conv_grad_weight(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    g = values[node.inputs[0]][0]
+    x_t = graph.tensors[node.inputs[1]]
+    x = _deq_x(values[node.inputs[1]][0], x_t.quant.z)
+    channels = list(node.attrs["channels"])
+    kh, kw, per_group = node.attrs["kernel"]
+    groups = int(node.attrs.get("groups", 1))
+    c_out = g.shape[2]
+    out_per_group = c_out // groups
+    x_channels = node.attrs.get("x_channels")
+    sh, sw, top, left, bottom, right = _conv_geometry(node)
+    oh, ow = g.shape[:2]
+    xp = np.pad(x, ((top, bottom + sh), (left, right + sw), (0, 0)))
+    # Input channel positions (in the saved tensor) each kept channel reads.
+    cols = []
+    for oc in channels:
+        first = (oc // out_per_group) * per_group
+        wanted = range(first, first + per_group)
+        cols.append([x_channels.index(c) for c in wanted] if x_channels is not None else list(wanted))
+    cols = np.asarray(cols)  # [K, per_group]
+    gk = g[:, :, channels]  # [oh, ow, K]
+    acc = np.zeros((len(channels), kh, kw, per_group), dtype=F32)
+    for oy in range(oh):
+        for ox in range(ow):
+            patch = xp[oy * sh: oy * sh + kh, ox * sw: ox * sw + kw]  # [kh, kw, C]
+            acc += (gk[oy, ox][:, None, None, None] * patch[:, :, cols].transpose(2, 0, 1, 3)).astype(F32)
+    return [(acc * F32(x_t.quant.s)).astype(F32)]
+
+
+def _fc_grad_input(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    g = values[node.inputs[0]][0]
+    w_t = graph.tensors[node.inputs[1]]
+    w = values[node.inputs[1]].astype(F32)
+    gs = (g * w_t.quant.scales().astype(F32)).astype(F32)
+    out = np.zeros(w.shape[1], dtype=F32)
+    for o in range(w.shape[0]):
+        out = (out + (gs[o] * w[o]).astype(F32)).astype(F32)
+    return [out[None]]
+
+
+def _fc_grad_weight(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    g = values[node.inputs[0]][0]
+    x_t = graph.tensors[node.inputs[1]]
+    xr = (_deq_x(values[node.inputs[1]][0], x_t.quant.z) * F32(x_t.quant.s)).astype(F32)
+    channels = list(node.attrs["channels"])
+    return [(g[channels][:, None] * xr[None, :]).astype(F32)]
+
+
+def _bias_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    g = values[node.inputs[0]]
+    flat = g.reshape(-1, g.shape[-1])
+    acc = np.zeros(g.shape[-1], dtype=F32)
+    for row in flat:  # s ascending from 0.0f
+        acc = (acc + row).astype(F32)
+    return [acc]
+
+
+def _avg_pool_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    g = values[node.inputs[0]]
+    shape = tuple(node.attrs["input_shape"])
+    return [np.broadcast_to((g / F32(shape[1] * shape[2])).astype(F32), shape).copy()]
+
+
+def _grad_accumulate(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    return [(values[node.inputs[0]] + values[node.inputs[1]]).astype(F32)]
+
+
+def _slice_channels(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    return [values[node.inputs[0]][..., list(node.attrs["channels"])].copy()]
+
+
+def _update(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    p = values[node.inputs[0]]
+    g = values[node.inputs[1]]
+    lr = F32(values[node.inputs[2]][0])
+    channels = list(node.attrs["channels"])
+    factors = np.asarray(node.attrs["factors"], dtype=F32)
+    out = p.copy()
+    per_channel = int(np.prod(p.shape[1:], dtype=np.int64)) if p.ndim > 1 else 1
+    for row, oc in enumerate(channels):
+        old = p[oc].reshape(-1)
+        v = (old.astype(F32) - ((lr * g[row].reshape(-1)).astype(F32) * factors[oc]).astype(F32)).astype(F32)
+        index = np.arange(per_channel, dtype=np.uint32) + np.uint32(oc * per_channel)
+        r = _round_update(v, node.attrs.get("rounding", "nearest"), int(node.attrs.get("seed", 0)),
+                         int(values.get("__step__", 0)), int(node.attrs["tensor_id"]), index)
+        out[oc] = _saturate(r, old, p.dtype).reshape(p[oc].shape)
+    return [out]
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    h = h.astype(np.uint32)
+    h ^= h >> np.uint32(16)
+    h = (h * np.uint32(0x85EBCA6B)).astype(np.uint32)
+    h ^= h >> np.uint32(13)
+    h = (h * np.uint32(0xC2B2AE35)).astype(np.uint32)
+    h ^= h >> np.uint32(16)
+    return h
+
+
+def _round_update(v: np.ndarray, rounding: str, seed: int, step: int, tensor_id: int,
+                  index: np.ndarray) -> np.ndarray:
+    """floor(v + 0.5) or floor(v + u) in float32, u the counter-based noise (COMMON update rule).
+
+    The twin of ``mt_round_update``; ``microtrain.train.rounding`` is the simulator's copy and
+    ``tests/test_compiler_training_eval.py`` checks the two agree when it exists.
+    """
+    if rounding == "nearest":
+        return np.floor((v + F32(0.5)).astype(F32))
+    with np.errstate(over="ignore"):
+        h = _fmix32(np.full(index.shape, (seed ^ ((tensor_id * 0x9E3779B9) & 0xFFFFFFFF)) & 0xFFFFFFFF,
+                            dtype=np.uint32))
+        h = _fmix32(h ^ np.uint32(step & 0xFFFFFFFF))
+        h = _fmix32(h ^ index.astype(np.uint32))
+    u = ((h >> np.uint32(8)).astype(F32) * F32(2.0**-24)).astype(F32)
+    return np.floor((v + u).astype(F32))
+
+
+def _saturate(r: np.ndarray, old: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    nan = np.isnan(r)
+    if dtype == np.int8:
+        res = np.clip(np.where(nan, 0, r), -127, 127).astype(np.int8)
+    else:
+        r64 = np.where(nan, 0, r).astype(np.float64)
+        res = np.where(r64 >= 2.0**31, 2**31 - 1, np.where(r64 < -(2.0**31), -(2**31), r64)).astype(np.int32)
+    return np.where(nan, old, res).astype(dtype)
+
+
+TRAINING_EVAL_RULES: dict[Op, EvalRule] = {
+    Op.LOSS_GRAD: _loss_grad,
+    Op.CLAMP_MASK: _clamp_mask,
+    Op.MASK_GRAD: _mask_grad,
+    Op.CONV2D_GRAD_INPUT: _conv_grad_input,
+    Op.CONV2D_GRAD_WEIGHT: _conv_grad_weight,
+    Op.FC_GRAD_INPUT: _fc_grad_input,
+    Op.FC_GRAD_WEIGHT: _fc_grad_weight,
+    Op.BIAS_GRAD: _bias_grad,
+    Op.AVG_POOL_GRAD: _avg_pool_grad,
+    Op.GRAD_ACCUMULATE: _grad_accumulate,
+    Op.SLICE_CHANNELS: _slice_channels,
+    Op.UPDATE_WEIGHT: _update,
+    Op.UPDATE_BIAS: _update,
+}
+
+ALL_EVAL_RULES: dict[Op, EvalRule] = {**EVAL_RULES, **TRAINING_EVAL_RULES}
+"""Forward (reference) + training rules: every op a training graph may contain."""
+
+
+def run_training_graph(graph: Graph, feeds: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray] | None = None,
+                       step: int = 0, verify: bool = True) -> dict[str, np.ndarray]:
+    """Evaluate a training graph once; returns every value (parameters after their update).
+
+    ``params`` overrides constant values (the current trainable weights between steps).
+    """
+    if verify:
+        verify_graph(graph)
+    values: dict[str, np.ndarray] = {n: t.data for n, t in graph.tensors.items() if t.is_const}
+    values.update(params or {})
+    values.update({k: np.asarray(v) for k, v in feeds.items()})
+    values["__step__"] = np.asarray(step)
+    for node in graph.nodes:
+        rule = ALL_EVAL_RULES.get(node.op)
+        if rule is None:
+            raise NotImplementedError(f"no evaluation rule for op {node.op.value} (node {node.name!r})")
+        for name, arr in zip(node.outputs, rule(node, graph, values), strict=True):
+            values[name] = arr
+    return values
