@@ -195,7 +195,7 @@ mt_status mt_dequantize_s8_f32(const int8_t *x, int32_t n, float scale, int32_t 
 /* Softmax cross-entropy of logits [n] (real, fp32) against label, numerically stable:
  *   m = max_i logits[i]; e_i = expf(logits[i] - m); S = sum_i e_i (sequential, i ascending)
  *   *loss = logf(S) - (logits[label] - m)
- *   grad_logits[i] = e_i / S - (i == label)            (grad_logits may be NULL)
+ *   grad_logits[i] = e_i * (1.0f / S) - (i == label)   (e_i recomputed; grad_logits may be NULL)
  * grad_logits may alias logits. */
 mt_status mt_softmax_cross_entropy_f32(const float *logits, int32_t n, int32_t label, float *loss,
                                        float *grad_logits);

@@ -1,0 +1,160 @@
+"""Build the C runtime and call it from Python through ctypes.
+
+``build_shared_library(out_dir)`` compiles every kernel with the project's flags into one
+host shared library; ``load(path)`` returns the ``ctypes.CDLL`` with every prototype of
+``include/mt_runtime.h`` declared, plus the param structs as ``ctypes.Structure`` classes
+mirroring the C ones field for field. ``sources_for(functions)`` lists the files a set of
+kernels needs (with the kernels they call), for code generators that copy only those.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+RUNTIME_DIR = Path(__file__).resolve().parent
+INCLUDE_DIR = RUNTIME_DIR / "include"
+SRC_DIR = RUNTIME_DIR / "src"
+HEADERS = (INCLUDE_DIR / "mt_runtime.h", INCLUDE_DIR / "mt_nn.h")
+
+# The flags every build of the runtime uses (CONTRACTS.md): C99, warnings are errors, and no
+# FMA contraction so the float expressions documented in mt_runtime.h are what runs.
+CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off")
+CORTEX_M7_FLAGS = ("-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-mthumb")
+
+
+def source_files() -> list[Path]:
+    """Every kernel source, sorted (one public function per file, named after it)."""
+    return sorted(SRC_DIR.glob("*/*.c"))
+
+
+def kernel_source(function: str) -> Path:
+    """The file defining a public runtime function, e.g. ``mt_conv2d_s8``."""
+    for path in source_files():
+        if path.stem == function:
+            return path
+    raise KeyError(f"no runtime source defines {function!r} (expected src/<family>/{function}.c)")
+
+
+def sources_for(functions: Iterable[str]) -> list[Path]:
+    """The sources of ``functions`` and of every runtime function they call (transitively)."""
+    known = {p.stem: p for p in source_files()}
+    todo = list(functions)
+    seen: dict[str, Path] = {}
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = kernel_source(name)
+        seen[name] = path
+        for callee in re.findall(r"\b(mt_[a-z0-9_]+)\s*\(", path.read_text()):
+            if callee in known and callee not in seen:
+                todo.append(callee)
+    return sorted(seen.values())
+
+
+def build_shared_library(out_dir: Path, cc: str = "gcc", opt: str = "-O2") -> Path:
+    """Compile the whole runtime into ``out_dir/libmt_runtime.so``; raises with gcc's output."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / "libmt_runtime.so"
+    cmd = [cc, *CFLAGS, opt, "-fPIC", "-shared", f"-I{INCLUDE_DIR}", *map(str, source_files()), "-o", str(lib), "-lm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building the runtime failed ({' '.join(cmd)}):\n{proc.stderr}")
+    return lib
+
+
+# --- ctypes mirrors of the param structs (field order = the C declaration order) -----------
+
+def _fields(names: str, ctype: type = ctypes.c_int32) -> list[tuple[str, type]]:
+    return [(n, ctype) for n in names.split()]
+
+
+class ConvParams(ctypes.Structure):
+    _fields_ = _fields("in_h in_w in_c out_h out_w out_c kernel_h kernel_w stride_h stride_w "
+                       "pad_top pad_left pad_bottom pad_right groups input_zero_point output_zero_point "
+                       "act_min act_max")
+
+
+class FcParams(ctypes.Structure):
+    _fields_ = _fields("in_c out_c input_zero_point output_zero_point act_min act_max")
+
+
+class PerChannelQuant(ctypes.Structure):
+    _fields_ = [("multiplier", ctypes.POINTER(ctypes.c_int32)), ("shift", ctypes.POINTER(ctypes.c_int32))]
+
+
+class AddParams(ctypes.Structure):
+    _fields_ = _fields("size a_zero_point b_zero_point output_zero_point left_shift a_multiplier a_shift "
+                       "b_multiplier b_shift output_multiplier output_shift act_min act_max")
+
+
+class AvgPoolParams(ctypes.Structure):
+    _fields_ = _fields("in_h in_w c input_zero_point output_zero_point multiplier shift act_min act_max")
+
+
+class Channels(ctypes.Structure):
+    _fields_ = [("index", ctypes.POINTER(ctypes.c_int32)), ("count", ctypes.c_int32),
+                ("begin", ctypes.c_int32), ("end", ctypes.c_int32)]
+
+
+class UpdateParams(ctypes.Structure):
+    _fields_ = [("lr", ctypes.c_float), ("rounding", ctypes.c_int32), ("seed", ctypes.c_uint32),
+                ("step", ctypes.c_uint32), ("tensor_id", ctypes.c_uint32)]
+
+
+_P = ctypes.POINTER
+_i8, _u8, _i32, _f32 = _P(ctypes.c_int8), _P(ctypes.c_uint8), _P(ctypes.c_int32), _P(ctypes.c_float)
+_I, _U, _F = ctypes.c_int32, ctypes.c_uint32, ctypes.c_float
+_conv, _fc, _q, _ch = _P(ConvParams), _P(FcParams), _P(PerChannelQuant), _P(Channels)
+
+# name: (restype, argtypes), exactly the prototypes of mt_runtime.h
+PROTOTYPES: dict[str, tuple[type, list[type]]] = {
+    "mt_requantize": (_I, [_I, _I, _I]),
+    "mt_update_noise": (_U, [_U, _U, _U, _U]),
+    "mt_round_update": (_F, [_F, _I, _U, _U, _U, _U]),
+    "mt_conv2d_s8": (_I, [_conv, _q, _i8, _i8, _i32, _i8]),
+    "mt_depthwise_conv2d_s8": (_I, [_conv, _q, _i8, _i8, _i32, _i8]),
+    "mt_pointwise_conv2d_s8": (_I, [_conv, _q, _i8, _i8, _i32, _i8]),
+    "mt_fully_connected_s8": (_I, [_fc, _q, _i8, _i8, _i32, _i8]),
+    "mt_add_s8": (_I, [_P(AddParams), _i8, _i8, _i8]),
+    "mt_global_avg_pool_s8": (_I, [_P(AvgPoolParams), _i8, _i8]),
+    "mt_dequantize_s8_f32": (_I, [_i8, _I, _F, _I, _f32]),
+    "mt_softmax_cross_entropy_f32": (_I, [_f32, _I, _I, _f32, _f32]),
+    "mt_clamp_mask_get_buffer_size": (_I, [_I]),
+    "mt_clamp_mask_s8": (_I, [_i8, _I, _I, _I, _u8]),
+    "mt_apply_mask_f32": (_I, [_f32, _u8, _I, _f32]),
+    "mt_add_f32": (_I, [_f32, _f32, _I, _f32]),
+    "mt_conv2d_grad_input_f32": (_I, [_conv, _f32, _i8, _f32, _f32]),
+    "mt_depthwise_conv2d_grad_input_f32": (_I, [_conv, _f32, _i8, _f32, _f32]),
+    "mt_conv2d_grad_weight_get_buffer_size": (_I, [_conv, _I]),
+    "mt_conv2d_grad_weight_f32": (_I, [_conv, _F, _i8, _f32, _ch, _f32]),
+    "mt_depthwise_conv2d_grad_weight_f32": (_I, [_conv, _F, _i8, _I, _f32, _ch, _f32]),
+    "mt_gather_channels_get_buffer_size": (_I, [_I, _I]),
+    "mt_gather_channels_s8": (_I, [_i8, _I, _I, _ch, _i8]),
+    "mt_fully_connected_grad_input_f32": (_I, [_fc, _f32, _i8, _f32, _f32]),
+    "mt_fully_connected_grad_weight_get_buffer_size": (_I, [_fc, _I]),
+    "mt_fully_connected_grad_weight_f32": (_I, [_fc, _F, _i8, _f32, _ch, _f32]),
+    "mt_bias_grad_f32": (_I, [_f32, _I, _I, _ch, _f32]),
+    "mt_global_avg_pool_grad_f32": (_I, [_I, _I, _I, _f32, _f32]),
+    "mt_sgd_update_s8": (_I, [_i8, _I, _I, _f32, _f32, _ch, _P(UpdateParams)]),
+    "mt_sgd_update_s32": (_I, [_i32, _f32, _f32, _ch, _P(UpdateParams)]),
+    "mt_linear_f32": (_I, [_fc, _f32, _f32, _f32, _f32]),
+    "mt_linear_grad_input_f32": (_I, [_fc, _f32, _f32, _f32]),
+    "mt_linear_grad_weight_f32": (_I, [_fc, _f32, _f32, _ch, _f32]),
+    "mt_sgd_update_f32": (_I, [_f32, _I, _f32, _ch, _F]),
+}
+
+
+def load(path: Path) -> ctypes.CDLL:
+    """Open the shared library and declare every prototype (so ctypes converts arguments)."""
+    lib = ctypes.CDLL(str(path))
+    for name, (restype, argtypes) in PROTOTYPES.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    return lib

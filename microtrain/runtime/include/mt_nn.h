@@ -1,0 +1,133 @@
+/*
+ * mt_nn.h: internal helpers of the microtrain runtime (not part of the public API).
+ *
+ * Parameter checks shared by the kernels, the saturating bias add, the offset+clamp
+ * store and the murmur3 finalizer. Everything here is static inline so each kernel file
+ * stays self-contained (the code generator copies only the kernels a model uses).
+ * The requantization itself lives in exactly one place: quant/mt_requantize.c.
+ */
+#ifndef MT_NN_H
+#define MT_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mt_runtime.h"
+
+/* Largest number of int8*int8 products an int32 accumulator may sum: |x - z_x| <= 255 and
+ * |w| <= 128, so each product is at most 32640 in magnitude and 65536 * 32640 =
+ * 2139095040 <= INT32_MAX = 2147483647. */
+#define MT_NN_MAX_DOT_LENGTH 65536
+
+/* acc + bias, saturated to int32. Saturating here equals the reference (int64 sum, then
+ * requantize saturates acc * 2^left): if the int64 sum leaves the int32 range, so does its
+ * left shift, with the same sign, and both saturate to the same bound. */
+static inline int32_t mt_nn_sat_add_s32(int32_t a, int32_t b)
+{
+    const int64_t s = (int64_t)a + (int64_t)b;
+    if (s > INT32_MAX) {
+        return INT32_MAX;
+    }
+    if (s < INT32_MIN) {
+        return INT32_MIN;
+    }
+    return (int32_t)s;
+}
+
+/* The last steps of every int8 kernel: add the output zero point, clamp, store as int8.
+ * Computed in int64 because the requantized value may be anywhere in the int32 range. */
+static inline int8_t mt_nn_offset_clamp(int32_t requantized, int32_t zero_point, int32_t act_min, int32_t act_max)
+{
+    int64_t v = (int64_t)requantized + zero_point;
+    if (v < act_min) {
+        v = act_min;
+    }
+    if (v > act_max) {
+        v = act_max;
+    }
+    return (int8_t)v;
+}
+
+static inline int mt_nn_is_int8(int32_t v)
+{
+    return v >= -128 && v <= 127;
+}
+
+static inline mt_status mt_nn_check_act(int32_t zero_point_in, int32_t zero_point_out, int32_t act_min,
+                                        int32_t act_max)
+{
+    if (!mt_nn_is_int8(zero_point_in) || !mt_nn_is_int8(zero_point_out) || !mt_nn_is_int8(act_min) ||
+        !mt_nn_is_int8(act_max) || act_min > act_max) {
+        return MT_ERR_PARAM;
+    }
+    return MT_OK;
+}
+
+/* Shape consistency of a conv (forward and backward): the IR's conv_output_hw formula. */
+static inline mt_status mt_nn_check_conv_shape(const mt_conv_params *p)
+{
+    if (p->in_h < 1 || p->in_w < 1 || p->in_c < 1 || p->out_h < 1 || p->out_w < 1 || p->out_c < 1 ||
+        p->kernel_h < 1 || p->kernel_w < 1 || p->stride_h < 1 || p->stride_w < 1 || p->groups < 1 ||
+        p->pad_top < 0 || p->pad_left < 0 || p->pad_bottom < 0 || p->pad_right < 0) {
+        return MT_ERR_SHAPE;
+    }
+    if (p->in_c % p->groups != 0 || p->out_c % p->groups != 0) {
+        return MT_ERR_SHAPE;
+    }
+    if (p->in_h + p->pad_top + p->pad_bottom < p->kernel_h || p->in_w + p->pad_left + p->pad_right < p->kernel_w) {
+        return MT_ERR_SHAPE;
+    }
+    if (p->out_h != (p->in_h + p->pad_top + p->pad_bottom - p->kernel_h) / p->stride_h + 1 ||
+        p->out_w != (p->in_w + p->pad_left + p->pad_right - p->kernel_w) / p->stride_w + 1) {
+        return MT_ERR_SHAPE;
+    }
+    return MT_OK;
+}
+
+/* Requantization constants of n channels: multiplier >= 0, shift in [-31, 30]. */
+static inline mt_status mt_nn_check_quant(const int32_t *multiplier, const int32_t *shift, int32_t n)
+{
+    int32_t c;
+    for (c = 0; c < n; ++c) {
+        if (multiplier[c] < 0 || shift[c] < -31 || shift[c] > 30) {
+            return MT_ERR_PARAM;
+        }
+    }
+    return MT_OK;
+}
+
+/* A channel selection over out_c output channels. */
+static inline mt_status mt_nn_check_channels(const mt_channels *ch, int32_t out_c)
+{
+    int32_t j;
+    if (ch->begin < 0 || ch->begin > ch->end || ch->end > ch->count || ch->count > out_c) {
+        return MT_ERR_PARAM;
+    }
+    if (ch->index != NULL) {
+        for (j = ch->begin; j < ch->end; ++j) {
+            if (ch->index[j] < 0 || ch->index[j] >= out_c) {
+                return MT_ERR_PARAM;
+            }
+        }
+    }
+    return MT_OK;
+}
+
+/* Output channel of list entry j. */
+static inline int32_t mt_nn_channel(const mt_channels *ch, int32_t j)
+{
+    return ch->index != NULL ? ch->index[j] : j;
+}
+
+/* murmur3 32-bit finalizer (all arithmetic mod 2^32). */
+static inline uint32_t mt_nn_fmix32(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+
+#endif /* MT_NN_H */

@@ -1,0 +1,62 @@
+/*
+ * mt_conv2d_grad_input_f32: gradient of the loss w.r.t. the real input of a conv (any
+ * groups), given the gradient w.r.t. its real output. Real weights are s_w[oc] * w_q;
+ * the scale is folded into the output gradient (one multiply per output element instead
+ * of one per MAC). Scatter form: each output gradient is spread over its receptive field,
+ * so no index arithmetic has to invert the stride.
+ */
+#include "mt_nn.h"
+
+mt_status mt_conv2d_grad_input_f32(const mt_conv_params *p, const float *weight_scale, const int8_t *weights,
+                                   const float *grad_output, float *grad_input)
+{
+    int32_t in_per_group, out_per_group, n, oy, ox, oc;
+    mt_status st;
+
+    if (p == NULL || weight_scale == NULL || weights == NULL || grad_output == NULL || grad_input == NULL) {
+        return MT_ERR_NULL;
+    }
+    if ((st = mt_nn_check_conv_shape(p)) != MT_OK) {
+        return st;
+    }
+    in_per_group = p->in_c / p->groups;
+    out_per_group = p->out_c / p->groups;
+
+    n = p->in_h * p->in_w * p->in_c;
+    for (oy = 0; oy < n; ++oy) {
+        grad_input[oy] = 0.0f;
+    }
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int32_t y0 = oy * p->stride_h - p->pad_top;
+        for (ox = 0; ox < p->out_w; ++ox) {
+            const int32_t x0 = ox * p->stride_w - p->pad_left;
+            const float *g = grad_output + ((int32_t)oy * p->out_w + ox) * p->out_c;
+            for (oc = 0; oc < p->out_c; ++oc) {
+                const float gs = g[oc] * weight_scale[oc];
+                const int32_t first_in = (oc / out_per_group) * in_per_group;
+                const int8_t *w = weights + (int32_t)oc * p->kernel_h * p->kernel_w * in_per_group;
+                int32_t ky, kx, i;
+                for (ky = 0; ky < p->kernel_h; ++ky) {
+                    const int32_t iy = y0 + ky;
+                    if (iy < 0 || iy >= p->in_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->kernel_w; ++kx) {
+                        const int32_t ix = x0 + kx;
+                        float *gi;
+                        const int8_t *wk;
+                        if (ix < 0 || ix >= p->in_w) {
+                            continue;
+                        }
+                        gi = grad_input + ((int32_t)iy * p->in_w + ix) * p->in_c + first_in;
+                        wk = w + (ky * p->kernel_w + kx) * in_per_group;
+                        for (i = 0; i < in_per_group; ++i) {
+                            gi[i] += gs * (float)wk[i];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return MT_OK;
+}

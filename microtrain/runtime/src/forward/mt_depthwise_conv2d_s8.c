@@ -1,0 +1,70 @@
+/*
+ * mt_depthwise_conv2d_s8: int8 depthwise CONV2D (groups == in_c == out_c, weights
+ * [c][kh][kw][1]); the result equals mt_conv2d_s8 with those groups. Each output channel
+ * reads one input channel, so the inner loop runs over the kernel window only.
+ */
+#include "mt_nn.h"
+
+mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
+                                 const int8_t *weights, const int32_t *bias, int8_t *output)
+{
+    int32_t oy, ox, c;
+    mt_status st;
+
+    /* read params, check consistency */
+    if (p == NULL || q == NULL || q->multiplier == NULL || q->shift == NULL || input == NULL || weights == NULL ||
+        output == NULL) {
+        return MT_ERR_NULL;
+    }
+    if ((st = mt_nn_check_conv_shape(p)) != MT_OK) {
+        return st;
+    }
+    if (p->groups != p->in_c || p->out_c != p->in_c) {
+        return MT_ERR_SHAPE;
+    }
+    if ((st = mt_nn_check_act(p->input_zero_point, p->output_zero_point, p->act_min, p->act_max)) != MT_OK) {
+        return st;
+    }
+    if ((st = mt_nn_check_quant(q->multiplier, q->shift, p->out_c)) != MT_OK) {
+        return st;
+    }
+    /* Accumulator bound: kernel_h*kernel_w products of magnitude <= 255*128 (mt_nn.h). */
+    if ((int64_t)p->kernel_h * p->kernel_w > MT_NN_MAX_DOT_LENGTH) {
+        return MT_ERR_OVERFLOW;
+    }
+
+    /* loops */
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int32_t y0 = oy * p->stride_h - p->pad_top;
+        for (ox = 0; ox < p->out_w; ++ox) {
+            const int32_t x0 = ox * p->stride_w - p->pad_left;
+            for (c = 0; c < p->out_c; ++c) {
+                const int8_t *w = weights + (int32_t)c * p->kernel_h * p->kernel_w;
+                int32_t acc = 0;
+                int32_t ky, kx;
+                for (ky = 0; ky < p->kernel_h; ++ky) {
+                    const int32_t iy = y0 + ky;
+                    if (iy < 0 || iy >= p->in_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->kernel_w; ++kx) {
+                        const int32_t ix = x0 + kx;
+                        if (ix < 0 || ix >= p->in_w) {
+                            continue;
+                        }
+                        acc += ((int32_t)input[((int32_t)iy * p->in_w + ix) * p->in_c + c] - p->input_zero_point) *
+                               (int32_t)w[ky * p->kernel_w + kx];
+                    }
+                }
+                if (bias != NULL) {
+                    acc = mt_nn_sat_add_s32(acc, bias[c]);
+                }
+                /* one requantize call, offset, clamp, store */
+                output[((int32_t)oy * p->out_w + ox) * p->out_c + c] = mt_nn_offset_clamp(
+                    mt_requantize(acc, q->multiplier[c], q->shift[c]), p->output_zero_point, p->act_min,
+                    p->act_max);
+            }
+        }
+    }
+    return MT_OK;
+}

@@ -1,0 +1,58 @@
+/*
+ * mt_pointwise_conv2d_s8: int8 1x1 CONV2D, stride 1, no padding, one group: a matrix
+ * product of the [H*W][in_c] input with the [out_c][in_c] weights. Bit-exact with
+ * mt_conv2d_s8 (integer sums are exact, so the different loop nest changes nothing).
+ * The hot kernel of MobileNet-style blocks: the inner loop is a contiguous int8 dot product.
+ */
+#include "mt_nn.h"
+
+mt_status mt_pointwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
+                                 const int8_t *weights, const int32_t *bias, int8_t *output)
+{
+    int32_t pixels, n, oc, i;
+    mt_status st;
+
+    /* read params, check consistency */
+    if (p == NULL || q == NULL || q->multiplier == NULL || q->shift == NULL || input == NULL || weights == NULL ||
+        output == NULL) {
+        return MT_ERR_NULL;
+    }
+    if ((st = mt_nn_check_conv_shape(p)) != MT_OK) {
+        return st;
+    }
+    if (p->kernel_h != 1 || p->kernel_w != 1 || p->stride_h != 1 || p->stride_w != 1 || p->groups != 1 ||
+        p->pad_top != 0 || p->pad_left != 0 || p->pad_bottom != 0 || p->pad_right != 0) {
+        return MT_ERR_SHAPE;
+    }
+    if ((st = mt_nn_check_act(p->input_zero_point, p->output_zero_point, p->act_min, p->act_max)) != MT_OK) {
+        return st;
+    }
+    if ((st = mt_nn_check_quant(q->multiplier, q->shift, p->out_c)) != MT_OK) {
+        return st;
+    }
+    /* Accumulator bound: in_c products of magnitude <= 255*128 (mt_nn.h). */
+    if (p->in_c > MT_NN_MAX_DOT_LENGTH) {
+        return MT_ERR_OVERFLOW;
+    }
+
+    /* loops */
+    pixels = p->in_h * p->in_w;
+    for (n = 0; n < pixels; ++n) {
+        const int8_t *x = input + n * p->in_c;
+        int8_t *y = output + n * p->out_c;
+        for (oc = 0; oc < p->out_c; ++oc) {
+            const int8_t *w = weights + oc * p->in_c;
+            int32_t acc = 0;
+            for (i = 0; i < p->in_c; ++i) {
+                acc += ((int32_t)x[i] - p->input_zero_point) * (int32_t)w[i];
+            }
+            if (bias != NULL) {
+                acc = mt_nn_sat_add_s32(acc, bias[oc]);
+            }
+            /* one requantize call, offset, clamp, store */
+            y[oc] = mt_nn_offset_clamp(mt_requantize(acc, q->multiplier[oc], q->shift[oc]), p->output_zero_point,
+                                       p->act_min, p->act_max);
+        }
+    }
+    return MT_OK;
+}

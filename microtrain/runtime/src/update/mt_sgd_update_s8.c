@@ -1,0 +1,60 @@
+/*
+ * mt_sgd_update_s8: fused SGD (+QAS) step on int8 weights, in place, for selected output
+ * channels: v = (float)w - (lr * g) * f_c, rounded by mt_round_update, saturated to
+ * [-127, 127]. No float master copy exists: the int8 tensor is the only state, exactly as
+ * the simulator (microtrain/train/rounding.py) models it.
+ */
+#include <float.h>
+
+#include "mt_nn.h"
+
+/* Bit-exactness with the simulator needs plain float32 arithmetic: no excess precision
+ * (and no FMA contraction, which the build disables with -ffp-contract=off). */
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
+#error "mt_sgd_update_s8 needs FLT_EVAL_METHOD == 0 (float32 arithmetic evaluated in float32)"
+#endif
+
+mt_status mt_sgd_update_s8(int8_t *weights, int32_t weights_sliced, int32_t channel_size, const float *factor,
+                           const float *grad, const mt_channels *ch, const mt_update_params *u)
+{
+    int32_t j, e;
+
+    if (weights == NULL || factor == NULL || grad == NULL || ch == NULL || u == NULL) {
+        return MT_ERR_NULL;
+    }
+    if (channel_size < 1) {
+        return MT_ERR_SHAPE;
+    }
+    if ((weights_sliced != 0 && weights_sliced != 1) ||
+        (u->rounding != MT_ROUND_NEAREST && u->rounding != MT_ROUND_STOCHASTIC)) {
+        return MT_ERR_PARAM;
+    }
+    /* Channel indices are checked against what the index list can address: the kernel does
+     * not know out_c, so the caller guarantees index[j] < out_c (the compiler emits both). */
+    if (ch->begin < 0 || ch->begin > ch->end || ch->end > ch->count) {
+        return MT_ERR_PARAM;
+    }
+    for (j = ch->begin; j < ch->end; ++j) {
+        if (mt_nn_channel(ch, j) < 0) {
+            return MT_ERR_PARAM;
+        }
+    }
+
+    for (j = ch->begin; j < ch->end; ++j) {
+        const int32_t o = mt_nn_channel(ch, j);
+        const float f = factor[o];
+        const float *g = grad + (j - ch->begin) * channel_size;
+        int8_t *w = weights + (weights_sliced ? j : o) * channel_size;
+        for (e = 0; e < channel_size; ++e) {
+            /* flat index of the element in the FULL tensor, whatever the storage */
+            const uint32_t i = (uint32_t)o * (uint32_t)channel_size + (uint32_t)e;
+            const float v = (float)w[e] - (u->lr * g[e]) * f;
+            const float r = mt_round_update(v, u->rounding, u->seed, u->step, u->tensor_id, i);
+            if (r != r) {
+                continue; /* NaN gradient: keep the weight */
+            }
+            w[e] = r < -127.0f ? (int8_t)-127 : r > 127.0f ? (int8_t)127 : (int8_t)r;
+        }
+    }
+    return MT_OK;
+}

@@ -1,0 +1,122 @@
+"""Python twins of the C runtime's queries, and the IR -> kernel parameter translation.
+
+* ``*_get_buffer_size``: the same numbers (bytes) as the C functions of the same name in
+  ``include/mt_runtime.h``; ``tests/test_runtime_twins.py`` checks each against the C.
+* ``conv_params`` / ``fc_params`` / ``add_params_struct`` / ``avg_pool_params_struct``:
+  the field values of the C param structs for an IR node, with the compile-time
+  multipliers taken from ``interp/reference.py`` (never re-derived). The code generator
+  and the tests use these, so the C sees exactly what the reference interpreter uses.
+* ``update_factors``: the per-channel factors f_c of the update rule (shared/COMMON.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from microtrain.interp.reference import add_params, avg_pool_params, output_multipliers
+from microtrain.ir.graph import Graph, Node
+
+FLOAT_BYTES = 4
+
+# mt_status values (include/mt_runtime.h)
+MT_OK, MT_ERR_NULL, MT_ERR_SHAPE, MT_ERR_PARAM, MT_ERR_OVERFLOW = 0, -1, -2, -3, -4
+STATUS_NAMES = {0: "MT_OK", -1: "MT_ERR_NULL", -2: "MT_ERR_SHAPE", -3: "MT_ERR_PARAM", -4: "MT_ERR_OVERFLOW"}
+# mt_rounding
+MT_ROUND_NEAREST, MT_ROUND_STOCHASTIC = 0, 1
+ROUNDING_MODES = {"nearest": MT_ROUND_NEAREST, "stochastic": MT_ROUND_STOCHASTIC}
+
+# Largest dot-product length an int32 accumulator of an int8 kernel may sum (mt_nn.h).
+MAX_DOT_LENGTH = 65536
+
+
+# --- buffer size queries (bytes) ----------------------------------------------------------
+
+def clamp_mask_get_buffer_size(n: int) -> int:
+    """Twin of mt_clamp_mask_get_buffer_size: one bit per element, rounded up to bytes."""
+    return 0 if n <= 0 else (n + 7) // 8
+
+
+def conv2d_grad_weight_get_buffer_size(kernel_h: int, kernel_w: int, in_c: int, groups: int,
+                                       num_channels: int) -> int:
+    """Twin of mt_conv2d_grad_weight_get_buffer_size (also depthwise: groups == in_c)."""
+    if groups < 1 or num_channels <= 0:
+        return 0
+    return num_channels * kernel_h * kernel_w * (in_c // groups) * FLOAT_BYTES
+
+
+def fully_connected_grad_weight_get_buffer_size(in_c: int, num_channels: int) -> int:
+    """Twin of mt_fully_connected_grad_weight_get_buffer_size."""
+    return 0 if num_channels <= 0 else num_channels * in_c * FLOAT_BYTES
+
+
+def gather_channels_get_buffer_size(spatial: int, count: int) -> int:
+    """Twin of mt_gather_channels_get_buffer_size: the sliced int8 copy of kept channels."""
+    return 0 if spatial <= 0 or count <= 0 else spatial * count
+
+
+# --- kernel parameters of IR nodes --------------------------------------------------------
+
+def conv_params(node: Node, graph: Graph) -> dict[str, int]:
+    """Fields of ``mt_conv_params`` for a CONV2D node."""
+    x, w = graph.tensors[node.inputs[0]], graph.tensors[node.inputs[1]]
+    y = graph.tensors[node.outputs[0]]
+    top, left, bottom, right = node.attrs.get("padding", (0, 0, 0, 0))
+    sh, sw = node.attrs.get("stride", (1, 1))
+    return {"in_h": x.shape[1], "in_w": x.shape[2], "in_c": x.shape[3],
+            "out_h": y.shape[1], "out_w": y.shape[2], "out_c": y.shape[3],
+            "kernel_h": w.shape[1], "kernel_w": w.shape[2], "stride_h": int(sh), "stride_w": int(sw),
+            "pad_top": int(top), "pad_left": int(left), "pad_bottom": int(bottom), "pad_right": int(right),
+            "groups": int(node.attrs.get("groups", 1)),
+            "input_zero_point": x.quant.z, "output_zero_point": y.quant.z,
+            "act_min": int(node.attrs.get("act_min", -128)), "act_max": int(node.attrs.get("act_max", 127))}
+
+
+def fc_params(node: Node, graph: Graph) -> dict[str, int]:
+    """Fields of ``mt_fc_params`` for a FULLY_CONNECTED node."""
+    x, w = graph.tensors[node.inputs[0]], graph.tensors[node.inputs[1]]
+    y = graph.tensors[node.outputs[0]]
+    return {"in_c": w.shape[1], "out_c": w.shape[0],
+            "input_zero_point": x.quant.z, "output_zero_point": y.quant.z,
+            "act_min": int(node.attrs.get("act_min", -128)), "act_max": int(node.attrs.get("act_max", 127))}
+
+
+def per_channel_quant(node: Node, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+    """(multiplier, shift) int32 arrays of ``mt_per_channel_quant`` for a CONV2D/FC node."""
+    x, w = graph.tensors[node.inputs[0]], graph.tensors[node.inputs[1]]
+    y = graph.tensors[node.outputs[0]]
+    mult, shift = output_multipliers(x, w, y)
+    return mult.astype(np.int32), shift.astype(np.int32)
+
+
+def add_params_struct(node: Node, graph: Graph) -> dict[str, int]:
+    """Fields of ``mt_add_params`` for an ADD node (multipliers from reference.add_params)."""
+    a, b = graph.tensors[node.inputs[0]], graph.tensors[node.inputs[1]]
+    y = graph.tensors[node.outputs[0]]
+    p = add_params(a, b, y)
+    return {"size": int(np.prod(y.shape)), "a_zero_point": a.quant.z, "b_zero_point": b.quant.z,
+            "output_zero_point": y.quant.z, "left_shift": p["left_shift"],
+            "a_multiplier": p["a_mult"], "a_shift": p["a_shift"], "b_multiplier": p["b_mult"],
+            "b_shift": p["b_shift"], "output_multiplier": p["y_mult"], "output_shift": p["y_shift"],
+            "act_min": int(node.attrs.get("act_min", -128)), "act_max": int(node.attrs.get("act_max", 127))}
+
+
+def avg_pool_params_struct(node: Node, graph: Graph) -> dict[str, int]:
+    """Fields of ``mt_avg_pool_params`` for a GLOBAL_AVG_POOL node."""
+    x, y = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
+    mult, shift = avg_pool_params(x, y)
+    return {"in_h": x.shape[1], "in_w": x.shape[2], "c": x.shape[3],
+            "input_zero_point": x.quant.z, "output_zero_point": y.quant.z, "multiplier": mult, "shift": shift,
+            "act_min": int(node.attrs.get("act_min", -128)), "act_max": int(node.attrs.get("act_max", 127))}
+
+
+def update_factors(weight_scales: np.ndarray, input_scale: float, qas: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel factors (weights, biases) of the update rule, float32 compile-time constants.
+
+    Weights: 1/s_w[c] with QAS, s_w[c] without; biases: 1/(s_w[c]*s_x) with QAS, s_w[c]*s_x
+    without; computed in float64 and cast once to float32 (shared/COMMON.md).
+    """
+    s_w = np.asarray(weight_scales, dtype=np.float64)
+    s_b = s_w * float(input_scale)
+    if qas:
+        return (1.0 / s_w).astype(np.float32), (1.0 / s_b).astype(np.float32)
+    return s_w.astype(np.float32), s_b.astype(np.float32)

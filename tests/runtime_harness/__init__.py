@@ -1,0 +1,1 @@
+"""Helpers of the C runtime tests (tests/test_runtime_*.py): build once, call via ctypes."""

@@ -1,0 +1,70 @@
+"""The C runtime builds with the contract's flags on the host and for Cortex-M7, and its
+layout (one public function per file, every declaration bound) holds."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from runtime_harness.rt import runtime
+
+from microtrain.runtime import cbind
+
+HEADER = cbind.INCLUDE_DIR / "mt_runtime.h"
+
+
+def declared_functions() -> set[str]:
+    text = re.sub(r"/\*.*?\*/", "", HEADER.read_text(), flags=re.S)
+    return set(re.findall(r"^\w[\w ]*?\b(mt_\w+)\(", text, flags=re.M))
+
+
+def test_one_public_function_per_file_named_after_it():
+    declared = declared_functions()
+    files = {p.stem: p for p in cbind.source_files()}
+    assert declared == set(files), f"declared without a file: {declared - set(files)}; " \
+                                   f"files not declared: {set(files) - declared}"
+    for name, path in files.items():
+        assert path.parent.name in {"quant", "forward", "backward", "update"}, path
+        defined = re.findall(r"^\w[\w ]*?\b(mt_\w+)\(", path.read_text(), flags=re.M)
+        assert defined == [name], f"{path.name} defines {defined}, expected exactly [{name}]"
+
+
+def test_every_declaration_has_a_ctypes_prototype():
+    assert declared_functions() == set(cbind.PROTOTYPES)
+
+
+def test_sources_for_follows_calls():
+    names = {p.stem for p in cbind.sources_for(["mt_sgd_update_s8", "mt_conv2d_s8"])}
+    assert names == {"mt_sgd_update_s8", "mt_round_update", "mt_update_noise", "mt_conv2d_s8", "mt_requantize"}
+    with pytest.raises(KeyError, match="mt_nope"):
+        cbind.kernel_source("mt_nope")
+
+
+@pytest.mark.host_c
+def test_host_build_warning_free(tmp_path_factory):
+    # The session build uses -Werror: building at all means no warning.
+    lib = runtime(tmp_path_factory)
+    assert lib.mt_requantize(100, 1 << 30, 0) == 50
+    assert lib.mt_clamp_mask_get_buffer_size(9) == 2
+
+
+@pytest.mark.target
+def test_cortex_m7_compile(tmp_path):
+    cc = "arm-none-eabi-gcc"
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} not installed (Debian package gcc-arm-none-eabi)")
+    # One compiler invocation for all files (-c writes <stem>.o into the working directory).
+    cmd = [cc, *cbind.CORTEX_M7_FLAGS, *cbind.CFLAGS, "-O2", f"-I{cbind.INCLUDE_DIR}", "-c",
+           *map(str, cbind.source_files())]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, f"the runtime does not build for Cortex-M7:\n{proc.stderr}"
+    assert len(list(tmp_path.glob("*.o"))) == len(cbind.source_files())
+    # No double-precision arithmetic sneaks into the kernels: the M7 FPU used here
+    # (fpv5-d16) has it, but single precision is the documented arithmetic.
+    nm = shutil.which("arm-none-eabi-nm")
+    if nm:
+        for obj in tmp_path.glob("*.o"):
+            syms = subprocess.run([nm, "-u", str(obj)], capture_output=True, text=True).stdout
+            assert "__aeabi_d" not in syms, f"{obj.name} calls a soft double routine: {syms}"
