@@ -34,6 +34,9 @@ INPLACE_RULES: dict[Op, tuple[int, ...]] = {
 }
 """Operands an op may overwrite with its output (elementwise, same size, same position)."""
 
+INPLACE_RULES_EXEMPT = frozenset(Op) - frozenset(INPLACE_RULES)
+"""Every other op writes a fresh buffer (RESHAPE is a view, handled apart)."""
+
 
 @dataclasses.dataclass
 class Buffer:

@@ -166,5 +166,8 @@ TRAINING_SHAPE_RULES = {
     Op.UPDATE_BIAS: _update("int32"),
 }
 
+TRAINING_SHAPE_RULES_GROUP = "microtrain.ir.verify.SHAPE_RULES"
+"""A partial table: registered into, and checked with, the verifier's SHAPE_RULES."""
+
 for _op, _rule in TRAINING_SHAPE_RULES.items():
     register_shape_rule(_op, _rule)
