@@ -1,0 +1,189 @@
+"""Training loop: optimizer choice, cosine schedule with warm-up, batches, gradient
+accumulation, evaluation and resumable checkpoints.
+
+Optimizer names (``OPTIMIZERS``): ``sgd``, ``sgdm``, ``adam`` update the int8 tensors
+without QAS; the ``-qas`` variants with it; ``float-shadow`` (SGD+QAS) and
+``float-shadow-sgdm`` keep the paper's float shadow weights; ``fp32-sgd``, ``fp32-sgdm``,
+``fp32-adam`` train the float model of ``sim/float_model.py`` (the fp32 baseline).
+
+Everything random is counter-based or seeded per epoch (shuffling uses
+``default_rng([seed, epoch])``), so a run resumed from a checkpoint taken after any step
+continues exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from microtrain.ir.graph import Graph
+from microtrain.sim.float_model import FloatModel
+from microtrain.sim.simulator import Simulator
+from microtrain.sparse.scheme import UpdateScheme
+from microtrain.train.optim import Int8Optimizer
+
+OPTIMIZERS: dict[str, tuple[str, bool, str]] = {
+    # name: (kind, qas, mode) with mode "int8" | "shadow" | "fp32"
+    "sgd": ("sgd", False, "int8"), "sgd-qas": ("sgd", True, "int8"),
+    "sgdm": ("sgdm", False, "int8"), "sgdm-qas": ("sgdm", True, "int8"),
+    "adam": ("adam", False, "int8"), "adam-qas": ("adam", True, "int8"),
+    "float-shadow": ("sgd", True, "shadow"), "float-shadow-sgdm": ("sgdm", True, "shadow"),
+    "fp32-sgd": ("sgd", False, "fp32"), "fp32-sgdm": ("sgdm", False, "fp32"), "fp32-adam": ("adam", False, "fp32"),
+}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    optimizer: str = "sgd-qas"
+    lr: float = 0.05
+    epochs: int = 5
+    batch_size: int = 8
+    accumulate: int = 1  # micro-batches per optimizer step
+    rounding: str = "stochastic"
+    seed: int = 0
+    warmup_fraction: float = 0.1  # of all optimizer steps, linear warm-up then cosine to 0
+    momentum: float = 0.9
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _torch_optimizer(kind: str, params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum if kind == "sgdm" else 0.0)
+
+
+class Trainer:
+    def __init__(self, graph: Graph, scheme: UpdateScheme, cfg: TrainConfig) -> None:
+        if cfg.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        self.cfg = cfg
+        kind, qas, self.mode = OPTIMIZERS[cfg.optimizer]
+        self.sim = Simulator(graph, scheme)
+        self.float_model: FloatModel | None = None
+        self.int8_opt: Int8Optimizer | None = None
+        self.torch_opts: list[torch.optim.Optimizer] = []
+        if self.mode == "fp32":
+            self.float_model = FloatModel(self.sim)
+            if self.float_model.parameters():
+                self.torch_opts.append(_torch_optimizer(kind, self.float_model.parameters(), cfg))
+        else:
+            self.int8_opt = Int8Optimizer(self.sim, kind, qas, cfg.rounding, cfg.seed, cfg.momentum,
+                                          shadow=self.mode == "shadow")
+        if self.sim.head_w is not None:  # fp32 head: trained in float with the same kind of optimizer
+            self.sim.head_w.requires_grad_()
+            self.sim.head_b.requires_grad_()
+            self.torch_opts.append(_torch_optimizer(kind, [self.sim.head_w, self.sim.head_b], cfg))
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.history: list[dict] = []
+        self.epoch_losses: list[float] = []  # losses of the current epoch so far (checkpointed)
+
+    # --- data -----------------------------------------------------------------------------
+    def cache(self, x_q: np.ndarray, chunk: int = 256) -> dict[str, torch.Tensor]:
+        """The frozen prefix's live tensors for every sample (computed once: it never changes)."""
+        parts = [self.sim.prefix(x_q[i:i + chunk]) for i in range(0, len(x_q), chunk)]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    @staticmethod
+    def _take(cache: dict[str, torch.Tensor], idx: np.ndarray) -> dict[str, torch.Tensor]:
+        t = torch.from_numpy(idx)
+        return {k: v[t] for k, v in cache.items()}
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.float_model is not None:
+            if self.sim.head_w is not None:
+                raise ValueError("the fp32 baseline trains the float model; use the int8 classifier head")
+            return self.float_model.forward(batch)
+        return self.sim.forward(cached=batch)[0]
+
+    def evaluate(self, cache: dict[str, torch.Tensor], labels: np.ndarray, chunk: int = 512) -> float:
+        correct = 0
+        with torch.no_grad():
+            saved = [(p.w_real, p.b_real) for p in self.sim.params.values()]
+            self.sim.attach_grads([])
+            for i in range(0, len(labels), chunk):
+                idx = np.arange(i, min(i + chunk, len(labels)))
+                pred = self.logits(self._take(cache, idx)).argmax(1).numpy()
+                correct += int((pred == labels[idx]).sum())
+            for p, (w, b) in zip(self.sim.params.values(), saved, strict=True):
+                p.w_real, p.b_real = w, b
+        return correct / max(1, len(labels))
+
+    # --- training -------------------------------------------------------------------------
+    def steps_per_epoch(self, n: int) -> int:
+        return math.ceil(n / (self.cfg.batch_size * self.cfg.accumulate))
+
+    def _step(self, cache: dict[str, torch.Tensor], labels: np.ndarray, group: list[np.ndarray], lr: float) -> float:
+        if self.int8_opt is not None:
+            self.int8_opt.attach()
+        for opt in self.torch_opts:
+            opt.zero_grad(set_to_none=True)
+            for pg in opt.param_groups:
+                pg["lr"] = lr
+        total = 0.0
+        for idx in group:
+            logits = self.logits(self._take(cache, idx))
+            loss = F.cross_entropy(logits, torch.from_numpy(labels[idx])) / len(group)
+            loss.backward()
+            total += float(loss.detach())
+        if self.float_model is not None:
+            self.float_model.mask_grads()
+        for opt in self.torch_opts:
+            opt.step()
+        if self.int8_opt is not None:
+            self.int8_opt.step(lr)
+        return total
+
+    def fit(self, train: dict[str, torch.Tensor], y_train: np.ndarray, test: dict[str, torch.Tensor] | None = None,
+            y_test: np.ndarray | None = None, on_step: Callable[[Trainer, float], None] | None = None,
+            on_epoch: Callable[[Trainer, dict], None] | None = None,
+            checkpoint: Callable[[Trainer], None] | None = None, checkpoint_every: int = 0) -> list[dict]:
+        cfg = self.cfg
+        n = len(y_train)
+        per_epoch = self.steps_per_epoch(n)
+        total = per_epoch * cfg.epochs
+        warmup = int(cfg.warmup_fraction * total)
+        while self.epoch < cfg.epochs:
+            perm = np.random.default_rng([cfg.seed, self.epoch]).permutation(n)
+            micro = [perm[i:i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+            groups = [micro[i:i + cfg.accumulate] for i in range(0, len(micro), cfg.accumulate)]
+            if self.batch_in_epoch == 0:
+                self.epoch_losses = []
+            for s in range(self.batch_in_epoch, per_epoch):
+                loss = self._step(train, y_train, groups[s], cosine_lr(self.epoch * per_epoch + s, total, cfg.lr,
+                                                                        warmup))
+                self.epoch_losses.append(loss)
+                self.batch_in_epoch = s + 1
+                if on_step is not None:
+                    on_step(self, loss)
+                if checkpoint is not None and checkpoint_every and self.batch_in_epoch % checkpoint_every == 0 \
+                        and self.batch_in_epoch < per_epoch:
+                    checkpoint(self)
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            losses = self.epoch_losses
+            row = {"epoch": self.epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
+            if test is not None and y_test is not None:
+                row["test_accuracy"] = self.evaluate(test, y_test)
+            self.history.append(row)
+            if on_epoch is not None:
+                on_epoch(self, row)
+            if checkpoint is not None:
+                checkpoint(self)
+        return self.history
+
+    def final_graph(self) -> Graph:
+        """The trained int8 graph (the fp32 baseline's float weights re-quantized on their scales)."""
+        if self.float_model is not None:
+            self.float_model.write_back()
+        return self.sim.to_graph()
