@@ -175,6 +175,21 @@ def test_truncated_and_hostile_files(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="cut.pkl"):
         load_model(cut)
 
+    class Hostile:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    evil_dict = tiny_zoo_dict()
+    evil_dict["blocks"][0]["se"] = Hostile()
+    evil = tmp_path / "evil.pkl"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps(evil_dict, protocol=2))
+    with pytest.raises(ModelFileError, match=r"evil.pkl:data.pkl: refusing to load global (posix|os)\.system"):
+        load_model(evil)
+    assert not (tmp_path / "ran").exists()
+
 
 def test_new_head_keeps_backbone_and_input_quant() -> None:
     g = zoo_dict_to_graph(tiny_zoo_dict(), "tiny.pkl")

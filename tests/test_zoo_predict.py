@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
+from conftest import zoo_path_or_skip
 from PIL import Image
 from test_zoo_import import tiny_zoo_dict
 
@@ -90,8 +91,6 @@ def test_bad_model_and_top(tmp_path: Path, tiny_model: Path, capsys) -> None:
 
 @pytest.mark.zoo
 def test_photos_with_pretrained_model(tmp_path: Path, capsys) -> None:
-    from conftest import zoo_path_or_skip
-
     zoo_path_or_skip("mcunet-5fps")
     cat = _save(tmp_path, "cat.png", skimage.data.chelsea())
     cup = _save(tmp_path, "coffee.jpg", skimage.data.coffee())
