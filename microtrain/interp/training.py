@@ -36,7 +36,7 @@ def _loss_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> li
     s = F32(0.0)
     for v in e:  # sequential sum, ascending, as the C kernel
         s = F32(s + v)
-    g = (e / s).astype(F32)
+    g = (e * (F32(1.0) / s)).astype(F32)
     g[label] = F32(g[label] - F32(1.0))
     return [g[None]]
 
@@ -160,59 +160,22 @@ def _slice_channels(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) 
 
 
 def _update(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """The COMMON update rule on the kept channels, via the one Python copy in train/rounding.py."""
+    from microtrain.train.rounding import apply_update
+
     p = values[node.inputs[0]]
     g = values[node.inputs[1]]
     lr = F32(values[node.inputs[2]][0])
-    channels = list(node.attrs["channels"])
     factors = np.asarray(node.attrs["factors"], dtype=F32)
+    kind = "weight" if node.op == Op.UPDATE_WEIGHT else "bias"
     out = p.copy()
     per_channel = int(np.prod(p.shape[1:], dtype=np.int64)) if p.ndim > 1 else 1
-    for row, oc in enumerate(channels):
-        old = p[oc].reshape(-1)
-        v = (old.astype(F32) - ((lr * g[row].reshape(-1)).astype(F32) * factors[oc]).astype(F32)).astype(F32)
-        index = np.arange(per_channel, dtype=np.uint32) + np.uint32(oc * per_channel)
-        r = _round_update(v, node.attrs.get("rounding", "nearest"), int(node.attrs.get("seed", 0)),
-                         int(values.get("__step__", 0)), int(node.attrs["tensor_id"]), index)
-        out[oc] = _saturate(r, old, p.dtype).reshape(p[oc].shape)
+    for row, oc in enumerate(node.attrs["channels"]):
+        index = np.arange(per_channel, dtype=np.int64).reshape(p[oc].shape) + oc * per_channel
+        out[oc] = apply_update(p[oc], g[row], float(lr), factors[oc], kind, node.attrs.get("rounding", "nearest"),
+                               int(node.attrs.get("seed", 0)), int(values.get("__step__", 0)),
+                               int(node.attrs["tensor_id"]), index)
     return [out]
-
-
-def _fmix32(h: np.ndarray) -> np.ndarray:
-    h = h.astype(np.uint32)
-    h ^= h >> np.uint32(16)
-    h = (h * np.uint32(0x85EBCA6B)).astype(np.uint32)
-    h ^= h >> np.uint32(13)
-    h = (h * np.uint32(0xC2B2AE35)).astype(np.uint32)
-    h ^= h >> np.uint32(16)
-    return h
-
-
-def _round_update(v: np.ndarray, rounding: str, seed: int, step: int, tensor_id: int,
-                  index: np.ndarray) -> np.ndarray:
-    """floor(v + 0.5) or floor(v + u) in float32, u the counter-based noise (COMMON update rule).
-
-    The twin of ``mt_round_update``; ``microtrain.train.rounding`` is the simulator's copy and
-    ``tests/test_compiler_training_eval.py`` checks the two agree when it exists.
-    """
-    if rounding == "nearest":
-        return np.floor((v + F32(0.5)).astype(F32))
-    with np.errstate(over="ignore"):
-        h = _fmix32(np.full(index.shape, (seed ^ ((tensor_id * 0x9E3779B9) & 0xFFFFFFFF)) & 0xFFFFFFFF,
-                            dtype=np.uint32))
-        h = _fmix32(h ^ np.uint32(step & 0xFFFFFFFF))
-        h = _fmix32(h ^ index.astype(np.uint32))
-    u = ((h >> np.uint32(8)).astype(F32) * F32(2.0**-24)).astype(F32)
-    return np.floor((v + u).astype(F32))
-
-
-def _saturate(r: np.ndarray, old: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    nan = np.isnan(r)
-    if dtype == np.int8:
-        res = np.clip(np.where(nan, 0, r), -127, 127).astype(np.int8)
-    else:
-        r64 = np.where(nan, 0, r).astype(np.float64)
-        res = np.where(r64 >= 2.0**31, 2**31 - 1, np.where(r64 < -(2.0**31), -(2**31), r64)).astype(np.int32)
-    return np.where(nan, old, res).astype(dtype)
 
 
 TRAINING_EVAL_RULES: dict[Op, EvalRule] = {
