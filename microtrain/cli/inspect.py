@@ -1,0 +1,40 @@
+"""``microtrain inspect MODEL``: per-layer table and flash / peak-SRAM totals (like ``stedgeai analyze``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from microtrain.cli.common import UserError, emit
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "inspect",
+        help="per-layer table of an int8 model: shapes, params, MACs, flash and peak SRAM",
+        description="Print one row per node of an int8 model (op, input -> output shape, kernel/stride/groups, "
+                    "parameters, flash bytes, MACs, activation bytes) and the totals: flash (weights + biases + "
+                    "per-channel requantization multipliers/shifts) and the int8 inference peak SRAM when the "
+                    "nodes run in graph order and every live tensor has its own buffer.",
+    )
+    p.add_argument("model", metavar="MODEL",
+                   help="'default', a zoo name (mcunet-5fps, mbv2-w0.35, proxyless-w0.3), a zoo .pkl file or a "
+                        "microtrain model .json (with its .npz)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from microtrain.ir import IRError, ModelFileError
+    from microtrain.models import ModelNotFound, load_model
+    from microtrain.report.inspect import analyze, format_table
+
+    try:
+        graph = load_model(args.model)
+    except (ModelNotFound, FileNotFoundError) as e:
+        raise UserError(f"{e}") from None
+    except (ModelFileError, IRError) as e:
+        raise UserError(f"cannot load model {args.model!r}: {e}") from None
+    analysis = analyze(graph)
+    doc = {"model": str(args.model), **analysis}
+    emit(args, doc, lambda: print(f"model: {args.model}\n{format_table(analysis)}"))
+    return 0
