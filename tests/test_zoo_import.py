@@ -154,6 +154,22 @@ def test_missing_keys_and_bad_types() -> None:
     _expect_error(d, "blocks.0.depthwise:", "x_zero = 300 is outside int8")
 
 
+def test_values_of_the_wrong_kind() -> None:
+    d = tiny_zoo_dict()
+    d["blocks"][1]["pointwise1"]["out_channel"] = "eight"
+    _expect_error(d, "m.pkl: blocks.1.pointwise1: malformed entry (ValueError")
+    d = tiny_zoo_dict()
+    d["blocks"][0]["depthwise"]["params"]["y_scale"] = [0.1]
+    _expect_error(d, "blocks.0.depthwise:", "y_scale must be a number, is list")
+    d = tiny_zoo_dict()
+    d["blocks"][0]["depthwise"]["stride"] = (1, 2)
+    _expect_error(d, "blocks.0.depthwise:", "stride (1, 2) must be one positive number")
+    d = tiny_zoo_dict()
+    d["blocks"][1]["depthwise"]["stride"] = (2, 2)  # PyTorch style pairs are fine
+    d["blocks"][1]["depthwise"]["kernel_size"] = 5
+    assert zoo_dict_to_graph(d, "m.pkl").node("blocks.1.depthwise").attrs["stride"] == (2, 2)
+
+
 def test_depthwise_and_shape_consistency() -> None:
     d = tiny_zoo_dict()
     d["blocks"][1]["depthwise"]["out_shape"] = 6

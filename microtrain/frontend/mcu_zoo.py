@@ -54,6 +54,7 @@ class _Checker:
 
     def __init__(self, source: str) -> None:
         self.source = source
+        self.layer = "model"  # the layer being checked, for errors no check anticipated
 
     def fail(self, layer: str, msg: str) -> ModelFileError:
         return ModelFileError(f"{self.source}: {layer}: {msg}")
@@ -93,17 +94,27 @@ def _int_array(ck: _Checker, v: Any, layer: str, name: str, dtype: str) -> np.nd
     return v
 
 
+def _pair(v: Any) -> tuple[int, int]:
+    """An int or a 1- or 2-sequence of ints (as PyTorch writes kernel sizes and strides) -> (a, b)."""
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    vals = tuple(int(k) for k in v)
+    return (vals[0], vals[0]) if len(vals) == 1 else (vals[0], vals[1])
+
+
 def _add_conv(b: GraphBuilder, ck: _Checker, name: str, d: Any, act: _Act, classifier: bool = False) -> _Act:
     """Check one conv dict against the activation it consumes and add its node."""
+    ck.layer = name
     ck.keys(d, CONV_KEYS, name, "conv")
     p = d["params"]
     ck.keys(p, CONV_PARAM_KEYS, name, "params")
     ck.expect(d.get("act") is None, name, f"act={d.get('act')!r} is not supported (only activations folded "
                                           "into the output range, act None)")
     cin, cout, groups = int(d["in_channel"]), int(d["out_channel"]), int(d["groups"])
-    ks = d["kernel_size"]
-    kh, kw = (ks, ks) if isinstance(ks, int) else tuple(int(k) for k in ks)
-    stride = int(d["stride"])
+    kh, kw = _pair(d["kernel_size"])
+    sh, sw = _pair(d["stride"])
+    ck.expect(sh == sw and sh >= 1, name, f"stride {d['stride']} must be one positive number")
+    stride = sh
     ck.expect(cin == act.channels, name, f"in_channel {cin} does not match its input's {act.channels} channels")
     ck.expect(groups >= 1 and cin % groups == 0 and cout % groups == 0, name,
               f"groups {groups} does not divide in_channel {cin} and out_channel {cout}")
@@ -153,6 +164,7 @@ def _add_conv(b: GraphBuilder, ck: _Checker, name: str, d: Any, act: _Act, class
 
 
 def _add_residual(b: GraphBuilder, ck: _Checker, name: str, d: Any, shortcut: _Act, main: _Act) -> _Act:
+    ck.layer = name
     ck.keys(d, ("params",), name, "residual")
     p = d["params"]
     ck.keys(p, RESIDUAL_PARAM_KEYS, name, "params")
@@ -172,12 +184,27 @@ def _add_residual(b: GraphBuilder, ck: _Checker, name: str, d: Any, shortcut: _A
 
 
 def zoo_dict_to_graph(d: Any, source: str = "<zoo dict>", model: str | None = None) -> Graph:
-    """Build and verify the int8 Graph of an unpickled MCU-zoo dict."""
+    """Build and verify the int8 Graph of an unpickled MCU-zoo dict; ModelFileError naming the layer."""
     ck = _Checker(source)
+    try:
+        graph = _build(d, ck, source, model)
+    except ModelFileError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        # A value of the wrong kind (a string for a channel count, a list for a scale...).
+        raise ck.fail(ck.layer, f"malformed entry ({type(e).__name__}: {e})") from None
+    try:
+        return verify_graph(graph)
+    except ValueError as e:  # IRError: a problem the checks above did not anticipate
+        raise ModelFileError(f"{source}: imported graph is invalid: {e}") from None
+
+
+def _build(d: Any, ck: _Checker, source: str, model: str | None) -> Graph:
     ck.keys(d, ("first_conv", "blocks", "classifier"), "model", "the top level")
     ck.expect(d.get("feature_mix") is None, "feature_mix", "a feature_mix conv is not supported (None expected)")
     ck.expect(isinstance(d["blocks"], (list, tuple)), "blocks", "must be a list")
     first = d["first_conv"]
+    ck.layer = "first_conv"
     ck.keys(first, CONV_KEYS, "first_conv", "conv")
     ck.keys(first["params"], CONV_PARAM_KEYS, "first_conv", "params")
     res = int(first.get("in_shape", PREPROCESS["resolution"][0]))
@@ -189,7 +216,7 @@ def zoo_dict_to_graph(d: Any, source: str = "<zoo dict>", model: str | None = No
     act = _Act("input", int(first["in_channel"]), res, x_scale, x_zero)
     act = _add_conv(b, ck, "first_conv", first, act)
     for i, blk in enumerate(d["blocks"]):
-        name = f"blocks.{i}"
+        name = ck.layer = f"blocks.{i}"
         ck.keys(blk, ("depthwise", "pointwise2"), name, "block")
         ck.expect(blk.get("se") is None, f"{name}.se", "squeeze-and-excitation is not supported (None expected)")
         block_in = act
@@ -200,6 +227,7 @@ def zoo_dict_to_graph(d: Any, source: str = "<zoo dict>", model: str | None = No
         if blk.get("residual") is not None:
             act = _add_residual(b, ck, f"{name}.residual", blk["residual"], block_in, act)
     cls = d["classifier"]
+    ck.layer = "classifier"
     ck.keys(cls, CONV_KEYS, "classifier", "conv")
     ck.keys(cls["params"], CONV_PARAM_KEYS, "classifier", "params")
     # The published pool rounds the mean of the int8 values: its output keeps the input's
@@ -215,11 +243,7 @@ def zoo_dict_to_graph(d: Any, source: str = "<zoo dict>", model: str | None = No
     meta = {"source": source, "model": model or Path(source).stem,
             "preprocess": {k: list(v) if isinstance(v, list) else v for k, v in PREPROCESS.items()}}
     meta["preprocess"]["resolution"] = [res, res]
-    graph = b.build([act.tensor], meta)
-    try:
-        return verify_graph(graph)
-    except ValueError as e:  # IRError: a problem the checks above did not anticipate
-        raise ModelFileError(f"{source}: imported graph is invalid: {e}") from None
+    return b.build([act.tensor], meta)
 
 
 def load_zoo_dict(path: str | Path) -> Any:
