@@ -1,0 +1,159 @@
+"""Post-training quantization of a FloatPlan: calibration, then the int8 Graph.
+
+* Activations: per-tensor asymmetric int8 over the calibrated range (``minmax``: the
+  observed min/max over all calibration samples; ``percentile``: the p-th / (100-p)-th
+  percentile of a seeded subsample of values, for models with outliers), intersected with
+  the op's folded activation (ReLU -> [0, inf), ReLU6 -> [0, 6]) and always containing 0.
+  The folded activation becomes the op's ``act_min``/``act_max`` clamp in int8 units.
+* Weights: symmetric per output channel (``quant.quantize_weights_per_channel``), OIHW ->
+  OHWI; biases int32 in units s_x * s_w[c] (``quant.quantize_bias``).
+* A Linear after a flatten of an NCHW map gets its input columns permuted, because the IR
+  flattens NHWC: IR position (h*W + w)*C + c holds torch position c*H*W + h*W + w.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from microtrain import quant
+from microtrain.frontend.torch_fx import FloatOp, FloatPlan, run_float_plan
+from microtrain.ir.graph import Graph, GraphBuilder, QParams, Tensor
+from microtrain.ir.ops import Op
+from microtrain.ir.verify import verify_graph
+
+METHODS = ("minmax", "percentile")
+_SAMPLES_PER_BATCH = 20000  # values kept per tensor per batch for percentiles
+
+
+def calibrate(plan: FloatPlan, data: Any, method: str = "minmax", percentile: float = 99.99,
+              batch_size: int = 64, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Real (lo, hi) range of the input and of every op output over ``data`` (NCHW float)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}: use one of {', '.join(METHODS)}")
+    if not 50.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (50, 100], got {percentile}")
+    x_all = torch.as_tensor(np.asarray(data, dtype=np.float32))
+    expected = plan.shapes[plan.input][1:]
+    if x_all.ndim != 4 or tuple(x_all.shape[1:]) != expected:
+        raise ValueError(f"calibration data must be float [N, {', '.join(map(str, expected))}] (NCHW), "
+                         f"got {list(x_all.shape)}")
+    if len(x_all) == 0:
+        raise ValueError("calibration data is empty")
+    rng = np.random.default_rng(seed)
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+    samples: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for start in range(0, len(x_all), batch_size):
+            x = x_all[start:start + batch_size]
+            record = {plan.input: x.double()}
+            run_float_plan(plan, x, record)
+            for key, v in record.items():
+                v = v.numpy().ravel()
+                lo[key] = min(lo.get(key, np.inf), float(v.min()))
+                hi[key] = max(hi.get(key, -np.inf), float(v.max()))
+                if method == "percentile":
+                    pick = v if v.size <= _SAMPLES_PER_BATCH else rng.choice(v, _SAMPLES_PER_BATCH, replace=False)
+                    samples.setdefault(key, []).append(pick)
+    if method == "minmax":
+        return {k: (lo[k], hi[k]) for k in lo}
+    out = {}
+    for key, parts in samples.items():
+        v = np.concatenate(parts)
+        out[key] = (float(np.percentile(v, 100.0 - percentile)), float(np.percentile(v, percentile)))
+    return out
+
+
+def activation_qparams(rng: tuple[float, float], clamp: tuple[float, float]) -> tuple[float, int, int, int]:
+    """(scale, zero point, act_min, act_max) for an output with range ``rng`` and clamp ``clamp``."""
+    lo, hi = max(rng[0], clamp[0]), min(rng[1], clamp[1])
+    scale, zero = quant.choose_activation_qparams(lo, hi)
+    act_min = -128 if np.isinf(clamp[0]) else int(np.clip(zero + round(clamp[0] / scale), -128, 127))
+    act_max = 127 if np.isinf(clamp[1]) else int(np.clip(zero + round(clamp[1] / scale), -128, 127))
+    return scale, zero, act_min, act_max
+
+
+def ir_shape(torch_shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(torch_shape) == 4:
+        n, c, h, w = torch_shape
+        return (1, h, w, c)
+    return (1,) + tuple(torch_shape[1:])
+
+
+def nhwc_flat_order(c: int, h: int, w: int) -> np.ndarray:
+    """torch flat index for each IR (NHWC) flat position."""
+    return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
+
+
+def quantize_plan(plan: FloatPlan, ranges: Mapping[str, tuple[float, float]],
+                  input_quant: tuple[float, int] | None = None, meta: dict | None = None) -> Graph:
+    """Quantize every op of ``plan`` with the calibrated ``ranges``; returns a verified Graph."""
+    b = GraphBuilder()
+    in_q = input_quant or quant.choose_activation_qparams(*ranges[plan.input])
+    names = {plan.input: b.add_input(Tensor("input", ir_shape(plan.shapes[plan.input]), "int8",
+                                            QParams.per_tensor(*in_q)))}
+    for op in plan.ops:
+        names[op.output] = QUANTIZE_RULES[op.kind](b, op, plan, ranges, names)
+    return verify_graph(b.build([names[plan.output]], meta))
+
+
+def _out(b: GraphBuilder, op: FloatOp, plan: FloatPlan,
+         ranges: Mapping[str, tuple[float, float]]) -> tuple[str, int, int]:
+    scale, zero, act_min, act_max = activation_qparams(ranges[op.output], op.clamp)
+    t = Tensor(f"{op.name}.out", ir_shape(plan.shapes[op.output]), "int8", QParams.per_tensor(scale, zero))
+    return b.add_tensor(t), act_min, act_max
+
+
+def _weights(b: GraphBuilder, op: FloatOp, w: np.ndarray, x: Tensor) -> tuple[str, str]:
+    wq, scales = quant.quantize_weights_per_channel(w, axis=0)
+    bq = quant.quantize_bias(op.bias, x.quant.s, scales)
+    wn = b.add_tensor(Tensor(f"{op.name}.weight", wq.shape, "int8", QParams.per_channel(scales, 0), wq))
+    bn = b.add_tensor(Tensor(f"{op.name}.bias", bq.shape, "int32", None, bq))
+    return wn, bn
+
+
+def _conv(b, op, plan, ranges, names) -> str:
+    x = b.tensors[names[op.inputs[0]]]
+    wn, bn = _weights(b, op, op.weight.transpose(0, 2, 3, 1), x)  # OIHW -> OHWI
+    y, act_min, act_max = _out(b, op, plan, ranges)
+    b.add_node(op.name, Op.CONV2D, [x.name, wn, bn], [y], stride=tuple(op.attrs["stride"]),
+               padding=tuple(op.attrs["padding"]), groups=int(op.attrs["groups"]), act_min=act_min, act_max=act_max)
+    return y
+
+
+def _linear(b, op, plan, ranges, names) -> str:
+    x = b.tensors[names[op.inputs[0]]]
+    w = op.weight
+    if op.inputs[0] in plan.flat_of:
+        w = w[:, nhwc_flat_order(*plan.flat_of[op.inputs[0]])]
+    wn, bn = _weights(b, op, w, x)
+    y, act_min, act_max = _out(b, op, plan, ranges)
+    b.add_node(op.name, Op.FULLY_CONNECTED, [x.name, wn, bn], [y], act_min=act_min, act_max=act_max)
+    return y
+
+
+def _add(b, op, plan, ranges, names) -> str:
+    y, act_min, act_max = _out(b, op, plan, ranges)
+    b.add_node(op.name, Op.ADD, [names[k] for k in op.inputs], [y], act_min=act_min, act_max=act_max)
+    return y
+
+
+def _pool(b, op, plan, ranges, names) -> str:
+    y, _, _ = _out(b, op, plan, ranges)
+    b.add_node(op.name, Op.GLOBAL_AVG_POOL, [names[op.inputs[0]]], [y])
+    return y
+
+
+def _reshape(b, op, plan, ranges, names) -> str:
+    x = b.tensors[names[op.inputs[0]]]
+    shape = (1, int(np.prod(x.shape[1:])))
+    y = b.add_tensor(Tensor(f"{op.name}.out", shape, "int8", x.quant))
+    b.add_node(op.name, Op.RESHAPE, [x.name], [y], shape=shape)
+    return y
+
+
+QUANTIZE_RULES = {"conv": _conv, "linear": _linear, "add": _add, "pool": _pool, "reshape": _reshape}
