@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -94,6 +95,30 @@ def _conv_acc_torch(x_centered: np.ndarray, w: np.ndarray, b: np.ndarray, stride
 @SETTINGS
 @given(conv_cases())
 def test_conv2d_against_torch(case):
+    _check_conv(case)
+
+
+# Fixed cases so each kernel size, stride, padding style and grouping is always exercised,
+# whatever hypothesis draws.
+FIXED_CONV_CASES = [
+    dict(groups=1, c_in=3, c_out=5, k=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0), hw=(4, 5)),
+    dict(groups=1, c_in=4, c_out=3, k=(3, 3), stride=(2, 2), padding=(1, 1, 1, 1), hw=(7, 8)),
+    dict(groups=1, c_in=2, c_out=2, k=(5, 5), stride=(1, 1), padding=(2, 2, 2, 2), hw=(5, 5)),
+    dict(groups=6, c_in=6, c_out=6, k=(3, 3), stride=(1, 1), padding=(1, 1, 1, 1), hw=(6, 6)),   # depthwise
+    dict(groups=4, c_in=4, c_out=4, k=(5, 5), stride=(2, 2), padding=(2, 2, 2, 2), hw=(9, 9)),   # depthwise s2
+    dict(groups=4, c_in=4, c_out=4, k=(3, 3), stride=(2, 2), padding=(0, 0, 1, 1), hw=(8, 8)),   # TF "same" s2
+    dict(groups=2, c_in=6, c_out=4, k=(3, 1), stride=(1, 2), padding=(1, 0, 1, 0), hw=(5, 6)),   # grouped
+    dict(groups=3, c_in=3, c_out=6, k=(1, 5), stride=(2, 1), padding=(0, 1, 0, 2), hw=(3, 7)),   # multiplier 2
+]
+
+
+@pytest.mark.parametrize("case", FIXED_CONV_CASES, ids=lambda c: f"g{c['groups']}-k{c['k']}-s{c['stride']}")
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2d_fixed_cases(case, relu):
+    _check_conv({**case, "seed": 7, "z_x": -5, "z_y": 3, "relu": relu})
+
+
+def _check_conv(case):
     rng = np.random.default_rng(case["seed"])
     h, wd = case["hw"]
     kh, kw = case["k"]
