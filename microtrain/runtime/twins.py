@@ -6,7 +6,9 @@
   the field values of the C param structs for an IR node, with the compile-time
   multipliers taken from ``interp/reference.py`` (never re-derived). The code generator
   and the tests use these, so the C sees exactly what the reference interpreter uses.
-* ``update_factors``: the per-channel factors f_c of the update rule (shared/COMMON.md).
+
+The per-channel factors f_c of the update kernels come from
+``microtrain.train.rounding.update_factors`` (the one Python statement of the rule).
 """
 
 from __future__ import annotations
@@ -108,15 +110,3 @@ def avg_pool_params_struct(node: Node, graph: Graph) -> dict[str, int]:
             "input_zero_point": x.quant.z, "output_zero_point": y.quant.z, "multiplier": mult, "shift": shift,
             "act_min": int(node.attrs.get("act_min", -128)), "act_max": int(node.attrs.get("act_max", 127))}
 
-
-def update_factors(weight_scales: np.ndarray, input_scale: float, qas: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel factors (weights, biases) of the update rule, float32 compile-time constants.
-
-    Weights: 1/s_w[c] with QAS, s_w[c] without; biases: 1/(s_w[c]*s_x) with QAS, s_w[c]*s_x
-    without; computed in float64 and cast once to float32 (shared/COMMON.md).
-    """
-    s_w = np.asarray(weight_scales, dtype=np.float64)
-    s_b = s_w * float(input_scale)
-    if qas:
-        return (1.0 / s_w).astype(np.float32), (1.0 / s_b).astype(np.float32)
-    return s_w.astype(np.float32), s_b.astype(np.float32)
