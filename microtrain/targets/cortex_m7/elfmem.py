@@ -5,10 +5,12 @@ SRAM in use at run time = .data + .bss + heap in use + stack high-water (the las
 measured on the emulator, see ``qemu.py``). Flash = everything loaded from flash: vector
 table, .text, .rodata, unwind tables, init arrays and the .data image.
 
-Naming convention shared with the code generator (symbols it emits):
-  ``mt_arena*``        the planned activation/gradient arena (.bss)
-  ``mt_trainable_*``   trainable tensors, updated in place (.data/.bss)
-  any other ``mt_*`` object in .rodata: frozen weights and constants (flash)
+Naming convention of the code generator (``microtrain/codegen/context.py``):
+  ``mt_arena*``                 the planned activation/gradient arena (.bss)
+  ``P_*`` in .data/.bss         trained weights and biases, updated in place (RAM)
+  ``P_*`` in .rodata            frozen weights and biases (flash)
+  other ``*`` in .rodata        constants (multipliers, shifts, QAS factors, params): other_flash
+(``mt_trainable_*`` / ``mt_frozen_*`` are accepted too, for hand-written programs.)
 Everything else: code (.text), runtime/libc data, start-up tables.
 """
 
@@ -23,10 +25,13 @@ from elftools.elf.elffile import ELFFile
 FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.extab", ".ARM.exidx", ".init_array")
 SRAM_SECTIONS = (".data", ".bss")
 
-# (kind, glob on symbol name) checked in order; first match wins. Sections decide the rest.
-DEFAULT_RULES: list[tuple[str, str]] = [
-    ("arena", "mt_arena*"),
-    ("trainable_weights", "mt_trainable_*"),
+# (kind, glob on symbol name, section kinds) checked in order; first match wins.
+DEFAULT_RULES: list[tuple[str, str, tuple[str, ...]]] = [
+    ("arena", "mt_arena*", ("data", "bss")),
+    ("trainable_weights", "mt_trainable_*", ("data", "bss")),
+    ("trainable_weights", "P_*", ("data", "bss")),
+    ("frozen_weights", "P_*", ("rodata",)),
+    ("frozen_weights", "mt_frozen_*", ("rodata",)),
 ]
 
 
@@ -92,7 +97,7 @@ def _symbols(elf: ELFFile):
             yield sym.name, elf.get_section(shndx).name, size
 
 
-def memory_report(elf_path: Path, rules: list[tuple[str, str]] | None = None,
+def memory_report(elf_path: Path, rules: list[tuple[str, str, tuple[str, ...]]] | None = None,
                   trainable_names: set[str] | None = None, top: int = 10) -> MemoryReport:
     """Read sections and symbols of a linked ELF and classify the bytes."""
     rules = DEFAULT_RULES if rules is None else rules
@@ -115,11 +120,9 @@ def memory_report(elf_path: Path, rules: list[tuple[str, str]] | None = None,
         label = None
         if name in trainable_names:
             label = "trainable_weights"
-        for rule_kind, pattern in rules:
-            if label is None and fnmatch.fnmatchcase(name, pattern):
+        for rule_kind, pattern, kinds in rules:
+            if label is None and kind in kinds and fnmatch.fnmatchcase(name, pattern):
                 label = rule_kind
-        if label is None and kind == "rodata" and name.startswith("mt_"):
-            label = "frozen_weights"
         if label is not None:
             breakdown[label] += size
     breakdown["other_sram"] = sram_static - breakdown["arena"] - breakdown["trainable_weights"]
