@@ -98,6 +98,22 @@ def test_round_trip_is_lossless(graph):
         assert again[0].read_text() == jpath.read_text()
 
 
+@pytest.mark.parametrize("name", ["file", "allow_pickle", "a/b", "x.npy", "ünï", " sp", "../up", "args"])
+def test_round_trip_any_tensor_name(tmp_path, name):
+    # Tensor names become .npz member names: names that are keyword arguments of np.savez
+    # ('file', 'allow_pickle') or look like paths must still round-trip.
+    gb = GraphBuilder()
+    gb.add_input(Tensor("x", (1, 3), "int8", QParams.per_tensor(0.1, 0)))
+    gb.add_tensor(Tensor(name, (2, 3), "int8", QParams.per_channel([0.5, 0.25]),
+                         np.arange(6, dtype=np.int8).reshape(2, 3)))
+    gb.add_tensor(Tensor("b", (2,), "int32", None, np.array([1, -1], dtype=np.int32)))
+    gb.add_tensor(Tensor("y", (1, 2), "int8", QParams.per_tensor(0.1, 0)))
+    gb.add_node("fc", Op.FULLY_CONNECTED, ["x", name, "b"], ["y"])
+    g = gb.build(["y"])
+    save_graph(g, tmp_path / "m")
+    assert_graphs_identical(g, load_graph(tmp_path / "m"))
+
+
 # --- malformed files -----------------------------------------------------------------------
 
 def _small_graph() -> Graph:

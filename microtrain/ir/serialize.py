@@ -125,10 +125,20 @@ def save_graph(graph: Graph, path: str | Path) -> tuple[Path, Path]:
     # Write to temporary names then rename, so an interrupted save never leaves half a model.
     tmp_j, tmp_n = jpath.with_suffix(".json.tmp"), npath.with_suffix(".tmp.npz")
     tmp_j.write_text(json.dumps(graph_to_dict(graph), indent=1))
-    np.savez(tmp_n, **arrays)
+    _write_npz(tmp_n, arrays)
     tmp_n.replace(npath)
     tmp_j.replace(jpath)
     return jpath, npath
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez`` writes (one ``<name>.npy`` per array, uncompressed), without passing
+    tensor names as keyword arguments: ``np.savez(f, **arrays)`` fails on a tensor named
+    ``file`` and silently swallows one named ``allow_pickle``. Object arrays are refused."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
 
 
 def load_graph(path: str | Path) -> Graph:
