@@ -160,7 +160,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], keep_all: bool = Fa
         if rule is None:
             raise NotImplementedError(f"the reference interpreter has no rule for op {node.op.value} "
                                       f"(node {node.name!r})")
-        for name, arr in zip(node.outputs, rule(node, graph, values)):
+        for name, arr in zip(node.outputs, rule(node, graph, values), strict=True):
             values[name] = arr
     if keep_all:
         return values
