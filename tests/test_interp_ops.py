@@ -311,3 +311,31 @@ def test_python_fixed_point_twin_matches_quant_on_boundaries():
         for m in mults:
             for s in (-31, -20, -4, -1, 0, 1, 3, 12):
                 assert int(quant.requantize(acc, m, s)) == _requant_py(acc, m, s), (acc, m, s)
+
+
+def _pool_graph():
+    gb = GraphBuilder()
+    gb.add_input(_act("x", (1, 2, 2, 3), 0.1, 0))
+    gb.add_tensor(_act("y", (1, 1, 1, 3), 0.1, 0))
+    gb.add_node("pool", Op.GLOBAL_AVG_POOL, ["x"], ["y"])
+    return gb.build(["y"])
+
+
+def test_run_graph_checks_feeds():
+    g = _pool_graph()
+    with pytest.raises(ValueError, match="missing value for graph input 'x'"):
+        run_graph(g, {})
+    with pytest.raises(ValueError, match=r"input 'x' must be int8\[1, 2, 2, 3\], got int32\[1, 2, 2, 3\]"):
+        run_graph(g, {"x": np.zeros((1, 2, 2, 3), dtype=np.int32)})
+    with pytest.raises(ValueError, match=r"got int8\[1, 2, 3\]"):
+        run_graph(g, {"x": np.zeros((1, 2, 3), dtype=np.int8)})
+
+
+def test_run_graph_keep_all_and_hand_pool():
+    x = np.array([[[[1, 2, 3], [5, 6, -7]], [[9, 10, 11], [15, -48, -13]]]], dtype=np.int8)
+    out = run_graph(_pool_graph(), {"x": x}, keep_all=True)
+    # Same scale in and out, zero points 0: M = 1/4 = (2^30, -1). Channel sums 30, -30, -6:
+    # SRDHM(sum, 2^30) = sum/2 exactly (15, -15, -3), then the rounding shift by 1 rounds the
+    # halves away from zero: 7.5 -> 8, -7.5 -> -8, -1.5 -> -2.
+    assert out["y"].reshape(-1).tolist() == [8, -8, -2]
+    assert set(out) == {"x", "y"}

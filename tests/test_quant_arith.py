@@ -286,3 +286,11 @@ def test_quantize_rounds_half_to_even_and_saturates():
     # x / s + z with s = 1, z = 0: 0.5 -> 0, 1.5 -> 2, -2.5 -> -2 (rint); 300 -> 127, -300 -> -128
     assert quant.quantize(np.array([0.5, 1.5, -2.5, 300.0, -300.0]), 1.0, 0).tolist() == [0, 2, -2, 127, -128]
     assert quant.dequantize(np.array([-128, 127], dtype=np.int8), 0.5, -1).tolist() == [-63.5, 64.0]
+
+
+def test_vector_helpers_match_scalar_forms():
+    reals = np.array([0.0, 2.0**-33, 1.0 / 16, 0.3, 1.0, 5.5])
+    mults, shifts = quant.quantize_multipliers(reals)
+    assert [(int(m), int(s)) for m, s in zip(mults, shifts, strict=True)] == [quant.quantize_multiplier(float(r))
+                                                                              for r in reals]
+    assert quant.saturate_int32([2**40, -(2**40), 5]).tolist() == [INT32_MAX, INT32_MIN, 5]
