@@ -1,0 +1,144 @@
+"""What the C emit rules share: C names, storage of every tensor, compile-time constants.
+
+Storage: a tensor in the memory plan lives in the one static arena at its planned offset;
+a frozen constant is a ``static const`` array (flash); a trained weight or bias is a plain
+array (RAM, initialised from the model). Every number the kernels need (multipliers,
+shifts, scales, QAS factors, channel lists) is computed here in Python and written as a
+constant; floats are written as exact C99 hexadecimal literals.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from microtrain.compiler.plan_memory import MemoryPlan
+from microtrain.ir.graph import Graph, Node
+from microtrain.ir.ops import UPDATE_OPS
+from microtrain.runtime import twins
+
+CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t", "float32": "float"}
+
+
+def c_float(v: float) -> str:
+    """Exact float32 literal (C99 hex float)."""
+    f = float(np.float32(v))
+    if not np.isfinite(f):
+        raise ValueError(f"non-finite constant {v}")
+    return f"{f.hex()}f" if f != 0 else "0.0f"
+
+
+def c_array_body(values: np.ndarray, ctype: str, per_line: int = 24) -> str:
+    flat = np.asarray(values).reshape(-1)
+    if ctype == "float":
+        items = [c_float(v) for v in flat]
+    elif ctype == "int32_t":
+        items = [str(int(v)) if int(v) != -(2**31) else "(-2147483647 - 1)" for v in flat]
+    else:
+        items = [str(int(v)) for v in flat]
+    lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+    return "{\n    " + ",\n    ".join(lines) + "\n}" if items else "{0}"
+
+
+class CContext:
+    def __init__(self, graph: Graph, plan: MemoryPlan) -> None:
+        self.graph = graph
+        self.plan = plan
+        self.decls: list[str] = []
+        self.used_kernels: set[str] = set()
+        self._idents: dict[str, str] = {}
+        self._taken: set[str] = set()
+        self._memo: dict[tuple, str] = {}
+        self.trainable = {n.inputs[0] for n in graph.nodes if n.op in UPDATE_OPS}
+        self._offsets = {t: b.offset for b in plan.buffers for t in b.tensors}
+
+    # --- names ----------------------------------------------------------------------------
+    def ident(self, prefix: str, name: str) -> str:
+        key = f"{prefix}:{name}"
+        if key not in self._idents:
+            base = prefix + "_" + re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_")
+            cand, k = base, 1
+            while cand in self._taken:
+                k += 1
+                cand = f"{base}_{k}"
+            self._taken.add(cand)
+            self._idents[key] = cand
+        return self._idents[key]
+
+    # --- storage ------------------------------------------------------------------------
+    def offset(self, tensor: str) -> int:
+        return self._offsets[tensor]
+
+    def ptr(self, tensor: str) -> str:
+        """C expression of a pointer to the tensor's data."""
+        t = self.graph.tensors[tensor]
+        ctype = CTYPES[t.dtype]
+        if tensor in self._offsets:
+            return f"(({ctype} *)(mt_arena.b + {self._offsets[tensor]}))"
+        if t.is_const:
+            return self.param_array(tensor)
+        raise KeyError(f"tensor {tensor!r} has no storage (not planned, not constant)")
+
+    def param_array(self, tensor: str) -> str:
+        """The array of a constant tensor: const (flash) if frozen, RAM if trained."""
+        key = ("param", tensor)
+        if key not in self._memo:
+            t = self.graph.tensors[tensor]
+            sym = self.ident("P", tensor)
+            qual = "" if tensor in self.trainable else "const "
+            storage = "" if tensor in self.trainable else "static "
+            self.decls.append(f"{storage}{qual}{CTYPES[t.dtype]} {sym}[{t.size}] = "
+                              f"{c_array_body(t.data, CTYPES[t.dtype])};")
+            self._memo[key] = sym
+        return self._memo[key]
+
+    # --- constants ------------------------------------------------------------------------
+    def const_array(self, prefix: str, name: str, ctype: str, values) -> str:
+        values = np.asarray(values)
+        key = (prefix, name, ctype, values.tobytes())
+        if key not in self._memo:
+            sym = self.ident(prefix, name)
+            self.decls.append(f"static const {ctype} {sym}[{values.size}] = {c_array_body(values, ctype)};")
+            self._memo[key] = sym
+        return self._memo[key]
+
+    def struct(self, ctype: str, prefix: str, name: str, fields: dict) -> str:
+        key = (ctype, prefix, name)
+        if key not in self._memo:
+            sym = self.ident(prefix, name)
+            body = ", ".join(f".{k} = {v}" for k, v in fields.items())
+            self.decls.append(f"static const {ctype} {sym} = {{{body}}};")
+            self._memo[key] = sym
+        return self._memo[key]
+
+    def conv_params(self, layer: Node) -> str:
+        return self.struct("mt_conv_params", "CP", layer.name, twins.conv_params(layer, self.graph))
+
+    def fc_params(self, layer: Node) -> str:
+        return self.struct("mt_fc_params", "FP", layer.name, twins.fc_params(layer, self.graph))
+
+    def requant(self, layer: Node) -> str:
+        key = ("requant", layer.name)
+        if key not in self._memo:
+            mult, shift = twins.per_channel_quant(layer, self.graph)
+            m = self.const_array("QM", layer.name, "int32_t", mult)
+            s = self.const_array("QS", layer.name, "int32_t", shift)
+            self._memo[key] = self.struct("mt_per_channel_quant", "Q", layer.name,
+                                          {"multiplier": m, "shift": s})
+        return self._memo[key]
+
+    def weight_scales(self, weight: str) -> str:
+        scales = self.graph.tensors[weight].quant.scales().astype(np.float32)
+        return self.const_array("WS", weight, "float", scales)
+
+    def channels(self, name: str, channels, full: int) -> tuple[str, int]:
+        """(index array symbol or NULL, count) of a kept-channel list."""
+        channels = list(channels)
+        if channels == list(range(full)):
+            return "NULL", full
+        return self.const_array("CH", name, "int32_t", np.asarray(channels, dtype=np.int32)), len(channels)
+
+    def kernel(self, name: str) -> str:
+        self.used_kernels.add(name)
+        return name

@@ -1,0 +1,217 @@
+"""C emission rules: ``EMIT_RULES[op](node, ctx) -> lines`` of the step function body.
+
+One rule per op, each one call to the runtime kernel of ``runtime/include/mt_runtime.h``
+(argument order exactly as declared there) wrapped in ``MT_TRY`` (return the status on
+error). A weight gradient marked ``chunk`` by ``reorder_updates`` is emitted together with
+its update as one loop over the kept channels: compute one channel's gradient, apply it,
+reuse the buffer (the update node itself then emits nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from microtrain.codegen.context import CContext, c_float
+from microtrain.ir.graph import Node
+from microtrain.ir.ops import Op
+from microtrain.runtime import twins
+
+EmitRule = Callable[[Node, CContext], list[str]]
+
+
+def _try(ctx: CContext, kernel: str, *args: str) -> str:
+    return f"MT_TRY({ctx.kernel(kernel)}({', '.join(args)}));"
+
+
+def _size(ctx: CContext, name: str) -> int:
+    return ctx.graph.tensors[name].size
+
+
+def _is_depthwise(layer: Node, ctx: CContext) -> bool:
+    x, w = ctx.graph.tensors[layer.inputs[0]], ctx.graph.tensors[layer.inputs[1]]
+    return int(layer.attrs.get("groups", 1)) == x.shape[3] == w.shape[0] and w.shape[3] == 1
+
+
+def _is_pointwise(layer: Node, ctx: CContext) -> bool:
+    w = ctx.graph.tensors[layer.inputs[1]]
+    return (w.shape[1:3] == (1, 1) and tuple(layer.attrs.get("stride", (1, 1))) == (1, 1)
+            and tuple(layer.attrs.get("padding", (0, 0, 0, 0))) == (0, 0, 0, 0)
+            and int(layer.attrs.get("groups", 1)) == 1)
+
+
+def _conv2d(node: Node, ctx: CContext) -> list[str]:
+    x, w, b = node.inputs
+    kernel = ("mt_depthwise_conv2d_s8" if _is_depthwise(node, ctx)
+              else "mt_pointwise_conv2d_s8" if _is_pointwise(node, ctx) else "mt_conv2d_s8")
+    return [_try(ctx, kernel, "&" + ctx.conv_params(node), "&" + ctx.requant(node), ctx.ptr(x), ctx.ptr(w),
+                 ctx.ptr(b), ctx.ptr(node.outputs[0]))]
+
+
+def _fully_connected(node: Node, ctx: CContext) -> list[str]:
+    x, w, b = node.inputs
+    return [_try(ctx, "mt_fully_connected_s8", "&" + ctx.fc_params(node), "&" + ctx.requant(node), ctx.ptr(x),
+                 ctx.ptr(w), ctx.ptr(b), ctx.ptr(node.outputs[0]))]
+
+
+def _add(node: Node, ctx: CContext) -> list[str]:
+    p = ctx.struct("mt_add_params", "AP", node.name, twins.add_params_struct(node, ctx.graph))
+    return [_try(ctx, "mt_add_s8", "&" + p, ctx.ptr(node.inputs[0]), ctx.ptr(node.inputs[1]),
+                 ctx.ptr(node.outputs[0]))]
+
+
+def _global_avg_pool(node: Node, ctx: CContext) -> list[str]:
+    p = ctx.struct("mt_avg_pool_params", "PP", node.name, twins.avg_pool_params_struct(node, ctx.graph))
+    return [_try(ctx, "mt_global_avg_pool_s8", "&" + p, ctx.ptr(node.inputs[0]), ctx.ptr(node.outputs[0]))]
+
+
+def _reshape(node: Node, ctx: CContext) -> list[str]:
+    src, dst = node.inputs[0], node.outputs[0]
+    if ctx.offset(src) == ctx.offset(dst):
+        return [f"/* {node.name}: reshape is a view of the same buffer */"]
+    nbytes = ctx.graph.tensors[dst].nbytes
+    return [f"memmove({ctx.ptr(dst)}, {ctx.ptr(src)}, {nbytes});"]
+
+
+def _dequantize(node: Node, ctx: CContext) -> list[str]:
+    q = ctx.graph.tensors[node.inputs[0]].quant
+    return [_try(ctx, "mt_dequantize_s8_f32", ctx.ptr(node.inputs[0]), str(_size(ctx, node.inputs[0])),
+                 c_float(q.s), str(q.z), ctx.ptr(node.outputs[0]))]
+
+
+def _softmax_cross_entropy(node: Node, ctx: CContext) -> list[str]:
+    return [_try(ctx, "mt_softmax_cross_entropy_f32", ctx.ptr(node.inputs[0]), str(_size(ctx, node.inputs[0])),
+                 "label", ctx.ptr(node.outputs[0]), "NULL")]
+
+
+def _loss_grad(node: Node, ctx: CContext) -> list[str]:
+    return ["{", "    float unused_loss;",
+            "    " + _try(ctx, "mt_softmax_cross_entropy_f32", ctx.ptr(node.inputs[0]),
+                          str(_size(ctx, node.inputs[0])), "label", "&unused_loss", ctx.ptr(node.outputs[0])),
+            "}"]
+
+
+def _clamp_mask(node: Node, ctx: CContext) -> list[str]:
+    y = node.inputs[0]
+    return [_try(ctx, "mt_clamp_mask_s8", ctx.ptr(y), str(_size(ctx, y)), str(node.attrs["act_min"]),
+                 str(node.attrs["act_max"]), ctx.ptr(node.outputs[0]))]
+
+
+def _mask_grad(node: Node, ctx: CContext) -> list[str]:
+    g, m = node.inputs
+    return [_try(ctx, "mt_apply_mask_f32", ctx.ptr(g), ctx.ptr(m), str(_size(ctx, g)), ctx.ptr(node.outputs[0]))]
+
+
+def _grad_accumulate(node: Node, ctx: CContext) -> list[str]:
+    a, b = node.inputs
+    return [_try(ctx, "mt_add_f32", ctx.ptr(a), ctx.ptr(b), str(_size(ctx, a)), ctx.ptr(node.outputs[0]))]
+
+
+def _avg_pool_grad(node: Node, ctx: CContext) -> list[str]:
+    _, h, w, c = node.attrs["input_shape"]
+    return [_try(ctx, "mt_global_avg_pool_grad_f32", str(h), str(w), str(c), ctx.ptr(node.inputs[0]),
+                 ctx.ptr(node.outputs[0]))]
+
+
+def _conv_grad_input(node: Node, ctx: CContext) -> list[str]:
+    layer = ctx.graph.node(node.attrs["layer"])
+    g, w = node.inputs
+    kernel = "mt_depthwise_conv2d_grad_input_f32" if _is_depthwise(layer, ctx) else "mt_conv2d_grad_input_f32"
+    return [_try(ctx, kernel, "&" + ctx.conv_params(layer), ctx.weight_scales(w), ctx.ptr(w), ctx.ptr(g),
+                 ctx.ptr(node.outputs[0]))]
+
+
+def _fc_grad_input(node: Node, ctx: CContext) -> list[str]:
+    layer = ctx.graph.node(node.attrs["layer"])
+    g, w = node.inputs
+    return [_try(ctx, "mt_fully_connected_grad_input_f32", "&" + ctx.fc_params(layer), ctx.weight_scales(w),
+                 ctx.ptr(w), ctx.ptr(g), ctx.ptr(node.outputs[0]))]
+
+
+def _bias_grad(node: Node, ctx: CContext) -> list[str]:
+    g = ctx.graph.tensors[node.inputs[0]]
+    c = g.shape[-1]
+    return ["{", f"    const mt_channels ch = {{NULL, {c}, 0, {c}}};",
+            "    " + _try(ctx, "mt_bias_grad_f32", ctx.ptr(g.name), str(g.size // c), str(c), "&ch",
+                          ctx.ptr(node.outputs[0])), "}"]
+
+
+def _update_call(upd: Node, ctx: CContext, grad_ptr: str) -> str:
+    p = ctx.graph.tensors[upd.inputs[0]]
+    factors = ctx.const_array("F", upd.inputs[0], "float", upd.attrs["factors"])
+    if upd.op == Op.UPDATE_WEIGHT:
+        return _try(ctx, "mt_sgd_update_s8", ctx.ptr(p.name), "0", str(p.size // p.shape[0]), factors, grad_ptr,
+                    "&ch", "&u")
+    return _try(ctx, "mt_sgd_update_s32", ctx.ptr(p.name), factors, grad_ptr, "&ch", "&u")
+
+
+def _update_params(upd: Node) -> str:
+    rounding = twins.ROUNDING_MODES[upd.attrs.get("rounding", "nearest")]
+    return f"    const mt_update_params u = {{lr, {rounding}, mt_seed, mt_step, {upd.attrs['tensor_id']}u}};"
+
+
+def _grad_weight(node: Node, ctx: CContext) -> list[str]:
+    layer = ctx.graph.node(node.attrs["layer"])
+    g, x = node.inputs
+    x_t = ctx.graph.tensors[x]
+    out_c = ctx.graph.tensors[g].shape[-1]
+    index, count = ctx.channels(f"{layer.name}.weight", node.attrs["channels"], out_c)
+    if node.op == Op.FC_GRAD_WEIGHT:
+        call = lambda gw: _try(ctx, "mt_fully_connected_grad_weight_f32", "&" + ctx.fc_params(layer),  # noqa: E731
+                               c_float(x_t.quant.s), ctx.ptr(x), ctx.ptr(g), "&ch", gw)
+    elif _is_depthwise(layer, ctx):
+        sliced = "1" if node.attrs.get("x_channels") is not None else "0"
+        call = lambda gw: _try(ctx, "mt_depthwise_conv2d_grad_weight_f32", "&" + ctx.conv_params(layer),  # noqa: E731
+                               c_float(x_t.quant.s), ctx.ptr(x), sliced, ctx.ptr(g), "&ch", gw)
+    else:
+        call = lambda gw: _try(ctx, "mt_conv2d_grad_weight_f32", "&" + ctx.conv_params(layer),  # noqa: E731
+                               c_float(x_t.quant.s), ctx.ptr(x), ctx.ptr(g), "&ch", gw)
+    gw = ctx.ptr(node.outputs[0])
+    if not node.attrs.get("chunk"):
+        return ["{", f"    const mt_channels ch = {{{index}, {count}, 0, {count}}};", "    " + call(gw), "}"]
+    upd = next(n for n in ctx.graph.nodes if n.inputs[1:2] == (node.outputs[0],))
+    step = int(node.attrs["chunk"])
+    return ["{", "    int32_t j;", _update_params(upd),
+            f"    for (j = 0; j < {count}; j += {step}) {{",
+            f"        const mt_channels ch = {{{index}, {count}, j, j + {step} < {count} ? j + {step} : {count}}};",
+            "        " + call(gw), "        " + _update_call(upd, ctx, gw), "    }", "}"]
+
+
+def _slice_channels(node: Node, ctx: CContext) -> list[str]:
+    x = ctx.graph.tensors[node.inputs[0]]
+    index, count = ctx.channels(f"{node.outputs[0]}", node.attrs["channels"], -1)
+    return ["{", f"    const mt_channels ch = {{{index}, {count}, 0, {count}}};",
+            "    " + _try(ctx, "mt_gather_channels_s8", ctx.ptr(x.name), str(x.size // x.shape[-1]), str(x.shape[-1]),
+                          "&ch", ctx.ptr(node.outputs[0])), "}"]
+
+
+def _update(node: Node, ctx: CContext) -> list[str]:
+    if node.attrs.get("chunk"):
+        return [f"/* {node.name}: applied per channel together with its gradient above */"]
+    p = ctx.graph.tensors[node.inputs[0]]
+    index, count = ctx.channels(f"{p.name}.upd", node.attrs["channels"], p.shape[0])
+    return ["{", f"    const mt_channels ch = {{{index}, {count}, 0, {count}}};", _update_params(node),
+            "    " + _update_call(node, ctx, ctx.ptr(node.inputs[1])), "}"]
+
+
+EMIT_RULES: dict[Op, EmitRule] = {
+    Op.CONV2D: _conv2d,
+    Op.FULLY_CONNECTED: _fully_connected,
+    Op.ADD: _add,
+    Op.GLOBAL_AVG_POOL: _global_avg_pool,
+    Op.RESHAPE: _reshape,
+    Op.DEQUANTIZE: _dequantize,
+    Op.SOFTMAX_CROSS_ENTROPY: _softmax_cross_entropy,
+    Op.LOSS_GRAD: _loss_grad,
+    Op.CLAMP_MASK: _clamp_mask,
+    Op.MASK_GRAD: _mask_grad,
+    Op.CONV2D_GRAD_INPUT: _conv_grad_input,
+    Op.CONV2D_GRAD_WEIGHT: _grad_weight,
+    Op.FC_GRAD_INPUT: _fc_grad_input,
+    Op.FC_GRAD_WEIGHT: _grad_weight,
+    Op.BIAS_GRAD: _bias_grad,
+    Op.AVG_POOL_GRAD: _avg_pool_grad,
+    Op.GRAD_ACCUMULATE: _grad_accumulate,
+    Op.SLICE_CHANNELS: _slice_channels,
+    Op.UPDATE_WEIGHT: _update,
+    Op.UPDATE_BIAS: _update,
+}

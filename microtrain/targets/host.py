@@ -1,0 +1,101 @@
+"""Host target: build a generated project with the host gcc and run its driver.
+
+Flags as every build of the runtime (CONTRACTS.md): ``-std=c99 -Wall -Wextra -Werror
+-ffp-contract=off -O2``. ``run`` executes ``main/mt_main.c`` in a work directory holding
+``mt_config.txt`` and the ``mt_*.bin`` files and parses its output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+NAME = "host"
+CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off")
+_STEP_RE = re.compile(r"^step (\d+) loss (\S+) bits ([0-9a-fA-F]{8})$", re.M)
+_EVAL_RE = re.compile(r"^eval correct (\d+) total (\d+)$", re.M)
+_ARENA_RE = re.compile(r"^arena high_water (\d+) size (\d+)$", re.M)
+
+
+class BuildError(RuntimeError):
+    """gcc rejected the generated project; the message holds its diagnostics."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    returncode: int
+    stdout: str
+    losses: list[float] = dataclasses.field(default_factory=list)
+    loss_bits: list[int] = dataclasses.field(default_factory=list)
+    eval_correct: int | None = None
+    eval_total: int | None = None
+    weights_path: Path | None = None
+    arena_high_water: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"target": NAME, "returncode": self.returncode, "losses": self.losses,
+                "loss_bits": [f"{b:08x}" for b in self.loss_bits], "eval_correct": self.eval_correct,
+                "eval_total": self.eval_total, "weights": str(self.weights_path) if self.weights_path else None}
+
+
+def sources(project_dir: Path) -> tuple[list[Path], list[Path]]:
+    project_dir = Path(project_dir)
+    if not (project_dir / "main" / "mt_main.c").exists():
+        raise FileNotFoundError(f"{project_dir} is not a generated microtrain project (no main/mt_main.c); "
+                                "create one with `microtrain compile MODEL --scheme ... --out DIR`")
+    srcs = sorted(p for sub in ("src", "runtime", "main") for p in (project_dir / sub).rglob("*.c"))
+    incs = [project_dir / "include", project_dir / "runtime" / "include"]
+    return srcs, incs
+
+
+def build(project_dir: str | Path, cc: str = "gcc", opt: str = "-O2", defines: tuple[str, ...] = (),
+          name: str = "mt_main", extra_flags: tuple[str, ...] = ()) -> Path:
+    """Compile and link the project into ``DIR/build/host/<name>``; raises BuildError with gcc's output."""
+    project_dir = Path(project_dir)
+    if shutil.which(cc) is None:
+        raise BuildError(f"C compiler {cc!r} not found; install gcc")
+    srcs, incs = sources(project_dir)
+    out = project_dir / "build" / "host" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [cc, *CFLAGS, opt, *extra_flags, *(f"-D{d}" for d in defines), *(f"-I{i}" for i in incs),
+           *map(str, srcs), "-o", str(out), "-lm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"gcc failed on {project_dir}:\n{proc.stderr[-4000:]}")
+    return out
+
+
+def parse_output(stdout: str, returncode: int, workdir: Path) -> RunResult:
+    res = RunResult(returncode, stdout)
+    for _i, loss, bits in _STEP_RE.findall(stdout):
+        res.losses.append(float(loss))
+        res.loss_bits.append(int(bits, 16))
+    m = _EVAL_RE.search(stdout)
+    if m:
+        res.eval_correct, res.eval_total = int(m.group(1)), int(m.group(2))
+    m = _ARENA_RE.search(stdout)
+    if m:
+        res.arena_high_water = int(m.group(1))
+    weights = Path(workdir) / "mt_weights.bin"
+    res.weights_path = weights if weights.exists() else None
+    return res
+
+
+def run(project_dir: str | Path, workdir: str | Path, **opts) -> RunResult:
+    """Build (unless opts['exe'] is given) and run the driver in ``workdir``.
+
+    opts: exe, cc, opt, defines, timeout (s), wrapper (a command list run before the
+    executable, e.g. valgrind).
+    """
+    exe = Path(opts["exe"]) if opts.get("exe") else build(project_dir, cc=opts.get("cc", "gcc"),
+                                                          opt=opts.get("opt", "-O2"),
+                                                          defines=tuple(opts.get("defines", ())))
+    cmd = [*opts.get("wrapper", ()), str(exe.resolve())]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=opts.get("timeout", 600))
+    if proc.returncode != 0:
+        raise RuntimeError(f"the generated program exited with code {proc.returncode}:\n"
+                           f"{(proc.stdout + proc.stderr)[-2000:]}")
+    return parse_output(proc.stdout, proc.returncode, Path(workdir))
