@@ -6,6 +6,8 @@
  */
 #include "mt_nn.h"
 
+#define MT_NN_PW_BLOCK 4
+
 mt_status mt_pointwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
                                  const int8_t *weights, const int32_t *bias, int8_t *output)
 {
@@ -35,23 +37,43 @@ mt_status mt_pointwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_q
         return MT_ERR_OVERFLOW;
     }
 
-    /* loops */
+    /* loops: per pixel, output channels in blocks of 4 so that each input byte loaded (and
+     * offset by the zero point) feeds four accumulators; the remaining channels one by one. */
     pixels = p->in_h * p->in_w;
     for (n = 0; n < pixels; ++n) {
         const int8_t *x = input + n * p->in_c;
         int8_t *y = output + n * p->out_c;
-        for (oc = 0; oc < p->out_c; ++oc) {
-            const int8_t *w = weights + oc * p->in_c;
-            int32_t acc = 0;
-            for (i = 0; i < p->in_c; ++i) {
-                acc += ((int32_t)x[i] - p->input_zero_point) * (int32_t)w[i];
+        for (oc = 0; oc < p->out_c; oc += MT_NN_PW_BLOCK) {
+            const int32_t block = p->out_c - oc < MT_NN_PW_BLOCK ? p->out_c - oc : MT_NN_PW_BLOCK;
+            int32_t acc[MT_NN_PW_BLOCK] = {0, 0, 0, 0};
+            int32_t k;
+            if (block == MT_NN_PW_BLOCK) {
+                const int8_t *w0 = weights + oc * p->in_c;
+                const int8_t *w1 = w0 + p->in_c;
+                const int8_t *w2 = w1 + p->in_c;
+                const int8_t *w3 = w2 + p->in_c;
+                for (i = 0; i < p->in_c; ++i) {
+                    const int32_t xi = (int32_t)x[i] - p->input_zero_point;
+                    acc[0] += xi * (int32_t)w0[i];
+                    acc[1] += xi * (int32_t)w1[i];
+                    acc[2] += xi * (int32_t)w2[i];
+                    acc[3] += xi * (int32_t)w3[i];
+                }
+            } else {
+                for (k = 0; k < block; ++k) {
+                    const int8_t *w = weights + (oc + k) * p->in_c;
+                    for (i = 0; i < p->in_c; ++i) {
+                        acc[k] += ((int32_t)x[i] - p->input_zero_point) * (int32_t)w[i];
+                    }
+                }
             }
-            if (bias != NULL) {
-                acc = mt_nn_sat_add_s32(acc, bias[oc]);
+            for (k = 0; k < block; ++k) {
+                const int32_t c = oc + k;
+                const int32_t a = bias != NULL ? mt_nn_sat_add_s32(acc[k], bias[c]) : acc[k];
+                /* one requantize call, offset, clamp, store */
+                y[c] = mt_nn_offset_clamp(mt_requantize(a, q->multiplier[c], q->shift[c]), p->output_zero_point,
+                                          p->act_min, p->act_max);
             }
-            /* one requantize call, offset, clamp, store */
-            y[oc] = mt_nn_offset_clamp(mt_requantize(acc, q->multiplier[oc], q->shift[oc]), p->output_zero_point,
-                                       p->act_min, p->act_max);
         }
     }
     return MT_OK;

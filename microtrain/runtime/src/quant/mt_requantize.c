@@ -13,6 +13,7 @@ int32_t mt_requantize(int32_t acc, int32_t multiplier, int32_t shift)
     int64_t high;
     int64_t remainder;
     int64_t threshold;
+    int64_t floor_part;
 
     /* Left shift, saturated (TFLite leaves the overflow undefined; we define it).
      * |acc| <= 2^31 and left <= 30, so the int64 product is at most 2^61. */
@@ -36,10 +37,17 @@ int32_t mt_requantize(int32_t acc, int32_t multiplier, int32_t shift)
 
     /* RoundingDivideByPOT: floor(high / 2^right), plus one when the remainder is above half
      * (strictly above for positives, at or above for negatives: half away from zero).
-     * The floor is the exact division (high - remainder) / 2^right, which avoids right
-     * shifts of negative values (implementation-defined in C99). int64_t is two's
-     * complement (C99 7.18.1.1), so '&' gives the non-negative remainder. */
+     * int64_t is two's complement (C99 7.18.1.1), so '&' gives the non-negative remainder;
+     * high - remainder is then an exact multiple of 2^right, divided by shifting its
+     * magnitude (no right shift of a negative value, which C99 leaves implementation-defined,
+     * and no 64-bit division, which is a library call on Cortex-M). |high| <= 2^31. */
     remainder = high & (pot - 1);
     threshold = ((pot - 1) >> 1) + (high < 0 ? 1 : 0);
-    return (int32_t)((high - remainder) / pot + (remainder > threshold ? 1 : 0));
+    floor_part = high - remainder;
+    if (floor_part >= 0) {
+        floor_part = (int64_t)((uint64_t)floor_part >> right);
+    } else {
+        floor_part = -(int64_t)((uint64_t)(-floor_part) >> right);
+    }
+    return (int32_t)(floor_part + (remainder > threshold ? 1 : 0));
 }
