@@ -13,9 +13,10 @@ The convention (STYLE.md: one op enum, per-op behaviour in rule tables):
   Property groups of ``ir/ops.py`` make this short: ``VJP_RULES_EXEMPT = TRAINING_OPS``.
 * Coverage groups: a table is checked on its own, except that tables may be split over
   several modules and checked as a union:
-    - every ``*_RULES`` table in ``microtrain.interp`` forms the group "interp" (the forward
-      ops in ``interp/reference.py`` ``EVAL_RULES``, the training ops in
-      ``interp/training.py``);
+    - every ``*EVAL_RULES`` table in ``microtrain.interp`` forms the group "interp" (the
+      forward ops in ``interp/reference.py`` ``EVAL_RULES``, the training ops in
+      ``interp/training.py`` ``TRAINING_EVAL_RULES``); other interp tables (e.g. the batched
+      twin's ``BATCH_RULES``) are executors of their own and are checked on their own;
     - any other table joins a named group by defining ``<TABLE>_GROUP = "name"`` next to it
       (e.g. emit tables spread over several codegen modules). A table's default group is
       ``"<module>.<TABLE>"``, so a partial table can join an existing one: the training
@@ -92,8 +93,8 @@ def discover_tables() -> tuple[list[Table], list[str]]:
                 continue
             home_vars = vars(importlib.import_module(home))
             exempt = _side(home_vars, name, "EXEMPT") or frozenset()
-            group = _side(home_vars, name, "GROUP") or ("interp" if home.startswith("microtrain.interp.")
-                                                       else f"{home}.{name}")
+            in_interp = home.startswith("microtrain.interp.") and name.endswith("EVAL_RULES")
+            group = _side(home_vars, name, "GROUP") or ("interp" if in_interp else f"{home}.{name}")
             tables[(home, name)] = Table(home, name, value, frozenset(exempt), group)
     return list(tables.values()), errors
 
