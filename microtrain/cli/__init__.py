@@ -18,6 +18,8 @@ VERB_MODULES = [
     "predict",
     "eval",
     "quantize",
+    "compile",
+    "run",
 ]
 
 

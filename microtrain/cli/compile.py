@@ -1,0 +1,130 @@
+"""``microtrain compile MODEL --scheme S --out DIR``: the training step as a C project.
+
+Runs the compiler pipeline (training graph, autodiff, pruning, slicing, masks, reordering,
+memory plan) and writes the generated project (CONTRACTS.md layout) with ``report.json``.
+``--json`` prints the report (peak bytes and breakdown included) as the one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from microtrain.cli.common import UserError, emit, log
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "compile",
+        help="compile the training step of a model + update scheme to a C project",
+        description="Derive the training step (forward, loss, backward, in-place SGD+QAS updates) of MODEL for "
+                    "an update scheme at compile time, plan its memory in one static arena and write a C99 "
+                    "project (include/, src/, runtime/, main/mt_main.c, report.json) to --out.",
+    )
+    p.add_argument("model", metavar="MODEL",
+                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl or a microtrain .json")
+    p.add_argument("--scheme", required=True, metavar="FILE|PRESET",
+                   help="a scheme JSON file or a preset (full, bias-only, classifier-only, last-k:<k>, "
+                        "last-blocks:<n>, <model>/<budget> for the published schemes)")
+    p.add_argument("--classes", type=int, default=None, metavar="N",
+                   help="give the model a new N-class head first (transfer to a new task)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory of the generated project")
+    p.add_argument("--reorder", action=argparse.BooleanOptionalAction, default=True,
+                   help="apply each update as soon as its gradient exists (default on)")
+    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --reorder: compute, apply and free one output channel's gradient at a time")
+    p.add_argument("--rounding", choices=("nearest", "stochastic"), default="nearest",
+                   help="rounding of the int8/int32 update (default nearest)")
+    p.add_argument("--no-qas", action="store_true", help="disable quantization-aware scaling of the update")
+    p.add_argument("--seed", type=int, default=0, help="default stochastic-rounding seed and head seed")
+    p.add_argument("--budget", default=None, metavar="BYTES",
+                   help="fail unless the peak memory fits, e.g. 256KB, 262144 (KB = 1024 bytes)")
+    p.add_argument("--plot", action="store_true", help="also draw the memory timeline to DIR/memory.png")
+    p.add_argument("-v", "--verbose", action="store_true", help="log one line per compiler pass")
+    p.set_defaults(func=run)
+    return p
+
+
+def parse_bytes(text: str) -> int:
+    t = text.strip().upper().replace(" ", "")
+    for suffix, mult in (("KB", 1024), ("K", 1024), ("MB", 1024 * 1024), ("M", 1024 * 1024), ("B", 1)):
+        if t.endswith(suffix):
+            try:
+                return int(float(t[: -len(suffix)]) * mult)
+            except ValueError:
+                break
+    try:
+        return int(t)
+    except ValueError:
+        raise UserError(f"cannot read the budget {text!r}: give bytes (262144) or KB (256KB)") from None
+
+
+def load_graph_and_scheme(model: str, scheme_arg: str, classes: int | None, seed: int = 0):
+    from microtrain.models import ModelNotFound, load_model
+    from microtrain.sparse.scheme import SchemeError
+
+    try:
+        graph = load_model(model)
+    except (ModelNotFound, FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    if classes is not None:
+        from microtrain.frontend.heads import new_head
+
+        try:
+            graph = new_head(graph, classes, seed=seed)
+        except ValueError as e:
+            raise UserError(f"--classes {classes}: {e}") from None
+    try:
+        from microtrain.sparse.presets import load_scheme
+
+        scheme = load_scheme(scheme_arg, graph)
+    except SchemeError as e:
+        raise UserError(f"--scheme {scheme_arg}: {e}") from None
+    return graph, scheme
+
+
+def run(args: argparse.Namespace) -> int:
+    import microtrain.compiler  # noqa: F401
+    from microtrain.codegen.generate_project import generate_project, report
+    from microtrain.compiler.build_training_graph import CompileError
+    from microtrain.compiler.pipeline import CompileOptions, compile_inference, compile_training
+
+    if args.verbose:  # the pass lines only (not every library's debug output)
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger = logging.getLogger("microtrain.compiler")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    graph, scheme = load_graph_and_scheme(args.model, args.scheme, args.classes, args.seed)
+    options = CompileOptions(reorder=args.reorder, per_channel=args.per_channel, rounding=args.rounding,
+                             seed=args.seed, qas=not args.no_qas,
+                             budget=parse_bytes(args.budget) if args.budget else None)
+    try:
+        step = compile_training(graph, scheme, options)
+    except CompileError as e:
+        raise UserError(str(e)) from None
+    inference = compile_inference(graph)
+    out = generate_project(step, graph, Path(args.out), inference)
+    doc = report(step, inference)
+    doc["out"] = str(out)
+    if args.plot:
+        from microtrain.compiler.plot_memory import plot_memory
+
+        doc["plot"] = str(plot_memory(step.plan, out / "memory.png", title=f"{args.model} / {args.scheme}"))
+    if not args.verbose:
+        for line in step.log:
+            log(f"  {line}")
+
+    def human() -> None:
+        bd = doc["breakdown"]
+        print(f"wrote {out}")
+        print(f"peak memory {doc['peak_bytes']} B ({doc['peak_bytes'] / 1024:.1f} KB) = arena "
+              f"{doc['arena_bytes'] / 1024:.1f} KB + trained tensors in RAM {doc['trainable_bytes'] / 1024:.1f} KB")
+        print("at the peak: " + ", ".join(f"{k} {v / 1024:.1f} KB" for k, v in bd.items() if v))
+        print(f"inference alone: arena {inference.arena_bytes / 1024:.1f} KB")
+        if args.plot:
+            print(f"memory timeline: {doc['plot']}")
+
+    emit(args, doc, human)
+    return 0
