@@ -115,6 +115,9 @@ CASES = {
                                "conv", Op.CONV2D, ["'b'", "data shape"]),
     "int8 without qparams": (lambda g: _with_tensor(g, Tensor("p", (1, 1, 1, 4), "int8")), "pool",
                              Op.GLOBAL_AVG_POOL, ["'p'", "quantization"]),
+    "per-channel activation": (lambda g: _with_tensor(g, Tensor("y", (1, 6, 6, 4), "int8",
+                                                                QParams.per_channel([0.1] * 4, axis=3))),
+                               "conv", Op.CONV2D, ["'y'", "per-tensor"]),
     "non-positive scale": (lambda g: _with_tensor(g, _act("r", (1, 6, 6, 4), -0.1, 0)), "res", Op.ADD,
                            ["'r'", "positive"]),
 }

@@ -244,6 +244,11 @@ def verify_graph(graph: Graph) -> Graph:
             if out.shape != shape or out.dtype != dtype:
                 raise _fail(node, f"output {out_name!r} is {out.dtype}{list(out.shape)}, "
                                   f"op computes {dtype}{list(shape)}")
+            # Computed int8 tensors are activations: per-tensor (only an in-place weight update
+            # writes a per-channel tensor); the executors read their single scale and zero point.
+            if (dtype == "int8" and out.quant is not None and out.quant.is_per_channel
+                    and not node.attrs.get("in_place", False)):
+                raise _fail(node, f"output {out_name!r} is an int8 activation and needs per-tensor quantization")
             defined.add(out_name)
     for name in graph.outputs:
         if name not in defined:
