@@ -56,8 +56,8 @@ def _touched(step) -> int:
                               for t in b.tensors) for b in step.plan.buffers)
 
 
-def _check_project(tmp_path, graph, step, out, exe):
-    x, y = _data(graph, 8, 1)
+def _check_project(tmp_path, graph, step, out, exe, steps=STEPS, n=8):
+    x, y = _data(graph, n, 1)
     # forward: every logit bit-exact with the reference interpreter
     work = write_driver_files(tmp_path / "infer", x, y, steps=0, lr=LR, x_test=x, y_test=y, eval_count=len(y))
     res = host.run(out, work, exe=exe)
@@ -66,17 +66,17 @@ def _check_project(tmp_path, graph, step, out, exe):
     for i in range(len(y)):
         assert logits[i] == infer(graph, x[i][None])[0].tolist(), f"sample {i}: C logits differ"
     # 20 training steps at batch 1
-    work = write_driver_files(tmp_path / "train", x, y, steps=STEPS, lr=LR)
+    work = write_driver_files(tmp_path / "train", x, y, steps=steps, lr=LR)
     res = host.run(out, work, exe=exe)
-    assert len(res.losses) == STEPS
-    ref, ref_losses = _reference_training(step, x, y, STEPS)
+    assert len(res.losses) == steps
+    ref, ref_losses = _reference_training(step, x, y, steps)
     got = read_weights(out, res.weights_path)
     assert set(got) == set(ref)
     changed = 0
     for name in ref:
         init = graph.tensors[name].data
         changed += int(np.sum(got[name] != init))
-        np.testing.assert_array_equal(got[name], ref[name], err_msg=f"{name} after {STEPS} steps")
+        np.testing.assert_array_equal(got[name], ref[name], err_msg=f"{name} after {steps} steps")
     assert changed > 0, "training changed no weight: the test would prove nothing"
     np.testing.assert_allclose(res.losses, ref_losses, rtol=1e-5)
     # the planner's arena is exactly what the run touches
@@ -99,4 +99,20 @@ def test_toy_full_update_no_reorder_stochastic(tmp_path_factory, tmp_path):
     scheme = make_scheme(graph, names, {n: 1.0 for n in names})
     step, out, exe = _project(tmp_path_factory, graph, scheme,
                               CompileOptions(reorder=False, rounding="stochastic", seed=0))
+    _check_project(tmp_path, graph, step, out, exe)
+
+
+def test_default_cnn_bit_exact(tmp_path_factory, tmp_path):
+    from microtrain.models import load_model
+
+    try:
+        graph = load_model("default")
+    except (FileNotFoundError, ImportError, ModuleNotFoundError) as e:
+        pytest.skip(f"default CNN not available: {e}")
+    from microtrain.frontend.heads import new_head
+
+    graph = new_head(graph, 10)
+    names = [n.name for n in graph.weighted_nodes()]
+    scheme = make_scheme(graph, names[-3:], {n: 1.0 for n in names[-2:]})
+    step, out, exe = _project(tmp_path_factory, graph, scheme, name="default")
     _check_project(tmp_path, graph, step, out, exe)
