@@ -283,3 +283,30 @@ def test_backward_kernels_reject_bad_channels(rt):
         ch = channels(idx, idx.size, begin, end)
         assert rt.mt_conv2d_grad_weight_f32(ctypes.byref(cp), float(s_x), ptr(x), ptr(g), ctypes.byref(ch),
                                             ptr(out)) == twins.MT_ERR_PARAM, (index, begin, end)
+
+
+def test_pointwise_backward_fast_paths_bit_exact(rt):
+    """The pointwise grad kernels add four terms per pass in the general kernels' order:
+    bit-exact with them (pixel and channel counts on and off multiples of 4)."""
+    rng = np.random.default_rng(907)
+    for h, w, c_in, c_out in [(1, 1, 1, 1), (4, 4, 56, 336), (3, 5, 7, 9), (2, 3, 16, 4), (5, 1, 13, 6)]:
+        p = {"in_h": h, "in_w": w, "in_c": c_in, "out_h": h, "out_w": w, "out_c": c_out, "kernel_h": 1,
+             "kernel_w": 1, "stride_h": 1, "stride_w": 1, "pad_top": 0, "pad_left": 0, "pad_bottom": 0,
+             "pad_right": 0, "groups": 1, "input_zero_point": int(rng.integers(-128, 128)), "output_zero_point": 0,
+             "act_min": -128, "act_max": 127}
+        x = rng.integers(-128, 128, (h, w, c_in)).astype(np.int8)
+        wq = rng.integers(-127, 128, (c_out, 1, 1, c_in)).astype(np.int8)
+        s_x, s_w = np.float32(0.02), (10 ** rng.uniform(-3, -1, c_out)).astype(np.float32)
+        g = rng.normal(0, 1, (h, w, c_out)).astype(np.float32)
+        assert_equal_first(_grad_input(rt, "mt_pointwise_conv2d_grad_input_f32", p, wq, s_w, g),
+                           _grad_input(rt, "mt_conv2d_grad_input_f32", p, wq, s_w, g), f"pointwise grad input {p}")
+        kept = np.sort(rng.choice(c_out, size=max(1, c_out // 3), replace=False)).astype(np.int32)
+        for begin, end in [(0, kept.size), (kept.size - 1, kept.size)]:
+            assert_equal_first(
+                _grad_weight(rt, "mt_pointwise_conv2d_grad_weight_f32", p, s_x, x, g, kept, begin, end),
+                _grad_weight(rt, "mt_conv2d_grad_weight_f32", p, s_x, x, g, kept, begin, end),
+                f"pointwise grad weight {p}")
+    bad = cbind.ConvParams(**{**p, "kernel_h": 3, "pad_top": 1, "pad_bottom": 1})
+    out = np.zeros(x.size, np.float32)
+    assert rt.mt_pointwise_conv2d_grad_input_f32(ctypes.byref(bad), ptr(s_w), ptr(wq), ptr(g), ptr(out)) == \
+        twins.MT_ERR_SHAPE

@@ -62,6 +62,8 @@ int main(void)
     /* backward through pointwise2 (output grad over C_IN channels) */
     checksum += mt_conv2d_grad_input_f32(&pw2, scale_w, w_pw2, g_out, g_in);
     checksum += mt_conv2d_grad_weight_f32(&pw2, 0.02f, x_dw, g_out, &all_out, g_w);
+    checksum += mt_pointwise_conv2d_grad_input_f32(&pw2, scale_w, w_pw2, g_out, g_in);
+    checksum += mt_pointwise_conv2d_grad_weight_f32(&pw2, 0.02f, x_dw, g_out, &all_out, g_w);
     checksum += mt_sgd_update_s8(w_pw2, 0, C_MID, factor, g_w, &all_out, &up);
     /* depthwise */
     checksum += mt_depthwise_conv2d_grad_input_f32(&dw, scale_w, w_dw, g_out, g_in);

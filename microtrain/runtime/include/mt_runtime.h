@@ -228,6 +228,11 @@ mt_status mt_conv2d_grad_input_f32(const mt_conv_params *p, const float *weight_
 mt_status mt_depthwise_conv2d_grad_input_f32(const mt_conv_params *p, const float *weight_scale,
                                              const int8_t *weights, const float *grad_output, float *grad_input);
 
+/* Pointwise fast path (kernel 1x1, stride 1, no padding, groups 1) of
+ * mt_conv2d_grad_input_f32: the same expression and summation order, hence bit-exact. */
+mt_status mt_pointwise_conv2d_grad_input_f32(const mt_conv_params *p, const float *weight_scale,
+                                             const int8_t *weights, const float *grad_output, float *grad_input);
+
 /* Bytes of the weight-gradient buffer of num_channels output channels of a conv:
  * num_channels * kernel_h * kernel_w * (in_c / groups) * sizeof(float). */
 int32_t mt_conv2d_grad_weight_get_buffer_size(const mt_conv_params *p, int32_t num_channels);
@@ -251,6 +256,11 @@ mt_status mt_conv2d_grad_weight_f32(const mt_conv_params *p, float input_scale, 
 mt_status mt_depthwise_conv2d_grad_weight_f32(const mt_conv_params *p, float input_scale, const int8_t *input,
                                               int32_t input_sliced, const float *grad_output,
                                               const mt_channels *ch, float *grad_weight);
+
+/* Pointwise fast path (kernel 1x1, stride 1, no padding, groups 1) of
+ * mt_conv2d_grad_weight_f32: the same expression and summation order, hence bit-exact. */
+mt_status mt_pointwise_conv2d_grad_weight_f32(const mt_conv_params *p, float input_scale, const int8_t *input,
+                                              const float *grad_output, const mt_channels *ch, float *grad_weight);
 
 /* Bytes of a sliced copy of the kept channels: spatial * ch->count. */
 int32_t mt_gather_channels_get_buffer_size(int32_t spatial, int32_t count);
