@@ -37,7 +37,8 @@ def step_float_model(train: bool, epochs: int) -> torch.nn.Module:
         print(f"trained {epochs} epochs on Fashion-MNIST")
     else:
         model = dc.load_default_float()
-        print(f"loaded {dc.FLOAT_CHECKPOINT.relative_to(dc.CHECKPOINT_DIR.parent.parent.parent)}")
+        print(f"loaded {dc.FLOAT_CHECKPOINT.name} (microtrain/zoo/checkpoints/, made by "
+              "scripts/make_default_checkpoint.py)")
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters (MobileNetV2-style, 28x28x1 input)")
     return model
 

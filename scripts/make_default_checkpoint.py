@@ -27,7 +27,7 @@ from microtrain.zoo import default_cnn as dc
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calib-samples", type=int, default=512)
     p.add_argument("--skip-train", action="store_true", help="re-quantize the existing float checkpoint")

@@ -50,8 +50,8 @@ def calibrate(plan: FloatPlan, data: Any, method: str = "minmax", percentile: fl
     with torch.no_grad():
         for start in range(0, len(x_all), batch_size):
             x = x_all[start:start + batch_size]
-            record = {plan.input: x.double()}
-            run_float_plan(plan, x, record)
+            record = {plan.input: x}
+            run_float_plan(plan, x, record, dtype=torch.float32)  # float32: fast kernels; ranges need no more
             for key, v in record.items():
                 v = v.numpy().ravel()
                 lo[key] = min(lo.get(key, np.inf), float(v.min()))

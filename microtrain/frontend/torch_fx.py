@@ -437,18 +437,19 @@ def lower_to_plan(gm: torch.fx.GraphModule) -> FloatPlan:
     return FloatPlan(low.input, low.output, low.ops, low.shapes, low.flat_of)
 
 
-def run_float_plan(plan: FloatPlan, x: torch.Tensor, record: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """Evaluate the folded float plan (the model the int8 graph approximates), NCHW."""
-    values = {plan.input: x.double()}
+def run_float_plan(plan: FloatPlan, x: torch.Tensor, record: dict[str, torch.Tensor] | None = None,
+                   dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Evaluate the folded float plan (the model the int8 graph approximates), NCHW, in ``dtype``."""
+    values = {plan.input: x.to(dtype)}
     for op in plan.ops:
         ins = [values[k] for k in op.inputs]
         if op.kind == "conv":
             a = op.attrs
             t, l, bt, r = a["padding"]
-            y = F.conv2d(F.pad(ins[0], (l, r, t, bt)), torch.from_numpy(op.weight), torch.from_numpy(op.bias),
-                         stride=a["stride"], groups=a["groups"])
+            w, b = torch.from_numpy(op.weight).to(dtype), torch.from_numpy(op.bias).to(dtype)
+            y = F.conv2d(F.pad(ins[0], (l, r, t, bt)), w, b, stride=a["stride"], groups=a["groups"])
         elif op.kind == "linear":
-            y = F.linear(ins[0], torch.from_numpy(op.weight), torch.from_numpy(op.bias))
+            y = F.linear(ins[0], torch.from_numpy(op.weight).to(dtype), torch.from_numpy(op.bias).to(dtype))
         elif op.kind == "add":
             y = ins[0] + ins[1]
         elif op.kind == "pool":

@@ -97,7 +97,7 @@ def to_float_input(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(images, dtype=np.float32)[:, None] / 255.0)
 
 
-def train_default_cnn(epochs: int = 6, batch_size: int = 128, lr: float = 0.05, seed: int = 0,
+def train_default_cnn(epochs: int = 3, batch_size: int = 128, lr: float = 0.05, seed: int = 0,
                       limit: int | None = None, log=print) -> DefaultCNN:
     """Float training on Fashion-MNIST: SGD + momentum, cosine schedule, light augmentation."""
     from microtrain.data.datasets import load_dataset
@@ -126,7 +126,7 @@ def train_default_cnn(epochs: int = 6, batch_size: int = 128, lr: float = 0.05, 
             sched.step()
             total += len(batch)
             correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(loss) * len(batch)
+            loss_sum += float(loss.detach()) * len(batch)
         log(f"epoch {epoch + 1}/{epochs}: loss {loss_sum / total:.4f} train acc {100 * correct / total:.2f} % "
             f"({time.time() - start:.0f} s)")
     return model.eval()
