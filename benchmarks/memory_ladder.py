@@ -1,0 +1,106 @@
+"""Memory ladder: peak memory of the compiled training step of the three zoo models.
+
+For each model (128x128, new 10-class head): full update, then every published sparse
+scheme without and with reordering (per-channel fused gradient+update), plus the int8
+inference arena alone. Peak = planned arena (input, activations, saved activations, masks,
+gradients, weight-gradient buffers) + trained weights/biases in RAM; excludes stack,
+driver buffers and flash. Appends a section to docs/RESULTS.md.
+
+    .venv/bin/python benchmarks/memory_ladder.py [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import microtrain.compiler  # noqa: F401
+from microtrain.compiler.hoist_masks import forward_end
+from microtrain.compiler.pipeline import CompileOptions, compile_inference, compile_training
+from microtrain.frontend.heads import new_head
+from microtrain.models import ZOO_NAMES, load_model
+from microtrain.sparse.presets import PUBLISHED, load_scheme
+
+PAPER = {  # KB, "On-Device Training Under 256KB Memory": full / sparse / sparse + reorder
+    "mbv2-w0.35": (2939, 335, 141), "proxyless-w0.3": (2745, None, 135), "mcunet-5fps": (3650, None, 173)}
+KB = 1024
+
+
+def _row(graph, scheme_name: str, options: CompileOptions) -> dict:
+    step = compile_training(graph, load_scheme(scheme_name, graph), options)
+    plan = step.plan
+    bd = plan.peak_breakdown()
+    live = plan.live_bytes()
+    fwd = forward_end(step.graph)
+    backward_live = max(live[fwd + 1:], default=0)
+    parts = {k: v for k, v in bd.items() if k not in ("at_step", "trainable") and v}
+    dominant = max(parts, key=parts.get) if parts else "-"
+    at = bd["at_step"]
+    where = "input" if at < 0 else step.graph.nodes[at].name
+    return {"peak": plan.peak_bytes, "arena": plan.arena_bytes, "trainable": plan.trainable_bytes,
+            "backward_live": backward_live, "dominant": f"{dominant} {parts.get(dominant, 0) / KB:.0f} KB at {where}"}
+
+
+def ladder(models=ZOO_NAMES) -> list[dict]:
+    rows = []
+    for model in models:
+        graph = new_head(load_model(model), 10)
+        inf = compile_inference(graph).arena_bytes
+        full_nr = _row(graph, "full", CompileOptions(reorder=False))
+        full_r = _row(graph, "full", CompileOptions())
+        rows.append({"model": model, "scheme": "full", "inference": inf, "no_reorder": full_nr, "reorder": full_r})
+        for budget in PUBLISHED[model]:
+            name = f"{model}/{budget}"
+            rows.append({"model": model, "scheme": name, "inference": inf,
+                         "no_reorder": _row(graph, name, CompileOptions(reorder=False)),
+                         "reorder": _row(graph, name, CompileOptions())})
+        print(f"{model} done", file=sys.stderr)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | scheme | no reorder: peak KB (arena + trained) | reorder: peak KB (arena + trained) | "
+             "reorder: backward live KB | reorder: what dominates the peak | inference arena KB | paper KB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        nr, re_ = r["no_reorder"], r["reorder"]
+        paper = PAPER[r["model"]]
+        ref = (f"{paper[0]} (full)" if r["scheme"] == "full"
+               else f"{paper[1] or '-'} / {paper[2]} (sparse / +reorder)")
+        lines.append(f"| {r['model']} | {r['scheme']} | {nr['peak'] / KB:.1f} ({nr['arena'] / KB:.1f} + "
+                     f"{nr['trainable'] / KB:.1f}) | {re_['peak'] / KB:.1f} ({re_['arena'] / KB:.1f} + "
+                     f"{re_['trainable'] / KB:.1f}) | {re_['backward_live'] / KB:.1f} | {re_['dominant']} | "
+                     f"{r['inference'] / KB:.1f} | {ref} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/RESULTS.md")
+    args = ap.parse_args()
+    rows = ladder()
+    text = table(rows)
+    print(text)
+    if not args.no_write:
+        nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+        machine = f"{platform.machine()}, nproc {nproc}"
+        section = (f"\n## Memory ladder of the compiled training step ({datetime.date.today()})\n\n"
+                   f"Command: `.venv/bin/python benchmarks/memory_ladder.py`; machine: {machine}. Peak = planned "
+                   "arena (input image, activations, saved activations, 1-bit masks, gradients, weight-gradient "
+                   "buffers) + trained weights/biases kept in RAM; excludes stack, driver buffers, flash. "
+                   "Deterministic (no timing). 'backward live' = bytes alive in the arena at the worst step after "
+                   "the loss (the training overhead beyond inference), without the trained tensors.\n\n"
+                   f"{text}\n")
+        path = Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
+        with path.open("a") as f:
+            f.write(section)
+        print(f"appended to {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
