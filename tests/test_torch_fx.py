@@ -252,7 +252,22 @@ class BnWithoutConv(nn.Module):
         return self.fc(self.bn(x).mean((2, 3)))
 
 
+class SharedBeforeRelu(nn.Module):
+    """conv -> dropout -> relu while the conv output is also used raw: the ReLU cannot fold."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.drop = nn.Dropout()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.fc((F.relu(self.drop(y)) + y).mean((2, 3)))
+
+
 @pytest.mark.parametrize("module, pattern", [
+    (SharedBeforeRelu(), r"function F\.relu at fx node 'relu' cannot be folded \(its input is used elsewhere"),
     (WithPool(), r"unsupported module nn\.MaxPool2d at 'features\.3' \(supported: nn\.Conv2d"),
     (WithSigmoid(), r"unsupported function torch\.sigmoid at fx node 'sigmoid'"),
     (WithPermute(), r"unsupported method Tensor\.permute at fx node 'permute'"),

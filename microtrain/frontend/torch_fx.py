@@ -105,7 +105,10 @@ class _Lowering:
         src = node.args[0]
         key = self.value(src, node)
         op = self.producer.get(key)
-        if op is None or len(src.users) != 1:
+        # Every fx node holding this value (the op's output and its Dropout/Identity aliases)
+        # must feed only the next one: otherwise another user would see the folded result.
+        holders = [n for n in self.gm.graph.nodes if self.alias.get(n.name) == key]
+        if op is None or not isinstance(src, torch.fx.Node) or any(len(n.users) != 1 for n in holders):
             reason = "its input is used elsewhere too" if op is not None else "its input is not computed by an op"
             raise UnsupportedError(f"{describe(node, self.modules)} at {where(node)} cannot be folded ({reason}); "
                                    f"{what}")
