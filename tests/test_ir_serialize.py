@@ -54,7 +54,7 @@ def random_graphs(draw) -> Graph:
         cur, c = y, out_c
     p = gb.add_tensor(Tensor("pooled", (1, 1, 1, c), "int8", QParams.per_tensor(draw(scales), 0)))
     gb.add_node("pool", Op.GLOBAL_AVG_POOL, [cur], [p])
-    f = gb.add_tensor(Tensor("flat", (1, c), "int8", QParams.per_tensor(draw(scales), 0)))
+    f = gb.add_tensor(Tensor("flat", (1, c), "int8", gb.tensors[p].quant))  # a reshape keeps its input's quant
     gb.add_node("flatten", Op.RESHAPE, [p], [f], shape=(1, c))
     k = draw(st.integers(1, 6))
     fw = rng.integers(-127, 128, size=(k, c)).astype(np.int8)

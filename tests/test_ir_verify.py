@@ -172,3 +172,14 @@ def test_in_place_output_is_allowed_only_when_marked():
     ok = _with_attrs(same, "res", in_place=True).replace(outputs=("y",))
     ok = ok.replace(nodes=tuple(n for n in ok.nodes if n.name in ("conv", "res")))
     assert verify_graph(ok) is ok
+
+
+def test_reshape_must_keep_its_input_quantization():
+    from microtrain.ir import GraphBuilder, IRError, Op, QParams, Tensor, verify_graph
+
+    gb = GraphBuilder()
+    gb.add_input(Tensor("x", (1, 1, 1, 4), "int8", QParams.per_tensor(0.1, 3)))
+    gb.add_tensor(Tensor("y", (1, 4), "int8", QParams.per_tensor(0.2, 3)))
+    gb.add_node("flat", Op.RESHAPE, ["x"], ["y"], shape=(1, 4))
+    with pytest.raises(IRError, match=r"node 'flat' \(reshape\).*keep the quantization"):
+        verify_graph(gb.build(["y"]))

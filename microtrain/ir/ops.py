@@ -86,6 +86,9 @@ WEIGHTED_OPS = frozenset({Op.CONV2D, Op.FULLY_CONNECTED})
 
 FLOAT_OPS = frozenset({Op.DEQUANTIZE, Op.SOFTMAX_CROSS_ENTROPY})
 
+VIEW_OPS = frozenset({Op.RESHAPE})
+"""Ops that reinterpret their input's bytes: the output keeps the input's quantization."""
+
 TRAINING_OPS = frozenset({
     Op.LOSS_GRAD, Op.CLAMP_MASK, Op.MASK_GRAD, Op.CONV2D_GRAD_INPUT, Op.CONV2D_GRAD_WEIGHT,
     Op.FC_GRAD_INPUT, Op.FC_GRAD_WEIGHT, Op.BIAS_GRAD, Op.AVG_POOL_GRAD, Op.GRAD_ACCUMULATE,

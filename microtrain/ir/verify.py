@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from microtrain.ir.graph import DTYPES, Graph, Node, Tensor
-from microtrain.ir.ops import Op
+from microtrain.ir.ops import VIEW_OPS, Op
 
 
 class IRError(ValueError):
@@ -249,6 +249,9 @@ def verify_graph(graph: Graph) -> Graph:
             if (dtype == "int8" and out.quant is not None and out.quant.is_per_channel
                     and not node.attrs.get("in_place", False)):
                 raise _fail(node, f"output {out_name!r} is an int8 activation and needs per-tensor quantization")
+            if node.op in VIEW_OPS and out.quant != graph.tensors[node.inputs[0]].quant:
+                raise _fail(node, f"output {out_name!r} must keep the quantization of its input "
+                                  f"{node.inputs[0]!r} ({node.op.value} only reinterprets bytes)")
             defined.add(out_name)
     for name in graph.outputs:
         if name not in defined:
