@@ -42,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="fail unless the peak memory fits, e.g. 256KB, 262144 (KB = 1024 bytes)")
     p.add_argument("--plot", action="store_true", help="also draw the memory timeline to DIR/memory.png")
     p.add_argument("-v", "--verbose", action="store_true", help="log one line per compiler pass")
+    p.add_argument("--target", default=None, metavar="NAME",
+                   help="also build the project for a target and report its memory from the linked ELF "
+                        "(cortex-m7: arm-none-eabi-gcc at the --sram/--flash budgets)")
+    p.add_argument("--sram", default=None, metavar="SIZE", help="with --target cortex-m7: SRAM budget (256KB)")
+    p.add_argument("--flash", default=None, metavar="SIZE", help="with --target cortex-m7: flash budget (1MB)")
     p.set_defaults(func=run)
     return p
 
@@ -115,6 +120,17 @@ def run(args: argparse.Namespace) -> int:
     if not args.verbose:
         for line in step.log:
             log(f"  {line}")
+    if args.target and args.target != "host":  # a cross target: link at the budgets, memory from the ELF
+        from microtrain.targets import get_target
+
+        try:
+            target = get_target(args.target)
+        except KeyError as e:
+            raise UserError(str(e)) from None
+        budgets = {k: v for k in ("sram", "flash") if (v := getattr(args, k, None))}
+        log(f"building for {args.target}")
+        elf = target.build(out, **budgets)
+        doc["target"] = {"name": args.target, "elf": str(elf), "memory": target.memory(out, elf, **budgets)}
 
     def human() -> None:
         bd = doc["breakdown"]
@@ -125,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"inference alone: arena {inference.arena_bytes / 1024:.1f} KB")
         if args.plot:
             print(f"memory timeline: {doc['plot']}")
+        if "target" in doc:
+            from microtrain.report.memory import format_memory
+
+            print(f"{args.target} firmware {doc['target']['elf']} (static memory; stack measured by `run`):")
+            print(format_memory(doc["target"]["memory"]))
 
     emit(args, doc, human)
     return 0

@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=None, metavar="DIR", help="where the data files go (default DIR/run)")
     p.add_argument("--export", default=None, metavar="PATH",
                    help="trained model path stem (default DIR/trained_model -> .json + .npz)")
+    p.add_argument("--sram", default=None, metavar="SIZE",
+                   help="cortex-m7/qemu: SRAM budget the firmware is linked at (default 256KB)")
+    p.add_argument("--flash", default=None, metavar="SIZE",
+                   help="cortex-m7/qemu: flash budget the firmware is linked at (default 1MB)")
     p.set_defaults(func=run)
     return p
 
@@ -80,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     write_driver_files(work, x_train, y_train, args.steps, args.lr, args.seed, x_test, y_test, args.eval)
     log(f"building and running on {args.target} in {work}")
     try:
-        res = target.run(project, work)
+        budgets = {k: v for k in ("sram", "flash") if (v := getattr(args, k, None))}
+        res = target.run(project, work, **budgets)
     except (RuntimeError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
     if res.weights_path is None:
@@ -98,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
            "eval_correct": res.eval_correct, "eval_total": res.eval_total,
            "accuracy": (res.eval_correct / res.eval_total) if res.eval_total else None,
            "exported": str(export.with_suffix(".json"))}
+    if getattr(res, "memory", None):  # emulated target: memory from the ELF + measured stack, cost per step
+        doc["memory"] = res.memory
+        doc["cost"] = res.to_dict()["cost"]
 
     def human() -> None:
         for i, loss in enumerate(res.losses):
@@ -105,6 +113,13 @@ def run(args: argparse.Namespace) -> int:
         if res.eval_total:
             print(f"eval {res.eval_correct}/{res.eval_total} = {100 * res.eval_correct / res.eval_total:.1f} %")
         print(f"trained model: {doc['exported']}")
+        if "memory" in doc:
+            from microtrain.report.memory import format_memory
+
+            print(format_memory(doc["memory"]))
+            if doc["cost"]["train_step_instructions_median"]:
+                print(f"cost: {doc['cost']['train_step_instructions_median']:,} instructions per training step "
+                      "(median, QEMU instruction count)")
 
     emit(args, doc, human)
     return 0

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-KINDS_SRAM = ("arena", "trainable_weights", "other_sram", "heap", "stack")
+KINDS_SRAM = ("arena", "trainable_weights", "driver_buffers", "other_sram", "heap", "stack")
 KINDS_FLASH = ("code", "frozen_weights", "other_flash")
 LABELS = {"arena": "arena (activations, gradients)", "trainable_weights": "trainable weights",
+          "driver_buffers": "driver I/O buffers (mt_main.c)",
           "other_sram": "runtime + libc data", "heap": "heap (stdio buffers)", "stack": "stack (high-water)",
-          "code": "code", "frozen_weights": "frozen weights + constants", "other_flash": "other (.data image, tables)"}
+          "code": "code", "frozen_weights": "frozen weights", "other_flash": "constants, .data image, tables"}
 
 
 def _kb(n: int | None) -> str:
@@ -17,6 +18,8 @@ def _kb(n: int | None) -> str:
 def format_memory(mem: dict, sram_budget: int | None = None, flash_budget: int | None = None) -> str:
     """A small table: SRAM and flash totals with their breakdown by kind, and the budgets."""
     b = mem.get("breakdown", {})
+    sram_budget = sram_budget or mem.get("sram_budget_bytes")
+    flash_budget = flash_budget or mem.get("flash_budget_bytes")
     lines = []
     sram = mem.get("sram_bytes")
     head = f"SRAM  {_kb(sram if sram is not None else mem.get('sram_static_bytes'))}"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from microtrain.cli.common import UserError
-from microtrain.targets.cortex_m7 import linker
+from microtrain.targets.cortex_m7 import linker, toolchain
 from microtrain.targets.cortex_m7.elfmem import MemoryReport, memory_report
 from microtrain.targets.cortex_m7.qemu import QemuRun, run_elf
 from microtrain.targets.cortex_m7.toolchain import BuildConfig, build_elf
@@ -50,10 +50,21 @@ def _config(opts: dict) -> BuildConfig:
 
 
 def build(project_dir: Path, **opts) -> Path:
-    """Build the project's firmware ELF at the budgets (opts: flash, sram, min_heap, min_stack)."""
+    """Build the project's firmware ELF at the budgets (opts: flash, sram, min_heap, min_stack).
+
+    Reuses the ELF of a previous build when no source changed and the budgets are the same."""
     project_dir = Path(project_dir)
     sources, includes = project_sources(project_dir)
-    return build_elf(sources, includes, project_dir / BUILD_SUBDIR, _config(opts), name="mt_firmware")
+    cfg = _config(opts)
+    out = project_dir / BUILD_SUBDIR
+    elf, stamp = out / "mt_firmware.elf", out / "mt_firmware.stamp"
+    key = json.dumps({"cfg": repr(cfg), "startup": (toolchain.STARTUP.stat().st_mtime_ns,)})
+    newest = max(p.stat().st_mtime_ns for p in [*sources, *(h for d in includes for h in d.glob("*.h"))])
+    if elf.exists() and stamp.exists() and stamp.read_text() == key and elf.stat().st_mtime_ns > newest:
+        return elf
+    elf = build_elf(sources, includes, out, cfg, name="mt_firmware")
+    stamp.write_text(key)
+    return elf
 
 
 def _trainable_names(project_dir: Path) -> set[str]:
@@ -71,11 +82,13 @@ def _trainable_names(project_dir: Path) -> set[str]:
     return names
 
 
-def memory(project_dir: Path, elf: Path, run: QemuRun | None = None) -> dict:
+def memory(project_dir: Path, elf: Path, run: QemuRun | None = None, **opts) -> dict:
+    """Memory report of a built firmware (and of its run, if given); opts: the budgets."""
     rep = memory_report(elf, trainable_names=_trainable_names(project_dir))
     if run is not None:
         rep.stack_high_water, rep.heap_used = run.stack_high_water, run.heap_used
-    return rep.to_dict()
+    cfg = _config(opts)
+    return {**rep.to_dict(), "sram_budget_bytes": cfg.sram, "flash_budget_bytes": cfg.flash}
 
 
 @dataclass
@@ -132,5 +145,5 @@ def run(project_dir: Path, workdir: Path, **opts) -> TargetRunResult:
         res.eval_correct, res.eval_total = int(m.group(1)), int(m.group(2))
     weights = Path(workdir) / "mt_weights.bin"
     res.weights_path = weights if weights.exists() else None
-    res.memory = memory(project_dir, elf, qr)
+    res.memory = memory(project_dir, elf, qr, **opts)
     return res

@@ -11,6 +11,7 @@ Naming convention of the code generator (``microtrain/codegen/context.py``):
   ``P_*`` in .rodata            frozen weights and biases (flash)
   other ``*`` in .rodata        constants (multipliers, shifts, QAS factors, params): other_flash
 (``mt_trainable_*`` / ``mt_frozen_*`` are accepted too, for hand-written programs.)
+  static data of ``mt_main.c``  the driver's sample/logit buffers (kind driver_buffers)
 Everything else: code (.text), runtime/libc data, start-up tables.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
+DRIVER_FILE = "mt_main.c"  # static buffers of the generated driver (sample, logits): kind driver_buffers
 FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.extab", ".ARM.exidx", ".init_array")
 SRAM_SECTIONS = (".data", ".bss")
 
@@ -81,20 +83,28 @@ class MemoryReport:
         }
 
 
-def _symbols(elf: ELFFile):
-    """(name, section name, size) of every sized data/code symbol."""
+def _symbols(elf: ELFFile, with_file: bool = False):
+    """(name, section name, size) of every sized data/code symbol; with ``with_file`` also the
+    source file of local (static) symbols, from the STT_FILE symbol that precedes them."""
     symtab = elf.get_section_by_name(".symtab")
     if symtab is None:
         return
+    current_file = ""
     for sym in symtab.iter_symbols():
+        if sym["st_info"]["type"] == "STT_FILE":
+            current_file = sym.name
+            continue
+        if with_file and sym["st_info"]["bind"] != "STB_LOCAL":
+            current_file = ""
         size = sym["st_size"]
         if size == 0 or sym["st_info"]["type"] not in ("STT_OBJECT", "STT_FUNC"):
             continue
         shndx = sym["st_shndx"]
+        extra = (current_file,) if with_file else ()
         if shndx == "SHN_COMMON":
-            yield sym.name, "COMMON", size
+            yield (sym.name, "COMMON", size, *extra)
         elif isinstance(shndx, int):
-            yield sym.name, elf.get_section(shndx).name, size
+            yield (sym.name, elf.get_section(shndx).name, size, *extra)
 
 
 def memory_report(elf_path: Path, rules: list[tuple[str, str, tuple[str, ...]]] | None = None,
@@ -106,26 +116,31 @@ def memory_report(elf_path: Path, rules: list[tuple[str, str, tuple[str, ...]]] 
         elf = ELFFile(f)
         sections = {s.name: s["sh_size"] for s in elf.iter_sections()
                     if s["sh_flags"] & 0x2 and s.name != ".reserve"}  # SHF_ALLOC
-        syms = list(_symbols(elf))
+        syms_f = list(_symbols(elf, with_file=True))
+    syms = [t[:3] for t in syms_f]
+    driver = {(n, sec) for n, sec, _s, f in syms_f if f == DRIVER_FILE}
 
     flash = sum(v for k, v in sections.items() if k in FLASH_SECTIONS) + sections.get(".data", 0)
     sram_static = sum(sections.get(k, 0) for k in SRAM_SECTIONS)
 
-    breakdown = {"arena": 0, "trainable_weights": 0, "frozen_weights": 0, "other_sram": 0,
+    breakdown = {"arena": 0, "trainable_weights": 0, "frozen_weights": 0, "driver_buffers": 0, "other_sram": 0,
                  "code": sections.get(".text", 0) + sections.get(".isr_vector", 0), "other_flash": 0}
     for name, sec, size in syms:
         kind = _section_kind(sec)
         if kind not in ("data", "bss", "rodata"):
             continue
         label = None
-        if name in trainable_names:
+        if (name, sec) in driver and kind in ("data", "bss"):
+            label = "driver_buffers"
+        elif name in trainable_names:
             label = "trainable_weights"
         for rule_kind, pattern, kinds in rules:
             if label is None and kind in kinds and fnmatch.fnmatchcase(name, pattern):
                 label = rule_kind
         if label is not None:
             breakdown[label] += size
-    breakdown["other_sram"] = sram_static - breakdown["arena"] - breakdown["trainable_weights"]
+    breakdown["other_sram"] = (sram_static - breakdown["arena"] - breakdown["trainable_weights"]
+                               - breakdown["driver_buffers"])
     breakdown["other_flash"] = flash - breakdown["code"] - breakdown["frozen_weights"]
     data_syms = [(n, _section_kind(s) or s, z) for n, s, z in syms if _section_kind(s) in ("data", "bss", "rodata")]
     data_syms.sort(key=lambda t: -t[2])
