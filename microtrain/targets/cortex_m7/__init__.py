@@ -24,6 +24,7 @@ from microtrain.targets.cortex_m7.toolchain import BuildConfig, build_elf
 
 NAME = "cortex-m7"
 BUILD_SUBDIR = Path("build") / "cortex-m7"
+BUDGET_KEYS = ("flash", "sram", "min_heap", "min_stack")
 
 __all__ = ["NAME", "build", "run", "memory", "project_sources", "TargetRunResult", "build_elf", "run_elf",
            "memory_report", "BuildConfig", "MemoryReport", "QemuRun", "linker"]
@@ -145,5 +146,5 @@ def run(project_dir: Path, workdir: Path, **opts) -> TargetRunResult:
         res.eval_correct, res.eval_total = int(m.group(1)), int(m.group(2))
     weights = Path(workdir) / "mt_weights.bin"
     res.weights_path = weights if weights.exists() else None
-    res.memory = memory(project_dir, elf, qr, **opts)
+    res.memory = memory(project_dir, elf, qr, **{k: v for k, v in opts.items() if k in BUDGET_KEYS})
     return res
