@@ -1,0 +1,199 @@
+"""The QAS experiment (paper Table 1) on data we have: which int8 optimizer reaches fp32?
+
+mcunet-5fps (ImageNet int8 zoo model) with a fresh 10-class head, the last two blocks and
+the classifier trained (weights and biases; ``last-blocks:2``), on Fashion-MNIST and
+scikit-learn digits resized to ``--resolution``. Rows: fp32 SGD-M (the float model of
+``sim/float_model.py``), int8 SGD-M, int8 Adam, int8 SGD-M+QAS, int8 SGD+QAS, each with
+nearest and stochastic rounding, the float-shadow simulation (SGD+QAS, the paper's own
+simulation), and bias-only / classifier-only for reference. Every row sweeps the same
+learning-rate grid; the lr is chosen on a validation split held out of the training
+subset, and the test accuracy at that lr is reported.
+
+The frozen prefix (everything before block 12) never changes, so its output is computed
+once per image and cached (``Trainer.cache``).
+
+    nice -n 10 .venv/bin/python benchmarks/qas_experiment.py --dataset digits --out-json /tmp/qas_digits.json
+    .venv/bin/python benchmarks/qas_experiment.py --merge /tmp/qas_*.json --append-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from microtrain.data.datasets import load_dataset  # noqa: E402
+from microtrain.data.preprocess import preprocess  # noqa: E402
+from microtrain.frontend.heads import new_head  # noqa: E402
+from microtrain.frontend.mcu_zoo import import_zoo_model  # noqa: E402
+from microtrain.models import zoo_model_path  # noqa: E402
+from microtrain.sim.resolution import with_resolution  # noqa: E402
+from microtrain.sparse.presets import preset  # noqa: E402
+from microtrain.sparse.scheme import make_scheme  # noqa: E402
+from microtrain.train.loop import TrainConfig, Trainer  # noqa: E402
+
+# (label, optimizer, rounding, scheme)
+ROWS = [
+    ("fp32 SGD-M", "fp32-sgdm", "-", "last2"),
+    ("int8 SGD-M", "sgdm", "nearest", "last2"),
+    ("int8 SGD-M", "sgdm", "stochastic", "last2"),
+    ("int8 Adam", "adam", "nearest", "last2"),
+    ("int8 Adam", "adam", "stochastic", "last2"),
+    ("int8 SGD-M+QAS", "sgdm-qas", "nearest", "last2"),
+    ("int8 SGD-M+QAS", "sgdm-qas", "stochastic", "last2"),
+    ("int8 SGD+QAS", "sgd-qas", "nearest", "last2"),
+    ("int8 SGD+QAS", "sgd-qas", "stochastic", "last2"),
+    ("float-shadow SGD+QAS (paper's simulation)", "float-shadow", "-", "last2"),
+    ("bias-only, int8 SGD+QAS", "sgd-qas", "stochastic", "bias"),
+    ("classifier-only, int8 SGD+QAS", "sgd-qas", "stochastic", "classifier"),
+]
+
+
+def zero_head(graph):
+    """The new head with int8 weights 0 (its quantization kept): initial logits are 0, so the
+    first steps train the head instead of fighting a random one on large features."""
+    classifier = graph.node([n.name for n in graph.weighted_nodes()][-1])
+    tensors = dict(graph.tensors)
+    for name in classifier.inputs[1:]:
+        tensors[name] = tensors[name].with_data(np.zeros_like(tensors[name].data))
+    return graph.replace(tensors=tensors)
+
+
+def schemes(graph):
+    last2 = preset("last-blocks:2", graph)
+    classifier = [n.name for n in graph.weighted_nodes()][-1]
+    bias = make_scheme(graph, last2.bias_layers, {classifier: 1.0}, name="bias-only")
+    return {"last2": last2, "bias": bias, "classifier": preset("classifier-only", graph)}
+
+
+def run_dataset(args) -> dict:
+    torch.set_num_threads(args.threads)
+    graph = with_resolution(new_head(import_zoo_model(zoo_model_path("mcunet-5fps")), 10, seed=0), args.resolution)
+    if args.zero_head:
+        graph = zero_head(graph)
+    sch = schemes(graph)
+    train = load_dataset(args.dataset, "train", limit=args.train_limit + args.val_limit, seed=0)
+    test = load_dataset(args.dataset, "test", limit=args.test_limit, seed=0)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(train))
+    val_idx, tr_idx = perm[:args.val_limit], perm[args.val_limit:]
+    x_train, x_test = preprocess(train.images, graph), preprocess(test.images, graph)
+    caches: dict[int, dict] = {}  # prefix cut -> cached prefix outputs (train, test)
+    results = json.loads(Path(args.out_json).read_text()) if args.out_json and Path(args.out_json).exists() else {}
+    results.setdefault("runs", [])
+    done = {(r["optimizer"], r["rounding"], r["scheme"], r["lr"]) for r in results["runs"]}
+    for label, opt, rounding, scheme_key in ROWS:
+        if args.rows and label not in args.rows:
+            continue
+        for lr in args.lrs:
+            if (opt, rounding, scheme_key, lr) in done:
+                continue
+            t = time.time()
+            cfg = TrainConfig(opt, lr=lr, epochs=args.epochs, batch_size=args.batch_size,
+                              rounding=rounding if rounding != "-" else "nearest", seed=0)
+            scheme = sch[scheme_key]
+            tr = Trainer(graph, scheme, cfg)
+            if tr.sim.cut not in caches:
+                t0 = time.time()
+                caches[tr.sim.cut] = {"train": tr.cache(x_train), "test": tr.cache(x_test)}
+                print(f"[{args.dataset}] prefix cached for {len(x_train) + len(x_test)} images in "
+                      f"{time.time() - t0:.0f} s", file=sys.stderr)
+            cache = caches[tr.sim.cut]
+            sub = {k: v[torch.from_numpy(tr_idx)] for k, v in cache["train"].items()}
+            val = {k: v[torch.from_numpy(val_idx)] for k, v in cache["train"].items()}
+            tr.fit(sub, train.labels[tr_idx])
+            row = {"label": label, "optimizer": opt, "rounding": rounding, "scheme": scheme_key, "lr": lr,
+                   "val_accuracy": tr.evaluate(val, train.labels[val_idx]),
+                   "test_accuracy": tr.evaluate(cache["test"], test.labels),
+                   "train_loss": tr.history[-1]["train_loss"], "seconds": time.time() - t}
+            results["runs"].append(row)
+            print(f"[{args.dataset}] {label:45s} {rounding:10s} lr={lr:<6g} val {row['val_accuracy']:.3f} "
+                  f"test {row['test_accuracy']:.3f} loss {row['train_loss']:.3f} ({row['seconds']:.0f} s)",
+                  file=sys.stderr, flush=True)
+            if args.out_json:
+                results.update(dataset=args.dataset, config=config_of(args), train_size=len(tr_idx),
+                               val_size=len(val_idx), test_size=len(test))
+                Path(args.out_json).write_text(json.dumps(results, indent=1))
+    return results
+
+
+def config_of(args) -> dict:
+    return {"resolution": args.resolution, "epochs": args.epochs, "batch_size": args.batch_size, "lrs": args.lrs,
+            "train_limit": args.train_limit, "val_limit": args.val_limit, "test_limit": args.test_limit}
+
+
+def best_per_row(runs: list[dict]) -> dict:
+    best: dict = {}
+    for r in runs:
+        key = (r["label"], r["rounding"])
+        if key not in best or r["val_accuracy"] > best[key]["val_accuracy"]:
+            best[key] = r
+    return best
+
+
+def table(all_results: list[dict]) -> str:
+    datasets = [r["dataset"] for r in all_results]
+    bests = [best_per_row(r["runs"]) for r in all_results]
+    head = "| row | rounding | " + " | ".join(f"{d} test acc % (lr)" for d in datasets) + " |"
+    lines = [head, "|" + "---|" * (2 + len(datasets))]
+    for label, _opt, rounding, _s in ROWS:
+        cells = []
+        for b in bests:
+            r = b.get((label, rounding))
+            cells.append(f"{100 * r['test_accuracy']:.1f} ({r['lr']:g})" if r else "-")
+        if any(c != "-" for c in cells):
+            lines.append(f"| {label} | {rounding} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--train-limit", type=int, default=600)
+    p.add_argument("--val-limit", type=int, default=150)
+    p.add_argument("--test-limit", type=int, default=500)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lrs", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
+    p.add_argument("--rows", nargs="*", help="only these row labels")
+    p.add_argument("--zero-head", action="store_true", help="start the new head from zero weights")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out-json", help="results file (runs already in it are skipped: the sweep resumes)")
+    p.add_argument("--merge", nargs="+", help="print the table of these result files instead of running")
+    p.add_argument("--append-results", action="store_true", help="append the table to docs/RESULTS.md")
+    p.add_argument("--command", default=None, help="the command lines to record with --append-results")
+    args = p.parse_args()
+    if args.merge:
+        all_results = [json.loads(Path(f).read_text()) for f in args.merge]
+    else:
+        all_results = [run_dataset(args)]
+    text = table(all_results)
+    print(text)
+    if args.append_results:
+        cfgs = "; ".join(f"{r['dataset']}: {r['train_size']} train / {r['val_size']} val (lr choice) / "
+                         f"{r['test_size']} test images, config {json.dumps(r['config'])}" for r in all_results)
+        section = (f"\n## QAS experiment (paper Table 1), {datetime.date.today()}\n\n"
+                   f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared). mcunet-5fps + new 10-class "
+                   f"head, last two blocks + classifier trained (weights and biases), batch as configured, "
+                   f"cosine schedule with 10 % warm-up, momentum 0.9, one seed. {cfgs}. Accuracy is on the "
+                   f"test subset at the lr with the best validation accuracy.\n\n"
+                   f"Commands:\n\n```\n{args.command or ' '.join(sys.argv)}\n```\n\n{text}\n")
+        with open(ROOT / "docs" / "RESULTS.md", "a") as f:
+            f.write(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
