@@ -47,11 +47,13 @@ def _config(opts: dict) -> BuildConfig:
                        sram=linker.parse_size(opts.get("sram") or linker.DEFAULT_SRAM),
                        min_heap=linker.parse_size(opts.get("min_heap") or linker.DEFAULT_MIN_HEAP),
                        min_stack=linker.parse_size(opts.get("min_stack") or linker.DEFAULT_MIN_STACK),
-                       wrap_model=True)
+                       wrap_model=True,
+                       defines=dict(d.split("=", 1) if "=" in d else (d, "1") for d in opts.get("defines") or ()))
 
 
 def build(project_dir: Path, **opts) -> Path:
-    """Build the project's firmware ELF at the budgets (opts: flash, sram, min_heap, min_stack).
+    """Build the project's firmware ELF at the budgets (opts: flash, sram, min_heap, min_stack;
+    defines: macro names like the host target's, e.g. ("MT_DEBUG_LOGITS",)).
 
     Reuses the ELF of a previous build when no source changed and the budgets are the same."""
     project_dir = Path(project_dir)
