@@ -110,3 +110,70 @@ def avg_pool_params_struct(node: Node, graph: Graph) -> dict[str, int]:
             "input_zero_point": x.quant.z, "output_zero_point": y.quant.z, "multiplier": mult, "shift": shift,
             "act_min": int(node.attrs.get("act_min", -128)), "act_max": int(node.attrs.get("act_max", 127))}
 
+
+
+# --- FUSED_INVERTED_BOTTLENECK (mt_inverted_bottleneck_s8; compiler/fuse_frozen_blocks.py) ---
+
+def inverted_bottleneck_params(node: Node, graph: Graph) -> dict:
+    """Fields of ``mt_inverted_bottleneck_params`` for a FUSED_INVERTED_BOTTLENECK node.
+
+    Nested: ``expand``/``depthwise``/``project`` are ``conv_params`` dicts of the original
+    convs (all zero when the block has no expansion), ``*_q`` their (multiplier, shift)
+    arrays, ``add`` the ``add_params_struct`` of the residual ADD (all zero without one).
+    """
+    from microtrain.interp.fused import block_subgraph, stage  # registers the op's rules
+
+    sub = block_subgraph(node, graph)
+    out: dict = {"has_expand": 0, "has_residual": 0, "shortcut_first": 0}
+    zero_conv = dict.fromkeys(conv_params(sub.node(stage(node, "depthwise")["name"]), sub), 0)
+    for role in ("expand", "depthwise", "project"):
+        s = stage(node, role)
+        if s is None:
+            out[role], out[f"{role}_q"] = zero_conv, (np.zeros(0, np.int32), np.zeros(0, np.int32))
+            continue
+        layer = sub.node(s["name"])
+        out[role], out[f"{role}_q"] = conv_params(layer, sub), per_channel_quant(layer, sub)
+    out["has_expand"] = int(stage(node, "expand") is not None)
+    res = stage(node, "residual")
+    if res is not None:
+        out["has_residual"], out["shortcut_first"] = 1, int(bool(node.attrs["shortcut_first"]))
+        out["add"] = add_params_struct(sub.node(res["name"]), sub)
+    else:
+        out["add"] = dict.fromkeys(("size a_zero_point b_zero_point output_zero_point left_shift a_multiplier a_shift "
+                                    "b_multiplier b_shift output_multiplier output_shift act_min act_max").split(), 0)
+    return out
+
+
+def inverted_bottleneck_get_buffer_size(p: dict) -> int:
+    """Twin of mt_inverted_bottleneck_get_buffer_size: ring of min(kernel_h, in_h) expanded rows
+    (with an expansion), one pixel of depthwise output, one pixel of projection output (with a
+    residual)."""
+    d, pr = p["depthwise"], p["project"]
+    ring = min(d["kernel_h"], d["in_h"]) * d["in_w"] * d["in_c"] if p["has_expand"] else 0
+    return ring + d["out_c"] + (pr["out_c"] if p["has_residual"] else 0)
+
+
+def inverted_bottleneck_inplace_ok(p: dict) -> bool:
+    """Twin of the kernel's aliasing check: may the output overwrite the input (same pointer)?
+
+    Output row oy is written after every expanded row it needs was computed; it may overwrite
+    input bytes that no later row will read. Later rows read input from row
+    ``first_row_needed(oy + 1)`` on (the residual reads each pixel just before overwriting it).
+    """
+    e, d, pr = p["expand"], p["depthwise"], p["project"]
+    in_row = d["in_w"] * d["in_c"] if not p["has_expand"] else e["in_w"] * e["in_c"]
+    in_h = d["in_h"] if not p["has_expand"] else e["in_h"]
+    out_row = pr["out_w"] * pr["out_c"]
+    if in_row * in_h != out_row * pr["out_h"]:
+        return False
+    for oy in range(pr["out_h"] - 1):
+        hi = min(oy * d["stride_h"] - d["pad_top"] + d["kernel_h"] - 1, d["in_h"] - 1)
+        if p["has_expand"]:
+            if hi + 1 >= d["in_h"]:
+                continue  # every expanded row is in the ring already: the input is not read again
+            first = max(0, (hi + 1) * e["stride_h"] - e["pad_top"])
+        else:
+            first = max(0, (oy + 1) * d["stride_h"] - d["pad_top"])
+        if (oy + 1) * out_row > first * in_row:
+            return False
+    return True

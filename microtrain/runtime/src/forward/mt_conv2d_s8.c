@@ -34,30 +34,29 @@ mt_status mt_conv2d_s8(const mt_conv_params *p, const mt_per_channel_quant *q, c
         return MT_ERR_OVERFLOW;
     }
 
-    /* loops */
+    /* loops; the part of the kernel window inside the input is found once per output pixel
+     * (padded positions contribute (z_x - z_x) = 0 and are skipped) */
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
+        const int32_t ky_begin = y0 < 0 ? -y0 : 0;
+        const int32_t ky_end = p->in_h - y0 < p->kernel_h ? p->in_h - y0 : p->kernel_h;
         for (ox = 0; ox < p->out_w; ++ox) {
             const int32_t x0 = ox * p->stride_w - p->pad_left;
+            const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+            const int32_t kx_end = p->in_w - x0 < p->kernel_w ? p->in_w - x0 : p->kernel_w;
+            /* flat index of window tap (0, 0); negative when the window starts in the padding
+             * (kept an integer: a pointer before the array would be undefined behaviour) */
+            const int32_t origin = ((int32_t)y0 * p->in_w + x0) * p->in_c;
+            int8_t *y = output + ((int32_t)oy * p->out_w + ox) * p->out_c;
             for (oc = 0; oc < p->out_c; ++oc) {
                 const int32_t first_in = (oc / out_per_group) * in_per_group;
                 const int8_t *w = weights + (int32_t)oc * p->kernel_h * p->kernel_w * in_per_group;
                 int32_t acc = 0;
                 int32_t ky, kx, i;
-                for (ky = 0; ky < p->kernel_h; ++ky) {
-                    const int32_t iy = y0 + ky;
-                    if (iy < 0 || iy >= p->in_h) {
-                        continue;
-                    }
-                    for (kx = 0; kx < p->kernel_w; ++kx) {
-                        const int32_t ix = x0 + kx;
-                        const int8_t *x;
-                        const int8_t *wk;
-                        if (ix < 0 || ix >= p->in_w) {
-                            continue;
-                        }
-                        x = input + ((int32_t)iy * p->in_w + ix) * p->in_c + first_in;
-                        wk = w + (ky * p->kernel_w + kx) * in_per_group;
+                for (ky = ky_begin; ky < ky_end; ++ky) {
+                    for (kx = kx_begin; kx < kx_end; ++kx) {
+                        const int8_t *x = input + (origin + ((int32_t)ky * p->in_w + kx) * p->in_c + first_in);
+                        const int8_t *wk = w + (ky * p->kernel_w + kx) * in_per_group;
                         for (i = 0; i < in_per_group; ++i) {
                             acc += ((int32_t)x[i] - p->input_zero_point) * (int32_t)wk[i];
                         }
@@ -67,9 +66,8 @@ mt_status mt_conv2d_s8(const mt_conv_params *p, const mt_per_channel_quant *q, c
                     acc = mt_nn_sat_add_s32(acc, bias[oc]);
                 }
                 /* one requantize call, offset, clamp, store */
-                output[((int32_t)oy * p->out_w + ox) * p->out_c + oc] = mt_nn_offset_clamp(
-                    mt_requantize(acc, q->multiplier[oc], q->shift[oc]), p->output_zero_point, p->act_min,
-                    p->act_max);
+                y[oc] = mt_nn_offset_clamp(mt_requantize(acc, q->multiplier[oc], q->shift[oc]), p->output_zero_point,
+                                           p->act_min, p->act_max);
             }
         }
     }

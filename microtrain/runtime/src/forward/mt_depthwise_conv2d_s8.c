@@ -33,36 +33,38 @@ mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_q
         return MT_ERR_OVERFLOW;
     }
 
-    /* loops */
+    /* loops; the part of the kernel window inside the input is found once per output pixel
+     * (padded positions contribute (z_x - z_x) = 0 and are skipped), not once per channel */
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
+        const int32_t ky_begin = y0 < 0 ? -y0 : 0;
+        const int32_t ky_end = p->in_h - y0 < p->kernel_h ? p->in_h - y0 : p->kernel_h;
         for (ox = 0; ox < p->out_w; ++ox) {
             const int32_t x0 = ox * p->stride_w - p->pad_left;
+            const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+            const int32_t kx_end = p->in_w - x0 < p->kernel_w ? p->in_w - x0 : p->kernel_w;
+            /* flat index of window tap (0, 0); negative when the window starts in the padding
+             * (kept an integer: a pointer before the array would be undefined behaviour) */
+            const int32_t origin = ((int32_t)y0 * p->in_w + x0) * p->in_c;
+            int8_t *y = output + ((int32_t)oy * p->out_w + ox) * p->out_c;
             for (c = 0; c < p->out_c; ++c) {
                 const int8_t *w = weights + (int32_t)c * p->kernel_h * p->kernel_w;
                 int32_t acc = 0;
                 int32_t ky, kx;
-                for (ky = 0; ky < p->kernel_h; ++ky) {
-                    const int32_t iy = y0 + ky;
-                    if (iy < 0 || iy >= p->in_h) {
-                        continue;
-                    }
-                    for (kx = 0; kx < p->kernel_w; ++kx) {
-                        const int32_t ix = x0 + kx;
-                        if (ix < 0 || ix >= p->in_w) {
-                            continue;
-                        }
-                        acc += ((int32_t)input[((int32_t)iy * p->in_w + ix) * p->in_c + c] - p->input_zero_point) *
-                               (int32_t)w[ky * p->kernel_w + kx];
+                for (ky = ky_begin; ky < ky_end; ++ky) {
+                    const int8_t *x_row = input + (origin + (int32_t)ky * p->in_w * p->in_c + kx_begin * p->in_c + c);
+                    const int8_t *w_row = w + ky * p->kernel_w;
+                    for (kx = kx_begin; kx < kx_end; ++kx) {
+                        acc += ((int32_t)x_row[(kx - kx_begin) * p->in_c] - p->input_zero_point) *
+                               (int32_t)w_row[kx];
                     }
                 }
                 if (bias != NULL) {
                     acc = mt_nn_sat_add_s32(acc, bias[c]);
                 }
                 /* one requantize call, offset, clamp, store */
-                output[((int32_t)oy * p->out_w + ox) * p->out_c + c] = mt_nn_offset_clamp(
-                    mt_requantize(acc, q->multiplier[c], q->shift[c]), p->output_zero_point, p->act_min,
-                    p->act_max);
+                y[c] = mt_nn_offset_clamp(mt_requantize(acc, q->multiplier[c], q->shift[c]), p->output_zero_point,
+                                          p->act_min, p->act_max);
             }
         }
     }
