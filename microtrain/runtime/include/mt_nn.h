@@ -21,31 +21,32 @@
 
 /* acc + bias, saturated to int32. Saturating here equals the reference (int64 sum, then
  * requantize saturates acc * 2^left): if the int64 sum leaves the int32 range, so does its
- * left shift, with the same sign, and both saturate to the same bound. */
+ * left shift, with the same sign, and both saturate to the same bound. The comparisons
+ * are arranged so that nothing overflows (32-bit arithmetic only). */
 static inline int32_t mt_nn_sat_add_s32(int32_t a, int32_t b)
 {
-    const int64_t s = (int64_t)a + (int64_t)b;
-    if (s > INT32_MAX) {
+    if (b > 0 && a > INT32_MAX - b) {
         return INT32_MAX;
     }
-    if (s < INT32_MIN) {
+    if (b < 0 && a < INT32_MIN - b) {
         return INT32_MIN;
     }
-    return (int32_t)s;
+    return a + b;
 }
 
 /* The last steps of every int8 kernel: add the output zero point, clamp, store as int8.
- * Computed in int64 because the requantized value may be anywhere in the int32 range. */
+ * The requantized value may be anywhere in the int32 range, so it is compared with the
+ * clamp bounds moved by the zero point (small numbers) before the addition, which then
+ * cannot overflow: clamp(r + z, lo, hi) == clamp(r, lo - z, hi - z) + z. */
 static inline int8_t mt_nn_offset_clamp(int32_t requantized, int32_t zero_point, int32_t act_min, int32_t act_max)
 {
-    int64_t v = (int64_t)requantized + zero_point;
-    if (v < act_min) {
-        v = act_min;
+    if (requantized < act_min - zero_point) {
+        return (int8_t)act_min;
     }
-    if (v > act_max) {
-        v = act_max;
+    if (requantized > act_max - zero_point) {
+        return (int8_t)act_max;
     }
-    return (int8_t)v;
+    return (int8_t)(requantized + zero_point);
 }
 
 static inline int mt_nn_is_int8(int32_t v)
