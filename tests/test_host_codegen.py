@@ -51,9 +51,7 @@ def _reference_training(step, x, y, steps):
 
 
 def _touched(step) -> int:
-    g = step.graph
-    return max(b.offset + max(g.tensors[t].nbytes if not b.kind == "weight_gradients" else b.size
-                              for t in b.tensors) for b in step.plan.buffers)
+    return max(b.offset + b.used for b in step.plan.buffers)
 
 
 def _check_project(tmp_path, graph, step, out, exe, steps=STEPS, n=8):
@@ -116,3 +114,13 @@ def test_default_cnn_bit_exact(tmp_path_factory, tmp_path):
     scheme = make_scheme(graph, names[-3:], {n: 1.0 for n in names[-2:]})
     step, out, exe = _project(tmp_path_factory, graph, scheme, name="default")
     _check_project(tmp_path, graph, step, out, exe)
+
+
+def test_toy_banded_early_stage_bit_exact(tmp_path_factory, tmp_path):
+    graph = toy_mbnet(5, size=32, blocks=((4, 8, 2), (2, 8, 1)), classes=4)
+    names = [n.name for n in graph.weighted_nodes()]
+    scheme = make_scheme(graph, names[-4:], {"blocks.1.pointwise2": 1.0, "classifier": 1.0})
+    step, out, exe = _project(tmp_path_factory, graph, scheme, name="banded")
+    banded = [n.name for n in step.graph.nodes if "band" in n.attrs]
+    assert banded[:2] == ["first_conv", "blocks.0.pointwise1"], banded
+    _check_project(tmp_path, graph, step, out, exe, steps=8)

@@ -108,3 +108,25 @@ def test_inference_plan_of_the_forward():
     biggest = max(sizes["blocks.0.pointwise1.out"] + sizes["blocks.0.depthwise.out"], 0)
     assert plan.arena_bytes >= biggest
     assert np.isclose(plan.trainable_bytes, 0)
+
+
+def test_split_bands_lowers_the_inference_peak_and_keeps_rows_consistent():
+    from microtrain.compiler.split_bands import annotate, band_rows, find_chain, split_bands
+
+    graph = toy_mbnet(5, size=32, blocks=((4, 8, 2), (2, 8, 1)), classes=4)
+    chain = find_chain(graph)
+    assert [graph.nodes[i].name for i in chain] == ["first_conv", "blocks.0.pointwise1", "blocks.0.depthwise",
+                                                    "blocks.0.pointwise2"]
+    whole = plan_memory(graph).peak_bytes
+    banded = split_bands(graph)
+    assert plan_memory(banded).peak_bytes < whole
+    # every band of every layer: output rows follow from the input rows by the conv formula
+    nodes = [graph.nodes[i] for i in chain]
+    for info, node in zip(band_rows(graph, nodes, 4), nodes, strict=True):
+        k = graph.tensors[node.inputs[1]].shape[1]
+        s = node.attrs["stride"][0]
+        for (a, b), (i0, i1, pt, pb) in zip(info["rows"], info["in_rows"], strict=True):
+            assert (i1 - i0 + pt + pb - k) // s + 1 == b - a
+    # bands of the last layer tile its output exactly
+    last = annotate(graph, chain, 4).nodes[chain[-1]].attrs["band"]["rows"]
+    assert [r for band in last for r in range(*band)] == list(range(16))

@@ -39,12 +39,43 @@ def _is_pointwise(layer: Node, ctx: CContext) -> bool:
             and int(layer.attrs.get("groups", 1)) == 1)
 
 
+def _conv_kernel(node: Node, ctx: CContext) -> str:
+    return ("mt_depthwise_conv2d_s8" if _is_depthwise(node, ctx)
+            else "mt_pointwise_conv2d_s8" if _is_pointwise(node, ctx) else "mt_conv2d_s8")
+
+
 def _conv2d(node: Node, ctx: CContext) -> list[str]:
+    if "band" in node.attrs:
+        return _banded_chain(node, ctx)
     x, w, b = node.inputs
-    kernel = ("mt_depthwise_conv2d_s8" if _is_depthwise(node, ctx)
-              else "mt_pointwise_conv2d_s8" if _is_pointwise(node, ctx) else "mt_conv2d_s8")
-    return [_try(ctx, kernel, "&" + ctx.conv_params(node), "&" + ctx.requant(node), ctx.ptr(x), ctx.ptr(w),
-                 ctx.ptr(b), ctx.ptr(node.outputs[0]))]
+    return [_try(ctx, _conv_kernel(node, ctx), "&" + ctx.conv_params(node), "&" + ctx.requant(node), ctx.ptr(x),
+                 ctx.ptr(w), ctx.ptr(b), ctx.ptr(node.outputs[0]))]
+
+
+def _banded_chain(node: Node, ctx: CContext) -> list[str]:
+    """The whole chain (split_bands), unrolled band by band, at its first node."""
+    band = node.attrs["band"]
+    if band["index"] != 0:
+        return [f"/* {node.name}: computed band by band with {band['chain']} above */"]
+    start = next(i for i, n in enumerate(ctx.graph.nodes) if n.name == node.name)
+    chain = ctx.graph.nodes[start:start + band["length"]]
+    lines = [f"/* {len(chain)} convs in {band['bands']} bands of output rows (bit-exact with whole tensors) */"]
+    for k in range(band["bands"]):
+        for li, layer in enumerate(chain):
+            x_t = ctx.graph.tensors[layer.inputs[0]]
+            y_t = ctx.graph.tensors[layer.outputs[0]]
+            a, b = layer.attrs["band"]["rows"][k]
+            i0, i1, pt, pb = layer.attrs["band"]["in_rows"][k]
+            fields = {**twins.conv_params(layer, ctx.graph), "in_h": i1 - i0, "out_h": b - a,
+                      "pad_top": pt, "pad_bottom": pb}
+            params = ctx.struct("mt_conv_params", "CB", f"{layer.name}.band{k}", fields)
+            row_in = x_t.shape[2] * x_t.shape[3]
+            row_out = y_t.shape[2] * y_t.shape[3]
+            src = ctx.ptr(layer.inputs[0]) + (f" + {i0 * row_in}" if li == 0 else "")
+            dst = ctx.ptr(layer.outputs[0]) + (f" + {a * row_out}" if li == len(chain) - 1 else "")
+            lines.append(_try(ctx, _conv_kernel(layer, ctx), "&" + params, "&" + ctx.requant(layer), src,
+                              ctx.ptr(layer.inputs[1]), ctx.ptr(layer.inputs[2]), dst))
+    return lines
 
 
 def _fully_connected(node: Node, ctx: CContext) -> list[str]:

@@ -20,6 +20,7 @@ from microtrain.compiler.plan_memory import MemoryPlan, plan_memory
 from microtrain.compiler.prune_frozen import prune_frozen
 from microtrain.compiler.reorder_updates import reorder_updates
 from microtrain.compiler.slice_subtensor import slice_subtensor
+from microtrain.compiler.split_bands import split_bands
 from microtrain.ir.graph import Graph
 from microtrain.ir.verify import verify_graph
 from microtrain.sparse.scheme import UpdateScheme
@@ -34,6 +35,7 @@ class CompileOptions:
     masks: bool = True          # 1-bit clamp masks instead of saved int8 outputs
     reorder: bool = True        # apply each update as soon as its gradient exists
     per_channel: bool = True    # with reorder: compute/apply/free one output channel's gradient at a time
+    bands: bool = True          # run the leading high-resolution convs band by band when that lowers the peak
     rounding: str = "nearest"   # update rounding: nearest | stochastic
     seed: int = 0               # stochastic rounding seed (the generated code can override it)
     qas: bool = True            # quantization-aware scaling of the update
@@ -71,6 +73,8 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
         ("hoist_masks", opt.masks, hoist_masks, "peak"),
         # each update right after its gradient (per output channel), gradients freed at once
         ("reorder_updates", opt.reorder, lambda g: reorder_updates(g, opt.per_channel), "peak"),
+        # leading convs whose outputs the backward never reads run one band of rows at a time
+        ("split_bands", opt.bands, split_bands, "peak"),
     ]
     lines = []
     g = graph
@@ -102,6 +106,7 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
     return CompiledStep(g, plan, opt, lines)
 
 
-def compile_inference(graph: Graph, algorithm: str = "greedy_by_size") -> MemoryPlan:
+def compile_inference(graph: Graph, algorithm: str = "greedy_by_size", bands: bool = True) -> MemoryPlan:
     """Memory plan of the int8 forward alone (what inference on the device needs)."""
-    return plan_memory(verify_graph(graph), algorithm)
+    g = verify_graph(graph)
+    return plan_memory(split_bands(g) if bands else g, algorithm)

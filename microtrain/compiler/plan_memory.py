@@ -47,6 +47,8 @@ class Buffer:
     kind: str
     tensors: list[str]
     offset: int = -1
+    used: int = 0
+    """Bytes actually read/written (the size before alignment)."""
 
 
 @dataclasses.dataclass
@@ -89,8 +91,10 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def tensor_bytes(graph: Graph, name: str, chunks: dict[str, int]) -> int:
+def tensor_bytes(graph: Graph, name: str, chunks: dict[str, int], bands: dict[str, int] | None = None) -> int:
     t = graph.tensors[name]
+    if bands and name in bands:  # a band buffer of a chain run band by band (split_bands)
+        return bands[name]
     if name in chunks:  # a gradient computed and applied one output-channel chunk at a time
         return t.nbytes // t.shape[0] * chunks[name]
     return t.nbytes
@@ -127,6 +131,7 @@ def lifetimes(graph: Graph) -> list[Buffer]:
     for o in graph.outputs:
         last[o] = end
     chunks = {n.outputs[0]: n.attrs["chunk"] for n in nodes if "chunk" in n.attrs and n.op not in UPDATE_OPS}
+    bands = _band_buffers(graph, first, last)
     fwd_end = next((i for i, n in enumerate(nodes) if n.op == Op.SOFTMAX_CROSS_ENTROPY), end) + 1
     fwd_outputs = {o for n in nodes[:fwd_end] for o in n.outputs}
     backward_readers = {x for n in nodes[fwd_end:] for x in n.inputs}
@@ -160,15 +165,39 @@ def lifetimes(graph: Graph) -> list[Buffer]:
     buffers: dict[str, Buffer] = {}
     for name in first:
         r = root(name)
-        size = _align(tensor_bytes(graph, name, chunks))
+        used = tensor_bytes(graph, name, chunks, bands)
+        size = _align(used)
         if r not in buffers:
             buffers[r] = Buffer(r, size, first[name], last[name],
-                                _kind(graph, r, backward_readers, param_grads, fwd_outputs), [name])
+                                _kind(graph, r, backward_readers, param_grads, fwd_outputs), [name], used=used)
         else:
             b = buffers[r]
             b.size, b.first, b.last = max(b.size, size), min(b.first, first[name]), max(b.last, last[name])
+            b.used = max(b.used, used)
             b.tensors.append(name)
     return list(buffers.values())
+
+
+def _band_buffers(graph: Graph, first: dict[str, int], last: dict[str, int]) -> dict[str, int]:
+    """Sizes of band buffers; widens the lifetimes of a banded chain's tensors to the whole chain."""
+    chains: dict[str, list[int]] = {}
+    for i, n in enumerate(graph.nodes):
+        if "band" in n.attrs:
+            chains.setdefault(n.attrs["band"]["chain"], []).append(i)
+    sizes = {}
+    for idx in chains.values():
+        s0, s1 = idx[0], idx[-1]
+        for i in idx[:-1]:
+            out = graph.nodes[i].outputs[0]
+            t = graph.tensors[out]
+            rows = max(b - a for a, b in graph.nodes[i].attrs["band"]["rows"])
+            sizes[out] = rows * t.nbytes // t.shape[1]
+            first[out], last[out] = s0, s1
+        first[graph.nodes[s1].outputs[0]] = s0
+        x = graph.nodes[s0].inputs[0]
+        if x in last:
+            last[x] = max(last[x], s1)
+    return sizes
 
 
 def _overlaps_in_time(a: Buffer, b: Buffer) -> bool:
