@@ -33,7 +33,18 @@ from microtrain.sparse.presets import PUBLISHED, load_scheme
 from microtrain.targets import host
 
 
-def instructions_per_step(graph, scheme_name: str, steps: int, root: Path) -> int:
+def _callgrind(out: Path, work: Path, exe: Path, function: str) -> int:
+    cg_out = work / f"callgrind.{function}.out"
+    wrapper = ("valgrind", "--tool=callgrind", f"--toggle-collect={function}", f"--callgrind-out-file={cg_out}")
+    host.run(out, work, exe=exe, timeout=3600, wrapper=wrapper)
+    m = re.search(r"^(?:summary|totals): (\d+)", cg_out.read_text(), re.M)
+    if not m:
+        raise RuntimeError(f"no instruction total in {cg_out}")
+    return int(m.group(1))
+
+
+def instructions_per_step(graph, scheme_name: str, steps: int, root: Path) -> tuple[int, int]:
+    """(instructions per mt_train_step, instructions per mt_infer)."""
     step = compile_training(graph, load_scheme(scheme_name, graph), CompileOptions())
     out = generate_project(step, graph, root / scheme_name.replace("/", "_"))
     exe = host.build(out, opt="-O2")
@@ -42,13 +53,9 @@ def instructions_per_step(graph, scheme_name: str, steps: int, root: Path) -> in
     x = rng.integers(-128, 128, (steps,) + shape).astype(np.int8)
     y = rng.integers(0, 10, steps).astype(np.int32)
     work = write_driver_files(out / "cg", x, y, steps=steps, lr=0.01)
-    cg_out = work / "callgrind.out"
-    wrapper = ("valgrind", "--tool=callgrind", "--toggle-collect=mt_train_step", f"--callgrind-out-file={cg_out}")
-    host.run(out, work, exe=exe, timeout=3600, wrapper=wrapper)
-    m = re.search(r"^(?:summary|totals): (\d+)", cg_out.read_text(), re.M)
-    if not m:
-        raise RuntimeError(f"no instruction total in {cg_out}")
-    return int(m.group(1)) // steps
+    train = _callgrind(out, work, exe, "mt_train_step") // steps
+    work = write_driver_files(out / "cg_infer", x, y, steps=0, lr=0.01, x_test=x, y_test=y, eval_count=steps)
+    return train, _callgrind(out, work, exe, "mt_infer") // steps
 
 
 def main() -> int:
@@ -60,16 +67,18 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         print("valgrind not installed (Debian package valgrind)", file=sys.stderr)
         return 1
-    lines = ["| model | scheme | instructions / step | full / this |", "|---|---|---|---|"]
+    lines = ["| model | scheme | instructions / training step | full / this | of which backward + update "
+             "(step - inference) | full / this (backward + update) |", "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             graph = new_head(load_model(model), 10)
-            full = instructions_per_step(graph, "full", args.steps, Path(tmp))
-            lines.append(f"| {model} | full | {full:,} | 1.0 |")
+            full, infer = instructions_per_step(graph, "full", args.steps, Path(tmp))
+            lines.append(f"| {model} | full (inference {infer:,}) | {full:,} | 1.0 | {full - infer:,} | 1.0 |")
             print(lines[-1], file=sys.stderr)
             for budget in PUBLISHED[model]:
-                n = instructions_per_step(graph, f"{model}/{budget}", args.steps, Path(tmp))
-                lines.append(f"| {model} | {model}/{budget} (reorder) | {n:,} | {full / n:.1f} |")
+                n, inf_n = instructions_per_step(graph, f"{model}/{budget}", args.steps, Path(tmp))
+                lines.append(f"| {model} | {model}/{budget} (reorder) | {n:,} | {full / n:.1f} | {n - inf_n:,} | "
+                             f"{(full - infer) / max(n - inf_n, 1):.1f} |")
                 print(lines[-1], file=sys.stderr)
     text = "\n".join(lines)
     print(text)

@@ -126,8 +126,9 @@ VJP_RULES: dict[Op, VjpRule] = {
     Op.SOFTMAX_CROSS_ENTROPY: _softmax_cross_entropy,
 }
 
-VJP_EXEMPT = TRAINING_OPS
-"""Training ops are never differentiated (no second-order gradients)."""
+VJP_EXEMPT = TRAINING_OPS | frozenset(op for op in Op if op.name.startswith("FUSED_"))
+"""Training ops are never differentiated (no second-order gradients); fused ops only ever
+replace frozen blocks (compiler/fuse_frozen_blocks.py), through which no gradient flows."""
 
 
 def differentiate(graph: Graph) -> Graph:
