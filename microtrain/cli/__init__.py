@@ -20,6 +20,7 @@ VERB_MODULES = [
     "quantize",
     "compile",
     "run",
+    "finetune",
 ]
 
 

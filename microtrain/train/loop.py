@@ -187,3 +187,38 @@ class Trainer:
         if self.float_model is not None:
             self.float_model.write_back()
         return self.sim.to_graph()
+
+    # --- checkpointing --------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs: trained codes, optimizer state, position, history."""
+        state: dict = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "history": list(self.history),
+                       "epoch_losses": list(self.epoch_losses),
+                       "codes": {name: {"w": p.w_q.clone(), "b": p.b_q.clone()} for name, p in self.sim.params.items()
+                                 if name in self.sim.scheme.updated_layers()},
+                       "torch_opts": [opt.state_dict() for opt in self.torch_opts]}
+        if self.int8_opt is not None:
+            state["int8_opt"] = self.int8_opt.state_dict()
+        if self.float_model is not None:
+            state["float_weights"] = {k: [t.detach().clone() for t in v] for k, v in self.float_model.weights.items()}
+        if self.sim.head_w is not None:
+            state["head"] = [self.sim.head_w.detach().clone(), self.sim.head_b.detach().clone()]
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+        self.history, self.epoch_losses = list(state["history"]), list(state["epoch_losses"])
+        for name, codes in state["codes"].items():
+            self.sim.params[name].w_q.copy_(codes["w"])
+            self.sim.params[name].b_q.copy_(codes["b"])
+        if self.int8_opt is not None:
+            self.int8_opt.load_state_dict(state["int8_opt"])
+        with torch.no_grad():
+            if self.float_model is not None:
+                for k, v in state["float_weights"].items():
+                    for t, saved in zip(self.float_model.weights[k], v, strict=True):
+                        t.copy_(saved)
+            if self.sim.head_w is not None:
+                self.sim.head_w.copy_(state["head"][0])
+                self.sim.head_b.copy_(state["head"][1])
+        for opt, st in zip(self.torch_opts, state["torch_opts"], strict=True):
+            opt.load_state_dict(st)
