@@ -107,6 +107,13 @@ class UpdateParams(ctypes.Structure):
                 ("step", ctypes.c_uint32), ("tensor_id", ctypes.c_uint32)]
 
 
+class InvertedBottleneckParams(ctypes.Structure):
+    _fields_ = [("has_expand", ctypes.c_int32), ("expand", ConvParams), ("expand_q", PerChannelQuant),
+                ("depthwise", ConvParams), ("depthwise_q", PerChannelQuant), ("project", ConvParams),
+                ("project_q", PerChannelQuant), ("has_residual", ctypes.c_int32), ("shortcut_first", ctypes.c_int32),
+                ("add", AddParams)]
+
+
 _P = ctypes.POINTER
 _i8, _u8, _i32, _f32 = _P(ctypes.c_int8), _P(ctypes.c_uint8), _P(ctypes.c_int32), _P(ctypes.c_float)
 _I, _U, _F = ctypes.c_int32, ctypes.c_uint32, ctypes.c_float
@@ -149,6 +156,8 @@ PROTOTYPES: dict[str, tuple[type, list[type]]] = {
     "mt_linear_grad_input_f32": (_I, [_fc, _f32, _f32, _f32]),
     "mt_linear_grad_weight_f32": (_I, [_fc, _f32, _f32, _ch, _f32]),
     "mt_sgd_update_f32": (_I, [_f32, _I, _f32, _ch, _F]),
+    "mt_inverted_bottleneck_get_buffer_size": (_I, [_P(InvertedBottleneckParams)]),
+    "mt_inverted_bottleneck_s8": (_I, [_P(InvertedBottleneckParams), _i8, _i8, _i32, _i8, _i32, _i8, _i32, _i8, _i8]),
 }
 
 

@@ -341,6 +341,41 @@ mt_status mt_linear_grad_weight_f32(const mt_fc_params *p, const float *input, c
 mt_status mt_sgd_update_f32(float *weights, int32_t channel_size, const float *grad, const mt_channels *ch,
                             float lr);
 
+/* ------------------------------------------------------------------------------------ */
+/* forward/ fused frozen block (compiler/fuse_frozen_blocks.py, interp/fused.py)         */
+/* ------------------------------------------------------------------------------------ */
+
+/* FUSED_INVERTED_BOTTLENECK: [expand conv, groups 1] -> depthwise conv -> 1x1 projection
+ * [-> residual ADD with the block input], each stage's fields exactly as for its own kernel
+ * (twins.inverted_bottleneck_params). expand/expand_q are ignored when has_expand == 0 and
+ * add when has_residual == 0; shortcut_first: the block input is the ADD's operand a. */
+typedef struct {
+    int32_t has_expand;
+    mt_conv_params expand;
+    mt_per_channel_quant expand_q;
+    mt_conv_params depthwise;
+    mt_per_channel_quant depthwise_q;
+    mt_conv_params project;
+    mt_per_channel_quant project_q;
+    int32_t has_residual;
+    int32_t shortcut_first;
+    mt_add_params add;
+} mt_inverted_bottleneck_params;
+
+/* Scratch bytes: min(kernel_h, in_h) rows of the expanded tensor (with an expansion) +
+ * one depthwise output pixel + one projection output pixel (with a residual). */
+int32_t mt_inverted_bottleneck_get_buffer_size(const mt_inverted_bottleneck_params *p);
+
+/* The block, row-streamed through the scratch ring; bit-exact with its ops run one by one.
+ * Biases may be NULL (zeros). output may equal input when no later row reads input bytes
+ * an earlier output row overwrites (twins.inverted_bottleneck_inplace_ok), else MT_ERR_PARAM;
+ * scratch may not overlap either. */
+mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, const int8_t *input,
+                                    const int8_t *expand_weights, const int32_t *expand_bias,
+                                    const int8_t *depthwise_weights, const int32_t *depthwise_bias,
+                                    const int8_t *project_weights, const int32_t *project_bias, int8_t *output,
+                                    int8_t *scratch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -25,26 +25,29 @@ mt_status mt_depthwise_conv2d_grad_input_f32(const mt_conv_params *p, const floa
     for (oy = 0; oy < n; ++oy) {
         grad_input[oy] = 0.0f;
     }
+    /* The part of the window inside the input is found once per output pixel; the order of
+     * the additions into each grad_input element is unchanged (output pixels ascending). */
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
+        const int32_t ky_begin = y0 < 0 ? -y0 : 0;
+        const int32_t ky_end = p->in_h - y0 < p->kernel_h ? p->in_h - y0 : p->kernel_h;
         for (ox = 0; ox < p->out_w; ++ox) {
             const int32_t x0 = ox * p->stride_w - p->pad_left;
+            const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+            const int32_t kx_end = p->in_w - x0 < p->kernel_w ? p->in_w - x0 : p->kernel_w;
+            /* flat index of window tap (0, 0), negative inside the padding (an integer, not a
+             * pointer: a pointer before the array would be undefined behaviour) */
+            const int32_t origin = ((int32_t)y0 * p->in_w + x0) * p->in_c;
             const float *g = grad_output + ((int32_t)oy * p->out_w + ox) * p->out_c;
             for (c = 0; c < p->out_c; ++c) {
                 const float gs = g[c] * weight_scale[c];
                 const int8_t *w = weights + (int32_t)c * p->kernel_h * p->kernel_w;
                 int32_t ky, kx;
-                for (ky = 0; ky < p->kernel_h; ++ky) {
-                    const int32_t iy = y0 + ky;
-                    if (iy < 0 || iy >= p->in_h) {
-                        continue;
-                    }
-                    for (kx = 0; kx < p->kernel_w; ++kx) {
-                        const int32_t ix = x0 + kx;
-                        if (ix < 0 || ix >= p->in_w) {
-                            continue;
-                        }
-                        grad_input[((int32_t)iy * p->in_w + ix) * p->in_c + c] += gs * (float)w[ky * p->kernel_w + kx];
+                for (ky = ky_begin; ky < ky_end; ++ky) {
+                    float *gi = grad_input + (origin + ((int32_t)ky * p->in_w + kx_begin) * p->in_c + c);
+                    const int8_t *w_row = w + ky * p->kernel_w;
+                    for (kx = kx_begin; kx < kx_end; ++kx) {
+                        gi[(kx - kx_begin) * p->in_c] += gs * (float)w_row[kx];
                     }
                 }
             }

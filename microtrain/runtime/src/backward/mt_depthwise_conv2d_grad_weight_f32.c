@@ -39,24 +39,23 @@ mt_status mt_depthwise_conv2d_grad_weight_f32(const mt_conv_params *p, float inp
         for (e = 0; e < k_size; ++e) {
             acc[e] = 0.0f;
         }
+        /* window bounds once per output pixel; additions still in output-pixel order */
         for (oy = 0; oy < p->out_h; ++oy) {
             const int32_t y0 = oy * p->stride_h - p->pad_top;
+            const int32_t ky_begin = y0 < 0 ? -y0 : 0;
+            const int32_t ky_end = p->in_h - y0 < p->kernel_h ? p->in_h - y0 : p->kernel_h;
             for (ox = 0; ox < p->out_w; ++ox) {
                 const int32_t x0 = ox * p->stride_w - p->pad_left;
+                const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+                const int32_t kx_end = p->in_w - x0 < p->kernel_w ? p->in_w - x0 : p->kernel_w;
                 const float g = grad_output[((int32_t)oy * p->out_w + ox) * p->out_c + c];
                 int32_t ky, kx;
-                for (ky = 0; ky < p->kernel_h; ++ky) {
-                    const int32_t iy = y0 + ky;
-                    if (iy < 0 || iy >= p->in_h) {
-                        continue;
-                    }
-                    for (kx = 0; kx < p->kernel_w; ++kx) {
-                        const int32_t ix = x0 + kx;
-                        if (ix < 0 || ix >= p->in_w) {
-                            continue;
-                        }
-                        acc[ky * p->kernel_w + kx] +=
-                            g * (float)((int32_t)x[((int32_t)iy * p->in_w + ix) * in_stride] - p->input_zero_point);
+                for (ky = ky_begin; ky < ky_end; ++ky) {
+                    /* integer index (never a pointer before the array), in units of in_stride */
+                    const int8_t *x_row = x + ((int32_t)(y0 + ky) * p->in_w + x0 + kx_begin) * in_stride;
+                    float *a = acc + ky * p->kernel_w;
+                    for (kx = kx_begin; kx < kx_end; ++kx) {
+                        a[kx] += g * (float)((int32_t)x_row[(kx - kx_begin) * in_stride] - p->input_zero_point);
                     }
                 }
             }

@@ -1,0 +1,20 @@
+/*
+ * mt_inverted_bottleneck_get_buffer_size: scratch bytes of mt_inverted_bottleneck_s8:
+ * a ring of min(kernel_h, in_h) expanded rows of the depthwise input (only with an
+ * expansion; without one the depthwise reads the block input directly), one pixel of
+ * depthwise output, and one pixel of projection output (only with a residual).
+ * Python twin: microtrain/runtime/twins.py inverted_bottleneck_get_buffer_size.
+ */
+#include "mt_nn.h"
+
+int32_t mt_inverted_bottleneck_get_buffer_size(const mt_inverted_bottleneck_params *p)
+{
+    const mt_conv_params *d;
+    int32_t rows;
+    if (p == NULL) {
+        return 0;
+    }
+    d = &p->depthwise;
+    rows = d->kernel_h < d->in_h ? d->kernel_h : d->in_h;
+    return (p->has_expand ? rows * d->in_w * d->in_c : 0) + d->out_c + (p->has_residual ? p->project.out_c : 0);
+}
