@@ -59,3 +59,22 @@ def test_forward_bit_exact_zoo_model():
     g = mcu_zoo.import_zoo_model(path)
     x = random_inputs(g, 1, 0)
     _assert_all_equal(g, x, Simulator(g).infer_codes(x))
+
+
+def test_sim_rule_table_covers_every_op():
+    from microtrain.ir.ops import Op
+    from microtrain.sim.ops import SIM_EXEMPT, SIM_RULES
+
+    base_ops = {Op.CONV2D, Op.FULLY_CONNECTED, Op.ADD, Op.GLOBAL_AVG_POOL, Op.RESHAPE, Op.DEQUANTIZE,
+                Op.SOFTMAX_CROSS_ENTROPY}  # the forward ops; the compiler's backward ops are not simulated
+    assert base_ops <= set(SIM_RULES) | SIM_EXEMPT
+    assert not set(SIM_RULES) & SIM_EXEMPT
+
+
+def test_with_resolution_runs_bit_exact():
+    from microtrain.sim.resolution import with_resolution
+
+    g = with_resolution(random_graph(2, resolution=16, blocks=2), 12)
+    assert g.tensors["input"].shape == (1, 12, 12, 3) and g.meta["preprocess"]["resolution"] == [12, 12]
+    x = random_inputs(g, 2, 4)
+    _assert_all_equal(g, x, Simulator(g).infer_codes(x))
