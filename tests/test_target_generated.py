@@ -113,3 +113,18 @@ def test_mbv2_published_scheme_qemu_equals_host(tmp_path):
     scheme = load_scheme("mbv2-w0.35/99kb", graph)
     # Equality at a roomy budget; whether it links at 256 KB is benchmarks/target_cost.py's table.
     _host_vs_qemu(tmp_path, graph, scheme, steps=2, n=2, lr=0.01, sram="1MB")
+
+
+def test_corrupt_data_file_is_a_clear_error(tmp_path):
+    from microtrain.cli.common import UserError
+
+    graph = toy_mbnet(0, size=8, classes=5)
+    names = [n.name for n in graph.weighted_nodes()]
+    step = compile_training(graph, make_scheme(graph, names[-2:], {}), CompileOptions())
+    out = generate_project(step, graph, tmp_path / "proj")
+    x, y = _data(graph, 4)
+    work = write_driver_files(tmp_path / "work", x, y, steps=4, lr=0.05)
+    data = (work / "mt_train_x.bin").read_bytes()
+    (work / "mt_train_x.bin").write_bytes(data[: len(data) // 2])  # truncated: samples 2, 3 missing
+    with pytest.raises(UserError, match=r"exited with code 1(.|\n)*cannot read training sample 2"):
+        cortex_m7.run(out, work)
