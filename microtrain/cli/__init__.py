@@ -21,6 +21,7 @@ VERB_MODULES = [
     "compile",
     "run",
     "finetune",
+    "plan",
 ]
 
 
