@@ -117,3 +117,19 @@ def test_fp32_head_gradient_is_linear_layer_gradient():
     w = sim.head_w.detach().clone().requires_grad_()
     F.cross_entropy(feats @ w.t() + sim.head_b.detach(), torch.tensor([0, 1, 2])).backward()
     torch.testing.assert_close(sim.head_w.grad, w.grad, rtol=RTOL, atol=ATOL)
+
+
+def test_fp32_head_exports_to_int8_classifier():
+    from microtrain.interp.reference import run_graph
+
+    g = random_graph(8)
+    sim = Simulator(g, make_scheme(g, bias_layers=["classifier"], head="fp32"))
+    with torch.no_grad():
+        sim.head_w.mul_(1.5)
+    x = random_inputs(g, 6, 1)
+    logits, _ = sim.forward(x)
+    exported = sim.to_graph(logit_range=float(logits.abs().max()) * 1.1)
+    out = np.stack([run_graph(exported, {"input": x[i:i + 1]})["classifier.out"][0] for i in range(6)])
+    y = exported.tensors["classifier.out"].quant
+    # the int8 head reproduces the float head up to weight/bias/logit quantization
+    assert np.abs(out * y.s - logits.detach().numpy()).max() < 0.1 * float(logits.abs().max())

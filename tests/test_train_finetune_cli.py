@@ -75,3 +75,20 @@ def test_finetune_errors(model, tmp_path, capsys):
     assert "channels" in capsys.readouterr().err
     assert main([*base, "--classes", "10", "--resume", "--out", str(tmp_path / "none")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_finetune_fp32_head_writes_int8_model(model, tmp_path, capsys):
+    out = tmp_path / "fp32"
+    assert main(["finetune", model, *COMMON, "--head", "fp32", "--epochs", "1", "--out", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    g = load_graph(out / "model.json")
+    assert g.tensors["classifier.weight"].dtype == "int8" and g.tensors["classifier.out"].quant.z == 0
+    assert json.loads((out / "scheme.json").read_text())["head"] == "fp32"
+    # the written int8 model predicts like the simulated fp32 head on most test images
+    from microtrain.data.datasets import load_dataset
+    from microtrain.data.preprocess import preprocess
+    from microtrain.interp.batched import infer_batch
+
+    test = load_dataset("digits", "test", limit=40, seed=0)
+    acc = float(np.mean(infer_batch(g, preprocess(test.images, g)).argmax(1) == test.labels))
+    assert abs(acc - doc["test_accuracy"]) <= 0.1

@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--scheme", default="last-k:2", metavar="FILE|PRESET",
                    help="update scheme: a scheme JSON or a preset (full, bias-only, classifier-only, last-k:<k>, "
                         "last-blocks:<n>, mcunet-5fps/99kb, ...; default last-k:2)")
+    p.add_argument("--head", choices=("int8", "fp32"), default=None,
+                   help="train the classifier as int8 (default) or as an fp32 layer on the dequantized features "
+                        "(quantized back to int8 when the model is written)")
     p.add_argument("--optimizer", default="sgd-qas", choices=list(OPTIMIZERS),
                    help="int8 optimizer (sgd-qas is the on-device setting), float-shadow* for the paper's "
                         "simulation, fp32-* for the float baseline (default sgd-qas)")
@@ -115,12 +118,16 @@ def _prepare(args: argparse.Namespace):
         scheme = load_scheme(args.scheme, graph)
     except SchemeError as e:
         raise UserError(f"--scheme {args.scheme}: {e}") from None
+    if args.head is not None:
+        import dataclasses
+
+        scheme = dataclasses.replace(scheme, head=args.head)
     return graph, scheme, train, test, notes
 
 
 def _signature(args: argparse.Namespace) -> dict:
-    keys = ("model", "data", "classes", "scheme", "optimizer", "epochs", "lr", "batch_size", "accumulate", "rounding",
-            "seed", "resolution", "limit", "test_limit")
+    keys = ("model", "data", "classes", "scheme", "head", "optimizer", "epochs", "lr", "batch_size", "accumulate",
+            "rounding", "seed", "resolution", "limit", "test_limit")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -197,7 +204,13 @@ def run(args: argparse.Namespace) -> int:
         emit(args, {"stopped": True, "steps": steps_run[0], "checkpoint": str(ckpt)}, lambda: None)
         return 0
     bar.close()
-    final = trainer.final_graph()
+    if trainer.sim.head_w is not None:  # fp32 head: logits quantized to cover the training set's range
+        with torch.no_grad():
+            logit_max = max(float(trainer.logits({k: v[i:i + 512] for k, v in train_cache.items()}).abs().max())
+                            for i in range(0, len(train), 512))
+        final = trainer.sim.to_graph(logit_range=logit_max)
+    else:
+        final = trainer.final_graph()
     save_graph(final, out / "model")
     history = trainer.history
     (out / "history.json").write_text(json.dumps(history, indent=1))

@@ -17,13 +17,13 @@ initialised from the dequantized int8 classifier and trained in float.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 from microtrain.ir.graph import Graph
-from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
 from microtrain.sim.ops import SIM_RULES, Act, LayerParams, real_weights, to_codes
 from microtrain.sparse.scheme import UpdateScheme, check_scheme
@@ -141,11 +141,35 @@ class Simulator:
                 out[name] = act.q.numpy().astype(t.dtype)
         return out
 
+    def _quantized_head(self, logit_range: float | None) -> dict:
+        from microtrain import quant
+        from microtrain.ir.graph import QParams
+
+        c = self.classifier
+        x_t, w_t, b_t = (self.graph.tensors[n] for n in c.inputs)
+        y_t = self.graph.tensors[c.outputs[0]]
+        w = self.head_w.detach().double().numpy().reshape(w_t.shape)
+        wq, scales = quant.quantize_weights_per_channel(w)
+        bq = quant.quantize_bias(self.head_b.detach().double().numpy(), x_t.quant.s, scales)
+        rng = logit_range if logit_range is not None else y_t.quant.s * (127 - y_t.quant.z)
+        return {w_t.name: dataclasses.replace(w_t, quant=QParams.per_channel(scales), data=wq),
+                b_t.name: b_t.with_data(bq),
+                y_t.name: dataclasses.replace(y_t, quant=QParams.per_tensor(max(rng, 1e-6) / 127.0, 0))}
+
     # --- export -------------------------------------------------------------------------
-    def to_graph(self) -> Graph:
-        """The graph with the current int8 weights / int32 biases (an fp32 head is not exported)."""
+    def to_graph(self, logit_range: float | None = None) -> Graph:
+        """The graph with the current int8 weights / int32 biases.
+
+        An fp32 head is quantized into the classifier: per-channel symmetric int8 weights,
+        int32 bias on s_x * s_w[c], and logits per-tensor symmetric covering +-``logit_range``
+        (default: the classifier's present output range).
+        """
         tensors = dict(self.graph.tensors)
+        if self.head_w is not None:
+            tensors.update(self._quantized_head(logit_range))
         for node in self.layers:
+            if self.head_w is not None and node is self.classifier:
+                continue
             p = self.params[node.name]
             for name, codes in ((node.inputs[1], p.w_q), (node.inputs[2], p.b_q)):
                 t = tensors[name]
@@ -153,6 +177,4 @@ class Simulator:
         return self.graph.replace(tensors=tensors)
 
 
-def is_classifier_output(graph: Graph) -> bool:
-    last = graph.weighted_nodes()[-1]
-    return last.outputs[0] in graph.outputs and last.op in (Op.FULLY_CONNECTED, Op.CONV2D)
+
