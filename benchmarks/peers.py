@@ -51,9 +51,30 @@ MEMORY_DEFINITION = (
     "created). It therefore counts what training adds: activations kept for backward, gradients, optimizer "
     "work buffers, allocator caching, and anything the framework allocates lazily on the first steps; it "
     "excludes the framework's code and the model weights. 'Process peak' is the absolute VmHWM. "
-    "microtrain (Cortex-M7): SRAM = .data + .bss + stack high-water of the linked firmware, as "
-    "`microtrain run --target qemu --json` reports it. Framework allocator statistics: PyTorch has none "
+    "microtrain (Cortex-M7): SRAM of the linked firmware after the run, as `microtrain run --target qemu "
+    "--json` reports it (.data + .bss + stack high-water, plus heap if the C library took one). "
+    "Framework allocator statistics: PyTorch has none "
     "on CPU; TensorFlow's get_memory_info refuses the CPU device; MNN's Python API exposes none.")
+
+
+NOTES = """Notes on the rows:
+- PyTorch sparse: `requires_grad` only on the updated tensors, so autograd saves nothing below the earliest
+  updated layer and computes no gradient for frozen tensors. What PyTorch cannot avoid: a partially updated
+  layer's *full* weight gradient is computed and stored, then a hook zeroes the frozen channels; the saved input
+  of such a layer is the whole fp32 activation (not the kept channels' slice); ReLU6 keeps its fp32 input
+  (not a 1-bit mask); gradients are materialised before `optimizer.step()` instead of applied in place.
+- TensorFlow sparse: the GradientTape is asked only for the updated variables (TF prunes the backward graph);
+  sub-tensor ratios multiply the full kernel gradient by a channel mask, as in PyTorch.
+- MNN (mnn 3.6.1 Python API): training needs `MNN.expr.lazy_eval(True)` (otherwise `SGD.step` returns False and
+  nothing is updated); `reduce_mean` passes no gradient, so pooling is `avg_pool` over the whole map; parameters
+  loaded with `load_parameters` must be `fix_as_trainable()` or they stay frozen. Its optimizer takes the whole
+  module, so there is no MNN sparse row. 'trained tensors moved a/b' checks that every trained tensor changed
+  (with +BN, b also counts BatchNorm's running statistics).
+- +BN rows: the conv weights are the pretrained folded ones, large next to BatchNorm's normalisation, so BN's
+  scale invariance makes their SGD steps ~1e-10, below fp32 resolution: those gradients are computed and applied
+  (the memory and time are real) but the conv weights do not change, hence e.g. 103/155 tensors moved.
+- microtrain host: the generated model and runtime linked with `benchmarks/peers/mt_bench_main.c` (gcc -O2),
+  same measure as the peers; 'arena' is MT_ARENA_BYTES, the planned arena of the compiled step."""
 
 
 def select_rows(spec: str) -> list[str]:
@@ -106,6 +127,7 @@ def add_ratios(results: list[dict]) -> None:
                 r["time_vs_microtrain_host"] = r["median_ms"] / host["median_ms"]
             if sram and r.get("delta_kb") is not None:
                 r["mem_vs_microtrain_sram"] = r["delta_kb"] * 1024 / sram
+                r["peak_vs_microtrain_sram"] = r["peak_rss_kb"] * 1024 / sram
 
 
 def fmt_kb(kb: float | None) -> str:
@@ -124,15 +146,24 @@ def table_rows(results: list[dict]) -> list[list[str]]:
             continue
         if r["row"] == "microtrain-qemu":
             sram = r.get("sram_bytes")
-            out.append([r["model"], r["label"], fmt_kb(sram / 1024 if sram else None), "-", "-", "-",
-                        "SRAM = .data + .bss + stack high-water"])
+            b = r.get("sram_breakdown", {})
+            detail = ", ".join(f"{k} {b[k] / 1024:.1f} KB" for k in ("arena", "trainable_weights", "driver_buffers",
+                                                                       "stack", "heap") if k in b)
+            note = f"SRAM = {r.get('sram_includes') or '.data + .bss + stack high-water'}"
+            note += f" ({detail})" if detail else ""
+            if r.get("train_step_instructions"):
+                note += f"; {r['train_step_instructions'] / 1e6:.0f} M instructions/step"
+            if r.get("fit_note"):
+                note += f"; {r['fit_note']}"
+            out.append([r["model"], r["label"], fmt_kb(sram / 1024 if sram else None), "-", "-", "-", note])
             continue
         ratio = r.get("time_vs_microtrain_host")
         note = f"trained tensors moved {r['trained_tensors_changed']}" if "trained_tensors_changed" in r else ""
         if "arena_bytes" in r:
             note = f"arena {r['arena_bytes'] / 1024:.1f} KB"
         if r.get("mem_vs_microtrain_sram"):
-            note += f"; {r['mem_vs_microtrain_sram']:.0f}x Cortex-M SRAM"
+            note += (f"; {r['mem_vs_microtrain_sram']:.0f}x (delta) / {r['peak_vs_microtrain_sram']:.0f}x "
+                     "(process peak) the Cortex-M SRAM")
         out.append([r["model"], r["label"], fmt_kb(r["delta_kb"]), fmt_kb(r["peak_rss_kb"]),
                     f"{r['median_ms']:.1f}", f"{ratio:.2f}x" if ratio else "-", note])
     return out
@@ -166,7 +197,27 @@ def machine() -> str:
                    if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{platform.machine()}, nproc {os.cpu_count()}, {cpu}, Linux {platform.release()}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{platform.machine()}, nproc {os.cpu_count()}, {cpu}, Linux {platform.release()}, "
+            f"load average {load} (shared machine: times are noisy, memory is not)")
+
+
+def chart_bars(results: list[dict], model: str) -> list[tuple[str, float | None, float, str]]:
+    """(label, delta KB or None, total KB, colour) per measured row of ``model``, then the paper's (MbV2 only).
+
+    total = the process peak for processes, the SRAM for the Cortex-M row, the published figure for the paper.
+    """
+    bars = []
+    for r in (r for r in results if r["model"] == model and r.get("status") == "ok"):
+        if r["row"] == "microtrain-qemu":
+            if r.get("sram_bytes"):
+                bars.append((r["label"], None, r["sram_bytes"] / 1024, "tab:green"))
+        elif r.get("delta_kb") is not None:
+            colour = "tab:green" if r["row"].startswith("microtrain") else "tab:blue"
+            bars.append((r["label"], float(r["delta_kb"]), float(r["peak_rss_kb"]), colour))
+    if model == "mbv2-w0.35":
+        bars += [(f"paper: {name}", None, float(kb), "0.55") for name, kb in PAPER_MBV2_KB.items()]
+    return bars
 
 
 def draw_chart(results: list[dict], path: Path) -> None:
@@ -176,28 +227,26 @@ def draw_chart(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models = sorted({r["model"] for r in results}, key=lambda m: MODELS.index(m) if m in MODELS else 99)
-    fig, axes = plt.subplots(len(models), 1, figsize=(9, 2.2 + 0.45 * len(ROWS) * len(models)), squeeze=False)
+    per_model = {m: chart_bars(results, m) for m in models}
+    heights = [max(1, len(per_model[m])) for m in models]
+    fig, axes = plt.subplots(len(models), 1, figsize=(10, 1.2 + 0.36 * sum(heights)), squeeze=False, sharex=True,
+                             gridspec_kw={"height_ratios": heights})
     for ax, model in zip(axes[:, 0], models, strict=True):
-        labels, values, colors = [], [], []
-        for r in (r for r in results if r["model"] == model and r.get("status") == "ok"):
-            kb = r["sram_bytes"] / 1024 if r["row"] == "microtrain-qemu" and r.get("sram_bytes") else r.get("delta_kb")
-            if kb:
-                labels.append(r["label"])
-                values.append(kb)
-                colors.append("tab:green" if r["row"].startswith("microtrain") else "tab:blue")
-        if model == "mbv2-w0.35":
-            for name, kb in PAPER_MBV2_KB.items():
-                labels.append(f"paper: {name}")
-                values.append(kb)
-                colors.append("0.6")
-        ax.barh(range(len(values)), values, color=colors)
-        ax.set_yticks(range(len(values)), labels, fontsize=8)
+        bars = per_model[model]
+        for i, (_, delta, total, colour) in enumerate(bars):
+            # light bar: the whole process (or SRAM / paper figure); dark bar on top: what the step adds
+            ax.barh(i, total, color=colour, alpha=0.35 if delta is not None else 0.9, height=0.75)
+            if delta is not None:
+                ax.barh(i, delta, color=colour, height=0.75)
+            text = f" {fmt_kb(total)}" if delta is None else f" step +{fmt_kb(delta)} / process {fmt_kb(total)}"
+            ax.text(total, i, text, va="center", fontsize=7)
+        ax.set_yticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
         ax.invert_yaxis()
         ax.set_xscale("log")
-        for i, v in enumerate(values):
-            ax.text(v, i, " " + fmt_kb(v), va="center", fontsize=7)
-        ax.set_title(f"{model}: memory of one training step (KB, log scale)", fontsize=9)
-    axes[-1, 0].set_xlabel("KB (1024 B): peers = peak RSS delta of the step; microtrain Cortex-M = SRAM")
+        ax.set_title(f"{model}, 128x128, batch 1: memory of one training step", fontsize=9)
+    axes[-1, 0].set_xlabel("KB (1024 B), log scale. Dark: peak RSS delta of the step; light: process peak RSS; "
+                           "green solid: Cortex-M7 SRAM; grey: the paper", fontsize=8)
+    axes[-1, 0].set_xlim(right=axes[-1, 0].get_xlim()[1] * 30)  # room for the labels
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -222,6 +271,7 @@ def results_section(results: list[dict], command: str, args: argparse.Namespace,
         "TTE sparse update + reordering 141 KB. The paper counts the whole process; the closest column here is "
         "'process peak' (which includes the framework's own code and libraries); 'train memory (delta)' is "
         "what the training step itself adds.", "",
+        NOTES, "",
     ]
     if chart is not None:
         parts += [f"![memory of one training step, log scale]({os.path.relpath(chart, ROOT / 'docs')})", ""]

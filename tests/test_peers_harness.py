@@ -140,7 +140,8 @@ def test_ratios_and_tables():
         _result("pytorch-full", delta_kb=30 * 1024, peak_rss_kb=360 * 1024, median_ms=60.0,
                 trained_tensors_changed="104/104"),
         _result("microtrain-host", delta_kb=200, peak_rss_kb=1500, median_ms=20.0, arena_bytes=100 * 1024),
-        _result("microtrain-qemu", sram_bytes=150 * 1024),
+        _result("microtrain-qemu", sram_bytes=150 * 1024, sram_breakdown={"arena": 100 * 1024, "stack": 1024},
+                train_step_instructions=294e6, fit_note="does not fit 256 KB SRAM"),
         {"row": "mnn-full", "label": "MNN full update", "model": "mbv2-w0.35", "status": "error",
          "reason": "No module named 'MNN'"},
         _result("pytorch-full", model="mcunet-5fps", delta_kb=10, peak_rss_kb=20, median_ms=5.0,
@@ -151,8 +152,10 @@ def test_ratios_and_tables():
     assert results[0]["mem_vs_microtrain_sram"] == pytest.approx(30 * 1024 / 150)
     assert "time_vs_microtrain_host" not in results[4]  # no microtrain row for that model
     text = peers.format_table(results)
-    assert "30.0 MB" in text and "360.0 MB" in text and "3.00x" in text and "205x Cortex-M SRAM" in text
-    assert "150 KB" in text and "arena 100.0 KB" in text
+    assert "30.0 MB" in text and "360.0 MB" in text and "3.00x" in text
+    assert "205x (delta) / 2458x (process peak) the Cortex-M SRAM" in text
+    assert "150 KB" in text and "arena 100.0 KB" in text and "stack 1.0 KB" in text
+    assert "294 M instructions/step" in text and "does not fit 256 KB SRAM" in text
     assert "error: No module named 'MNN'" in text
     md = peers.format_markdown(results)
     lines = md.splitlines()
@@ -168,12 +171,16 @@ def test_results_section_names_command_definition_and_paper(tmp_path):
     assert "not available yet: `microtrain compile` missing" in text
 
 
-def test_find_numbers_reads_nested_report_fields():
-    doc = {"memory": {"peak_bytes": 140000, "breakdown": {"arena": 9, "name": "x"}}, "sram": {"total": 5},
-           "ok": True}
-    assert run_microtrain.find_numbers(doc, ("peak", "arena")) == {"memory.peak_bytes": 140000,
-                                                                  "memory.breakdown.arena": 9}
-    assert run_microtrain.find_numbers(doc, ("sram",)) == {"sram.total": 5}
+def test_error_text_keeps_the_error_and_its_detail():
+    err = ("  plan_memory: arena 1240.5 KB -> 120.6 KB\nbuilding for cortex-m7\n"
+           "microtrain compile: error: the program does not fit: SRAM overflowed by 19200 bytes\n"
+           "  SRAM also keeps 4096 bytes of heap\n  largest SRAM symbols in the way:\n")
+    text = run_microtrain.error_text(err)
+    assert text.startswith("microtrain compile: error: the program does not fit") and "4096 bytes of heap" in text
+    assert "largest" not in text
+    assert run_microtrain.error_text("just one line\n") == "just one line"
+    assert run_microtrain.report_bytes({"peak_bytes": 5, "peak_step": 171, "arena_bytes": 3, "x_bytes": "7"}) == {
+        "peak_bytes": 5, "arena_bytes": 3}
 
 
 FAKE_HEADER = """#ifndef MT_MODEL_H
@@ -214,3 +221,40 @@ def test_host_driver_builds_against_the_generated_project_contract(tmp_path):
     assert res["delta_kb"] == res["peak_rss_kb"] - res["rss_build_kb"] and res["delta_kb"] >= 0
     assert res["first_loss"] == pytest.approx(1.0 - 0.5 * 3)  # the first warm-up step's return value
     assert res["last_loss"] == pytest.approx(1.0 - 7 * 0.5 * 3)
+
+
+def test_published_schemes_match_microtrain_presets():
+    # The runners import no microtrain, so they keep their own copy of the README table.
+    from microtrain.sparse.presets import PUBLISHED
+
+    ours = {name: (n, tuple(i), tuple(float(r) for r in rs)) for name, (n, i, rs) in pc.PUBLISHED_SCHEMES.items()}
+    theirs = {f"{m}/{b}": (n, tuple(i), tuple(float(r) for r in rs))
+              for m, budgets in PUBLISHED.items() for b, (n, i, rs) in budgets.items()}
+    assert ours == theirs
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", ["mbv2-w0.35", "proxyless-w0.3", "mcunet-5fps"])
+def test_arch_spec_matches_the_zoo_pytorch_definition(name):
+    # microtrain.zoo.mcu_nets builds conv(no bias) + BN per conv; the peers' folded graph has conv + bias:
+    # same weights, so the counts differ by exactly one value per output channel.
+    from microtrain.frontend.safe_pickle import load_torch_zip
+    from microtrain.zoo.mcu_nets import build_mcu_net
+
+    arch = pc.arch_from_zoo(load_torch_zip(zoo_path_or_skip(name)), name)
+    convs = pc.all_convs(arch)
+    ours = sum(c["cout"] * c["cin"] // c["groups"] * c["k"] ** 2 + c["cout"] for c in convs)
+    ours += arch["head_in"] * 10 + 10
+    theirs = sum(p.numel() for p in build_mcu_net(name, 10).parameters())
+    assert theirs == ours + sum(c["cout"] for c in convs)
+
+
+def test_chart_bars_pair_delta_with_process_peak_and_add_the_paper():
+    results = [_result("pytorch-full", delta_kb=30.0, peak_rss_kb=300.0, median_ms=1.0),
+               _result("microtrain-qemu", sram_bytes=2048),
+               {"row": "mnn-full", "label": "MNN full update", "model": "mbv2-w0.35", "status": "error"}]
+    bars = peers.chart_bars(results, "mbv2-w0.35")
+    assert bars[0] == ("PyTorch full update", 30.0, 300.0, "tab:blue")
+    assert bars[1] == ("microtrain compiled (Cortex-M7 SRAM)", None, 2.0, "tab:green")
+    assert [b[0] for b in bars[2:]] == [f"paper: {n}" for n in peers.PAPER_MBV2_KB]
+    assert peers.chart_bars(results, "mcunet-5fps") == []
