@@ -9,10 +9,19 @@
 #ifndef MT_NN_H
 #define MT_NN_H
 
+#include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "mt_runtime.h"
+
+/* The float kernels document their exact float32 expressions (and the simulator reproduces
+ * them): that needs float arithmetic evaluated in float32, without excess precision (and
+ * without FMA contraction, which the build disables with -ffp-contract=off). */
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
+#error "the microtrain runtime needs FLT_EVAL_METHOD == 0 (float arithmetic evaluated in float32)"
+#endif
 
 /* Largest number of int8*int8 products an int32 accumulator may sum: |x - z_x| <= 255 and
  * |w| <= 128, so each product is at most 32640 in magnitude and 65536 * 32640 =
@@ -129,6 +138,33 @@ static inline uint32_t mt_nn_fmix32(uint32_t h)
     h *= 0xC2B2AE35u;
     h ^= h >> 16;
     return h;
+}
+
+/* The update rule's noise, split so that a kernel updating many elements of one tensor in
+ * one step hashes (seed, step, tensor_id) once: noise(index) = mt_nn_noise_at(base, index)
+ * with base = mt_nn_noise_base(seed, step, tensor_id). mt_update_noise is exactly this. */
+static inline uint32_t mt_nn_noise_base(uint32_t seed, uint32_t step, uint32_t tensor_id)
+{
+    return mt_nn_fmix32(mt_nn_fmix32(seed ^ (uint32_t)(tensor_id * 0x9E3779B9u)) ^ step);
+}
+
+static inline uint32_t mt_nn_noise_at(uint32_t base, uint32_t index)
+{
+    return mt_nn_fmix32(base ^ index) >> 8; /* 24 bits: exactly representable in a float32 */
+}
+
+/* The update rounding, written once (mt_round_update and the update kernels use it):
+ * nearest floorf(v + 0.5f); stochastic floorf(v + u), u = noise * 2^-24 (exact). The float
+ * additions are float32 operations (FLT_EVAL_METHOD 0, checked above). */
+static inline float mt_nn_round(float v, int32_t rounding, uint32_t noise_base, uint32_t index)
+{
+    if (rounding == MT_ROUND_NEAREST) {
+        return floorf(v + 0.5f);
+    }
+    if (rounding == MT_ROUND_STOCHASTIC) {
+        return floorf(v + (float)mt_nn_noise_at(noise_base, index) * (1.0f / 16777216.0f));
+    }
+    return v;
 }
 
 #endif /* MT_NN_H */

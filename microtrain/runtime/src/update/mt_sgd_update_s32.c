@@ -1,21 +1,18 @@
 /*
  * mt_sgd_update_s32: fused SGD (+QAS) step on int32 biases, in place:
- * v = (float)b - (lr * g) * f_c, rounded by mt_round_update (element index = channel),
+ * v = (float)b - (lr * g) * f_c, rounded as mt_round_update does (mt_nn_round; element index =
+ * channel),
  * saturated to the int32 range. (float)b rounds large biases to 24 significant bits:
  * that is the documented rule, shared with the simulator.
  */
-#include <float.h>
-
 #include "mt_nn.h"
 
-#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
-#error "mt_sgd_update_s32 needs FLT_EVAL_METHOD == 0 (float32 arithmetic evaluated in float32)"
-#endif
 
 mt_status mt_sgd_update_s32(int32_t *bias, const float *factor, const float *grad, const mt_channels *ch,
                             const mt_update_params *u)
 {
     int32_t j;
+    uint32_t noise_base;
 
     if (bias == NULL || factor == NULL || grad == NULL || ch == NULL || u == NULL) {
         return MT_ERR_NULL;
@@ -32,10 +29,12 @@ mt_status mt_sgd_update_s32(int32_t *bias, const float *factor, const float *gra
         }
     }
 
+    /* the (seed, step, tensor) part of the stochastic-rounding hash, once per call */
+    noise_base = mt_nn_noise_base(u->seed, u->step, u->tensor_id);
     for (j = ch->begin; j < ch->end; ++j) {
         const int32_t o = mt_nn_channel(ch, j);
         const float v = (float)bias[o] - (u->lr * grad[j - ch->begin]) * factor[o];
-        const float r = mt_round_update(v, u->rounding, u->seed, u->step, u->tensor_id, (uint32_t)o);
+        const float r = mt_nn_round(v, u->rounding, noise_base, (uint32_t)o);
         if (r != r) {
             continue; /* NaN gradient: keep the bias */
         }

@@ -1,23 +1,17 @@
 /*
  * mt_sgd_update_s8: fused SGD (+QAS) step on int8 weights, in place, for selected output
- * channels: v = (float)w - (lr * g) * f_c, rounded by mt_round_update, saturated to
- * [-127, 127]. No float master copy exists: the int8 tensor is the only state, exactly as
+ * channels: v = (float)w - (lr * g) * f_c, rounded as mt_round_update does (mt_nn_round),
+ * saturated to [-127, 127]. No float master copy exists: the int8 tensor is the only state, exactly as
  * the simulator (microtrain/train/rounding.py) models it.
  */
-#include <float.h>
-
 #include "mt_nn.h"
 
-/* Bit-exactness with the simulator needs plain float32 arithmetic: no excess precision
- * (and no FMA contraction, which the build disables with -ffp-contract=off). */
-#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
-#error "mt_sgd_update_s8 needs FLT_EVAL_METHOD == 0 (float32 arithmetic evaluated in float32)"
-#endif
 
 mt_status mt_sgd_update_s8(int8_t *weights, int32_t weights_sliced, int32_t channel_size, const float *factor,
                            const float *grad, const mt_channels *ch, const mt_update_params *u)
 {
     int32_t j, e;
+    uint32_t noise_base;
 
     if (weights == NULL || factor == NULL || grad == NULL || ch == NULL || u == NULL) {
         return MT_ERR_NULL;
@@ -40,6 +34,8 @@ mt_status mt_sgd_update_s8(int8_t *weights, int32_t weights_sliced, int32_t chan
         }
     }
 
+    /* the (seed, step, tensor) part of the stochastic-rounding hash, once per call */
+    noise_base = mt_nn_noise_base(u->seed, u->step, u->tensor_id);
     for (j = ch->begin; j < ch->end; ++j) {
         const int32_t o = mt_nn_channel(ch, j);
         const float f = factor[o];
@@ -49,7 +45,7 @@ mt_status mt_sgd_update_s8(int8_t *weights, int32_t weights_sliced, int32_t chan
             /* flat index of the element in the FULL tensor, whatever the storage */
             const uint32_t i = (uint32_t)o * (uint32_t)channel_size + (uint32_t)e;
             const float v = (float)w[e] - (u->lr * g[e]) * f;
-            const float r = mt_round_update(v, u->rounding, u->seed, u->step, u->tensor_id, i);
+            const float r = mt_nn_round(v, u->rounding, noise_base, i);
             if (r != r) {
                 continue; /* NaN gradient: keep the weight */
             }
