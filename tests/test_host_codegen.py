@@ -124,3 +124,28 @@ def test_toy_banded_early_stage_bit_exact(tmp_path_factory, tmp_path):
     banded = [n.name for n in step.graph.nodes if "band" in n.attrs]
     assert banded[:2] == ["first_conv", "blocks.0.pointwise1"], banded
     _check_project(tmp_path, graph, step, out, exe, steps=8)
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_c_training_equals_the_simulator(tmp_path_factory, tmp_path, rounding):
+    """20 steps at batch 1: the generated C and the torch simulator (train/loop.py) agree bit for bit."""
+    from microtrain.train.loop import TrainConfig, Trainer
+
+    graph = toy_mbnet(0, size=8, classes=5)
+    names = [n.name for n in graph.weighted_nodes()]
+    scheme = make_scheme(graph, names[3:], {"blocks.1.pointwise1": 0.5, "blocks.1.depthwise": 0.5,
+                                            "blocks.1.pointwise2": 1.0, "classifier": 1.0})
+    step, out, exe = _project(tmp_path_factory, graph, scheme, CompileOptions(rounding=rounding, seed=7),
+                              name=f"sim_{rounding}")
+    x, y = _data(graph, 8, 1)
+    work = write_driver_files(tmp_path, x, y, steps=STEPS, lr=LR, seed=7)
+    got = read_weights(out, host.run(out, work, exe=exe).weights_path)
+    trainer = Trainer(graph, scheme, TrainConfig(optimizer="sgd-qas", lr=float(LR), batch_size=1,
+                                                 rounding=rounding, seed=7))
+    cache = trainer.cache(x)
+    for i in range(STEPS):
+        trainer._step(cache, y.astype(np.int64), [np.array([i % len(y)])], float(LR))
+    sim = trainer.final_graph()
+    for name, arr in got.items():
+        np.testing.assert_array_equal(arr, sim.tensors[name].data, err_msg=name)
+    assert any(np.any(arr != graph.tensors[name].data) for name, arr in got.items())
