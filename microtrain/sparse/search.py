@@ -12,7 +12,9 @@ arena + trainable weights in RAM, what ``microtrain compile`` reports), asked fr
 ``MemoryOracle`` that caches it per genome (on disk too, next to the analysis).
 
 ``evolutionary_search``: tournament selection, uniform crossover, per-gene mutation,
-elitist survival (feasible before infeasible, then by proxy; infeasible by memory), seeded.
+elitist survival (feasible before infeasible, then by proxy; infeasible by memory), seeded;
+of the many children bred per generation it compiles those a ridge-regression estimate of
+the peak (fitted on the schemes compiled so far) predicts to fit with the best proxy.
 ``random_search``: the baseline, the same sampler and the same number of distinct
 evaluated genomes. Both return every evaluated point for the frontier plot.
 """
@@ -204,9 +206,35 @@ def _check_budget(space: SearchSpace, memory: MemoryFn, budget: int) -> None:
         raise InfeasibleBudget(budget, smallest)
 
 
+def _features(space: SearchSpace, genomes: Sequence[Genome]) -> np.ndarray:
+    """One-hot of the bias range and of each candidate's ratio level, plus a constant."""
+    n_ratio = len(space.ratios) + 1
+    x = np.zeros((len(genomes), 1 + len(space.bias_ks) + len(space.candidates) * n_ratio))
+    for row, g in enumerate(genomes):
+        x[row, 0] = 1.0
+        x[row, 1 + g[0]] = 1.0
+        for i, r in enumerate(g[1:]):
+            x[row, 1 + len(space.bias_ks) + i * n_ratio + r] = 1.0
+    return x
+
+
+def _memory_surrogate(space: SearchSpace, points: dict[Genome, tuple[float, int]]) -> Callable:
+    """A ridge-regression estimate of the peak from the genes, fitted on the compiled schemes.
+
+    Only used to choose which children to compile (the compiled peak decides feasibility);
+    the real peak is a maximum over time, not a sum, so this is a screen, not a model.
+    """
+    genomes = list(points)
+    x, y = _features(space, genomes), np.array([points[g][1] for g in genomes], dtype=np.float64)
+    w = np.linalg.solve(x.T @ x + 1e-3 * np.eye(x.shape[1]) * len(genomes), x.T @ y)
+    return lambda gs: _features(space, gs) @ w
+
+
 def evolutionary_search(space: SearchSpace, table: ContributionTable, memory: MemoryFn, budget: int,
-                        evaluations: int = 200, population: int = 20, mutation: float = 0.15, seed: int = 0,
+                        evaluations: int = 200, population: int = 20, mutation: float = 0.1, seed: int = 0,
                         progress: Callable[[int, int], None] | None = None) -> SearchResult:
+    """Evolution with a memory surrogate: each generation breeds many children, and the ones
+    compiled are those predicted to fit with the best proxy (plus a random quarter, to explore)."""
     _check_budget(space, memory, budget)
     rng = np.random.default_rng([seed, 1])
     ev = _Evaluator(space, table, memory, budget, evaluations)
@@ -220,26 +248,44 @@ def evolutionary_search(space: SearchSpace, table: ContributionTable, memory: Me
         a, b = (pop[int(i)] for i in rng.integers(len(pop), size=2))
         return a if fitness(a) >= fitness(b) else b
 
+    def breed() -> Genome:
+        a = tournament()
+        if rng.random() < 0.5:  # uniform crossover with a second parent
+            b = tournament()
+            a = tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=True))
+        child = list(a)
+        # about `mutation * genes` genes (at least one), mostly a step to a neighbouring ratio / bias
+        # range, sometimes a jump anywhere; steps lean towards more update when the parent fits
+        fits = ev.points[a][1] <= budget if a in ev.points else True
+        hits = [i for i in range(len(child)) if rng.random() < mutation] or [int(rng.integers(len(child)))]
+        for i in hits:
+            size = len(space.bias_ks) if i == 0 else n_ratio
+            if rng.random() < 0.8:
+                step = (1 if fits else -1) * (1 if rng.random() < 0.75 else -1)
+                child[i] = int(np.clip(child[i] + step, 0, size - 1))
+            else:
+                child[i] = int(rng.integers(size))
+        return tuple(child)
+
     stale = 0
     while ev.left() > 0 and stale < 20:
-        children: list[Genome] = []
-        for _ in range(population * 20):
-            if len(children) >= min(population, ev.left()):
+        want = min(population, ev.left())
+        pool: list[Genome] = []
+        for _ in range(population * 40):
+            if len(pool) >= want * 8:
                 break
-            a = tournament()
-            if rng.random() < 0.5:  # uniform crossover with a second parent
-                b = tournament()
-                a = tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=True))
-            child = list(a)
-            if rng.random() < mutation * 2:
-                child[0] = int(np.clip(child[0] + rng.choice([-1, 1]), 0, len(space.bias_ks) - 1))
-            for i in range(1, len(child)):
-                if rng.random() < mutation:
-                    child[i] = int(rng.integers(n_ratio))
-            child = tuple(child)
-            if child not in ev.points and child not in children:
-                children.append(child)
-        new = ev(children)
+            child = breed()
+            if child not in ev.points and child not in pool:
+                pool.append(child)
+        predict = _memory_surrogate(space, ev.points)
+        est = predict(pool) if pool else np.zeros(0)
+        ranked = sorted(range(len(pool)), key=lambda i: (est[i] <= budget, space.proxy(table, pool[i])
+                                                         if est[i] <= budget else -est[i]), reverse=True)
+        n_explore = want // 4
+        chosen = ranked[:want - n_explore]
+        rest = ranked[want - n_explore:]
+        chosen += [rest[int(i)] for i in rng.permutation(len(rest))[:n_explore]]
+        new = ev([pool[i] for i in chosen])
         stale = stale + 1 if not new else 0
         pop = sorted(dict.fromkeys(pop + new), key=fitness, reverse=True)[:population]
         if progress is not None:
