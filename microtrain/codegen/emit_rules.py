@@ -224,6 +224,34 @@ def _update(node: Node, ctx: CContext) -> list[str]:
             "    " + _update_call(node, ctx, ctx.ptr(node.inputs[1])), "}"]
 
 
+def _fused_inverted_bottleneck(node: Node, ctx: CContext) -> list[str]:
+    """One call to the row-streamed block kernel; its scratch is the node's planned second output."""
+    p = twins.inverted_bottleneck_params(node, ctx.graph)
+    fields: dict[str, object] = {}
+    for key, value in p.items():
+        if key.endswith("_q"):
+            stage = key[:-2]
+            mult, shift = value
+            if len(mult) == 0:
+                fields[key] = "{NULL, NULL}"
+                continue
+            name = next(s["name"] for s in node.attrs["stages"] if s["role"] == stage)
+            fields[key] = (f"{{{ctx.const_array('QM', name, 'int32_t', mult)}, "
+                           f"{ctx.const_array('QS', name, 'int32_t', shift)}}}")
+        elif isinstance(value, dict):
+            fields[key] = "{" + ", ".join(f".{k} = {v}" for k, v in value.items()) + "}"
+        else:
+            fields[key] = value
+    params = ctx.struct("mt_inverted_bottleneck_params", "IB", node.name, fields)
+    consts = [ctx.ptr(t) for t in node.inputs[1:]]
+    if not p["has_expand"]:
+        consts = ["NULL", "NULL", *consts]
+    stages = " -> ".join(s["name"] for s in node.attrs["stages"])
+    return [f"/* {stages}: row-streamed, {node.attrs['scratch_bytes']} B ring */",
+            _try(ctx, "mt_inverted_bottleneck_s8", "&" + params, ctx.ptr(node.inputs[0]), *consts,
+                 ctx.ptr(node.outputs[0]), ctx.ptr(node.outputs[1]))]
+
+
 EMIT_RULES: dict[Op, EmitRule] = {
     Op.CONV2D: _conv2d,
     Op.FULLY_CONNECTED: _fully_connected,
@@ -245,4 +273,5 @@ EMIT_RULES: dict[Op, EmitRule] = {
     Op.SLICE_CHANNELS: _slice_channels,
     Op.UPDATE_WEIGHT: _update,
     Op.UPDATE_BIAS: _update,
+    Op.FUSED_INVERTED_BOTTLENECK: _fused_inverted_bottleneck,
 }

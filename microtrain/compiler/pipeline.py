@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from microtrain.compiler.build_training_graph import CompileError, build_training_graph
 from microtrain.compiler.differentiate import differentiate
+from microtrain.compiler.fuse_frozen_blocks import fuse_frozen_blocks
 from microtrain.compiler.hoist_masks import hoist_masks
 from microtrain.compiler.insert_updates import insert_updates
 from microtrain.compiler.plan_memory import MemoryPlan, plan_memory
@@ -35,6 +36,7 @@ class CompileOptions:
     masks: bool = True          # 1-bit clamp masks instead of saved int8 outputs
     reorder: bool = True        # apply each update as soon as its gradient exists
     per_channel: bool = True    # with reorder: compute/apply/free one output channel's gradient at a time
+    fuse_blocks: bool = True    # frozen inverted-bottleneck blocks run row by row (one fused node each)
     bands: bool = True          # run the leading high-resolution convs band by band when that lowers the peak
     rounding: str = "nearest"   # update rounding: nearest | stochastic
     seed: int = 0               # stochastic rounding seed (the generated code can override it)
@@ -73,6 +75,8 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
         ("hoist_masks", opt.masks, hoist_masks, "peak"),
         # each update right after its gradient (per output channel), gradients freed at once
         ("reorder_updates", opt.reorder, lambda g: reorder_updates(g, opt.per_channel), "peak"),
+        # frozen blocks (no update, no gradient through them): expansion rows streamed through a ring
+        ("fuse_frozen_blocks", opt.fuse_blocks, fuse_frozen_blocks, "peak"),
         # leading convs whose outputs the backward never reads run one band of rows at a time
         ("split_bands", opt.bands, split_bands, "peak"),
     ]
@@ -106,7 +110,9 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
     return CompiledStep(g, plan, opt, lines)
 
 
-def compile_inference(graph: Graph, algorithm: str = "greedy_by_size", bands: bool = True) -> MemoryPlan:
+def compile_inference(graph: Graph, algorithm: str = "greedy_by_size", bands: bool = True,
+                      fuse_blocks: bool = True) -> MemoryPlan:
     """Memory plan of the int8 forward alone (what inference on the device needs)."""
     g = verify_graph(graph)
+    g = verify_graph(fuse_frozen_blocks(g)) if fuse_blocks else g
     return plan_memory(split_bands(g) if bands else g, algorithm)

@@ -44,6 +44,12 @@ operands are dequantized inside the op. Shape rules in ``compiler/training_ops.p
   UPDATE_WEIGHT    (w int8, dw f32 [K,...], lr f32 [1]) -> w updated in place on attrs channels:
                    w = sat127(round((float)w - (lr*dw) * f_c)) (QAS factors f_c in attrs).
   UPDATE_BIAS      (b int32, db f32 [O], lr f32 [1]) -> b updated in place, same rule, int32.
+
+Fused (appended by ``compiler/fuse_frozen_blocks.py``; definition in ``interp/fused.py``):
+  FUSED_INVERTED_BOTTLENECK
+                   (x, [w_e, b_e,] w_d, b_d, w_p, b_p) -> (y, scratch int8 [n]): a frozen block
+                   [expand CONV2D ->] depthwise CONV2D -> 1x1 CONV2D [-> ADD(x)], bit-exact with
+                   those ops (attrs hold theirs), run row by row through a ring buffer (scratch).
 """
 
 from __future__ import annotations
@@ -75,10 +81,13 @@ class Op(enum.Enum):
     SLICE_CHANNELS = "slice_channels"
     UPDATE_WEIGHT = "update_weight"
     UPDATE_BIAS = "update_bias"
+    # ---- fused: frozen blocks run row by row (compiler/fuse_frozen_blocks.py) --------------
+    FUSED_INVERTED_BOTTLENECK = "fused_inverted_bottleneck"
 
 
 # Property groups, in the tinygrad manner: sets of ops that share a behaviour.
-INT8_OPS = frozenset({Op.CONV2D, Op.FULLY_CONNECTED, Op.ADD, Op.GLOBAL_AVG_POOL, Op.RESHAPE})
+INT8_OPS = frozenset({Op.CONV2D, Op.FULLY_CONNECTED, Op.ADD, Op.GLOBAL_AVG_POOL, Op.RESHAPE,
+                      Op.FUSED_INVERTED_BOTTLENECK})
 """Ops of an int8 inference graph: what the importers produce and the interpreter runs."""
 
 WEIGHTED_OPS = frozenset({Op.CONV2D, Op.FULLY_CONNECTED})

@@ -47,6 +47,13 @@ def _no_macs(node: Node, graph: Graph) -> int:
     return 0
 
 
+def _fused_macs(node: Node, graph: Graph) -> int:
+    """The sum of the block's convs (the fused kernel computes each element once)."""
+    from microtrain.interp.fused import block_subgraph
+    sub = block_subgraph(node, graph)
+    return sum(_conv_macs(n, sub) for n in sub.nodes if n.op == Op.CONV2D)
+
+
 MACS_RULES: dict[Op, MacsRule] = {
     Op.CONV2D: _conv_macs,
     Op.FULLY_CONNECTED: _fc_macs,
@@ -55,6 +62,7 @@ MACS_RULES: dict[Op, MacsRule] = {
     Op.RESHAPE: _no_macs,
     Op.DEQUANTIZE: _no_macs,
     Op.SOFTMAX_CROSS_ENTROPY: _no_macs,
+    Op.FUSED_INVERTED_BOTTLENECK: _fused_macs,
 }
 
 MACS_RULES_EXEMPT = frozenset(op for op in Op if op not in INT8_OPS | FLOAT_OPS)

@@ -284,7 +284,7 @@ SIM_RULES: dict[Op, SimRule] = {
 }
 """SOFTMAX_CROSS_ENTROPY is exempt: the simulator computes the loss on the logits itself."""
 
-SIM_EXEMPT = frozenset({Op.SOFTMAX_CROSS_ENTROPY})
+SIM_EXEMPT = frozenset({Op.SOFTMAX_CROSS_ENTROPY, Op.FUSED_INVERTED_BOTTLENECK})  # fused: compiler-only, frozen
 
 
 def to_codes(a: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,153 @@
+"""FUSED_INVERTED_BOTTLENECK: the definition of the fused frozen block, by its original ops.
+
+``compiler/fuse_frozen_blocks.py`` replaces the nodes of a frozen inverted-bottleneck block
+([expand CONV2D ->] depthwise CONV2D -> 1x1 projection CONV2D [-> residual ADD]) by one
+node whose attrs keep every original node (name, attrs, output tensor name and its
+quantization). ``block_subgraph(node, graph)`` rebuilds those ops as a small Graph; the
+node's meaning is exactly running that graph. So the eval rule here *is* the reference
+arithmetic (same int32 sums, same ``quant.requantize``), and the C kernel
+``mt_inverted_bottleneck_s8`` (which streams rows through a ring buffer) is tested
+bit-exact against it.
+
+Attrs of the fused node (JSON-able)::
+
+    stages: [{"role": "expand"|"depthwise"|"project"|"residual", "name": original node name,
+              "attrs": original attrs, "out": original output tensor name,
+              "out_quant": [scale, zero_point]}, ...]   (execution order; expand/residual optional)
+    shortcut_first: bool   the block input is the ADD's first operand
+    scratch_bytes: int     ring buffer + one pixel of depthwise (and projection) output
+
+Outputs: (y, scratch). ``scratch`` is an int8 [scratch_bytes] buffer that only exists so the
+memory planner places the kernel's scratch; its value is unspecified (zeros here).
+
+The rules register themselves (shape rule into ``ir.verify``, eval rule into the reference
+and training interpreters, batched rule into ``interp.batched``) when this module is
+imported; ``microtrain.compiler.fuse_frozen_blocks`` imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from microtrain.interp import batched, reference, training
+from microtrain.ir.graph import Graph, Node, QParams, Tensor
+from microtrain.ir.ops import Op
+from microtrain.ir.verify import SHAPE_RULES, IRError, OutSpec, register_shape_rule, verify_graph
+
+FUSED = Op.FUSED_INVERTED_BOTTLENECK
+SCRATCH_QUANT = QParams.per_tensor(1.0, 0)
+"""The scratch output is raw bytes; int8 tensors need QParams, these are never used."""
+
+
+def stage(node: Node, role: str) -> Mapping | None:
+    for s in node.attrs["stages"]:
+        if s["role"] == role:
+            return s
+    return None
+
+
+def _weighted_roles(node: Node) -> list[str]:
+    return [s["role"] for s in node.attrs["stages"] if s["role"] != "residual"]
+
+
+def block_subgraph(node: Node, graph: Graph, values: Mapping[str, np.ndarray] | None = None) -> Graph:
+    """The original ops of a fused node as a Graph (input: the block input; output: y).
+
+    Constants take their data from ``values`` when given (the interpreter's current
+    parameters), else from ``graph``. Intermediate tensors get their recorded quantization.
+    """
+    x_name, y_name = node.inputs[0], node.outputs[0]
+    tensors: dict[str, Tensor] = {x_name: graph.tensors[x_name]}
+    nodes: list[Node] = []
+    prev = x_name
+    consts = list(node.inputs[1:])
+    roles = _weighted_roles(node)
+    if len(consts) != 2 * len(roles):
+        raise IRError(f"node {node.name!r} ({node.op.value}): {len(consts)} constant inputs for stages {roles}")
+    for k, role in enumerate(roles):
+        s = stage(node, role)
+        w, b = consts[2 * k], consts[2 * k + 1]
+        for name in (w, b):
+            t = graph.tensors[name]
+            tensors[name] = t.with_data(values[name]) if values is not None and name in values else t
+        out = s["out"]
+        nodes.append(Node(s["name"], Op.CONV2D, (prev, w, b), (out,), dict(s["attrs"])))
+        prev = out
+    res = stage(node, "residual")
+    if res is not None:
+        operands = (x_name, prev) if node.attrs["shortcut_first"] else (prev, x_name)
+        nodes.append(Node(res["name"], Op.ADD, operands, (res["out"],), dict(res["attrs"])))
+    # intermediate tensors: shapes by the conv shape rule, quantization as recorded
+    for n, s in zip(nodes, node.attrs["stages"], strict=True):
+        out = n.outputs[0]
+        if out == y_name:
+            continue
+        ((shape, dtype),) = _conv_shape(n, [tensors[i] for i in n.inputs])
+        tensors[out] = Tensor(out, shape, dtype, QParams.per_tensor(*s["out_quant"]))
+    if nodes[-1].outputs[0] != y_name:
+        raise IRError(f"node {node.name!r} ({node.op.value}): the last stage must write the output {y_name!r}")
+    tensors[y_name] = graph.tensors[y_name]
+    return Graph(tensors, tuple(nodes), (x_name,), (y_name,))
+
+
+def _conv_shape(n: Node, ins: list[Tensor]) -> OutSpec:
+    return SHAPE_RULES[Op.CONV2D](n, ins)
+
+
+def _fused_shape(node: Node, ins: list[Tensor]) -> OutSpec:
+    """Rebuild the block from the operands and verify it as a graph of its own."""
+    roles = [s["role"] for s in node.attrs["stages"]]
+    if roles not in (["depthwise", "project"], ["expand", "depthwise", "project"],
+                     ["depthwise", "project", "residual"], ["expand", "depthwise", "project", "residual"]):
+        raise IRError(f"node {node.name!r} ({node.op.value}): stages {roles} are not an inverted bottleneck")
+    if len(node.outputs) != 2:
+        raise IRError(f"node {node.name!r} ({node.op.value}): expects outputs (y, scratch), has {node.outputs}")
+    y_name = node.outputs[0]
+    x = ins[0]
+    project = stage(node, "project")
+    # y's quantization: recorded with the last stage; its shape: the projection's (= x's with a residual)
+    y_probe = Tensor(y_name, (1, 1, 1, 1), "int8", QParams.per_tensor(*node.attrs["stages"][-1]["out_quant"]))
+    g = Graph({**{t.name: t for t in ins}, y_name: y_probe}, (node,), (x.name,), (y_name,))
+    sub = block_subgraph(node, g)
+    pnode = sub.node(project["name"])
+    if "residual" in roles:
+        y_shape = sub.tensors[pnode.outputs[0]].shape
+        if y_shape != x.shape:
+            raise IRError(f"node {node.name!r} ({node.op.value}): residual operands differ: {x.shape} vs {y_shape}")
+    else:
+        ((y_shape, _),) = _conv_shape(pnode, [sub.tensors[i] for i in pnode.inputs])
+    tensors = dict(sub.tensors)
+    tensors[y_name] = Tensor(y_name, y_shape, "int8", y_probe.quant)
+    verify_graph(Graph(tensors, sub.nodes, sub.inputs, sub.outputs))
+    return [(y_shape, "int8"), ((int(node.attrs["scratch_bytes"]),), "int8")]
+
+
+def _scratch(node: Node) -> np.ndarray:
+    return np.zeros(int(node.attrs["scratch_bytes"]), dtype=np.int8)
+
+
+def _fused_eval(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    sub = block_subgraph(node, graph, values)
+    y = reference.run_graph(sub, {node.inputs[0]: values[node.inputs[0]]}, verify=False)[node.outputs[0]]
+    return [y, _scratch(node)]
+
+
+def _fused_batch(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    sub = block_subgraph(node, graph, values)
+    env: dict[str, np.ndarray] = {n: t.data for n, t in sub.tensors.items() if t.is_const}
+    env[node.inputs[0]] = values[node.inputs[0]]
+    for n in sub.nodes:
+        for name, arr in zip(n.outputs, batched.BATCH_RULES[n.op](n, sub, env), strict=True):
+            env[name] = arr
+    return [env[node.outputs[0]], _scratch(node)]
+
+
+FUSED_EVAL_RULES = {FUSED: _fused_eval}
+"""Joins the interpreter group of tests/test_rule_tables.py (any *EVAL_RULES of microtrain.interp)."""
+
+register_shape_rule(FUSED, _fused_shape)
+reference.EVAL_RULES[FUSED] = _fused_eval
+training.ALL_EVAL_RULES[FUSED] = _fused_eval  # a dict merged at import: add the rule there too
+batched.BATCH_RULES[FUSED] = _fused_batch
