@@ -67,6 +67,9 @@ void mt_init(void);
 int mt_infer(const int8_t *input, int8_t *logits);
 /* One SGD step on one sample; returns the loss (-1.0f on a kernel error, see mt_last_error). */
 float mt_train_step(const int8_t *input, int32_t label, float lr);
+/* The arena's input tensor (MT_INPUT_BYTES): a driver can read a sample straight into it and
+ * pass it to mt_infer / mt_train_step, which then skip their copy (no second input buffer). */
+int8_t *mt_input_buffer(void);
 /* Seed of stochastic rounding (default {step.options.seed}); unused with nearest rounding. */
 void mt_set_seed(uint32_t seed);
 /* 0, or the mt_status of the kernel that failed in the last call. */
@@ -108,9 +111,10 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
             "void mt_init(void)", "{", "    mt_step = 0;", "    mt_error = 0;", "}", "",
             "void mt_set_seed(uint32_t seed)", "{", "    mt_seed = seed;", "}", "",
             "int mt_last_error(void)", "{", "    return mt_error;", "}", "",
+            "int8_t *mt_input_buffer(void)", "{", f"    return {ctx.ptr(x)};", "}", "",
             "int mt_infer(const int8_t *input, int8_t *logits)", "{",
             "    mt_status st;", "    int32_t k, best = 0;",
-            f"    memcpy({ctx.ptr(x)}, input, MT_INPUT_BYTES);",
+            f"    if (input != {ctx.ptr(x)}) memcpy({ctx.ptr(x)}, input, MT_INPUT_BYTES);",
             "    st = run_infer();", "    if (st != MT_OK) {", "        mt_error = (int)st;",
             "        return -1;", "    }",
             f"    memcpy(logits, {ctx.ptr(logits)}, MT_NUM_CLASSES);",
@@ -119,7 +123,7 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
             "float mt_train_step(const int8_t *input, int32_t label, float lr)", "{", "    mt_status st;",
             "    if (label < 0 || label >= MT_NUM_CLASSES) {", "        mt_error = (int)MT_ERR_PARAM;",
             "        return -1.0f;", "    }",
-            f"    memcpy({ctx.ptr(x)}, input, MT_INPUT_BYTES);",
+            f"    if (input != {ctx.ptr(x)}) memcpy({ctx.ptr(x)}, input, MT_INPUT_BYTES);",
             "    st = run_train(label, lr);", "    mt_step++;",
             "    if (st != MT_OK) {", "        mt_error = (int)st;", "        return -1.0f;", "    }",
             f"    return {ctx.ptr(g.outputs[0])}[0];", "}", "",
