@@ -71,3 +71,16 @@ def test_cortex_m7_compile(tmp_path):
         for obj in tmp_path.glob("*.o"):
             syms = subprocess.run([nm, "-u", str(obj)], capture_output=True, text=True).stdout
             assert "__aeabi_d" not in syms and "divmod" not in syms, f"{obj.name} needs a library routine: {syms}"
+
+
+@pytest.mark.host_c
+def test_harness_sources_compile():
+    """The C harnesses (bench_kernels.c for callgrind, kernel_suite.c for the target test)
+    keep compiling against the current header."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    harness = cbind.RUNTIME_DIR.parents[1] / "tests" / "runtime_harness"
+    for src in sorted(harness.glob("*.c")):
+        cmd = ["gcc", *cbind.CFLAGS, "-fsyntax-only", f"-I{cbind.INCLUDE_DIR}", str(src)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{src.name}:\n{proc.stderr}"
