@@ -75,8 +75,9 @@ def test_over_budget_sram_fails_at_link_time_with_the_culprit(tmp_path):
     msg = str(e.value)
     assert "SRAM overflowed by" in msg
     by = int(msg.split("SRAM overflowed by ")[1].split()[0])
-    # 300000 bytes of arena + 8 KB heap/stack reserve + a little libc data, minus 256 KB.
-    assert 300000 + 8192 - 262144 <= by <= 300000 + 8192 - 262144 + 4096
+    # 300000 bytes of arena + the heap/stack reserve + a little libc data, minus 256 KB.
+    reserve = linker.DEFAULT_MIN_HEAP + linker.DEFAULT_MIN_STACK
+    assert 300000 + reserve - 262144 <= by <= 300000 + reserve - 262144 + 4096
     assert "mt_arena" in msg and "300000 bytes" in msg and "--sram" in msg
     # The same program fits a larger budget.
     assert _build(tmp_path, code, name="fits", sram=linker.parse_size("512KB")).exists()
