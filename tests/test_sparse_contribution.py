@@ -1,0 +1,136 @@
+"""Contribution analysis: cached jobs resume after an interruption, serial == process pool ==
+Ray numbers, content-keyed jobs, and the `microtrain plan` verb end to end on a tiny graph."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from microtrain.cli import main
+from microtrain.compiler.pipeline import compile_training
+from microtrain.ir.serialize import save_graph
+from microtrain.sim.random_graph import random_graph
+from microtrain.sparse.contribution import AnalysisConfig, Job, load_results, prepare, run_analysis
+from microtrain.sparse.scheme import UpdateScheme
+
+CFG = AnalysisConfig(epochs=1, candidates=2, bias_ks=(0, 1, 2), ratios=(0.5, 1.0), lr=0.02)
+
+
+def tiny_graph():
+    return random_graph(0, resolution=8, channels=1, classes=10, blocks=2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepare(tiny_graph(), "digits", limit=40, test_limit=30, config=CFG)
+
+
+@pytest.fixture(scope="module")
+def serial(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("serial")
+    table, stats = run_analysis(data, out, backend="serial")
+    return out, table, stats
+
+
+def test_jobs_and_table(data, serial):
+    _, table, stats = serial
+    labels = [j.label for j in data.jobs()]
+    assert labels[:3] == ["classifier", "bias:1", "bias:2"] and len(labels) == 7
+    assert stats["cached"] == 0 and stats["computed"] == labels
+    results = load_results(data, serial[0])
+    acc = {k: r["accuracy"] for k, r in results.items()}
+    assert table.classifier_accuracy == acc["classifier"]
+    assert table.bias_gain == {0: 0.0, 1: acc["bias:1"] - acc["classifier"], 2: acc["bias:2"] - acc["classifier"]}
+    layer = data.candidates()[0]
+    assert table.weight_gain[(layer, 0.5)] == acc[f"weight:{layer}@0.5"] - acc["bias:2"]
+    # the weight job trains the base biases, the classifier and the layer's kept channels
+    scheme = data.scheme(Job("weight", 2, layer, 0.5))
+    assert set(scheme.bias_layers) == set(data.convs()[-2:]) | {data.classifier()}
+    assert {w.layer for w in scheme.weight_layers} == {layer, data.classifier()}
+
+
+def test_interrupted_analysis_resumes_without_redoing(data, serial, tmp_path):
+    _, table, _ = serial
+    seen = []
+
+    def interrupt(done, total):
+        seen.append(done)
+        if done == 3:
+            raise KeyboardInterrupt  # as a user's Ctrl-C after the third finished run
+
+    with pytest.raises(KeyboardInterrupt):
+        run_analysis(data, tmp_path, backend="serial", progress=interrupt)
+    assert len(list((tmp_path / "jobs").glob("*.json"))) == 3
+    assert not list((tmp_path / "jobs").glob(".*tmp"))  # written atomically: no partial files
+    again, stats = run_analysis(data, tmp_path, backend="serial")
+    assert stats["cached"] == 3 and len(stats["computed"]) == 4
+    assert again == table
+    # delete two finished results: exactly those two run again, the rest is reused
+    gone = sorted((tmp_path / "jobs").glob("*.json"))[:2]
+    labels = {json.loads(p.read_text())["label"] for p in gone}
+    for p in gone:
+        p.unlink()
+    third, stats = run_analysis(data, tmp_path, backend="serial")
+    assert set(stats["computed"]) == labels and third == table
+
+
+def test_process_pool_gives_the_serial_numbers(data, serial, tmp_path):
+    out, table, _ = serial
+    pooled, stats = run_analysis(data, tmp_path, backend="local", workers=2)
+    assert pooled == table
+    a, b = load_results(data, out), load_results(data, tmp_path)
+    assert {k: r["history"] for k, r in a.items()} == {k: r["history"] for k, r in b.items()}
+    assert len({r["pid"] for r in b.values()}) >= 1 and all(r["pid"] != a[k]["pid"] for k, r in b.items())
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_gives_the_local_numbers(data, serial, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'microtrain[ray]'); the ray backend "
+                                      "is optional")
+    import ray
+
+    _, table, _ = serial
+    try:
+        on_ray, _ = run_analysis(data, tmp_path, backend="ray", workers=2)
+    finally:
+        ray.shutdown()
+    assert on_ray == table
+
+
+def test_job_keys_follow_content(data):
+    job = data.jobs()[1]
+    key = data.job_key(job)
+    assert data.job_key(job) == key
+    assert dataclasses.replace(data, config=dataclasses.replace(CFG, lr=0.03)).job_key(job) != key
+    other = prepare(tiny_graph(), "digits", limit=40, test_limit=30, config=CFG, data_seed=1)
+    assert other.job_key(job) != key
+    assert data.job_key(data.jobs()[2]) != key
+
+
+def test_plan_cli_end_to_end(tmp_path, capsys):
+    model = tmp_path / "tiny.json"
+    save_graph(tiny_graph(), model)
+    common = [str(model), "--data", "digits", "--limit", "40", "--test-limit", "30", "--epochs", "1",
+              "--candidates", "2", "--evaluations", "20", "--population", "6", "--workers", "1",
+              "--analysis", str(tmp_path / "an"), "--out", str(tmp_path / "s.json")]
+    assert main(["plan", *common, "--budget", "100", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "smallest feasible budget is" in err and "classifier-only" in err
+    smallest = float(err.split("smallest feasible budget is ")[1].split(" KB")[0])
+
+    budget = int(smallest * 1024) + 600
+    assert main(["plan", *common, "--budget", str(budget), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["analysis_stats"]["cached"] == doc["analysis_stats"]["jobs"]  # the analysis was reused
+    graph = tiny_graph()
+    scheme = UpdateScheme.load(tmp_path / "s.json")
+    step = compile_training(graph, scheme)
+    assert step.plan.peak_bytes == doc["peak_bytes"] <= budget
+    assert doc["breakdown"]["trainable"] == step.plan.trainable_bytes
+    assert (tmp_path / "s.frontier.png").stat().st_size > 1000
+    assert doc["search"]["evolutionary"]["evaluations"] <= 20
+    assert doc["predicted_accuracy"] >= doc["classifier_accuracy"]
+    assert {r["layer"] for r in doc["layers"]} == scheme.updated_layers()
