@@ -1,0 +1,60 @@
+"""`microtrain compile --target cortex-m7` and `microtrain run --target qemu --json` end to end on
+a small model (8x8 gray input, digits): memory from the linked ELF and the run, instructions per
+step, the same losses as `--target host`, and the over-budget error at the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import require_tool
+
+from microtrain.cli import main
+from microtrain.compiler.toy_graphs import toy_mbnet
+from microtrain.ir import save_graph
+
+pytestmark = [pytest.mark.target, pytest.mark.host_c]
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    require_tool("gcc", "gcc")
+    require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi")
+    require_tool("qemu-system-arm", "qemu-system-arm")
+    path = tmp_path / "toy"
+    save_graph(toy_mbnet(2, size=8, in_channels=1, classes=10), path)
+    return path.with_suffix(".json")
+
+
+def _json(capsys, argv) -> dict:
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_compile_and_run_on_qemu_json(tmp_path, capsys, model_path):
+    proj = tmp_path / "proj"
+    doc = _json(capsys, ["compile", str(model_path), "--scheme", "last-k:3", "--out", str(proj),
+                         "--target", "cortex-m7", "--json"])
+    mem = doc["target"]["memory"]
+    assert mem["sram_budget_bytes"] == 256 * 1024 and mem["flash_budget_bytes"] == 1024 * 1024
+    assert mem["sram_bytes"] is None and 0 < mem["sram_static_bytes"] < 64 * 1024  # not run yet
+    assert mem["breakdown"]["arena"] == doc["arena_bytes"]
+
+    args = ["--data", "digits", "--steps", "8", "--eval", "20", "--lr", "0.05"]
+    q = _json(capsys, ["run", str(proj), "--target", "qemu", *args, "--workdir", str(tmp_path / "q"), "--json"])
+    h = _json(capsys, ["run", str(proj), "--target", "host", *args, "--workdir", str(tmp_path / "h"), "--json"])
+    assert q["loss_bits"] == h["loss_bits"] and len(q["loss_bits"]) == 8
+    assert (q["eval_correct"], q["eval_total"]) == (h["eval_correct"], 20)
+    m = q["memory"]
+    assert m["sram_bytes"] == m["sram_static_bytes"] + m["heap_used_bytes"] + m["stack_high_water_bytes"]
+    assert m["sram_bytes"] <= 256 * 1024 and set(m["breakdown"]) >= {"arena", "trainable_weights", "stack", "code"}
+    assert q["cost"]["train_step_instructions_median"] > 10_000
+    assert (tmp_path / "q" / "mt_weights.bin").read_bytes() == (tmp_path / "h" / "mt_weights.bin").read_bytes()
+
+
+def test_compile_over_budget_is_a_clear_cli_error(tmp_path, capsys, model_path):
+    code = main(["compile", str(model_path), "--scheme", "last-k:3", "--out", str(tmp_path / "p"),
+                 "--target", "cortex-m7", "--sram", "16KB"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "does not fit: SRAM overflowed by" in err and "--sram" in err and "mt_arena" in err
