@@ -134,3 +134,7 @@ def test_plan_cli_end_to_end(tmp_path, capsys):
     assert doc["search"]["evolutionary"]["evaluations"] <= 20
     assert doc["predicted_accuracy"] >= doc["classifier_accuracy"]
     assert {r["layer"] for r in doc["layers"]} == scheme.updated_layers()
+    # the budget is the number `microtrain compile` reports for the same model and scheme
+    assert main(["compile", str(model), "--scheme", str(tmp_path / "s.json"), "--out", str(tmp_path / "c"),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["peak_bytes"] == doc["peak_bytes"]

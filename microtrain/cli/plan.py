@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
               f"{d['train_samples']} images, {cfg.epochs} epochs, {d['resolution']}x{d['resolution']})")
         print(f"search: evolutionary {100 * evo.proxy:.1f} % vs random {100 * rnd.proxy:.1f} % at "
               f"{len(evo.evaluated)} / {len(rnd.evaluated)} compiled schemes")
-        print(f"wrote {out} and {plot}")
+        print(f"wrote {out} and {plot}; the same peak: microtrain compile {args.model} --scheme {out} "
+              f"--classes {d['classes']} --out DIR")
 
     emit(args, doc, human)
     return 0

@@ -42,8 +42,8 @@ class InfeasibleBudget(ValueError):
 
     def __init__(self, budget: int, smallest: int) -> None:
         super().__init__(f"no update scheme fits in {budget / 1024:.1f} KB: the smallest feasible budget is "
-                         f"{smallest / 1024:.1f} KB ({smallest} bytes, classifier-only update); raise --budget "
-                         "or lower --resolution")
+                         f"{smallest / 1024:.1f} KB ({smallest} bytes, classifier-only update); raise the budget "
+                         "to at least that")
         self.budget, self.smallest = budget, smallest
 
 
