@@ -14,6 +14,7 @@
  * mt_pointwise_conv2d_s8 / mt_add_s8, so the result is identical; integer sums are exact,
  * so the loop order does not matter (the accumulator bounds are checked below).
  *
+ * Limits: depthwise kernel_h <= 16 (MT_ERR_PARAM otherwise).
  * Scratch: mt_inverted_bottleneck_get_buffer_size(p) bytes; it may not overlap input or
  * output. The output may be the input itself (same pointer) when the block's input and
  * output have the same size and no later row reads input bytes an earlier output row
@@ -21,6 +22,9 @@
  * twins.inverted_bottleneck_inplace_ok).
  */
 #include "mt_nn.h"
+
+/* Largest depthwise kernel height (the per-row offsets live in a small local array). */
+#define MT_NN_IB_MAX_KERNEL 16
 
 /* One output element of a conv: bias (saturating), one requantize call, offset, clamp. */
 static int8_t mt_nn_ib_store(int32_t acc, const int32_t *bias, const mt_per_channel_quant *q, int32_t c,
@@ -31,6 +35,68 @@ static int8_t mt_nn_ib_store(int32_t acc, const int32_t *bias, const mt_per_chan
     }
     return mt_nn_offset_clamp(mt_requantize(acc, q->multiplier[c], q->shift[c]), p->output_zero_point,
                               p->act_min, p->act_max);
+}
+
+/* A 1x1 conv of one pixel x[in_c] -> y[out_c], output channels four at a time so that each
+ * input byte loaded (and offset) feeds four accumulators (as mt_pointwise_conv2d_s8). */
+static void mt_nn_ib_pointwise_pixel(const int8_t *x, const int8_t *weights, const int32_t *bias,
+                                     const mt_per_channel_quant *q, const mt_conv_params *p, int8_t *y)
+{
+    int32_t oc, i, k;
+    for (oc = 0; oc < p->out_c; oc += 4) {
+        const int32_t block = p->out_c - oc < 4 ? p->out_c - oc : 4;
+        int32_t acc[4] = {0, 0, 0, 0};
+        if (block == 4) {
+            const int8_t *w0 = weights + oc * p->in_c;
+            const int8_t *w1 = w0 + p->in_c;
+            const int8_t *w2 = w1 + p->in_c;
+            const int8_t *w3 = w2 + p->in_c;
+            for (i = 0; i < p->in_c; ++i) {
+                const int32_t xi = (int32_t)x[i] - p->input_zero_point;
+                acc[0] += xi * (int32_t)w0[i];
+                acc[1] += xi * (int32_t)w1[i];
+                acc[2] += xi * (int32_t)w2[i];
+                acc[3] += xi * (int32_t)w3[i];
+            }
+        } else {
+            for (k = 0; k < block; ++k) {
+                const int8_t *w = weights + (oc + k) * p->in_c;
+                for (i = 0; i < p->in_c; ++i) {
+                    acc[k] += ((int32_t)x[i] - p->input_zero_point) * (int32_t)w[i];
+                }
+            }
+        }
+        for (k = 0; k < block; ++k) {
+            y[oc + k] = mt_nn_ib_store(acc[k], bias, q, oc + k, p);
+        }
+    }
+}
+
+/* One row of a general conv (groups 1): output row r of e, from the whole input. */
+static void mt_nn_ib_conv_row(const mt_conv_params *e, const mt_per_channel_quant *q, const int8_t *input,
+                              const int8_t *weights, const int32_t *bias, int32_t r, int8_t *dst)
+{
+    const int32_t y0 = r * e->stride_h - e->pad_top;
+    const int32_t ky_begin = y0 < 0 ? -y0 : 0;
+    const int32_t ky_end = e->in_h - y0 < e->kernel_h ? e->in_h - y0 : e->kernel_h;
+    int32_t ox, oc, ky, kx;
+    for (ox = 0; ox < e->out_w; ++ox) {
+        const int32_t x0 = ox * e->stride_w - e->pad_left;
+        const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+        const int32_t kx_end = e->in_w - x0 < e->kernel_w ? e->in_w - x0 : e->kernel_w;
+        for (oc = 0; oc < e->out_c; ++oc) {
+            const int8_t *w = weights + (int32_t)oc * e->kernel_h * e->kernel_w * e->in_c;
+            int32_t acc = 0;
+            for (ky = ky_begin; ky < ky_end; ++ky) {
+                const int8_t *x = input + ((y0 + ky) * e->in_w + x0 + kx_begin) * e->in_c;
+                const int8_t *wk = w + (ky * e->kernel_w + kx_begin) * e->in_c;
+                for (kx = 0; kx < (kx_end - kx_begin) * e->in_c; ++kx) {
+                    acc += ((int32_t)x[kx] - e->input_zero_point) * (int32_t)wk[kx];
+                }
+            }
+            dst[ox * e->out_c + oc] = mt_nn_ib_store(acc, bias, q, oc, e);
+        }
+    }
 }
 
 static mt_status mt_nn_ib_check_conv(const mt_conv_params *p, const mt_per_channel_quant *q, int64_t dot_length)
@@ -80,7 +146,8 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
                                     int8_t *scratch)
 {
     const mt_conv_params *e, *d, *pr;
-    int32_t rows, ring_bytes, in_row, out_row, next, oy, ox, c, oc;
+    int32_t rows, ring_bytes, in_row, out_row, next, oy, ox, c, oc, pointwise_expand;
+    int32_t row_at[MT_NN_IB_MAX_KERNEL];
     int8_t *dw_pixel, *pr_pixel;
     mt_status st;
 
@@ -103,6 +170,9 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
     }
     if ((st = mt_nn_ib_check_conv(d, &p->depthwise_q, (int64_t)d->kernel_h * d->kernel_w)) != MT_OK) {
         return st;
+    }
+    if (d->kernel_h > MT_NN_IB_MAX_KERNEL) {
+        return MT_ERR_PARAM;
     }
     if ((st = mt_nn_ib_check_conv(pr, &p->project_q, pr->in_c)) != MT_OK) {
         return st;
@@ -154,80 +224,55 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
     dw_pixel = scratch + ring_bytes;
     pr_pixel = dw_pixel + d->out_c;
 
-    /* loops */
+    /* loops: per depthwise output row, first the expanded rows it still needs */
+    pointwise_expand = p->has_expand && e->kernel_h == 1 && e->kernel_w == 1 && e->stride_h == 1 &&
+                       e->stride_w == 1 && e->pad_top == 0 && e->pad_left == 0;
     next = 0; /* the next expanded row to compute */
     for (oy = 0; oy < d->out_h; ++oy) {
         const int32_t y0 = oy * d->stride_h - d->pad_top;
-        int32_t hi = y0 + d->kernel_h - 1;
-        if (hi > d->in_h - 1) {
-            hi = d->in_h - 1;
-        }
-        /* expanded rows up to hi into the ring (slot = row % rows): a general conv row */
-        for (; p->has_expand && next <= hi; ++next) {
-            int8_t *dst = scratch + (next % rows) * d->in_w * d->in_c;
-            const int32_t ey0 = next * e->stride_h - e->pad_top;
-            for (ox = 0; ox < e->out_w; ++ox) {
-                const int32_t ex0 = ox * e->stride_w - e->pad_left;
-                for (oc = 0; oc < e->out_c; ++oc) {
-                    const int8_t *w = expand_weights + (int32_t)oc * e->kernel_h * e->kernel_w * e->in_c;
-                    int32_t acc = 0;
-                    int32_t ky, kx, i;
-                    for (ky = 0; ky < e->kernel_h; ++ky) {
-                        const int32_t iy = ey0 + ky;
-                        if (iy < 0 || iy >= e->in_h) {
-                            continue;
-                        }
-                        for (kx = 0; kx < e->kernel_w; ++kx) {
-                            const int32_t ix = ex0 + kx;
-                            const int8_t *x, *wk;
-                            if (ix < 0 || ix >= e->in_w) {
-                                continue;
-                            }
-                            x = input + ((int32_t)iy * e->in_w + ix) * e->in_c;
-                            wk = w + (ky * e->kernel_w + kx) * e->in_c;
-                            for (i = 0; i < e->in_c; ++i) {
-                                acc += ((int32_t)x[i] - e->input_zero_point) * (int32_t)wk[i];
-                            }
-                        }
-                    }
-                    dst[ox * e->out_c + oc] = mt_nn_ib_store(acc, expand_bias, &p->expand_q, oc, e);
+        const int32_t ky_begin = y0 < 0 ? -y0 : 0;
+        const int32_t ky_end = d->in_h - y0 < d->kernel_h ? d->in_h - y0 : d->kernel_h;
+        const int32_t d_row = d->in_w * d->in_c;
+        int32_t ky;
+        for (; p->has_expand && next < y0 + ky_end; ++next) { /* into ring slot next % rows */
+            int8_t *dst = scratch + (next % rows) * d_row;
+            if (pointwise_expand) {
+                for (ox = 0; ox < e->out_w; ++ox) {
+                    mt_nn_ib_pointwise_pixel(input + (next * e->in_w + ox) * e->in_c, expand_weights, expand_bias,
+                                             &p->expand_q, e, dst + ox * e->out_c);
                 }
+            } else {
+                mt_nn_ib_conv_row(e, &p->expand_q, input, expand_weights, expand_bias, next, dst);
             }
+        }
+        /* offset of each window row's start in the ring (or the input): found once per output row */
+        for (ky = ky_begin; ky < ky_end; ++ky) {
+            row_at[ky] = p->has_expand ? ((y0 + ky) % rows) * d_row : (y0 + ky) * d_row;
         }
         for (ox = 0; ox < d->out_w; ++ox) {
             const int32_t x0 = ox * d->stride_w - d->pad_left;
+            const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+            const int32_t kx_end = d->in_w - x0 < d->kernel_w ? d->in_w - x0 : d->kernel_w;
+            const int8_t *src = p->has_expand ? scratch : input;
             int8_t *y = output + ((int32_t)oy * pr->out_w + ox) * pr->out_c;
-            /* depthwise: one pixel, every channel */
+            /* depthwise: one pixel, every channel (padded taps contribute (z - z) = 0: skipped) */
             for (c = 0; c < d->out_c; ++c) {
                 const int8_t *w = depthwise_weights + (int32_t)c * d->kernel_h * d->kernel_w;
                 int32_t acc = 0;
-                int32_t ky, kx;
-                for (ky = 0; ky < d->kernel_h; ++ky) {
-                    const int32_t iy = y0 + ky;
-                    const int8_t *src;
-                    if (iy < 0 || iy >= d->in_h) {
-                        continue;
-                    }
-                    src = p->has_expand ? scratch + (iy % rows) * d->in_w * d->in_c : input + iy * d->in_w * d->in_c;
-                    for (kx = 0; kx < d->kernel_w; ++kx) {
-                        const int32_t ix = x0 + kx;
-                        if (ix < 0 || ix >= d->in_w) {
-                            continue;
-                        }
-                        acc += ((int32_t)src[ix * d->in_c + c] - d->input_zero_point) * (int32_t)w[ky * d->kernel_w + kx];
+                int32_t kx;
+                for (ky = ky_begin; ky < ky_end; ++ky) {
+                    const int8_t *x_row = src + row_at[ky] + (x0 + kx_begin) * d->in_c + c;
+                    const int8_t *w_row = w + ky * d->kernel_w;
+                    for (kx = kx_begin; kx < kx_end; ++kx) {
+                        acc += ((int32_t)x_row[(kx - kx_begin) * d->in_c] - d->input_zero_point) *
+                               (int32_t)w_row[kx];
                     }
                 }
                 dw_pixel[c] = mt_nn_ib_store(acc, depthwise_bias, &p->depthwise_q, c, d);
             }
             /* projection (1x1) of that pixel; straight to the output without a residual */
-            for (oc = 0; oc < pr->out_c; ++oc) {
-                const int8_t *w = project_weights + (int32_t)oc * pr->in_c;
-                int32_t acc = 0;
-                for (c = 0; c < pr->in_c; ++c) {
-                    acc += ((int32_t)dw_pixel[c] - pr->input_zero_point) * (int32_t)w[c];
-                }
-                (p->has_residual ? pr_pixel : y)[oc] = mt_nn_ib_store(acc, project_bias, &p->project_q, oc, pr);
-            }
+            mt_nn_ib_pointwise_pixel(dw_pixel, project_weights, project_bias, &p->project_q, pr,
+                                     p->has_residual ? pr_pixel : y);
             /* residual ADD (mt_add_s8 per element): shortcut = the block input at this pixel,
              * read before the (possibly aliased) output element is written */
             if (p->has_residual) {
