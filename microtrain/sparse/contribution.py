@@ -204,18 +204,37 @@ class JobRunner:
                           rounding=c.rounding, seed=c.seed)
         return Trainer(self.data.graph, self.data.scheme(job), cfg)
 
+    def warm(self) -> JobRunner:
+        """Compute the shared activations now (in the parent, before the runner is sent to workers)."""
+        if self._base is None:
+            self._compute_base()
+        return self
+
     def _caches(self, trainer) -> tuple[dict, dict]:
         """The job's prefix cache, sliced from one forward pass up to the earliest cut of all jobs."""
         import torch
 
+        if self._base is None:
+            self._compute_base()
+        if trainer.sim.cut == self._base_cut:
+            return self._base
+        live = trainer.sim.live_at_cut()
+        return tuple({name: self._suffix[split][name].to(torch.int64) for name in live}
+                     for split in ("train", "test"))
+
+    def _compute_base(self) -> None:
+        import torch
+
         from microtrain.sim.simulator import Simulator
 
-        if self._base is None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
             base = self._trainer(Job("bias", self.data.base_k()))
             self._base_cut = base.sim.cut
             self._base = (base.cache(self.data.x_train), base.cache(self.data.x_test))
             # Only the tensors live at some job's cut are kept (the cuts are those of the bias jobs;
-            # weight jobs share the base cut), stored in their int8 dtype to bound memory.
+            # weight jobs share the base cut), stored as int32 to bound memory.
             needed = set()
             for k in self.data.bias_ks():
                 needed.update(Simulator(self.data.graph, self.data.scheme(Job("bias", k))).live_at_cut())
@@ -228,11 +247,8 @@ class JobRunner:
                         for name in needed:
                             env.setdefault(name, []).append(acts[name].q.to(torch.int32))
                 self._suffix[split] = {k: torch.cat(v) for k, v in env.items()}
-        if trainer.sim.cut == self._base_cut:
-            return self._base
-        live = trainer.sim.live_at_cut()
-        return tuple({name: self._suffix[split][name].to(torch.int64) for name in live}
-                     for split in ("train", "test"))
+        finally:
+            torch.set_num_threads(threads)
 
     def run(self, job: Job) -> dict:
         import torch
@@ -290,8 +306,8 @@ class ContributionTable:
                                  doc.get("description", {}))
 
 
-def _make_runner(arg: tuple[AnalysisData, Path | None]) -> JobRunner:
-    return JobRunner(*arg)
+def _make_runner(arg: JobRunner | tuple[AnalysisData, Path | None]) -> JobRunner:
+    return arg if isinstance(arg, JobRunner) else JobRunner(*arg)
 
 
 def _run_job(runner: JobRunner, job: Job) -> dict:
@@ -304,8 +320,11 @@ def map_jobs(data: AnalysisData, out_dir: Path | None, jobs: list[Job], backend:
     from microtrain.sparse.backends import WorkerPool
 
     token = int(data.fingerprint()[:12], 16)
-    with WorkerPool(backend, min(workers or os.cpu_count() or 1, max(1, len(jobs))), _make_runner,
-                    (data, out_dir), token) as pool:
+    workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
+    # Parallel: the shared frozen-prefix activations are computed once here and shipped to the
+    # workers with the runner, instead of once per worker process.
+    arg = JobRunner(data, out_dir).warm() if jobs and backend != "serial" and workers > 1 else (data, out_dir)
+    with WorkerPool(backend, workers, _make_runner, arg, token) as pool:
         for n, (_, result) in enumerate(pool.map(_run_job, jobs), 1):
             if progress is not None:
                 progress(n, len(jobs))
