@@ -301,3 +301,16 @@ def test_generated_c_with_fused_blocks_bit_exact(tmp_path):
     for p in trained:
         np.testing.assert_array_equal(got[p], params[p], err_msg=p)
     assert res.arena_high_water <= step.plan.arena_bytes
+
+
+def test_fused_graph_survives_save_and_load(tmp_path):
+    from microtrain.ir import load_graph, save_graph
+
+    g = toy_mbnet(seed=1, size=12)
+    f = verify_graph(fuse_frozen_blocks(g))
+    save_graph(f, tmp_path / "m.json")
+    h = load_graph(tmp_path / "m.json")
+    assert [n.op for n in h.nodes].count(FUSED) == [n.op for n in f.nodes].count(FUSED) >= 2
+    x = np.random.default_rng(0).integers(-128, 128, g.tensors[g.inputs[0]].shape).astype(np.int8)
+    np.testing.assert_array_equal(run_graph(h, {g.inputs[0]: x})[h.outputs[0]],
+                                  run_graph(g, {g.inputs[0]: x})[g.outputs[0]])
