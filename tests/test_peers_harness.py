@@ -258,3 +258,15 @@ def test_chart_bars_pair_delta_with_process_peak_and_add_the_paper():
     assert bars[1] == ("microtrain compiled (Cortex-M7 SRAM)", None, 2.0, "tab:green")
     assert [b[0] for b in bars[2:]] == [f"paper: {n}" for n in peers.PAPER_MBV2_KB]
     assert peers.chart_bars(results, "mcunet-5fps") == []
+
+
+def test_summary_answers_the_ratio_and_speed_questions():
+    results = [_result("pytorch-full", delta_kb=28 * 1024.0, peak_rss_kb=350 * 1024.0, median_ms=100.0),
+               _result("pytorch-sparse", delta_kb=20 * 1024.0, peak_rss_kb=340 * 1024.0, median_ms=50.0),
+               _result("microtrain-host", delta_kb=500.0, peak_rss_kb=2500.0, median_ms=200.0),
+               _result("microtrain-qemu", sram_bytes=175 * 1024)]
+    lines = peers.summary_lines(results)
+    assert lines[0].startswith("- mbv2-w0.35: PyTorch full update peak / microtrain Cortex-M7 SRAM (175 KB) = 2048x")
+    assert "164x by the step's own delta" in lines[0]
+    assert lines[1].endswith("microtrain is 4.0x slower.")
+    assert peers.summary_lines(results[:1]) == []
