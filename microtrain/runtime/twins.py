@@ -164,8 +164,8 @@ def inverted_bottleneck_inplace_ok(p: dict) -> bool:
     in_row = d["in_w"] * d["in_c"] if not p["has_expand"] else e["in_w"] * e["in_c"]
     in_h = d["in_h"] if not p["has_expand"] else e["in_h"]
     out_row = pr["out_w"] * pr["out_c"]
-    if in_row * in_h != out_row * pr["out_h"]:
-        return False
+    if in_row * in_h < out_row * pr["out_h"]:
+        return False  # the output must fit in the input's bytes
     for oy in range(pr["out_h"] - 1):
         hi = min(oy * d["stride_h"] - d["pad_top"] + d["kernel_h"] - 1, d["in_h"] - 1)
         if p["has_expand"]:

@@ -16,8 +16,8 @@
  *
  * Limits: depthwise kernel_h <= 16 (MT_ERR_PARAM otherwise).
  * Scratch: mt_inverted_bottleneck_get_buffer_size(p) bytes; it may not overlap input or
- * output. The output may be the input itself (same pointer) when the block's input and
- * output have the same size and no later row reads input bytes an earlier output row
+ * output. The output may be the input itself (same pointer) when the output is no larger
+ * than the input and no later row reads input bytes an earlier output row
  * overwrites (checked here; MT_ERR_PARAM otherwise; Python twin
  * twins.inverted_bottleneck_inplace_ok).
  */
@@ -210,7 +210,7 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
     }
     if (output == input) {
         const int32_t in_h = p->has_expand ? e->in_h : d->in_h;
-        if (in_h * in_row != pr->out_h * out_row) {
+        if ((int64_t)in_h * in_row < (int64_t)pr->out_h * out_row) {
             return MT_ERR_PARAM;
         }
         for (oy = 0; oy + 1 < pr->out_h; ++oy) {
