@@ -50,6 +50,23 @@ def _reference_training(step, x, y, steps):
     return params, losses
 
 
+def assert_trained_equal(got: np.ndarray, ref: np.ndarray, what: str) -> None:
+    """Trained int8/int32 tensors: equal, with one stated tolerance.
+
+    Every kernel is bit-exact with the reference evaluation except the loss: libm's expf/logf
+    are not correctly rounded (glibc differs from the correctly rounded float32 result on ~0.1 %
+    of arguments, newlib differently again), so a logit gradient can differ by 1 ulp and, rarely,
+    move an update across a rounding boundary. Allowed: at most 1 % of the elements of a tensor
+    off by exactly 1 LSB; anything else fails.
+    """
+    diff = np.abs(got.astype(np.int64) - ref.astype(np.int64))
+    if diff.any():
+        assert diff.max() <= 1 and np.mean(diff > 0) <= 0.01, (
+            f"{what}: {int((diff > 0).sum())} of {diff.size} elements differ, max {int(diff.max())}; first at "
+            f"{int(np.flatnonzero(diff)[0])}: {got.reshape(-1)[np.flatnonzero(diff)[0]]} vs "
+            f"{ref.reshape(-1)[np.flatnonzero(diff)[0]]}")
+
+
 def _touched(step) -> int:
     return max(b.offset + b.used for b in step.plan.buffers)
 
@@ -74,7 +91,7 @@ def _check_project(tmp_path, graph, step, out, exe, steps=STEPS, n=8):
     for name in ref:
         init = graph.tensors[name].data
         changed += int(np.sum(got[name] != init))
-        np.testing.assert_array_equal(got[name], ref[name], err_msg=f"{name} after {steps} steps")
+        assert_trained_equal(got[name], ref[name], f"{name} after {steps} steps")
     assert changed > 0, "training changed no weight: the test would prove nothing"
     np.testing.assert_allclose(res.losses, ref_losses, rtol=1e-5)
     # the planner's arena is exactly what the run touches
@@ -162,5 +179,5 @@ def test_c_training_equals_the_simulator(tmp_path_factory, tmp_path, rounding):
         trainer._step(cache, y.astype(np.int64), [np.array([i % len(y)])], float(LR))
     sim = trainer.final_graph()
     for name, arr in got.items():
-        np.testing.assert_array_equal(arr, sim.tensors[name].data, err_msg=name)
+        assert_trained_equal(arr, sim.tensors[name].data, f"{name} (C vs simulator)")
     assert any(np.any(arr != graph.tensors[name].data) for name, arr in got.items())
