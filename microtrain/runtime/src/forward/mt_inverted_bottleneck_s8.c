@@ -15,7 +15,7 @@
  * so the loop order does not matter (the accumulator bounds are checked below).
  *
  * Limits: depthwise kernel_h <= 16 (MT_ERR_PARAM otherwise).
- * Scratch: mt_inverted_bottleneck_get_buffer_size(p) bytes; it may not overlap input or
+ * Scratch: as many bytes as mt_inverted_bottleneck_get_buffer_size returns; it may not overlap input or
  * output. The output may be the input itself (same pointer) when the output is no larger
  * than the input and no later row reads input bytes an earlier output row
  * overwrites (checked here; MT_ERR_PARAM otherwise; Python twin
