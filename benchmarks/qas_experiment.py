@@ -12,7 +12,7 @@ subset, and the test accuracy at that lr is reported.
 The frozen prefix (everything before block 12) never changes, so its output is computed
 once per image and cached (``Trainer.cache``).
 
-    nice -n 10 .venv/bin/python benchmarks/qas_experiment.py --dataset digits --out-json /tmp/qas_digits.json
+    nice -n 10 .venv/bin/python benchmarks/qas_experiment.py --dataset digits --zero-head --out-json /tmp/qd.json
     .venv/bin/python benchmarks/qas_experiment.py --merge /tmp/qas_*.json --append-results
 """
 
@@ -46,6 +46,7 @@ from microtrain.train.loop import TrainConfig, Trainer  # noqa: E402
 # (label, optimizer, rounding, scheme)
 ROWS = [
     ("fp32 SGD-M", "fp32-sgdm", "-", "last2"),
+    ("fp32 SGD (no momentum, reference for SGD+QAS)", "fp32-sgd", "-", "last2"),
     ("int8 SGD-M", "sgdm", "nearest", "last2"),
     ("int8 SGD-M", "sgdm", "stochastic", "last2"),
     ("int8 Adam", "adam", "nearest", "last2"),
@@ -161,10 +162,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="digits")
     p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--train-limit", type=int, default=600)
-    p.add_argument("--val-limit", type=int, default=150)
+    p.add_argument("--train-limit", type=int, default=400)
+    p.add_argument("--val-limit", type=int, default=100)
     p.add_argument("--test-limit", type=int, default=500)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lrs", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
     p.add_argument("--rows", nargs="*", help="only these row labels")
@@ -176,7 +177,16 @@ def main() -> int:
     p.add_argument("--command", default=None, help="the command lines to record with --append-results")
     args = p.parse_args()
     if args.merge:
-        all_results = [json.loads(Path(f).read_text()) for f in args.merge]
+        by_dataset: dict[str, dict] = {}  # several files of one dataset (e.g. extra lrs) are pooled
+        for f in args.merge:
+            r = json.loads(Path(f).read_text())
+            if r["dataset"] in by_dataset:
+                merged = by_dataset[r["dataset"]]
+                merged["runs"] += r["runs"]
+                merged["config"]["lrs"] = sorted(set(merged["config"]["lrs"]) | set(r["config"]["lrs"]))
+            else:
+                by_dataset[r["dataset"]] = r
+        all_results = list(by_dataset.values())
     else:
         all_results = [run_dataset(args)]
     text = table(all_results)
