@@ -150,6 +150,8 @@ def run_pair(model: str, data_name: str, a: argparse.Namespace, out: Path, rows:
     convs, cls = data.convs(), data.classifier()
     pcache_path = out / "analysis" / tag / "baseline_peaks.json"
     pcache = json.loads(pcache_path.read_text()) if pcache_path.exists() else {}
+    if pcache.get("compiler") != S.compiler_hash():  # peaks of another compiler version are stale
+        pcache = {"compiler": S.compiler_hash()}
     lastk = peaks_by_k(mem_graph, convs, cls, True, top, pcache)
     biask = peaks_by_k(mem_graph, convs, cls, False, top, pcache)
     for key, scheme in (("full", make_scheme(mem_graph, convs + [cls], {n: 1.0 for n in convs + [cls]})),
@@ -212,6 +214,16 @@ def run_pair(model: str, data_name: str, a: argparse.Namespace, out: Path, rows:
     notes.setdefault("plots", []).append(str(img.relative_to(ROOT)))
 
 
+def _commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def fmt(v, pct=True) -> str:
     return "-" if v is None else (f"{100 * v:.1f}" if pct else f"{v:.1f}")
 
@@ -225,7 +237,7 @@ def report(rows: list, notes: dict, a: argparse.Namespace, cmd: str, elapsed: fl
              f"train, scored on {a.eval_limit} test images; both at {a.resolution}x{a.resolution} input (SGD+QAS, "
              f"lr {a.lr}, batch 8, stochastic rounding, new 10-way head). Memory = compiled peak of the training "
              "step at the model's 128x128 input (arena + trained tensors in RAM, as `microtrain compile`); KB = 1024 "
-             f"B. Searches: {a.evaluations} compiled schemes each, seed 0.", "",
+             f"B. Searches: {a.evaluations} compiled schemes each, seed 0. Code at commit {_commit()}.", "",
              "| model | data | budget KB | searched % (KB) | last-k layers % (KB) | biases last k % | "
              "classifier-only % (KB) | proxy evo / random |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -22,6 +22,7 @@ evaluated genomes. Both return every evaluated point for the frontier plot.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -125,6 +126,16 @@ def compiled_peak(graph: Graph, scheme: UpdateScheme, fast: bool = False) -> tup
     return step.plan.peak_bytes, step.plan.peak_breakdown()
 
 
+def compiler_hash() -> str:
+    """Hash of the compiler's source files: cached peaks are stale once the compiler changes."""
+    import microtrain.compiler
+
+    h = hashlib.sha256()
+    for path in sorted(Path(microtrain.compiler.__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _memory_state(arg: tuple[Graph, SearchSpace]) -> tuple[Graph, SearchSpace]:
     return arg
 
@@ -144,7 +155,8 @@ class MemoryOracle:
 
         self.graph, self.space = graph, space
         self.cache_path = Path(cache_path) if cache_path else None
-        self.key = graph_hash(graph)[:16] + json.dumps(dataclasses.asdict(space))
+        # the cache is valid for this graph, this search space and this compiler's source code
+        self.key = graph_hash(graph)[:16] + compiler_hash() + json.dumps(dataclasses.asdict(space))
         self.cache: dict[Genome, int] = {}
         self.compiled = 0
         if self.cache_path and self.cache_path.exists():
