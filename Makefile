@@ -11,11 +11,11 @@ demo: setup
 	$(PY) -m microtrain.demo
 
 test: setup
-	.venv/bin/ruff check microtrain tests benchmarks
+	.venv/bin/ruff check microtrain tests benchmarks scripts
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	.venv/bin/ruff check microtrain tests benchmarks
+	.venv/bin/ruff check microtrain tests benchmarks scripts
 
 clean:
 	rm -rf build .pytest_cache
