@@ -105,8 +105,8 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
         bd = plan.peak_breakdown()
         parts = ", ".join(f"{k} {v / 1024:.1f} KB" for k, v in bd.items() if k != "at_step" and v)
         raise CompileError(f"peak memory {plan.peak_bytes / 1024:.1f} KB exceeds the budget "
-                           f"{opt.budget / 1024:.1f} KB ({parts}); update fewer layers, lower ratios, or "
-                           "enable --reorder")
+                           f"{opt.budget / 1024:.1f} KB ({parts}); update fewer or later layers or lower "
+                           f"their ratios{'' if opt.reorder else ', or enable --reorder'}")
     return CompiledStep(g, plan, opt, lines)
 
 
