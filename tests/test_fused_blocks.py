@@ -327,3 +327,24 @@ def test_fused_graph_survives_save_and_load(tmp_path):
     x = np.random.default_rng(0).integers(-128, 128, g.tensors[g.inputs[0]].shape).astype(np.int8)
     np.testing.assert_array_equal(run_graph(h, {g.inputs[0]: x})[h.outputs[0]],
                                   run_graph(g, {g.inputs[0]: x})[g.outputs[0]])
+
+
+def test_loaded_fused_graph_runs_without_the_compiler(tmp_path):
+    # importing the interpreter alone registers the fused op's rules (interp/__init__.py)
+    import subprocess
+    import sys
+
+    from microtrain.ir import save_graph
+
+    g = toy_mbnet(seed=3, size=8)
+    save_graph(verify_graph(fuse_frozen_blocks(g)), tmp_path / "m.json")
+    x = np.random.default_rng(0).integers(-128, 128, g.tensors[g.inputs[0]].shape).astype(np.int8)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np; from microtrain.ir import load_graph; "
+            "from microtrain.interp.reference import run_graph; "
+            f"g = load_graph({str(tmp_path / 'm.json')!r}); "
+            "assert 'microtrain.compiler' not in sys.modules; "
+            f"y = run_graph(g, {{g.inputs[0]: np.load({str(tmp_path / 'x.npy')!r})}})[g.outputs[0]]; "
+            "print(' '.join(map(str, y.ravel().tolist())))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert list(map(int, out)) == run_graph(g, {g.inputs[0]: x})[g.outputs[0]].ravel().tolist()
