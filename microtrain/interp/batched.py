@@ -21,7 +21,7 @@ import numpy as np
 from microtrain import quant
 from microtrain.interp.reference import add_params, avg_pool_params, output_multipliers
 from microtrain.ir.graph import Graph, Node, Tensor
-from microtrain.ir.ops import Op
+from microtrain.ir.ops import FLOAT_OPS, TRAINING_OPS, Op
 from microtrain.ir.verify import verify_graph
 
 BatchRule = Callable[[Node, Graph, Mapping[str, np.ndarray]], list[np.ndarray]]
@@ -101,6 +101,9 @@ BATCH_RULES: dict[Op, BatchRule] = {
     Op.GLOBAL_AVG_POOL: _global_avg_pool,
     Op.RESHAPE: _reshape,
 }
+# A batched evaluator of int8 inference graphs (whole test sets); float and training ops
+# never occur in the graphs it is given.
+BATCH_RULES_EXEMPT = FLOAT_OPS | TRAINING_OPS
 
 
 def infer_batch(graph: Graph, x: np.ndarray, verify: bool = True) -> np.ndarray:

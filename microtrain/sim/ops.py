@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from microtrain.interp.reference import add_params, avg_pool_params, output_multipliers
 from microtrain.ir.graph import Graph, Node, QParams, Tensor
-from microtrain.ir.ops import Op
+from microtrain.ir.ops import TRAINING_OPS, Op
 from microtrain.sim.fixed_point import requantize
 
 
@@ -284,7 +284,9 @@ SIM_RULES: dict[Op, SimRule] = {
 }
 """SOFTMAX_CROSS_ENTROPY is exempt: the simulator computes the loss on the logits itself."""
 
-SIM_EXEMPT = frozenset({Op.SOFTMAX_CROSS_ENTROPY, Op.FUSED_INVERTED_BOTTLENECK})  # fused: compiler-only, frozen
+# Loss: computed by the trainer in torch. Fused blocks and the backward/update ops exist only in
+# compiled training graphs; the simulator differentiates the inference graph itself.
+SIM_EXEMPT = frozenset({Op.SOFTMAX_CROSS_ENTROPY, Op.FUSED_INVERTED_BOTTLENECK}) | TRAINING_OPS
 
 
 def to_codes(a: np.ndarray) -> torch.Tensor:
