@@ -126,6 +126,10 @@ def test_fused_shape_rule_rejects_a_broken_node():
     broken = f.replace(nodes=(type(node)(node.name, node.op, node.inputs, node.outputs, bad),))
     with pytest.raises(ValueError, match="not an inverted bottleneck"):
         verify_graph(broken)
+    small = dict(node.attrs, scratch_bytes=node.attrs["scratch_bytes"] - 1)
+    broken = f.replace(nodes=(type(node)(node.name, node.op, node.inputs, node.outputs, small),))
+    with pytest.raises(ValueError, match="scratch_bytes"):
+        verify_graph(broken)
 
 
 # --- the C kernel ---------------------------------------------------------------------------

@@ -121,7 +121,13 @@ def _fused_shape(node: Node, ins: list[Tensor]) -> OutSpec:
     tensors = dict(sub.tensors)
     tensors[y_name] = Tensor(y_name, y_shape, "int8", y_probe.quant)
     verify_graph(Graph(tensors, sub.nodes, sub.inputs, sub.outputs))
-    return [(y_shape, "int8"), ((int(node.attrs["scratch_bytes"]),), "int8")]
+    from microtrain.runtime import twins  # the kernel's size query (twins imports the interpreter)
+    full = Graph({**g.tensors, y_name: tensors[y_name]}, (node,), (x.name,), (y_name,))
+    need = twins.inverted_bottleneck_get_buffer_size(twins.inverted_bottleneck_params(node, full))
+    if int(node.attrs["scratch_bytes"]) != need:
+        raise IRError(f"node {node.name!r} ({node.op.value}): scratch_bytes {node.attrs['scratch_bytes']} but the "
+                      f"kernel needs {need} (mt_inverted_bottleneck_get_buffer_size)")
+    return [(y_shape, "int8"), ((need,), "int8")]
 
 
 def _scratch(node: Node) -> np.ndarray:
