@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -93,39 +94,38 @@ def run_dataset(args) -> dict:
     caches: dict[int, dict] = {}  # prefix cut -> cached prefix outputs (train, test)
     results = json.loads(Path(args.out_json).read_text()) if args.out_json and Path(args.out_json).exists() else {}
     results.setdefault("runs", [])
-    done = {(r["optimizer"], r["rounding"], r["scheme"], r["lr"]) for r in results["runs"]}
-    for label, opt, rounding, scheme_key in ROWS:
+    done = {(r["optimizer"], r["rounding"], r["scheme"], r["lr"], r.get("seed", 0)) for r in results["runs"]}
+    for seed, (label, opt, rounding, scheme_key), lr in itertools.product(args.seeds, ROWS, args.lrs):
         if args.rows and label not in args.rows:
             continue
-        for lr in args.lrs:
-            if (opt, rounding, scheme_key, lr) in done:
-                continue
-            t = time.time()
-            cfg = TrainConfig(opt, lr=lr, epochs=args.epochs, batch_size=args.batch_size,
-                              rounding=rounding if rounding != "-" else "nearest", seed=0)
-            scheme = sch[scheme_key]
-            tr = Trainer(graph, scheme, cfg)
-            if tr.sim.cut not in caches:
-                t0 = time.time()
-                caches[tr.sim.cut] = {"train": tr.cache(x_train), "test": tr.cache(x_test)}
-                print(f"[{args.dataset}] prefix cached for {len(x_train) + len(x_test)} images in "
-                      f"{time.time() - t0:.0f} s", file=sys.stderr)
-            cache = caches[tr.sim.cut]
-            sub = {k: v[torch.from_numpy(tr_idx)] for k, v in cache["train"].items()}
-            val = {k: v[torch.from_numpy(val_idx)] for k, v in cache["train"].items()}
-            tr.fit(sub, train.labels[tr_idx])
-            row = {"label": label, "optimizer": opt, "rounding": rounding, "scheme": scheme_key, "lr": lr,
-                   "val_accuracy": tr.evaluate(val, train.labels[val_idx]),
-                   "test_accuracy": tr.evaluate(cache["test"], test.labels),
-                   "train_loss": tr.history[-1]["train_loss"], "seconds": time.time() - t}
-            results["runs"].append(row)
-            print(f"[{args.dataset}] {label:45s} {rounding:10s} lr={lr:<6g} val {row['val_accuracy']:.3f} "
-                  f"test {row['test_accuracy']:.3f} loss {row['train_loss']:.3f} ({row['seconds']:.0f} s)",
-                  file=sys.stderr, flush=True)
-            if args.out_json:
-                results.update(dataset=args.dataset, config=config_of(args), train_size=len(tr_idx),
-                               val_size=len(val_idx), test_size=len(test))
-                Path(args.out_json).write_text(json.dumps(results, indent=1))
+        if (opt, rounding, scheme_key, lr, seed) in done:
+            continue
+        t = time.time()
+        cfg = TrainConfig(opt, lr=lr, epochs=args.epochs, batch_size=args.batch_size,
+                          rounding=rounding if rounding != "-" else "nearest", seed=seed)
+        scheme = sch[scheme_key]
+        tr = Trainer(graph, scheme, cfg)
+        if tr.sim.cut not in caches:
+            t0 = time.time()
+            caches[tr.sim.cut] = {"train": tr.cache(x_train), "test": tr.cache(x_test)}
+            print(f"[{args.dataset}] prefix cached for {len(x_train) + len(x_test)} images in "
+                  f"{time.time() - t0:.0f} s", file=sys.stderr)
+        cache = caches[tr.sim.cut]
+        sub = {k: v[torch.from_numpy(tr_idx)] for k, v in cache["train"].items()}
+        val = {k: v[torch.from_numpy(val_idx)] for k, v in cache["train"].items()}
+        tr.fit(sub, train.labels[tr_idx])
+        row = {"label": label, "optimizer": opt, "rounding": rounding, "scheme": scheme_key, "lr": lr, "seed": seed,
+               "val_accuracy": tr.evaluate(val, train.labels[val_idx]),
+               "test_accuracy": tr.evaluate(cache["test"], test.labels),
+               "train_loss": tr.history[-1]["train_loss"], "seconds": time.time() - t}
+        results["runs"].append(row)
+        print(f"[{args.dataset}] {label:45s} {rounding:10s} lr={lr:<6g} seed {seed} val {row['val_accuracy']:.3f} "
+              f"test {row['test_accuracy']:.3f} loss {row['train_loss']:.3f} ({row['seconds']:.0f} s)",
+              file=sys.stderr, flush=True)
+        if args.out_json:
+            results.update(dataset=args.dataset, config=config_of(args), train_size=len(tr_idx),
+                           val_size=len(val_idx), test_size=len(test))
+            Path(args.out_json).write_text(json.dumps(results, indent=1))
     return results
 
 
@@ -168,6 +168,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lrs", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (data order, rounding)")
     p.add_argument("--rows", nargs="*", help="only these row labels")
     p.add_argument("--zero-head", action="store_true", help="start the new head from zero weights")
     p.add_argument("--threads", type=int, default=1)
