@@ -74,7 +74,9 @@ NOTES = """Notes on the rows:
   scale invariance makes their SGD steps ~1e-10, below fp32 resolution: those gradients are computed and applied
   (the memory and time are real) but the conv weights do not change, hence e.g. 103/155 tensors moved.
 - microtrain host: the generated model and runtime linked with `benchmarks/peers/mt_bench_main.c` (gcc -O2),
-  same measure as the peers; 'arena' is MT_ARENA_BYTES, the planned arena of the compiled step."""
+  same measure as the peers; 'arena' is MT_ARENA_BYTES, the planned arena of the compiled step. Its delta also
+  counts the first touch of the program's const weights and code (file-backed pages, faulted in lazily during
+  the first steps), which the peers had already loaded into memory before their baseline."""
 
 
 def select_rows(spec: str) -> list[str]:
