@@ -8,7 +8,7 @@ For each zoo model (128x128, batch 1, 10 classes) every row runs in its own proc
 pretrained weights dequantized) in its framework, warms up, then measures. The memory
 measure, identical for every row: peak RSS during the measured steps (VmHWM reset after
 warm-up) minus RSS after importing the framework and building the model. Time: median of
-the measured steps. Peer frameworks come from the ``peers`` extra (``pip install -e '.[peers]'``).
+the measured steps. Peer frameworks come from the ``peers`` extra (``--install-peers`` installs it).
 """
 
 from __future__ import annotations
@@ -79,6 +79,21 @@ NOTES = """Notes on the rows:
   the first steps), which the peers had already loaded into memory before their baseline."""
 
 
+def peers_extra(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
+    """The pinned requirements of the ``peers`` extra (the one place their versions are written)."""
+    import tomllib
+
+    doc = tomllib.loads(pyproject.read_text())
+    return list(doc["project"]["optional-dependencies"]["peers"])
+
+
+def install_peers() -> None:
+    """pip-install the peers extra into this interpreter's environment (the project venv)."""
+    cmd = [sys.executable, "-m", "pip", "install", *peers_extra()]
+    print(f"[peers] {' '.join(cmd)}", file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True)
+
+
 def select_rows(spec: str) -> list[str]:
     """Row ids from a comma list of row ids (exact) or framework prefixes (``pytorch`` = every pytorch row)."""
     if spec in ("", "all"):
@@ -113,7 +128,7 @@ def run_row(row: str, model: str, arch: Path, weights: Path, args: argparse.Name
     err = r.stderr.strip().splitlines()
     reason = err[-1][:400] if err else f"exit code {r.returncode}, no output"
     if "ModuleNotFoundError" in reason:
-        reason += " (install the peers extra: .venv/bin/pip install -e '.[peers]')"
+        reason += " (install the peers extra: rerun with --install-peers, or .venv/bin/pip install -e '.[peers]')"
     return {**base, "status": "error", "reason": reason}
 
 
@@ -330,10 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="threads per peer framework (microtrain is single-threaded)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per row before it is marked failed")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of the table")
+    p.add_argument("--install-peers", action="store_true",
+                   help="first pip-install the peers extra (tensorflow-cpu, mnn; pinned in pyproject.toml)")
     p.add_argument("--no-write", action="store_true", help="do not append to docs/RESULTS.md nor draw the chart")
     p.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
     p.add_argument("--chart", type=Path, default=ROOT / "docs" / "img" / "peers.png")
     args = p.parse_args(argv)
+    if args.install_peers:
+        install_peers()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     rows = select_rows(args.frameworks)
     import numpy as np

@@ -270,3 +270,13 @@ def test_summary_answers_the_ratio_and_speed_questions():
     assert "164x by the step's own delta" in lines[0]
     assert lines[1].endswith("microtrain is 4.0x slower.")
     assert peers.summary_lines(results[:1]) == []
+
+
+def test_peers_extra_is_pinned_and_not_a_main_dependency():
+    import tomllib
+
+    extra = peers.peers_extra()
+    assert sorted(r.split("==")[0] for r in extra) == ["mnn", "tensorflow-cpu"]
+    assert all("==" in r for r in extra)
+    main = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not any(d.startswith(("tensorflow", "mnn")) for d in main)
