@@ -2,7 +2,9 @@
 
 Storage: a tensor in the memory plan lives in the one static arena at its planned offset;
 a frozen constant is a ``static const`` array (flash); a trained weight or bias is a plain
-array (RAM, initialised from the model). Every number the kernels need (multipliers,
+array (RAM, initialised from the model), except a weight marked by ``split_trained_rows``:
+its kept rows are the RAM array, its frozen rows a const array, and a const table of row
+pointers (``rows_table``) lets the pointwise ``*_rows`` kernels read both. Every number the kernels need (multipliers,
 shifts, scales, QAS factors, channel lists) is computed here in Python and written as a
 constant; floats are written as exact C99 hexadecimal literals.
 """
@@ -14,6 +16,7 @@ import re
 import numpy as np
 
 from microtrain.compiler.plan_memory import MemoryPlan
+from microtrain.compiler.split_trained_rows import ram_rows, stored_bytes
 from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import UPDATE_OPS
 from microtrain.runtime import twins
@@ -52,6 +55,7 @@ class CContext:
         self._memo: dict[tuple, str] = {}
         self.trainable = {n.inputs[0] for n in graph.nodes if n.op in UPDATE_OPS}
         self._offsets = {t: b.offset for b in plan.buffers for t in b.tensors}
+        self.split = ram_rows(graph)  # weight -> kept rows (RAM); the other rows stay in flash
 
     # --- names ----------------------------------------------------------------------------
     def ident(self, prefix: str, name: str) -> str:
@@ -70,6 +74,10 @@ class CContext:
     def offset(self, tensor: str) -> int:
         return self._offsets[tensor]
 
+    def same_buffer(self, a: str, b: str) -> bool:
+        """Whether the planner put two tensors at the same arena offset (an in-place op)."""
+        return a in self._offsets and b in self._offsets and self._offsets[a] == self._offsets[b]
+
     def ptr(self, tensor: str) -> str:
         """C expression of a pointer to the tensor's data."""
         t = self.graph.tensors[tensor]
@@ -86,12 +94,45 @@ class CContext:
         if key not in self._memo:
             t = self.graph.tensors[tensor]
             sym = self.ident("P", tensor)
+            if tensor in self.split:
+                self._split_arrays(tensor, sym)
+                return self._memo[key]
             qual = "" if tensor in self.trainable else "const "
             storage = "" if tensor in self.trainable else "static "
             self.decls.append(f"{storage}{qual}{CTYPES[t.dtype]} {sym}[{t.size}] = "
                               f"{c_array_body(t.data, CTYPES[t.dtype])};")
             self._memo[key] = sym
         return self._memo[key]
+
+    def _split_arrays(self, tensor: str, sym: str) -> None:
+        """Kept rows in RAM (``sym``, list entry j at row j), frozen rows const, a const row table."""
+        t = self.graph.tensors[tensor]
+        kept = list(self.split[tensor])
+        frozen = [c for c in range(t.shape[0]) if c not in set(kept)]
+        rows = np.asarray(t.data).reshape(t.shape[0], -1)
+        row = rows.shape[1]
+        flash = self.ident("PF", tensor)
+        table = self.ident("PR", tensor)
+        ctype = CTYPES[t.dtype]
+        self.decls.append(f"{ctype} {sym}[{len(kept) * row}] = {c_array_body(rows[kept], ctype)};")
+        self.decls.append(f"static const {ctype} {flash}[{len(frozen) * row}] = {c_array_body(rows[frozen], ctype)};")
+        where = {c: f"{sym} + {j * row}" for j, c in enumerate(kept)}
+        where.update({c: f"{flash} + {j * row}" for j, c in enumerate(frozen)})
+        body = ",\n    ".join(where[c] for c in range(t.shape[0]))
+        self.decls.append(f"static const {ctype} *const {table}[{t.shape[0]}] = {{\n    {body}\n}};")
+        self._memo[("param", tensor)] = sym
+        self._memo[("rows", tensor)] = table
+
+    def rows_table(self, tensor: str) -> str | None:
+        """The row-pointer table of a split weight, or None if the weight is stored whole."""
+        if tensor not in self.split:
+            return None
+        self.param_array(tensor)
+        return self._memo[("rows", tensor)]
+
+    def stored_bytes(self, tensor: str) -> int:
+        """RAM bytes of a trained tensor as stored (kept rows only for a split weight)."""
+        return stored_bytes(self.graph, tensor, self.split)
 
     # --- constants ------------------------------------------------------------------------
     def const_array(self, prefix: str, name: str, ctype: str, values) -> str:

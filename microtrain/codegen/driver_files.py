@@ -3,7 +3,8 @@
 ``mt_config.txt`` (``key value`` lines), ``mt_train_x.bin`` / ``mt_test_x.bin`` (int8
 samples back to back), ``mt_train_y.bin`` / ``mt_test_y.bin`` (int32 little-endian), and
 ``read_weights`` to turn the driver's ``mt_weights.bin`` back into named arrays using the
-trained-tensor list of ``report.json``.
+trained-tensor list of ``report.json`` (a weight stored split, ``stored_rows``, has only its
+kept rows in the file: its frozen rows come from the project's model file).
 """
 
 from __future__ import annotations
@@ -39,12 +40,22 @@ def read_weights(project_dir: str | Path, weights_path: str | Path) -> dict[str,
     doc = json.loads((Path(project_dir) / "report.json").read_text())
     raw = Path(weights_path).read_bytes()
     out, pos = {}, 0
+    model = None
     for t in doc["trainable"]:
         n = int(t["bytes"])
         if pos + n > len(raw):
             raise ValueError(f"{weights_path}: {len(raw)} bytes, too short for {t['name']} at offset {pos}")
-        out[t["name"]] = np.frombuffer(raw[pos:pos + n], dtype=DTYPES[t["dtype"]]).reshape(t["shape"]).astype(
-            t["dtype"])
+        rows = t.get("stored_rows")
+        shape = list(t["shape"]) if rows is None else [len(rows), *t["shape"][1:]]
+        arr = np.frombuffer(raw[pos:pos + n], dtype=DTYPES[t["dtype"]]).reshape(shape).astype(t["dtype"])
+        if rows is not None:  # kept rows only: the frozen rows are the model's, unchanged by training
+            if model is None:
+                from microtrain.ir import load_graph
+                model = load_graph(Path(project_dir) / "model")
+            full = np.array(model.tensors[t["name"]].data, dtype=t["dtype"]).reshape(t["shape"])
+            full[np.asarray(rows, dtype=np.int64)] = arr
+            arr = full
+        out[t["name"]] = arr
         pos += n
     if pos != len(raw):
         raise ValueError(f"{weights_path}: {len(raw)} bytes, the trained tensors take {pos}")

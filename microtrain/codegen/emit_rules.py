@@ -48,6 +48,10 @@ def _conv2d(node: Node, ctx: CContext) -> list[str]:
     if "band" in node.attrs:
         return _banded_chain(node, ctx)
     x, w, b = node.inputs
+    rows = ctx.rows_table(w)
+    if rows is not None:  # a split trained weight (split_trained_rows): pointwise, rows from RAM and flash
+        return [_try(ctx, "mt_pointwise_conv2d_rows_s8", "&" + ctx.conv_params(node), "&" + ctx.requant(node),
+                     ctx.ptr(x), "NULL", rows, ctx.ptr(b), ctx.ptr(node.outputs[0]))]
     return [_try(ctx, _conv_kernel(node, ctx), "&" + ctx.conv_params(node), "&" + ctx.requant(node), ctx.ptr(x),
                  ctx.ptr(w), ctx.ptr(b), ctx.ptr(node.outputs[0]))]
 
@@ -146,6 +150,18 @@ def _avg_pool_grad(node: Node, ctx: CContext) -> list[str]:
 def _conv_grad_input(node: Node, ctx: CContext) -> list[str]:
     layer = ctx.graph.node(node.attrs["layer"])
     g, w = node.inputs
+    rows = ctx.rows_table(w)
+    if rows is not None:  # a split trained weight: pointwise (split_trained_rows checked it)
+        return [_try(ctx, "mt_pointwise_conv2d_grad_input_rows_f32", "&" + ctx.conv_params(layer),
+                     ctx.weight_scales(w), "NULL", rows, ctx.ptr(g), ctx.ptr(node.outputs[0]))]
+    out = node.outputs[0]
+    if _is_depthwise(layer, ctx) and ctx.same_buffer(g, out):
+        # the planner let the input gradient overwrite the output gradient (inplace_operands)
+        x_t = ctx.graph.tensors[layer.inputs[0]]
+        plane = twins.depthwise_conv2d_grad_input_inplace_get_buffer_size(x_t.shape[1], x_t.shape[2]) // 4
+        return ["{", f"    float scratch[{plane}]; /* one channel plane */",
+                "    " + _try(ctx, "mt_depthwise_conv2d_grad_input_inplace_f32", "&" + ctx.conv_params(layer),
+                              ctx.weight_scales(w), ctx.ptr(w), ctx.ptr(g), "scratch"), "}"]
     kernel = "mt_depthwise_conv2d_grad_input_f32" if _is_depthwise(layer, ctx) else "mt_conv2d_grad_input_f32"
     return [_try(ctx, kernel, "&" + ctx.conv_params(layer), ctx.weight_scales(w), ctx.ptr(w), ctx.ptr(g),
                  ctx.ptr(node.outputs[0]))]
@@ -170,8 +186,9 @@ def _update_call(upd: Node, ctx: CContext, grad_ptr: str) -> str:
     p = ctx.graph.tensors[upd.inputs[0]]
     factors = ctx.const_array("F", upd.inputs[0], "float", upd.attrs["factors"])
     if upd.op == Op.UPDATE_WEIGHT:
-        return _try(ctx, "mt_sgd_update_s8", ctx.ptr(p.name), "0", str(p.size // p.shape[0]), factors, grad_ptr,
-                    "&ch", "&u")
+        sliced = "1" if ctx.rows_table(p.name) is not None else "0"  # split: RAM holds the kept rows only
+        return _try(ctx, "mt_sgd_update_s8", ctx.ptr(p.name), sliced, str(p.size // p.shape[0]), factors,
+                    grad_ptr, "&ch", "&u")
     return _try(ctx, "mt_sgd_update_s32", ctx.ptr(p.name), factors, grad_ptr, "&ch", "&u")
 
 

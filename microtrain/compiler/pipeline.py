@@ -22,6 +22,7 @@ from microtrain.compiler.prune_frozen import prune_frozen
 from microtrain.compiler.reorder_updates import reorder_updates
 from microtrain.compiler.slice_subtensor import slice_subtensor
 from microtrain.compiler.split_bands import split_bands
+from microtrain.compiler.split_trained_rows import split_trained_rows
 from microtrain.ir.graph import Graph
 from microtrain.ir.verify import verify_graph
 from microtrain.sparse.scheme import UpdateScheme
@@ -33,6 +34,7 @@ log = logging.getLogger("microtrain.compiler")
 class CompileOptions:
     prune: bool = True          # dead-code elimination of the training graph
     slice: bool = True          # sub-tensor updates: only kept channels' gradients and inputs
+    ram_rows: bool = True       # a sub-tensor-updated weight keeps only its kept rows in RAM
     masks: bool = True          # 1-bit clamp masks instead of saved int8 outputs
     reorder: bool = True        # apply each update as soon as its gradient exists
     per_channel: bool = True    # with reorder: compute/apply/free one output channel's gradient at a time
@@ -71,6 +73,8 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
         ("prune_frozen", opt.prune, prune_frozen, "peak"),
         # weight gradients and saved inputs restricted to the kept output channels
         ("slice_subtensor", opt.slice, slice_subtensor, "peak"),
+        # partially trained weights: kept rows in RAM, frozen rows stay const in flash
+        ("split_trained_rows", opt.ram_rows, split_trained_rows, "peak"),
         # clamp masks computed in the forward: 1 bit per element kept instead of the int8 output
         ("hoist_masks", opt.masks, hoist_masks, "peak"),
         # each update right after its gradient (per output channel), gradients freed at once

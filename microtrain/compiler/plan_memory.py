@@ -3,7 +3,8 @@
 1. Lifetimes over the final schedule: a tensor lives from the step that produces it
    (graph inputs: step -1) to the last step that reads it (the loss: the end).
 2. In-place: ``INPLACE_RULES[op]`` names the operands an op may overwrite (elementwise ops
-   whose kernels allow aliasing); when such an operand dies at that op and has the output's
+   whose kernels allow aliasing; also a same-shape depthwise input gradient, see
+   ``inplace_operands``); when such an operand dies at that op and has the output's
    size, output and operand share one buffer. RESHAPE is always a view.
 3. Offsets: an algorithm from ``ALGORITHMS`` (one signature: buffers -> offsets); the
    default is greedy-by-size first-fit (largest buffer first, lowest offset that overlaps
@@ -12,7 +13,8 @@
 4. ``verify_plan`` checks independently that no two buffers alive at the same step overlap.
 
 Constants are not in the arena: frozen weights stay in flash, trained weights and biases
-are static RAM (reported as ``trainable``). ``label`` and ``lr`` are scalar arguments.
+are static RAM (reported as ``trainable``; of a weight split by ``split_trained_rows`` only
+its kept rows). ``label`` and ``lr`` are scalar arguments.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from microtrain.compiler.split_trained_rows import ram_rows, stored_bytes
 from microtrain.ir.graph import Graph
 from microtrain.ir.ops import UPDATE_OPS, Op
+from microtrain.runtime import twins
 
 ALIGN = 8
 SCALAR_INPUTS = ("label", "lr")
@@ -36,6 +40,31 @@ INPLACE_RULES: dict[Op, tuple[int, ...]] = {
 
 INPLACE_RULES_EXEMPT = frozenset(Op) - frozenset(INPLACE_RULES)
 """Every other op writes a fresh buffer (RESHAPE is a view, handled apart)."""
+
+INPLACE_SCRATCH_MAX = 4096
+"""Largest scratch (one channel plane, bytes) of the in-place depthwise input gradient; the
+generated code keeps it on the stack."""
+
+
+def depthwise_grad_inplace_ok(graph: Graph, node) -> bool:
+    """A depthwise CONV2D_GRAD_INPUT whose input gradient has its output gradient's shape can
+    overwrite it (mt_depthwise_conv2d_grad_input_inplace_f32, one plane of scratch)."""
+    if node.op != Op.CONV2D_GRAD_INPUT:
+        return False
+    layer = graph.node(node.attrs["layer"])
+    x, w = graph.tensors[layer.inputs[0]], graph.tensors[layer.inputs[1]]
+    g, gi = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
+    return (int(layer.attrs.get("groups", 1)) == x.shape[3] == w.shape[0] and w.shape[3] == 1
+            and g.shape == gi.shape and g.dtype == gi.dtype
+            and twins.depthwise_conv2d_grad_input_inplace_get_buffer_size(x.shape[1], x.shape[2])
+            <= INPLACE_SCRATCH_MAX)
+
+
+def inplace_operands(graph: Graph, node) -> tuple[int, ...]:
+    """Operands ``node`` may overwrite: ``INPLACE_RULES`` of its op, plus the in-place depthwise grad."""
+    if depthwise_grad_inplace_ok(graph, node):
+        return (0,)
+    return INPLACE_RULES.get(node.op, ())
 
 
 @dataclasses.dataclass
@@ -154,7 +183,7 @@ def lifetimes(graph: Graph) -> list[Buffer]:
             group[out] = r
             group_last[r] = max(group_last[r], last[out])
             continue
-        for k in INPLACE_RULES.get(node.op, ()):
+        for k in inplace_operands(graph, node):
             x = node.inputs[k]
             if (x in group and group_last[root(x)] == i and x not in graph.inputs
                     and graph.tensors[x].nbytes == graph.tensors[out].nbytes and out not in chunks):
@@ -256,7 +285,8 @@ def plan_memory(graph: Graph, algorithm: str = "greedy_by_size") -> MemoryPlan:
     verify_plan(buffers)
     arena = max((b.offset + b.size for b in buffers), default=0)
     updated = {n.inputs[0] for n in graph.nodes if n.op in UPDATE_OPS}
-    trainable = {n: graph.tensors[n].nbytes for n in sorted(updated)}
+    split = ram_rows(graph)  # partially trained weights: only the kept rows are in RAM
+    trainable = {n: stored_bytes(graph, n, split) for n in sorted(updated)}
     return MemoryPlan(buffers, arena, sum(trainable.values()), [n.name for n in graph.nodes], trainable)
 
 

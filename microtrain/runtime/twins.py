@@ -51,6 +51,11 @@ def fully_connected_grad_weight_get_buffer_size(in_c: int, num_channels: int) ->
     return 0 if num_channels <= 0 else num_channels * in_c * FLOAT_BYTES
 
 
+def depthwise_conv2d_grad_input_inplace_get_buffer_size(in_h: int, in_w: int) -> int:
+    """Twin of mt_depthwise_conv2d_grad_input_inplace_get_buffer_size: one channel plane of floats."""
+    return 0 if in_h <= 0 or in_w <= 0 else in_h * in_w * FLOAT_BYTES
+
+
 def gather_channels_get_buffer_size(spatial: int, count: int) -> int:
     """Twin of mt_gather_channels_get_buffer_size: the sliced int8 copy of kept channels."""
     return 0 if spatial <= 0 or count <= 0 else spatial * count

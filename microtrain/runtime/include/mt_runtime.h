@@ -174,6 +174,14 @@ mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_q
 mt_status mt_pointwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
                                  const int8_t *weights, const int32_t *bias, int8_t *output);
 
+/* The same with the weight rows given one by one: row oc ([in_c] int8) is rows[oc] when rows
+ * is not NULL (weights is then not read and may be NULL), else weights + oc * in_c. A
+ * partially trained weight keeps only its trained rows in RAM and its frozen rows const in
+ * flash; rows is a const table in flash pointing into both. Bit-exact with mt_pointwise_conv2d_s8. */
+mt_status mt_pointwise_conv2d_rows_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
+                                      const int8_t *weights, const int8_t *const *rows, const int32_t *bias,
+                                      int8_t *output);
+
 /* FULLY_CONNECTED: input [in_c], weights [out_c][in_c], bias [out_c] (NULL = zeros), output [out_c].
  * Requires in_c <= 65536. */
 mt_status mt_fully_connected_s8(const mt_fc_params *p, const mt_per_channel_quant *q, const int8_t *input,
@@ -228,10 +236,26 @@ mt_status mt_conv2d_grad_input_f32(const mt_conv_params *p, const float *weight_
 mt_status mt_depthwise_conv2d_grad_input_f32(const mt_conv_params *p, const float *weight_scale,
                                              const int8_t *weights, const float *grad_output, float *grad_input);
 
+/* Bytes of the scratch of mt_depthwise_conv2d_grad_input_inplace_f32: in_h * in_w * sizeof(float). */
+int32_t mt_depthwise_conv2d_grad_input_inplace_get_buffer_size(const mt_conv_params *p);
+
+/* Depthwise input gradient in place, for a conv whose input and output have the same shape
+ * (out_h == in_h, out_w == in_w; else MT_ERR_SHAPE): grad holds the output gradient on entry
+ * and the input gradient on return, bit-exact with mt_depthwise_conv2d_grad_input_f32.
+ * scratch: one channel plane (the size query above), not overlapping grad. */
+mt_status mt_depthwise_conv2d_grad_input_inplace_f32(const mt_conv_params *p, const float *weight_scale,
+                                                     const int8_t *weights, float *grad, float *scratch);
+
 /* Pointwise fast path (kernel 1x1, stride 1, no padding, groups 1) of
  * mt_conv2d_grad_input_f32: the same expression and summation order, hence bit-exact. */
 mt_status mt_pointwise_conv2d_grad_input_f32(const mt_conv_params *p, const float *weight_scale,
                                              const int8_t *weights, const float *grad_output, float *grad_input);
+
+/* The same with the weight rows given one by one (rows[oc] when rows is not NULL, as
+ * mt_pointwise_conv2d_rows_s8); bit-exact with mt_pointwise_conv2d_grad_input_f32. */
+mt_status mt_pointwise_conv2d_grad_input_rows_f32(const mt_conv_params *p, const float *weight_scale,
+                                                  const int8_t *weights, const int8_t *const *rows,
+                                                  const float *grad_output, float *grad_input);
 
 /* Bytes of the weight-gradient buffer of num_channels output channels of a conv:
  * num_channels * kernel_h * kernel_w * (in_c / groups) * sizeof(float). */

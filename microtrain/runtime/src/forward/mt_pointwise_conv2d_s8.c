@@ -1,80 +1,14 @@
 /*
- * mt_pointwise_conv2d_s8: int8 1x1 CONV2D, stride 1, no padding, one group: a matrix
- * product of the [H*W][in_c] input with the [out_c][in_c] weights. Bit-exact with
- * mt_conv2d_s8 (integer sums are exact, so the different loop nest changes nothing).
- * The hot kernel of MobileNet-style blocks: the inner loop is a contiguous int8 dot product.
+ * mt_pointwise_conv2d_s8: int8 1x1 CONV2D, stride 1, no padding, one group, weights stored
+ * contiguously [out_c][in_c]; the loop nest is mt_pointwise_conv2d_rows_s8's.
  */
 #include "mt_nn.h"
-
-#define MT_NN_PW_BLOCK 4
 
 mt_status mt_pointwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
                                  const int8_t *weights, const int32_t *bias, int8_t *output)
 {
-    int32_t pixels, n, oc, i;
-    mt_status st;
-
-    /* read params, check consistency */
-    if (p == NULL || q == NULL || q->multiplier == NULL || q->shift == NULL || input == NULL || weights == NULL ||
-        output == NULL) {
+    if (weights == NULL) {
         return MT_ERR_NULL;
     }
-    if ((st = mt_nn_check_conv_shape(p)) != MT_OK) {
-        return st;
-    }
-    if (p->kernel_h != 1 || p->kernel_w != 1 || p->stride_h != 1 || p->stride_w != 1 || p->groups != 1 ||
-        p->pad_top != 0 || p->pad_left != 0 || p->pad_bottom != 0 || p->pad_right != 0) {
-        return MT_ERR_SHAPE;
-    }
-    if ((st = mt_nn_check_act(p->input_zero_point, p->output_zero_point, p->act_min, p->act_max)) != MT_OK) {
-        return st;
-    }
-    if ((st = mt_nn_check_quant(q->multiplier, q->shift, p->out_c)) != MT_OK) {
-        return st;
-    }
-    /* Accumulator bound: in_c products of magnitude <= 255*128 (mt_nn.h). */
-    if (p->in_c > MT_NN_MAX_DOT_LENGTH) {
-        return MT_ERR_OVERFLOW;
-    }
-
-    /* loops: per pixel, output channels in blocks of 4 so that each input byte loaded (and
-     * offset by the zero point) feeds four accumulators; the remaining channels one by one. */
-    pixels = p->in_h * p->in_w;
-    for (n = 0; n < pixels; ++n) {
-        const int8_t *x = input + n * p->in_c;
-        int8_t *y = output + n * p->out_c;
-        for (oc = 0; oc < p->out_c; oc += MT_NN_PW_BLOCK) {
-            const int32_t block = p->out_c - oc < MT_NN_PW_BLOCK ? p->out_c - oc : MT_NN_PW_BLOCK;
-            int32_t acc[MT_NN_PW_BLOCK] = {0, 0, 0, 0};
-            int32_t k;
-            if (block == MT_NN_PW_BLOCK) {
-                const int8_t *w0 = weights + oc * p->in_c;
-                const int8_t *w1 = w0 + p->in_c;
-                const int8_t *w2 = w1 + p->in_c;
-                const int8_t *w3 = w2 + p->in_c;
-                for (i = 0; i < p->in_c; ++i) {
-                    const int32_t xi = (int32_t)x[i] - p->input_zero_point;
-                    acc[0] += xi * (int32_t)w0[i];
-                    acc[1] += xi * (int32_t)w1[i];
-                    acc[2] += xi * (int32_t)w2[i];
-                    acc[3] += xi * (int32_t)w3[i];
-                }
-            } else {
-                for (k = 0; k < block; ++k) {
-                    const int8_t *w = weights + (oc + k) * p->in_c;
-                    for (i = 0; i < p->in_c; ++i) {
-                        acc[k] += ((int32_t)x[i] - p->input_zero_point) * (int32_t)w[i];
-                    }
-                }
-            }
-            for (k = 0; k < block; ++k) {
-                const int32_t c = oc + k;
-                const int32_t a = bias != NULL ? mt_nn_sat_add_s32(acc[k], bias[c]) : acc[k];
-                /* one requantize call, offset, clamp, store */
-                y[c] = mt_nn_offset_clamp(mt_requantize(a, q->multiplier[c], q->shift[c]), p->output_zero_point,
-                                          p->act_min, p->act_max);
-            }
-        }
-    }
-    return MT_OK;
+    return mt_pointwise_conv2d_rows_s8(p, q, input, weights, NULL, bias, output);
 }
