@@ -118,16 +118,20 @@ def test_default_cnn_qemu_equals_host(tmp_path):
 
 @pytest.mark.zoo
 @pytest.mark.slow
-def test_mbv2_published_scheme_qemu_equals_host(tmp_path):
+@pytest.mark.parametrize("model,scheme", [("mbv2-w0.35", "mbv2-w0.35/99kb"), ("proxyless-w0.3", "proxyless-w0.3/98kb"),
+                                          ("mcunet-5fps", "mcunet-5fps/99kb")])
+def test_zoo_published_scheme_qemu_equals_host(tmp_path, model, scheme):
     from microtrain.frontend.heads import new_head
     from microtrain.frontend.mcu_zoo import import_zoo_model
     from microtrain.sparse.presets import load_scheme
 
-    graph = new_head(import_zoo_model(zoo_path_or_skip("mbv2-w0.35")), 10)
-    scheme = load_scheme("mbv2-w0.35/99kb", graph)
+    graph = new_head(import_zoo_model(zoo_path_or_skip(model)), 10)
     # Links at the paper's budgets (256 KB SRAM, 1 MB flash) and stays within them when run.
-    _, q = _host_vs_qemu(tmp_path, graph, scheme, steps=2, n=2, lr=0.01, sram="256KB", flash="1MB")
+    step, q = _host_vs_qemu(tmp_path, graph, load_scheme(scheme, graph), steps=2, n=2, lr=0.01, sram="256KB",
+                            flash="1MB")
     assert q.memory["sram_bytes"] <= 256 * 1024 and q.memory["flash_bytes"] <= 1024 * 1024
+    # the measured SRAM is the plan (arena + trained tensors in RAM) plus stack, heap and small statics
+    assert step.plan.peak_bytes <= q.memory["sram_bytes"] <= step.plan.peak_bytes + 16 * 1024
 
 
 def test_corrupt_data_file_is_a_clear_error(tmp_path):
