@@ -135,8 +135,11 @@ def config_of(args) -> dict:
 
 
 def best_per_row(runs: list[dict]) -> dict:
+    """Per (row, rounding): the seed-0 run with the best validation accuracy (the chosen lr)."""
     best: dict = {}
     for r in runs:
+        if r.get("seed", 0) != 0:
+            continue
         key = (r["label"], r["rounding"])
         if key not in best or r["val_accuracy"] > best[key]["val_accuracy"]:
             best[key] = r
@@ -156,6 +159,23 @@ def table(all_results: list[dict]) -> str:
         if any(c != "-" for c in cells):
             lines.append(f"| {label} | {rounding} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def seed_table(all_results: list[dict]) -> str:
+    """Rows run with several seeds: test accuracy at the chosen lr, mean and each seed."""
+    lines = ["| row | rounding | dataset | lr | seeds | test acc % per seed | mean |", "|---|---|---|---|---|---|---|"]
+    for res in all_results:
+        for (label, rounding), best in best_per_row(res["runs"]).items():
+            key = (label, rounding, best["lr"])
+            same = sorted((r for r in res["runs"] if (r["label"], r["rounding"], r["lr"]) == key),
+                          key=lambda r: r.get("seed", 0))
+            if len(same) < 2:
+                continue
+            accs = [100 * r["test_accuracy"] for r in same]
+            lines.append(f"| {label} | {rounding} | {res['dataset']} | {best['lr']:g} | "
+                         f"{','.join(str(r.get('seed', 0)) for r in same)} | {' / '.join(f'{a:.1f}' for a in accs)} | "
+                         f"{np.mean(accs):.1f} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def main() -> int:
@@ -191,6 +211,9 @@ def main() -> int:
     else:
         all_results = [run_dataset(args)]
     text = table(all_results)
+    seeds = seed_table(all_results)
+    if seeds:
+        text += "\n\nSeed check (data order and stochastic rounding; the lr chosen with seed 0):\n\n" + seeds
     print(text)
     if args.append_results:
         cfgs = "; ".join(f"{r['dataset']}: {r['train_size']} train / {r['val_size']} val (lr choice) / "
