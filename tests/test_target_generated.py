@@ -69,9 +69,13 @@ def test_toy_sparse_scheme_qemu_equals_host(tmp_path):
     mem = q.memory
     assert mem["sram_budget_bytes"] == 256 * 1024 and mem["flash_budget_bytes"] == 1024 * 1024
     assert mem["breakdown"]["arena"] == step.plan.arena_bytes
-    assert mem["breakdown"]["trainable_weights"] == sum(int(np.prod(step.graph.tensors[t["name"]].shape)) *
-                                                        step.graph.tensors[t["name"]].data.itemsize
-                                                        for t in step.graph.meta["training"]["trained"])
+    # trained tensors in RAM: whole, except blocks.1.pointwise1 (ratio 0.5): only its kept rows
+    full = {t["name"]: step.graph.tensors[t["name"]].nbytes for t in step.graph.meta["training"]["trained"]}
+    w = step.graph.tensors["blocks.1.pointwise1.weight"]
+    kept_bytes = w.nbytes // w.shape[0] * (w.shape[0] // 2)
+    assert step.plan.trainable["blocks.1.pointwise1.weight"] == kept_bytes < w.nbytes
+    assert mem["breakdown"]["trainable_weights"] == step.plan.trainable_bytes == \
+        sum(full.values()) - w.nbytes + kept_bytes
     assert mem["sram_bytes"] <= 256 * 1024 and mem["stack_high_water_bytes"] > 0
     # Same work per step (the data-dependent parts are value-, not control-dependent): a
     # deterministic count, identical on a second run of the same firmware.
