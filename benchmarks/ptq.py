@@ -29,6 +29,7 @@ from microtrain.frontend.torch_fx import import_torch_module
 from microtrain.report.inspect import analyze
 from microtrain.zoo import default_cnn as dc
 
+CHECK_SAMPLES = 500
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
 
 
@@ -53,7 +54,12 @@ def main() -> None:
     rows = [("float32 (torch)", "-", dc.float_accuracy(model, test.images, test.labels), 0.0)]
     for label, graph in graphs:
         start = time.time()
-        preds = predict_int8(graph, preprocess(test.images, graph), engine=args.engine)
+        x_q = preprocess(test.images, graph)
+        preds = predict_int8(graph, x_q, engine=args.engine)
+        if args.engine == "batched":  # the batched twin must give the reference interpreter's answers
+            n = min(CHECK_SAMPLES, len(x_q))
+            if not np.array_equal(predict_int8(graph, x_q[:n], progress=False), preds[:n]):
+                raise AssertionError("interp.batched disagrees with the reference interpreter")
         rows.append((label, f"{len(calib)} train images", float(np.mean(preds == test.labels)), time.time() - start))
 
     size = analyze(committed)["totals"]
@@ -77,7 +83,9 @@ def main() -> None:
         with open(RESULTS, "a") as f:
             f.write(f"\n## PTQ of the default CNN on Fashion-MNIST (benchmarks/ptq.py)\n\n"
                     f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {machine}; command: `{command}`; "
-                    f"test set: {len(test)} images; int8 by the {args.engine} interpreter.\n\n"
+                    f"test set: {len(test)} images; int8 by the {args.engine} interpreter"
+                    + (f" (predictions identical to the reference interpreter on the first {CHECK_SAMPLES})"
+                       if args.engine == "batched" else "") + ".\n\n"
                     f"{table}\n\n{size_line}.\n")
 
 

@@ -78,7 +78,7 @@ def test_default_cnn_size_and_committed_graph():
 
 
 @pytest.mark.skipif(not default_cnn.FLOAT_CHECKPOINT.exists(), reason="committed float checkpoint absent")
-def test_default_cnn_ptq_agrees_with_float_on_digits_of_fashion():
+def test_default_cnn_ptq_agrees_with_float_on_fashion_mnist():
     """Re-quantize the committed float checkpoint; int8 (reference interpreter) vs float on 100 images."""
     from microtrain.data.datasets import load_dataset
     from microtrain.data.preprocess import preprocess
@@ -97,3 +97,19 @@ def test_default_cnn_ptq_agrees_with_float_on_digits_of_fashion():
         float_pred = model(default_cnn.to_float_input(test.images)).argmax(1).numpy()
     assert np.mean(int8_pred == float_pred) >= 0.95  # top-1 agreement; accuracy itself: benchmarks/ptq.py
     assert np.mean(int8_pred == test.labels) >= 0.8
+
+
+@pytest.mark.skipif(not default_cnn.FLOAT_CHECKPOINT.exists(), reason="committed float checkpoint absent")
+def test_demo_runs_its_steps_on_a_subset(capsys):
+    from microtrain import demo
+
+    try:
+        code = demo.main(["--test-limit", "40"])
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    out = capsys.readouterr().out
+    if code == 2:
+        pytest.skip("Fashion-MNIST absent")
+    for step in ("1. float model", "2. data", "3. post-training quantization", "4. accuracy", "5. int8 model"):
+        assert f"== {step}" in out
+    assert "40 test images (class-balanced subset of 40)" in out and "blocks.4.residual" in out
