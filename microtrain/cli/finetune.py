@@ -105,15 +105,15 @@ def _prepare(args: argparse.Namespace):
             raise UserError(f"dataset {args.data!r} has {train.num_classes} classes but --classes is {args.classes}; "
                             f"use --classes {train.num_classes}")
         graph = new_head(graph, args.classes, seed=args.seed)
-    try:
-        notes = check_fits(train, graph, new_head=False)
-    except ValueError as e:
-        raise UserError(f"{e} (--classes {train.num_classes})" if "classes" in str(e) else str(e)) from None
     if args.resolution is not None:
         try:
             graph = with_resolution(graph, args.resolution)
         except ValueError as e:  # includes IRError: the model cannot run at that size
             raise UserError(f"--resolution {args.resolution} does not fit the model: {e}") from None
+    try:
+        notes = check_fits(train, graph, new_head=False)
+    except ValueError as e:
+        raise UserError(f"{e} (--classes {train.num_classes})" if "classes" in str(e) else str(e)) from None
     try:
         scheme = load_scheme(args.scheme, graph)
     except SchemeError as e:
