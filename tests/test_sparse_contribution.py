@@ -15,7 +15,7 @@ from microtrain.sim.random_graph import random_graph
 from microtrain.sparse.contribution import AnalysisConfig, Job, load_results, prepare, run_analysis
 from microtrain.sparse.scheme import UpdateScheme
 
-CFG = AnalysisConfig(epochs=1, candidates=2, bias_ks=(0, 1, 2), ratios=(0.5, 1.0), lr=0.02)
+CFG = AnalysisConfig(epochs=1, candidates=2, bias_ks=(0, 1, 2, 4), ratios=(0.5, 1.0), lr=0.02)
 
 
 def tiny_graph():
@@ -37,12 +37,13 @@ def serial(data, tmp_path_factory):
 def test_jobs_and_table(data, serial):
     _, table, stats = serial
     labels = [j.label for j in data.jobs()]
-    assert labels[:3] == ["classifier", "bias:1", "bias:2"] and len(labels) == 7
+    assert labels[:4] == ["classifier", "bias:1", "bias:2", "bias:4"] and len(labels) == 8
+    assert data.base_k() == 2 and data.deepest_k() == 4  # weight jobs sit on the smallest covering range
     assert stats["cached"] == 0 and stats["computed"] == labels
     results = load_results(data, serial[0])
     acc = {k: r["accuracy"] for k, r in results.items()}
     assert table.classifier_accuracy == acc["classifier"]
-    assert table.bias_gain == {0: 0.0, 1: acc["bias:1"] - acc["classifier"], 2: acc["bias:2"] - acc["classifier"]}
+    assert table.bias_gain == {k: acc[f"bias:{k}"] - acc["classifier"] for k in (1, 2, 4)} | {0: 0.0}
     layer = data.candidates()[0]
     assert table.weight_gain[(layer, 0.5)] == acc[f"weight:{layer}@0.5"] - acc["bias:2"]
     # the weight job trains the base biases, the classifier and the layer's kept channels
@@ -65,7 +66,7 @@ def test_interrupted_analysis_resumes_without_redoing(data, serial, tmp_path):
     assert len(list((tmp_path / "jobs").glob("*.json"))) == 3
     assert not list((tmp_path / "jobs").glob(".*tmp"))  # written atomically: no partial files
     again, stats = run_analysis(data, tmp_path, backend="serial")
-    assert stats["cached"] == 3 and len(stats["computed"]) == 4
+    assert stats["cached"] == 3 and len(stats["computed"]) == 5
     assert again == table
     # delete two finished results: exactly those two run again, the rest is reused
     gone = sorted((tmp_path / "jobs").glob("*.json"))[:2]
@@ -138,3 +139,25 @@ def test_plan_cli_end_to_end(tmp_path, capsys):
     assert main(["compile", str(model), "--scheme", str(tmp_path / "s.json"), "--out", str(tmp_path / "c"),
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["peak_bytes"] == doc["peak_bytes"]
+
+
+def test_sliced_prefix_cache_gives_the_plain_run(data):
+    """A job fed from the shared activations (one forward to the deepest cut, sliced) trains
+    exactly as the same scheme fed from its own prefix."""
+    import torch
+
+    from microtrain.sparse.contribution import JobRunner
+    from microtrain.train.loop import TrainConfig, Trainer
+
+    job = [j for j in data.jobs() if j.kind == "weight"][0]
+    shared = JobRunner(data, None).run(job)
+    cfg = TrainConfig(optimizer=CFG.optimizer, lr=CFG.lr, epochs=CFG.epochs, batch_size=CFG.batch_size,
+                      rounding=CFG.rounding, seed=CFG.seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = Trainer(data.graph, data.scheme(job), cfg)
+        plain = t.fit(t.cache(data.x_train), data.y_train, t.cache(data.x_test), data.y_test)
+    finally:
+        torch.set_num_threads(threads)
+    assert shared["history"] == plain

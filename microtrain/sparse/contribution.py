@@ -9,8 +9,10 @@ scored by the test accuracy after the last epoch:
                         a ratio r in {1/8, 1/4, 1/2, 1} of its output channels -> gain over bias:base_k
 
 Candidate layers are the last ``candidates`` convs (classifier excluded); ``base_k`` is the
-largest measured bias k, at least ``candidates``, so the base run already backpropagates to
-every candidate and a weight job only adds that layer's weight gradient.
+smallest measured bias k covering them all, so the base run already backpropagates to every
+candidate and a weight job only adds that layer's weight gradient. The default bias range
+goes from the candidates' depth down to the whole network (half, three quarters, all convs):
+deep bias updates are cheap in trained bytes and can fit a budget that weights do not.
 
 Each job is keyed by a content hash of (model tensors, data subset, hyper-parameters, job
 spec) and its result is written atomically (temp file + rename) as ``jobs/<key>.json`` in
@@ -98,10 +100,15 @@ class AnalysisData:
         else:
             n = max(1, self.config.candidates)
             ks = {round(n * f) for f in (0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)}
+            ks |= {round(n_convs * f) for f in (0.5, 0.75, 1.0)}
         ks |= {0, len(self.candidates())}
         return sorted(k for k in ks if 0 <= k <= n_convs)
 
     def base_k(self) -> int:
+        """The bias range under the weight jobs: the smallest measured k covering every candidate."""
+        return min(k for k in self.bias_ks() if k >= len(self.candidates()))
+
+    def deepest_k(self) -> int:
         return max(self.bias_ks())
 
     def jobs(self) -> list[Job]:
@@ -230,7 +237,7 @@ class JobRunner:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            base = self._trainer(Job("bias", self.data.base_k()))
+            base = self._trainer(Job("bias", self.data.deepest_k()))  # the earliest cut of all jobs
             self._base_cut = base.sim.cut
             self._base = (base.cache(self.data.x_train), base.cache(self.data.x_test))
             # Only the tensors live at some job's cut are kept (the cuts are those of the bias jobs;
