@@ -25,9 +25,9 @@ from pathlib import Path
 
 TASK = "digits"
 BUDGET = "48KB"
-STEPS = 1000
+STEPS = 1400  # one pass over the 1,437 training digits, each image seen once, batch 1
 EVAL = 360  # the whole digits test split
-LR = 0.05
+LR = 0.02
 
 
 def microtrain(args: list[str]) -> dict:
@@ -45,14 +45,16 @@ def kb(n: int | float) -> str:
     return f"{n / 1024:.1f} KB"
 
 
-def step_plan(work: Path, budget: str) -> dict:
+PLAN_ARGS = ["--limit", "400", "--test-limit", "200", "--epochs", "1", "--candidates", "6", "--evaluations", "60"]
+"""Contribution analysis on 400 training digits, 1 epoch per run, the last 6 convs as candidates."""
+
+
+def step_plan(work: Path, budget: str, plan_args: list[str] = PLAN_ARGS) -> dict:
     from microtrain.report.tables import Column, fmt_kb, render
 
     print(f"\n== 6. choose what to train on the device: the best sparse scheme within {budget} ==", flush=True)
-    doc = microtrain(["plan", "default", "--data", TASK, "--classes", "10", "--budget", budget,
-                      "--limit", "400", "--test-limit", "200", "--epochs", "1", "--candidates", "6",
-                      "--evaluations", "60", "--out", str(work / "scheme.json"),
-                      "--analysis", str(work / "analysis")])
+    doc = microtrain(["plan", "default", "--data", TASK, "--classes", "10", "--budget", budget, *plan_args,
+                      "--out", str(work / "scheme.json"), "--analysis", str(work / "analysis")])
     rows = [[r["layer"], "yes" if r["bias"] else "", f"{r['ratio']:g}" if r["ratio"] else "",
              f"{r['channels']}/{r['out_channels']}" if r["channels"] else "", r["ram_bytes"]] for r in doc["layers"]]
     print(render([Column("layer"), Column("bias"), Column("weights", ">"), Column("channels", ">"),
@@ -79,26 +81,27 @@ def step_compile(work: Path) -> dict:
     return doc
 
 
-def step_run(work: Path, steps: int, lr: float) -> dict:
+def step_run(work: Path, steps: int, lr: float, eval_count: int) -> dict:
     return microtrain(["run", str(work / "project"), "--target", "qemu", "--data", TASK, "--steps", str(steps),
-                       "--lr", str(lr), "--eval", str(EVAL), "--workdir", str(work / f"run{steps}")])
+                       "--lr", str(lr), "--eval", str(eval_count), "--workdir", str(work / f"run{steps}")])
 
 
-def main(work: Path, budget: str = BUDGET, steps: int = STEPS, lr: float = LR) -> dict:
+def main(work: Path, budget: str = BUDGET, steps: int = STEPS, lr: float = LR, eval_count: int = EVAL,
+         plan_args: list[str] = PLAN_ARGS) -> dict:
     """Steps 6-9 of the demo; returns the numbers of the summary."""
     from microtrain.report.memory import format_memory
 
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    plan = step_plan(work, budget)
+    plan = step_plan(work, budget, plan_args)
     step_compile(work)
     print("\n== 8. on the emulated Cortex-M7 (QEMU mps2-an500): accuracy of the new head before training ==",
           flush=True)
-    before = step_run(work, 0, lr)
+    before = step_run(work, 0, lr, eval_count)
     print(f"held-out accuracy before training: {100 * before['accuracy']:.1f} % ({before['eval_total']} digits)")
     print(f"\n== 9. train {steps} steps at batch 1 on the emulated Cortex-M7, then evaluate ==", flush=True)
     t0 = time.time()
-    after = step_run(work, steps, lr)
+    after = step_run(work, steps, lr, eval_count)
     device_seconds = time.time() - t0
     losses = after["losses"]
     window = max(1, len(losses) // 10)

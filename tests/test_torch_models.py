@@ -104,7 +104,7 @@ def test_demo_runs_its_steps_on_a_subset(capsys):
     from microtrain import demo
 
     try:
-        code = demo.main(["--test-limit", "40"])
+        code = demo.main(["--test-limit", "40", "--no-device"])  # steps 6-9: tests/test_demo_ondevice.py
     except FileNotFoundError as e:
         pytest.skip(str(e))
     out = capsys.readouterr().out
