@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="default stochastic-rounding seed and head seed")
     p.add_argument("--budget", default=None, metavar="BYTES",
                    help="fail unless the peak memory fits, e.g. 256KB, 262144 (KB = 1024 bytes)")
+    p.add_argument("--stream-input", action="store_true",
+                   help="the first fused block pulls the input image row by row (a sensor, camera lines by DMA or "
+                        "a file) instead of holding it whole in the arena; needs a frozen first stage")
     p.add_argument("--plot", action="store_true", help="also draw the memory timeline to DIR/memory.png")
     p.add_argument("-v", "--verbose", action="store_true", help="log one line per compiler pass")
     p.add_argument("--target", default=None, metavar="NAME",
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         logger.setLevel(logging.DEBUG)
     graph, scheme = load_graph_and_scheme(args.model, args.scheme, args.classes, args.seed)
     options = CompileOptions(reorder=args.reorder, per_channel=args.per_channel, rounding=args.rounding,
-                             seed=args.seed, qas=not args.no_qas,
+                             seed=args.seed, qas=not args.no_qas, stream_input=args.stream_input,
                              budget=parse_bytes(args.budget) if args.budget else None)
     try:
         step = compile_training(graph, scheme, options)

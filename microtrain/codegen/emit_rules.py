@@ -241,6 +241,18 @@ def _update(node: Node, ctx: CContext) -> list[str]:
             "    " + _update_call(node, ctx, ctx.ptr(node.inputs[1])), "}"]
 
 
+def _free_arena_gap(ctx: CContext, node: Node, size: int) -> int | None:
+    """Lowest arena offset of `size` bytes that no buffer live at `node` uses (None: no such gap)."""
+    i = next(k for k, n in enumerate(ctx.graph.nodes) if n.name == node.name)
+    live = sorted((b.offset, b.offset + b.size) for b in ctx.plan.buffers if b.first <= i <= b.last)
+    at = 0
+    for lo, hi in live:
+        if lo - at >= size:
+            return at
+        at = max(at, hi)
+    return at if ctx.plan.arena_bytes - at >= size else None
+
+
 def _fused_inverted_bottleneck(node: Node, ctx: CContext) -> list[str]:
     """One call to the row-streamed block kernel; its scratch is the node's planned second output."""
     p = twins.inverted_bottleneck_params(node, ctx.graph)
@@ -264,6 +276,15 @@ def _fused_inverted_bottleneck(node: Node, ctx: CContext) -> list[str]:
     if not p["has_expand"]:
         consts = ["NULL", "NULL", *consts]
     stages = " -> ".join(s["name"] for s in node.attrs["stages"])
+    if ctx.graph.meta.get("stream_input") == node.name:  # compiler/stream_input.py: input rows pulled on demand
+        from microtrain.compiler.stream_input import input_ring_bytes
+        size = input_ring_bytes(ctx.graph)
+        at = _free_arena_gap(ctx, node, size)
+        ring = ([f"    int8_t *input_ring = (int8_t *)(mt_arena.b + {at}); /* kernel_h input rows: free arena */"]
+                if at is not None else [f"    int8_t input_ring[{size}]; /* kernel_h input rows (no arena gap) */"])
+        return [f"/* {stages}: input streamed row by row, {node.attrs['scratch_bytes']} B ring */", "{", *ring,
+                "    " + _try(ctx, "mt_inverted_bottleneck_stream_s8", "&" + params, "mt_read", "mt_read_ctx",
+                              "input_ring", *consts, ctx.ptr(node.outputs[0]), ctx.ptr(node.outputs[1])), "}"]
     return [f"/* {stages}: row-streamed, {node.attrs['scratch_bytes']} B ring */",
             _try(ctx, "mt_inverted_bottleneck_s8", "&" + params, ctx.ptr(node.inputs[0]), *consts,
                  ctx.ptr(node.outputs[0]), ctx.ptr(node.outputs[1]))]

@@ -23,6 +23,7 @@ from microtrain.compiler.reorder_updates import reorder_updates
 from microtrain.compiler.slice_subtensor import slice_subtensor
 from microtrain.compiler.split_bands import split_bands
 from microtrain.compiler.split_trained_rows import split_trained_rows
+from microtrain.compiler.stream_input import stream_input
 from microtrain.ir.graph import Graph
 from microtrain.ir.verify import verify_graph
 from microtrain.sparse.scheme import UpdateScheme
@@ -40,6 +41,7 @@ class CompileOptions:
     per_channel: bool = True    # with reorder: compute/apply/free one output channel's gradient at a time
     fuse_blocks: bool = True    # frozen inverted-bottleneck blocks run row by row (one fused node each)
     bands: bool = True          # run the leading high-resolution convs band by band when that lowers the peak
+    stream_input: bool = False  # the first fused block pulls input rows through a callback (no input buffer)
     rounding: str = "nearest"   # update rounding: nearest | stochastic
     seed: int = 0               # stochastic rounding seed (the generated code can override it)
     qas: bool = True            # quantization-aware scaling of the update
@@ -83,6 +85,8 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
         ("fuse_frozen_blocks", opt.fuse_blocks, fuse_frozen_blocks, "peak"),
         # leading convs whose outputs the backward never reads run one band of rows at a time
         ("split_bands", opt.bands, split_bands, "peak"),
+        # opt-in: the input image is delivered row by row to the first fused block, never stored whole
+        ("stream_input", opt.stream_input, stream_input, "peak"),
     ]
     lines = []
     g = graph
@@ -115,8 +119,10 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
 
 
 def compile_inference(graph: Graph, algorithm: str = "greedy_by_size", bands: bool = True,
-                      fuse_blocks: bool = True) -> MemoryPlan:
-    """Memory plan of the int8 forward alone (what inference on the device needs)."""
+                      fuse_blocks: bool = True, stream: bool = False) -> MemoryPlan:
+    """Memory plan of the int8 forward alone (what inference on the device needs); ``stream``:
+    the input is streamed into the first fused block (``stream_input``), not planned."""
     g = verify_graph(graph)
     g = verify_graph(fuse_frozen_blocks(g)) if fuse_blocks else g
-    return plan_memory(split_bands(g) if bands else g, algorithm)
+    g = split_bands(g) if bands else g
+    return plan_memory(verify_graph(stream_input(g)) if stream else g, algorithm)

@@ -147,7 +147,8 @@ def _kind(graph: Graph, name: str, backward_readers: set[str], param_grads: set[
 def lifetimes(graph: Graph) -> list[Buffer]:
     nodes = graph.nodes
     end = len(nodes)
-    first: dict[str, int] = {n: -1 for n in graph.inputs if n not in SCALAR_INPUTS}
+    streamed = graph.inputs[:1] if graph.meta.get("stream_input") else ()  # compiler/stream_input.py
+    first: dict[str, int] = {n: -1 for n in graph.inputs if n not in SCALAR_INPUTS and n not in streamed}
     last: dict[str, int] = dict(first)
     for i, node in enumerate(nodes):
         for o in node.outputs:

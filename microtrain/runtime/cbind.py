@@ -118,6 +118,8 @@ _P = ctypes.POINTER
 _i8, _u8, _i32, _f32 = _P(ctypes.c_int8), _P(ctypes.c_uint8), _P(ctypes.c_int32), _P(ctypes.c_float)
 _I, _U, _F = ctypes.c_int32, ctypes.c_uint32, ctypes.c_float
 _conv, _fc, _q, _ch = _P(ConvParams), _P(FcParams), _P(PerChannelQuant), _P(Channels)
+# mt_read_rows_fn: void (*)(int8_t *dst, int32_t first_row, int32_t rows, void *ctx)
+ReadRows = ctypes.CFUNCTYPE(None, _i8, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p)
 
 # name: (restype, argtypes), exactly the prototypes of mt_runtime.h
 PROTOTYPES: dict[str, tuple[type, list[type]]] = {
@@ -162,6 +164,8 @@ PROTOTYPES: dict[str, tuple[type, list[type]]] = {
     "mt_sgd_update_f32": (_I, [_f32, _I, _f32, _ch, _F]),
     "mt_inverted_bottleneck_get_buffer_size": (_I, [_P(InvertedBottleneckParams)]),
     "mt_inverted_bottleneck_s8": (_I, [_P(InvertedBottleneckParams), _i8, _i8, _i32, _i8, _i32, _i8, _i32, _i8, _i8]),
+    "mt_inverted_bottleneck_stream_s8": (_I, [_P(InvertedBottleneckParams), ReadRows, ctypes.c_void_p, _i8, _i8,
+                                              _i32, _i8, _i32, _i8, _i32, _i8, _i8]),
 }
 
 

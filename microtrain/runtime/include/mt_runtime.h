@@ -400,6 +400,20 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
                                     const int8_t *project_weights, const int32_t *project_bias, int8_t *output,
                                     int8_t *scratch);
 
+/* Delivers input rows [first_row, first_row + rows) of a streamed input to dst (row-major,
+ * in_w x in_c int8 each): a line-scan sensor, camera lines by DMA, or a file. */
+typedef void (*mt_read_rows_fn)(int8_t *dst, int32_t first_row, int32_t rows, void *ctx);
+
+/* mt_inverted_bottleneck_s8 with the block input streamed: rows are pulled through
+ * read_rows into input_ring (min(expand.kernel_h, expand.in_h) rows), each once, in order.
+ * Requires has_expand and no residual (MT_ERR_PARAM otherwise); bit-exact with the
+ * non-streaming kernel; scratch as mt_inverted_bottleneck_get_buffer_size. */
+mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *p, mt_read_rows_fn read_rows,
+                                           void *ctx, int8_t *input_ring, const int8_t *expand_weights,
+                                           const int32_t *expand_bias, const int8_t *depthwise_weights,
+                                           const int32_t *depthwise_bias, const int8_t *project_weights,
+                                           const int32_t *project_bias, int8_t *output, int8_t *scratch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -23,7 +23,7 @@ SRAM_BLOCKS = [(0x20000000, 4 * MB), (0x60000000, 16 * MB)]
 
 DEFAULT_FLASH = 1 * MB
 DEFAULT_SRAM = 256 * KB
-DEFAULT_MIN_HEAP = 6 * KB  # newlib stdio: FILE structs + 1 KB per open stream (generated driver: 5.0 KB)
+DEFAULT_MIN_HEAP = 2 * KB  # newlib FILE structs + dtoa bigints (the driver's stdio buffers are static): ~1.5 KB
 DEFAULT_MIN_STACK = 4 * KB
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]i?[bB]?|[bB])?\s*$")

@@ -1,0 +1,175 @@
+/*
+ * mt_inverted_bottleneck_stream_s8: mt_inverted_bottleneck_s8 for a block whose input is
+ * not held in memory but delivered row by row (a line-scan sensor, camera lines by DMA, or
+ * a file): read_rows(dst, first_row, rows, ctx) writes input rows [first_row, first_row +
+ * rows) (in_w x in_c int8 each) to dst. The kernel keeps only min(expand kernel_h, in_h)
+ * input rows in input_ring and asks for each row exactly once, in increasing order.
+ *
+ * Same arithmetic as mt_inverted_bottleneck_s8 (same int32 sums, same saturating bias add,
+ * same mt_requantize calls), so the output is bit-exact with it and with interp/fused.py.
+ * Only blocks with an expansion conv (the first conv of a network) and without a residual
+ * (the residual would read the whole input again): MT_ERR_PARAM otherwise.
+ *
+ * Scratch: mt_inverted_bottleneck_get_buffer_size bytes (as the non-streaming kernel);
+ * input_ring: min(expand.kernel_h, expand.in_h) * expand.in_w * expand.in_c bytes.
+ */
+#include "mt_nn.h"
+
+#define MT_NN_IBS_MAX_KERNEL 16
+
+static int8_t mt_nn_ibs_store(int32_t acc, const int32_t *bias, const mt_per_channel_quant *q, int32_t c,
+                              const mt_conv_params *p)
+{
+    if (bias != NULL) {
+        acc = mt_nn_sat_add_s32(acc, bias[c]);
+    }
+    return mt_nn_offset_clamp(mt_requantize(acc, q->multiplier[c], q->shift[c]), p->output_zero_point,
+                              p->act_min, p->act_max);
+}
+
+static mt_status mt_nn_ibs_check_conv(const mt_conv_params *p, const mt_per_channel_quant *q, int64_t dot_length)
+{
+    mt_status st;
+    if (q->multiplier == NULL || q->shift == NULL) {
+        return MT_ERR_NULL;
+    }
+    if ((st = mt_nn_check_conv_shape(p)) != MT_OK) {
+        return st;
+    }
+    if ((st = mt_nn_check_act(p->input_zero_point, p->output_zero_point, p->act_min, p->act_max)) != MT_OK) {
+        return st;
+    }
+    if ((st = mt_nn_check_quant(q->multiplier, q->shift, p->out_c)) != MT_OK) {
+        return st;
+    }
+    return dot_length > MT_NN_MAX_DOT_LENGTH ? MT_ERR_OVERFLOW : MT_OK;
+}
+
+/* Expanded row r (general conv, groups 1) from the input rows held in the ring. */
+static void mt_nn_ibs_expand_row(const mt_conv_params *e, const mt_per_channel_quant *q, const int8_t *ring,
+                                 int32_t ring_rows, const int8_t *weights, const int32_t *bias, int32_t r,
+                                 int8_t *dst)
+{
+    const int32_t y0 = r * e->stride_h - e->pad_top;
+    const int32_t ky_begin = y0 < 0 ? -y0 : 0;
+    const int32_t ky_end = e->in_h - y0 < e->kernel_h ? e->in_h - y0 : e->kernel_h;
+    const int32_t in_row = e->in_w * e->in_c;
+    int32_t ox, oc, ky, kx;
+    for (ox = 0; ox < e->out_w; ++ox) {
+        const int32_t x0 = ox * e->stride_w - e->pad_left;
+        const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+        const int32_t kx_end = e->in_w - x0 < e->kernel_w ? e->in_w - x0 : e->kernel_w;
+        for (oc = 0; oc < e->out_c; ++oc) {
+            const int8_t *w = weights + (int32_t)oc * e->kernel_h * e->kernel_w * e->in_c;
+            int32_t acc = 0;
+            for (ky = ky_begin; ky < ky_end; ++ky) {
+                const int8_t *x = ring + ((y0 + ky) % ring_rows) * in_row + (x0 + kx_begin) * e->in_c;
+                const int8_t *wk = w + (ky * e->kernel_w + kx_begin) * e->in_c;
+                for (kx = 0; kx < (kx_end - kx_begin) * e->in_c; ++kx) {
+                    acc += ((int32_t)x[kx] - e->input_zero_point) * (int32_t)wk[kx];
+                }
+            }
+            dst[ox * e->out_c + oc] = mt_nn_ibs_store(acc, bias, q, oc, e);
+        }
+    }
+}
+
+mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *p, mt_read_rows_fn read_rows,
+                                           void *ctx, int8_t *input_ring, const int8_t *expand_weights,
+                                           const int32_t *expand_bias, const int8_t *depthwise_weights,
+                                           const int32_t *depthwise_bias, const int8_t *project_weights,
+                                           const int32_t *project_bias, int8_t *output, int8_t *scratch)
+{
+    const mt_conv_params *e, *d, *pr;
+    int32_t rows, in_rows, loaded, next, oy, ox, c, oc, i;
+    int32_t row_at[MT_NN_IBS_MAX_KERNEL];
+    int8_t *dw_pixel;
+    mt_status st;
+
+    if (p == NULL || read_rows == NULL || input_ring == NULL || expand_weights == NULL ||
+        depthwise_weights == NULL || project_weights == NULL || output == NULL || scratch == NULL) {
+        return MT_ERR_NULL;
+    }
+    if (!p->has_expand || p->has_residual) {
+        return MT_ERR_PARAM;
+    }
+    e = &p->expand;
+    d = &p->depthwise;
+    pr = &p->project;
+    if ((st = mt_nn_ibs_check_conv(e, &p->expand_q, (int64_t)e->kernel_h * e->kernel_w * e->in_c)) != MT_OK) {
+        return st;
+    }
+    if (e->groups != 1 || e->out_h != d->in_h || e->out_w != d->in_w || e->out_c != d->in_c ||
+        e->output_zero_point != d->input_zero_point) {
+        return MT_ERR_SHAPE;
+    }
+    if ((st = mt_nn_ibs_check_conv(d, &p->depthwise_q, (int64_t)d->kernel_h * d->kernel_w)) != MT_OK) {
+        return st;
+    }
+    if ((st = mt_nn_ibs_check_conv(pr, &p->project_q, pr->in_c)) != MT_OK) {
+        return st;
+    }
+    if (d->kernel_h > MT_NN_IBS_MAX_KERNEL || e->kernel_h > MT_NN_IBS_MAX_KERNEL) {
+        return MT_ERR_PARAM;
+    }
+    if (d->groups != d->in_c || d->out_c != d->in_c || pr->kernel_h != 1 || pr->kernel_w != 1 ||
+        pr->stride_h != 1 || pr->stride_w != 1 || pr->groups != 1 || pr->pad_top != 0 || pr->pad_left != 0 ||
+        pr->pad_bottom != 0 || pr->pad_right != 0 || pr->in_h != d->out_h || pr->in_w != d->out_w ||
+        pr->in_c != d->out_c || pr->input_zero_point != d->output_zero_point) {
+        return MT_ERR_SHAPE;
+    }
+    in_rows = e->kernel_h < e->in_h ? e->kernel_h : e->in_h;
+    rows = d->kernel_h < d->in_h ? d->kernel_h : d->in_h;
+    dw_pixel = scratch + rows * d->in_w * d->in_c;
+
+    loaded = 0; /* input rows [0, loaded) were delivered; the ring holds the last in_rows */
+    next = 0;   /* the next expanded row to compute */
+    for (oy = 0; oy < d->out_h; ++oy) {
+        const int32_t y0 = oy * d->stride_h - d->pad_top;
+        const int32_t ky_begin = y0 < 0 ? -y0 : 0;
+        const int32_t ky_end = d->in_h - y0 < d->kernel_h ? d->in_h - y0 : d->kernel_h;
+        const int32_t d_row = d->in_w * d->in_c;
+        int32_t ky;
+        for (; next < y0 + ky_end; ++next) {
+            const int32_t e0 = next * e->stride_h - e->pad_top;
+            const int32_t need = e0 + e->kernel_h < e->in_h ? e0 + e->kernel_h : e->in_h;
+            for (; loaded < need; ++loaded) { /* expanded rows go up, so their input windows do too */
+                read_rows(input_ring + (loaded % in_rows) * e->in_w * e->in_c, loaded, 1, ctx);
+            }
+            mt_nn_ibs_expand_row(e, &p->expand_q, input_ring, in_rows, expand_weights, expand_bias, next,
+                                 scratch + (next % rows) * d_row);
+        }
+        for (ky = ky_begin; ky < ky_end; ++ky) {
+            row_at[ky] = ((y0 + ky) % rows) * d_row;
+        }
+        for (ox = 0; ox < d->out_w; ++ox) {
+            const int32_t x0 = ox * d->stride_w - d->pad_left;
+            const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+            const int32_t kx_end = d->in_w - x0 < d->kernel_w ? d->in_w - x0 : d->kernel_w;
+            int8_t *y = output + ((int32_t)oy * pr->out_w + ox) * pr->out_c;
+            for (c = 0; c < d->out_c; ++c) {
+                const int8_t *w = depthwise_weights + (int32_t)c * d->kernel_h * d->kernel_w;
+                int32_t acc = 0;
+                int32_t kx;
+                for (ky = ky_begin; ky < ky_end; ++ky) {
+                    const int8_t *x_row = scratch + row_at[ky] + (x0 + kx_begin) * d->in_c + c;
+                    const int8_t *w_row = w + ky * d->kernel_w;
+                    for (kx = kx_begin; kx < kx_end; ++kx) {
+                        acc += ((int32_t)x_row[(kx - kx_begin) * d->in_c] - d->input_zero_point) *
+                               (int32_t)w_row[kx];
+                    }
+                }
+                dw_pixel[c] = mt_nn_ibs_store(acc, depthwise_bias, &p->depthwise_q, c, d);
+            }
+            for (oc = 0; oc < pr->out_c; ++oc) { /* projection (1x1) of that pixel */
+                const int8_t *w = project_weights + oc * pr->in_c;
+                int32_t acc = 0;
+                for (i = 0; i < pr->in_c; ++i) {
+                    acc += ((int32_t)dw_pixel[i] - pr->input_zero_point) * (int32_t)w[i];
+                }
+                y[oc] = mt_nn_ibs_store(acc, project_bias, &p->project_q, oc, pr);
+            }
+        }
+    }
+    return MT_OK;
+}
