@@ -289,9 +289,12 @@ def main() -> int:
     p.add_argument("--report-only", action="store_true", help="write the report from --out/results.json (after an "
                    "interrupted run) and append it")
     a = p.parse_args()
-    if a.quick:
-        a.resolution, a.analysis_limit, a.test_limit, a.analysis_epochs, a.candidates = 40, 300, 200, 1, 8
-        a.train_limit, a.eval_limit, a.epochs, a.budgets, a.evaluations = 1000, 500, 2, 4, 100
+    if a.quick:  # the reduced values, for the options not given explicitly
+        quick = {"resolution": 40, "analysis_limit": 300, "test_limit": 200, "analysis_epochs": 1, "candidates": 8,
+                 "train_limit": 1000, "eval_limit": 500, "epochs": 2, "budgets": 4, "evaluations": 100}
+        for name, value in quick.items():
+            if getattr(a, name) == p.get_default(name):
+                setattr(a, name, value)
     out = Path(a.out)
     rows: list = []
     notes: dict = {}
