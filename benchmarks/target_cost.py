@@ -146,7 +146,7 @@ def main() -> int:
 SRAM measured = .data + .bss + heap in use (newlib FILE structs and dtoa bigints; the driver's stdio
 buffers are static, "driver buffers") + stack high-water (painted stack), from the linked ELF and the run.
 "+ stream-input": compiled with `--stream-input`, the first fused block reads the image rows from the data
-file on demand (a 3-row ring on the stack) instead of holding the 48 KB image in the arena.
+file on demand (a 3-row ring in arena bytes free at that point) instead of holding the 48 KB image.
 Paper: measured peak SRAM of TTE sparse
 update + reordering (sparse rows) and TTE full update (full rows), Lin et al. 2022. Instructions: executed
 inside one `mt_train_step` call (median over the steps), inference = one `mt_infer` call. Full-update rows
