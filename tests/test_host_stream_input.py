@@ -5,9 +5,13 @@ and on the emulated Cortex-M7 (one zoo model); a clear CompileError when it cann
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 from conftest import require_tool, zoo_path_or_skip
+from runtime_harness.rt import assert_equal_first, ptr, runtime
+from test_fused_blocks import CASES, _fused, _struct, random_block
 
 import microtrain.compiler  # noqa: F401
 from microtrain.codegen.driver_files import write_driver_files
@@ -15,10 +19,50 @@ from microtrain.codegen.generate_project import generate_project
 from microtrain.compiler.build_training_graph import CompileError
 from microtrain.compiler.pipeline import CompileOptions, compile_training
 from microtrain.compiler.toy_graphs import toy_mbnet
+from microtrain.interp.reference import run_graph
+from microtrain.runtime import cbind, twins
 from microtrain.sparse.scheme import make_scheme
 from microtrain.targets import host
 
 pytestmark = pytest.mark.host_c
+
+
+def _run_stream_kernel(lib, f, node, x: np.ndarray) -> tuple[int, np.ndarray, list[int]]:
+    keep: list = []
+    p = twins.inverted_bottleneck_params(node, f)
+    s = _struct(p, keep)
+    consts = [np.ascontiguousarray(f.tensors[t].data) for t in node.inputs[1:]]
+    _, h, w, c = x.shape
+    kh = f.tensors[node.inputs[1]].shape[1]
+    ring = np.full(min(kh, h) * w * c, 55, dtype=np.int8)
+    asked: list[int] = []
+
+    def read_rows(dst, first, rows, _ctx):
+        asked.extend(range(first, first + rows))
+        ctypes.memmove(dst, x[0, first:first + rows].ctypes.data, rows * w * c)
+
+    y = np.full(f.tensors[node.outputs[0]].shape, 77, dtype=np.int8)
+    scratch = np.full(node.attrs["scratch_bytes"], -3, dtype=np.int8)
+    st = lib.mt_inverted_bottleneck_stream_s8(ctypes.byref(s), cbind.ReadRows(read_rows), None, ptr(ring),
+                                              *(ptr(a) for a in consts), ptr(y), ptr(scratch))
+    return st, y, asked
+
+
+@pytest.mark.parametrize("expand,k,stride,residual", [c for c in CASES if c[0] != "none"])
+def test_stream_kernel_bit_exact_and_reads_each_row_once(tmp_path_factory, expand, k, stride, residual):
+    lib = runtime(tmp_path_factory)
+    for seed in range(3):
+        rng = np.random.default_rng([seed, k, stride, residual, len(expand), 11])
+        g = random_block(rng, expand, k, stride, residual)
+        f, node = _fused(g)
+        x = rng.integers(-128, 128, g.tensors["x"].shape).astype(np.int8)
+        st, got, asked = _run_stream_kernel(lib, f, node, x)
+        if residual:  # the residual would re-read the whole input: refused
+            assert st == twins.MT_ERR_PARAM
+            continue
+        assert st == twins.MT_OK
+        assert_equal_first(got, run_graph(g, {"x": x})[g.outputs[0]], f"{node.name} seed {seed}")
+        assert asked == list(range(len(asked))) and len(asked) >= x.shape[1] - 2  # in order, each row once
 
 
 def _toy():
