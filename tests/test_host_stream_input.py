@@ -140,3 +140,17 @@ def test_zoo_stream_input_bit_exact_host_and_qemu(tmp_path):
     assert s1.plan.arena_bytes < s0.plan.arena_bytes
     _, _, on_qemu = _run(tmp_path, graph, scheme, True, steps=2, n=2, qemu=True)
     assert on_qemu == plain
+
+
+def test_cli_compile_stream_input(tmp_path, capsys):
+    from microtrain.cli import main
+    from microtrain.ir import save_graph
+    save_graph(_toy(), tmp_path / "toy")
+    proj = tmp_path / "proj"
+    assert main(["compile", str(tmp_path / "toy.json"), "--scheme", "last-k:2", "--out", str(proj),
+                 "--stream-input", "--json"]) == 0
+    capsys.readouterr()
+    assert "#define MT_STREAM_INPUT 1" in (proj / "include" / "mt_model.h").read_text()
+    assert main(["compile", str(tmp_path / "toy.json"), "--scheme", "full", "--out", str(tmp_path / "p2"),
+                 "--stream-input"]) == 2
+    assert "stream-input" in capsys.readouterr().err
