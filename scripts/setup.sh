@@ -34,11 +34,12 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.microtrain-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
     echo "setup: installing Python dependencies (torch==2.13.0 CPU, numpy, ...)"
     .venv/bin/pip install -q --upgrade pip
     # torch first and pinned, so that nothing pulls a CUDA build.
     .venv/bin/pip install -q "torch==2.13.0"
-    .venv/bin/pip install -q -e ".[dev]"
+    # ray: the tests check that `microtrain plan --backend ray` gives the local backend's numbers.
+    .venv/bin/pip install -q -e ".[dev,ray]"
     touch "$stamp"
 fi
