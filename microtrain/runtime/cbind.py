@@ -50,7 +50,10 @@ def sources_for(functions: Iterable[str]) -> list[Path]:
             continue
         path = kernel_source(name)
         seen[name] = path
-        for callee in re.findall(r"\b(mt_[a-z0-9_]+)\s*\(", path.read_text()):
+        text = path.read_text()
+        if '#include "mt_nn.h"' in text:  # its inline helpers call public functions too (mt_requantize)
+            text += (INCLUDE_DIR / "mt_nn.h").read_text()
+        for callee in re.findall(r"\b(mt_[a-z0-9_]+)\s*\(", text):
             if callee in known and callee not in seen:
                 todo.append(callee)
     return sorted(seen.values())

@@ -106,6 +106,39 @@ static inline mt_status mt_nn_check_quant(const int32_t *multiplier, const int32
     return MT_OK;
 }
 
+/* The checks of one int8 conv stage inside a fused kernel: per-channel constants present,
+ * shape, activation range, requantization constants, and the accumulator bound (dot_length
+ * products of magnitude <= 255*128, at most MT_NN_MAX_DOT_LENGTH of them). */
+static inline mt_status mt_nn_check_conv_stage(const mt_conv_params *p, const mt_per_channel_quant *q,
+                                               int64_t dot_length)
+{
+    mt_status st;
+    if (q->multiplier == NULL || q->shift == NULL) {
+        return MT_ERR_NULL;
+    }
+    if ((st = mt_nn_check_conv_shape(p)) != MT_OK) {
+        return st;
+    }
+    if ((st = mt_nn_check_act(p->input_zero_point, p->output_zero_point, p->act_min, p->act_max)) != MT_OK) {
+        return st;
+    }
+    if ((st = mt_nn_check_quant(q->multiplier, q->shift, p->out_c)) != MT_OK) {
+        return st;
+    }
+    return dot_length > MT_NN_MAX_DOT_LENGTH ? MT_ERR_OVERFLOW : MT_OK;
+}
+
+/* One output element of a conv stage: bias (saturating), one requantize call, offset, clamp. */
+static inline int8_t mt_nn_conv_store_s8(int32_t acc, const int32_t *bias, const mt_per_channel_quant *q, int32_t c,
+                                         const mt_conv_params *p)
+{
+    if (bias != NULL) {
+        acc = mt_nn_sat_add_s32(acc, bias[c]);
+    }
+    return mt_nn_offset_clamp(mt_requantize(acc, q->multiplier[c], q->shift[c]), p->output_zero_point,
+                              p->act_min, p->act_max);
+}
+
 /* A channel selection over out_c output channels. */
 static inline mt_status mt_nn_check_channels(const mt_channels *ch, int32_t out_c)
 {

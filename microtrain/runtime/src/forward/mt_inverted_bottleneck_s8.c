@@ -26,17 +26,6 @@
 /* Largest depthwise kernel height (the per-row offsets live in a small local array). */
 #define MT_NN_IB_MAX_KERNEL 16
 
-/* One output element of a conv: bias (saturating), one requantize call, offset, clamp. */
-static int8_t mt_nn_ib_store(int32_t acc, const int32_t *bias, const mt_per_channel_quant *q, int32_t c,
-                             const mt_conv_params *p)
-{
-    if (bias != NULL) {
-        acc = mt_nn_sat_add_s32(acc, bias[c]);
-    }
-    return mt_nn_offset_clamp(mt_requantize(acc, q->multiplier[c], q->shift[c]), p->output_zero_point,
-                              p->act_min, p->act_max);
-}
-
 /* A 1x1 conv of one pixel x[in_c] -> y[out_c], output channels four at a time so that each
  * input byte loaded (and offset) feeds four accumulators (as mt_pointwise_conv2d_s8). */
 static void mt_nn_ib_pointwise_pixel(const int8_t *x, const int8_t *weights, const int32_t *bias,
@@ -67,7 +56,7 @@ static void mt_nn_ib_pointwise_pixel(const int8_t *x, const int8_t *weights, con
             }
         }
         for (k = 0; k < block; ++k) {
-            y[oc + k] = mt_nn_ib_store(acc[k], bias, q, oc + k, p);
+            y[oc + k] = mt_nn_conv_store_s8(acc[k], bias, q, oc + k, p);
         }
     }
 }
@@ -94,28 +83,9 @@ static void mt_nn_ib_conv_row(const mt_conv_params *e, const mt_per_channel_quan
                     acc += ((int32_t)x[kx] - e->input_zero_point) * (int32_t)wk[kx];
                 }
             }
-            dst[ox * e->out_c + oc] = mt_nn_ib_store(acc, bias, q, oc, e);
+            dst[ox * e->out_c + oc] = mt_nn_conv_store_s8(acc, bias, q, oc, e);
         }
     }
-}
-
-static mt_status mt_nn_ib_check_conv(const mt_conv_params *p, const mt_per_channel_quant *q, int64_t dot_length)
-{
-    mt_status st;
-    if (q->multiplier == NULL || q->shift == NULL) {
-        return MT_ERR_NULL;
-    }
-    if ((st = mt_nn_check_conv_shape(p)) != MT_OK) {
-        return st;
-    }
-    if ((st = mt_nn_check_act(p->input_zero_point, p->output_zero_point, p->act_min, p->act_max)) != MT_OK) {
-        return st;
-    }
-    if ((st = mt_nn_check_quant(q->multiplier, q->shift, p->out_c)) != MT_OK) {
-        return st;
-    }
-    /* Accumulator bound: dot_length products of magnitude <= 255*128 (mt_nn.h). */
-    return dot_length > MT_NN_MAX_DOT_LENGTH ? MT_ERR_OVERFLOW : MT_OK;
 }
 
 /* The first input row read by the rest of the block once output row oy is written
@@ -160,7 +130,7 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
     d = &p->depthwise;
     pr = &p->project;
     if (p->has_expand) {
-        if ((st = mt_nn_ib_check_conv(e, &p->expand_q, (int64_t)e->kernel_h * e->kernel_w * e->in_c)) != MT_OK) {
+        if ((st = mt_nn_check_conv_stage(e, &p->expand_q, (int64_t)e->kernel_h * e->kernel_w * e->in_c)) != MT_OK) {
             return st;
         }
         if (e->groups != 1 || e->out_h != d->in_h || e->out_w != d->in_w || e->out_c != d->in_c ||
@@ -168,13 +138,13 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
             return MT_ERR_SHAPE;
         }
     }
-    if ((st = mt_nn_ib_check_conv(d, &p->depthwise_q, (int64_t)d->kernel_h * d->kernel_w)) != MT_OK) {
+    if ((st = mt_nn_check_conv_stage(d, &p->depthwise_q, (int64_t)d->kernel_h * d->kernel_w)) != MT_OK) {
         return st;
     }
     if (d->kernel_h > MT_NN_IB_MAX_KERNEL) {
         return MT_ERR_PARAM;
     }
-    if ((st = mt_nn_ib_check_conv(pr, &p->project_q, pr->in_c)) != MT_OK) {
+    if ((st = mt_nn_check_conv_stage(pr, &p->project_q, pr->in_c)) != MT_OK) {
         return st;
     }
     if (d->groups != d->in_c || d->out_c != d->in_c || pr->kernel_h != 1 || pr->kernel_w != 1 ||
@@ -268,7 +238,7 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
                                (int32_t)w_row[kx];
                     }
                 }
-                dw_pixel[c] = mt_nn_ib_store(acc, depthwise_bias, &p->depthwise_q, c, d);
+                dw_pixel[c] = mt_nn_conv_store_s8(acc, depthwise_bias, &p->depthwise_q, c, d);
             }
             /* projection (1x1) of that pixel; straight to the output without a residual */
             mt_nn_ib_pointwise_pixel(dw_pixel, project_weights, project_bias, &p->project_q, pr,

@@ -17,34 +17,6 @@
 
 #define MT_NN_IBS_MAX_KERNEL 16
 
-static int8_t mt_nn_ibs_store(int32_t acc, const int32_t *bias, const mt_per_channel_quant *q, int32_t c,
-                              const mt_conv_params *p)
-{
-    if (bias != NULL) {
-        acc = mt_nn_sat_add_s32(acc, bias[c]);
-    }
-    return mt_nn_offset_clamp(mt_requantize(acc, q->multiplier[c], q->shift[c]), p->output_zero_point,
-                              p->act_min, p->act_max);
-}
-
-static mt_status mt_nn_ibs_check_conv(const mt_conv_params *p, const mt_per_channel_quant *q, int64_t dot_length)
-{
-    mt_status st;
-    if (q->multiplier == NULL || q->shift == NULL) {
-        return MT_ERR_NULL;
-    }
-    if ((st = mt_nn_check_conv_shape(p)) != MT_OK) {
-        return st;
-    }
-    if ((st = mt_nn_check_act(p->input_zero_point, p->output_zero_point, p->act_min, p->act_max)) != MT_OK) {
-        return st;
-    }
-    if ((st = mt_nn_check_quant(q->multiplier, q->shift, p->out_c)) != MT_OK) {
-        return st;
-    }
-    return dot_length > MT_NN_MAX_DOT_LENGTH ? MT_ERR_OVERFLOW : MT_OK;
-}
-
 /* Expanded row r (general conv, groups 1) from the input rows held in the ring. */
 static void mt_nn_ibs_expand_row(const mt_conv_params *e, const mt_per_channel_quant *q, const int8_t *ring,
                                  int32_t ring_rows, const int8_t *weights, const int32_t *bias, int32_t r,
@@ -69,7 +41,7 @@ static void mt_nn_ibs_expand_row(const mt_conv_params *e, const mt_per_channel_q
                     acc += ((int32_t)x[kx] - e->input_zero_point) * (int32_t)wk[kx];
                 }
             }
-            dst[ox * e->out_c + oc] = mt_nn_ibs_store(acc, bias, q, oc, e);
+            dst[ox * e->out_c + oc] = mt_nn_conv_store_s8(acc, bias, q, oc, e);
         }
     }
 }
@@ -96,17 +68,17 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
     e = &p->expand;
     d = &p->depthwise;
     pr = &p->project;
-    if ((st = mt_nn_ibs_check_conv(e, &p->expand_q, (int64_t)e->kernel_h * e->kernel_w * e->in_c)) != MT_OK) {
+    if ((st = mt_nn_check_conv_stage(e, &p->expand_q, (int64_t)e->kernel_h * e->kernel_w * e->in_c)) != MT_OK) {
         return st;
     }
     if (e->groups != 1 || e->out_h != d->in_h || e->out_w != d->in_w || e->out_c != d->in_c ||
         e->output_zero_point != d->input_zero_point) {
         return MT_ERR_SHAPE;
     }
-    if ((st = mt_nn_ibs_check_conv(d, &p->depthwise_q, (int64_t)d->kernel_h * d->kernel_w)) != MT_OK) {
+    if ((st = mt_nn_check_conv_stage(d, &p->depthwise_q, (int64_t)d->kernel_h * d->kernel_w)) != MT_OK) {
         return st;
     }
-    if ((st = mt_nn_ibs_check_conv(pr, &p->project_q, pr->in_c)) != MT_OK) {
+    if ((st = mt_nn_check_conv_stage(pr, &p->project_q, pr->in_c)) != MT_OK) {
         return st;
     }
     if (d->kernel_h > MT_NN_IBS_MAX_KERNEL || e->kernel_h > MT_NN_IBS_MAX_KERNEL) {
@@ -159,7 +131,7 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
                                (int32_t)w_row[kx];
                     }
                 }
-                dw_pixel[c] = mt_nn_ibs_store(acc, depthwise_bias, &p->depthwise_q, c, d);
+                dw_pixel[c] = mt_nn_conv_store_s8(acc, depthwise_bias, &p->depthwise_q, c, d);
             }
             for (oc = 0; oc < pr->out_c; ++oc) { /* projection (1x1) of that pixel */
                 const int8_t *w = project_weights + oc * pr->in_c;
@@ -167,7 +139,7 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
                 for (i = 0; i < pr->in_c; ++i) {
                     acc += ((int32_t)dw_pixel[i] - pr->input_zero_point) * (int32_t)w[i];
                 }
-                y[oc] = mt_nn_ibs_store(acc, project_bias, &p->project_q, oc, pr);
+                y[oc] = mt_nn_conv_store_s8(acc, project_bias, &p->project_q, oc, pr);
             }
         }
     }
