@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import require_tool, zoo_path_or_skip
+from conftest import default_cnn_with_scheme, require_tool, zoo_path_or_skip
 
 import microtrain.compiler  # noqa: F401
 from microtrain.codegen.driver_files import write_driver_files
@@ -91,31 +91,7 @@ def test_toy_full_update_stochastic_qemu_equals_host(tmp_path):
 
 
 def test_default_cnn_qemu_equals_host(tmp_path):
-    from microtrain.models import load_model
-
-    try:
-        graph = load_model("default")
-    except FileNotFoundError:
-        # no committed checkpoint yet: the same architecture with seeded random weights,
-        # quantized by the torch importer on 64 Fashion-MNIST images (as test_host_codegen does)
-        import torch
-
-        from microtrain.data.datasets import load_dataset
-        from microtrain.frontend.torch_fx import import_torch_module
-        from microtrain.zoo import default_cnn as dc
-
-        torch.manual_seed(0)
-        try:
-            calib = load_dataset("fashion-mnist", "train", limit=64, seed=0).images
-        except (FileNotFoundError, ValueError):
-            calib = np.random.default_rng(0).integers(0, 256, (64, 28, 28)).astype(np.uint8)
-        graph = import_torch_module(dc.build_default_cnn().eval(), (1, 1, 28, 28), dc.to_float_input(calib),
-                                    input_quant=dc.INPUT_QUANT, preprocess=dc.PREPROCESS, name="default-cnn")
-    from microtrain.frontend.heads import new_head
-
-    graph = new_head(graph, 10)
-    names = [n.name for n in graph.weighted_nodes()]
-    scheme = make_scheme(graph, names[-3:], {n: 1.0 for n in names[-2:]})
+    graph, scheme = default_cnn_with_scheme()
     _, q = _host_vs_qemu(tmp_path, graph, scheme, steps=10, n=10)
     assert q.memory["sram_bytes"] <= 256 * 1024
 
