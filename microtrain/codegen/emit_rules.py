@@ -290,6 +290,39 @@ def _fused_inverted_bottleneck(node: Node, ctx: CContext) -> list[str]:
                  ctx.ptr(node.outputs[0]), ctx.ptr(node.outputs[1]))]
 
 
+def _inverted_bottleneck_grad(node: Node, ctx: CContext) -> list[str]:
+    """One call to the channel-by-channel block backward (compiler/stream_block_grads.py); with a
+    trained expansion its kept rows are updated inside (the UPDATE_WEIGHT node emits nothing)."""
+    p = twins.inverted_bottleneck_grad_params(node, ctx.graph)
+    fields = {**p, "depthwise": "{" + ", ".join(f".{k} = {v}" for k, v in p["depthwise"].items()) + "}",
+              "input_scale": c_float(p["input_scale"])}
+    params = ctx.struct("mt_inverted_bottleneck_grad_params", "IG", node.name, fields)
+    g, w_p, m_d, w_d, m_e, w_e = node.inputs[:6]
+    outs = node.attrs["outputs"]
+    rows = ctx.rows_table(w_e)
+    expand = ["NULL", rows] if rows is not None else [ctx.ptr(w_e), "NULL"]
+    opt = {r: ctx.ptr(outs[r]) if outs.get(r) else "NULL" for r in ("grad_input", "depthwise_bias_grad",
+                                                                   "expand_bias_grad")}
+    lines = [f"/* {node.name}: one expanded channel at a time, {node.attrs['scratch_bytes']} B of planes */", "{"]
+    update, x = "NULL", "NULL"
+    if outs.get("grad_weight"):
+        upd = next(n for n in ctx.graph.nodes if n.op == Op.UPDATE_WEIGHT and n.inputs[1] == outs["grad_weight"])
+        layer = node.attrs["layers"]["expand"]
+        index, count = ctx.channels(f"{layer}.weight", node.attrs["channels"], ctx.graph.tensors[w_e].shape[0])
+        factors = ctx.const_array("F", w_e, "float", upd.attrs["factors"])
+        lines += [_update_params(upd),
+                  f"    const mt_expand_update eu = {{.weights = {ctx.ptr(w_e)}, .weights_sliced = "
+                  f"{1 if rows is not None else 0}, .factor = {factors}, .index = {index}, .count = {count}, "
+                  f".u = u, .grad_row = {ctx.ptr(outs['grad_weight'])}}};"]
+        update, x = "&eu", ctx.ptr(node.inputs[6])
+    lines += ["    " + _try(ctx, "mt_inverted_bottleneck_grad_f32", "&" + params, ctx.ptr(g), ctx.ptr(w_p),
+                             ctx.weight_scales(w_p), ctx.ptr(m_d), ctx.ptr(w_d), ctx.weight_scales(w_d), ctx.ptr(m_e),
+                             *expand, ctx.weight_scales(w_e), x, update, opt["grad_input"],
+                             opt["depthwise_bias_grad"], opt["expand_bias_grad"],
+                             "(float *)" + ctx.ptr(node.outputs[-1])), "}"]
+    return lines
+
+
 EMIT_RULES: dict[Op, EmitRule] = {
     Op.CONV2D: _conv2d,
     Op.FULLY_CONNECTED: _fully_connected,
@@ -312,4 +345,5 @@ EMIT_RULES: dict[Op, EmitRule] = {
     Op.UPDATE_WEIGHT: _update,
     Op.UPDATE_BIAS: _update,
     Op.FUSED_INVERTED_BOTTLENECK: _fused_inverted_bottleneck,
+    Op.INVERTED_BOTTLENECK_GRAD: _inverted_bottleneck_grad,
 }

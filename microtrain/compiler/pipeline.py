@@ -23,6 +23,7 @@ from microtrain.compiler.reorder_updates import reorder_updates
 from microtrain.compiler.slice_subtensor import slice_subtensor
 from microtrain.compiler.split_bands import split_bands
 from microtrain.compiler.split_trained_rows import split_trained_rows
+from microtrain.compiler.stream_block_grads import stream_block_grads
 from microtrain.compiler.stream_input import stream_input
 from microtrain.ir.graph import Graph
 from microtrain.ir.verify import verify_graph
@@ -39,6 +40,7 @@ class CompileOptions:
     masks: bool = True          # 1-bit clamp masks instead of saved int8 outputs
     reorder: bool = True        # apply each update as soon as its gradient exists
     per_channel: bool = True    # with reorder: compute/apply/free one output channel's gradient at a time
+    stream_grads: bool = False  # the backward through an inverted-bottleneck block runs channel by channel
     fuse_blocks: bool = True    # frozen inverted-bottleneck blocks run row by row (one fused node each)
     bands: bool = True          # run the leading high-resolution convs band by band when that lowers the peak
     stream_input: bool = False  # the first fused block pulls input rows through a callback (no input buffer)
@@ -81,6 +83,8 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
         ("hoist_masks", opt.masks, hoist_masks, "peak"),
         # each update right after its gradient (per output channel), gradients freed at once
         ("reorder_updates", opt.reorder, lambda g: reorder_updates(g, opt.per_channel), "peak"),
+        # backward of expand -> depthwise -> project one expanded channel at a time (two planes, not two tensors)
+        ("stream_block_grads", opt.stream_grads, stream_block_grads, "peak"),
         # frozen blocks (no update, no gradient through them): expansion rows streamed through a ring
         ("fuse_frozen_blocks", opt.fuse_blocks, fuse_frozen_blocks, "peak"),
         # leading convs whose outputs the backward never reads run one band of rows at a time

@@ -2,4 +2,5 @@
 and batched twins. Importing the package registers the fused ops' rules (``interp/fused.py``).
 """
 
-from microtrain.interp import fused  # noqa: F401  (registers FUSED_INVERTED_BOTTLENECK everywhere)
+# registers FUSED_INVERTED_BOTTLENECK and INVERTED_BOTTLENECK_GRAD everywhere
+from microtrain.interp import block_grad, fused  # noqa: F401

@@ -50,6 +50,13 @@ Fused (appended by ``compiler/fuse_frozen_blocks.py``; definition in ``interp/fu
                    (x, [w_e, b_e,] w_d, b_d, w_p, b_p) -> (y, scratch int8 [n]): a frozen block
                    [expand CONV2D ->] depthwise CONV2D -> 1x1 CONV2D [-> ADD(x)], bit-exact with
                    those ops (attrs hold theirs), run row by row through a ring buffer (scratch).
+
+Fused backward (appended by ``compiler/stream_block_grads.py``; definition in ``interp/block_grad.py``):
+  INVERTED_BOTTLENECK_GRAD
+                   (g f32, w_p, mask_d, w_d, mask_e, w_e[, x]) -> ([dw_e row], [dx], [db_d], [db_e], scratch):
+                   the backward through expand 1x1 -> depthwise -> project 1x1 from the projection's
+                   masked output gradient g, one expanded channel at a time (attrs keep the original
+                   backward nodes); w_e's kept rows are updated in place inside (chunk 1).
 """
 
 from __future__ import annotations
@@ -83,6 +90,8 @@ class Op(enum.Enum):
     UPDATE_BIAS = "update_bias"
     # ---- fused: frozen blocks run row by row (compiler/fuse_frozen_blocks.py) --------------
     FUSED_INVERTED_BOTTLENECK = "fused_inverted_bottleneck"
+    # ---- fused backward: one inverted-bottleneck block, channel by channel (compiler/stream_block_grads.py)
+    INVERTED_BOTTLENECK_GRAD = "inverted_bottleneck_grad"
 
 
 # Property groups, in the tinygrad manner: sets of ops that share a behaviour.
@@ -101,7 +110,7 @@ VIEW_OPS = frozenset({Op.RESHAPE})
 TRAINING_OPS = frozenset({
     Op.LOSS_GRAD, Op.CLAMP_MASK, Op.MASK_GRAD, Op.CONV2D_GRAD_INPUT, Op.CONV2D_GRAD_WEIGHT,
     Op.FC_GRAD_INPUT, Op.FC_GRAD_WEIGHT, Op.BIAS_GRAD, Op.AVG_POOL_GRAD, Op.GRAD_ACCUMULATE,
-    Op.SLICE_CHANNELS, Op.UPDATE_WEIGHT, Op.UPDATE_BIAS})
+    Op.SLICE_CHANNELS, Op.UPDATE_WEIGHT, Op.UPDATE_BIAS, Op.INVERTED_BOTTLENECK_GRAD})
 """Ops the compiler adds for the backward pass and the in-place update (fp32 unless noted)."""
 
 UPDATE_OPS = frozenset({Op.UPDATE_WEIGHT, Op.UPDATE_BIAS})

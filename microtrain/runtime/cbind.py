@@ -117,6 +117,17 @@ class InvertedBottleneckParams(ctypes.Structure):
                 ("add", AddParams)]
 
 
+class InvertedBottleneckGradParams(ctypes.Structure):
+    _fields_ = [("depthwise", ConvParams), ("project_out_c", ctypes.c_int32), ("expand_in_c", ctypes.c_int32),
+                ("input_zero_point", ctypes.c_int32), ("input_scale", ctypes.c_float)]
+
+
+class ExpandUpdate(ctypes.Structure):
+    _fields_ = [("weights", ctypes.POINTER(ctypes.c_int8)), ("weights_sliced", ctypes.c_int32),
+                ("factor", ctypes.POINTER(ctypes.c_float)), ("index", ctypes.POINTER(ctypes.c_int32)),
+                ("count", ctypes.c_int32), ("u", UpdateParams), ("grad_row", ctypes.POINTER(ctypes.c_float))]
+
+
 _P = ctypes.POINTER
 _i8, _u8, _i32, _f32 = _P(ctypes.c_int8), _P(ctypes.c_uint8), _P(ctypes.c_int32), _P(ctypes.c_float)
 _I, _U, _F = ctypes.c_int32, ctypes.c_uint32, ctypes.c_float
@@ -169,6 +180,9 @@ PROTOTYPES: dict[str, tuple[type, list[type]]] = {
     "mt_inverted_bottleneck_s8": (_I, [_P(InvertedBottleneckParams), _i8, _i8, _i32, _i8, _i32, _i8, _i32, _i8, _i8]),
     "mt_inverted_bottleneck_stream_s8": (_I, [_P(InvertedBottleneckParams), ReadRows, ctypes.c_void_p, _i8, _i8,
                                               _i32, _i8, _i32, _i8, _i32, _i8, _i8]),
+    "mt_inverted_bottleneck_grad_get_buffer_size": (_I, [_P(InvertedBottleneckGradParams)]),
+    "mt_inverted_bottleneck_grad_f32": (_I, [_P(InvertedBottleneckGradParams), _f32, _i8, _f32, _u8, _i8, _f32, _u8,
+                                             _i8, _P(_i8), _f32, _i8, _P(ExpandUpdate), _f32, _f32, _f32, _f32]),
 }
 
 

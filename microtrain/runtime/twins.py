@@ -182,3 +182,23 @@ def inverted_bottleneck_inplace_ok(p: dict) -> bool:
         if (oy + 1) * out_row > first * in_row:
             return False
     return True
+
+
+# --- INVERTED_BOTTLENECK_GRAD (mt_inverted_bottleneck_grad_f32; compiler/stream_block_grads.py) ---
+
+def inverted_bottleneck_grad_get_buffer_size(in_h: int, in_w: int, out_h: int, out_w: int) -> int:
+    """Twin of mt_inverted_bottleneck_grad_get_buffer_size: one expanded channel's plane at the
+    depthwise output (out_h x out_w) and one at its input (in_h x in_w), floats."""
+    if min(in_h, in_w, out_h, out_w) <= 0:
+        return 0
+    return (out_h * out_w + in_h * in_w) * FLOAT_BYTES
+
+
+def inverted_bottleneck_grad_params(node: Node, graph: Graph) -> dict:
+    """Fields of ``mt_inverted_bottleneck_grad_params`` for an INVERTED_BOTTLENECK_GRAD node."""
+    layers = node.attrs["layers"]
+    expand = graph.node(layers["expand"])
+    x = graph.tensors[expand.inputs[0]]
+    return {"depthwise": conv_params(graph.node(layers["depthwise"]), graph),
+            "project_out_c": graph.tensors[graph.node(layers["project"]).outputs[0]].shape[3],
+            "expand_in_c": x.shape[3], "input_zero_point": x.quant.z, "input_scale": float(np.float32(x.quant.s))}

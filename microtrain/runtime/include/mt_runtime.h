@@ -414,6 +414,59 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
                                            const int32_t *depthwise_bias, const int8_t *project_weights,
                                            const int32_t *project_bias, int8_t *output, int8_t *scratch);
 
+/* ------------------------------------------------------------------------------------ */
+/* backward/ fused inverted-bottleneck gradient (compiler/stream_block_grads.py,         */
+/* interp/block_grad.py)                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+/* INVERTED_BOTTLENECK_GRAD: the backward through expand 1x1 (I -> C) -> depthwise (C) ->
+ * project 1x1 (C -> O), one expanded channel at a time. */
+typedef struct {
+    mt_conv_params depthwise;   /* the block's depthwise conv, in_c = out_c = groups = C */
+    int32_t project_out_c;      /* O */
+    int32_t expand_in_c;        /* I: channels of the block input */
+    int32_t input_zero_point;   /* z of the saved block input (expansion weight gradient) */
+    float input_scale;          /* s of the saved block input */
+} mt_inverted_bottleneck_grad_params;
+
+/* The in-kernel SGD update of the expansion weights' kept rows, as mt_sgd_update_s8 does it
+ * with mt_channels {index, count, j, j + 1}: row j of the gradient goes to grad_row [I] and
+ * is applied at once. */
+typedef struct {
+    int8_t *weights;            /* storage as mt_sgd_update_s8 takes it */
+    int32_t weights_sliced;     /* 1: weights holds the kept rows only (list entry j at row j) */
+    const float *factor;        /* [C] QAS factors */
+    const int32_t *index;       /* kept channels, distinct (NULL: all C) */
+    int32_t count;
+    mt_update_params u;
+    float *grad_row;            /* [I] */
+} mt_expand_update;
+
+/* Scratch bytes: (depthwise out_h * out_w + in_h * in_w) * sizeof(float), one plane of each. */
+int32_t mt_inverted_bottleneck_grad_get_buffer_size(const mt_inverted_bottleneck_grad_params *p);
+
+/* For each expanded channel c ascending, bit-exact with the unfused kernels run one by one:
+ *   a[n]  = sum_o (grad_output[n][o] * project_scale[o]) * Wp[o][c]   (o ascending, from 0.0f;
+ *           mt_pointwise_conv2d_grad_input_f32), then masked by depthwise_mask (NHWC bit n*C+c);
+ *   depthwise_bias_grad[c] = sum_n a[n] (n ascending, from 0.0f; mt_bias_grad_f32);
+ *   b     = depthwise input gradient of plane a (output pixels ascending, as
+ *           mt_depthwise_conv2d_grad_input_f32), masked by expand_mask; expand_bias_grad[c] likewise;
+ *   grad_input[n][i] += (b[n] * expand_scale[c]) * We[c][i]   (c ascending, from 0.0f);
+ *   if c is kept: grad_row[i] = (sum_n b[n] * (float)(input[n][i] - z)) * input_scale
+ *           (mt_pointwise_conv2d_grad_weight_f32), then mt_sgd_update_s8 of that row.
+ * Row c of We is read before it is updated, as the unfused order reads the old weights. We row
+ * c is expand_rows[c] when expand_rows is not NULL, else expand_weights + c * I. grad_input,
+ * the bias gradients and update may be NULL (not needed); input is read only with update.
+ * scratch: the size query above, overlapping nothing else. */
+mt_status mt_inverted_bottleneck_grad_f32(const mt_inverted_bottleneck_grad_params *p, const float *grad_output,
+                                          const int8_t *project_weights, const float *project_scale,
+                                          const uint8_t *depthwise_mask, const int8_t *depthwise_weights,
+                                          const float *depthwise_scale, const uint8_t *expand_mask,
+                                          const int8_t *expand_weights, const int8_t *const *expand_rows,
+                                          const float *expand_scale, const int8_t *input,
+                                          const mt_expand_update *update, float *grad_input,
+                                          float *depthwise_bias_grad, float *expand_bias_grad, float *scratch);
+
 #ifdef __cplusplus
 }
 #endif
