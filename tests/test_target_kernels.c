@@ -3,11 +3,18 @@
  * forward, fp32 backward and update kernels, every output appended to out.bin. Built with
  * host gcc and with arm-none-eabi-gcc (run on QEMU mps2-an500); tests/test_target_kernels.py
  * compares the two files byte for byte. Only stdio, so it runs unchanged on both.
+ *
+ * The second part (random_shapes) checks, on whichever path the build compiled (the
+ * Cortex-M7 build takes the __ARM_FEATURE_DSP path of mt_nn.h, the host the portable one),
+ * the int8 dot-product helpers against a naive loop on random lengths, alignments and zero
+ * points, and the forward kernels against a naive direct convolution in this file on random
+ * shapes (and the fused block against its ops run one by one); it prints "dsp path <0|1>"
+ * and the number of mismatches, and appends every output to out.bin as well.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "mt_runtime.h"
+#include "mt_nn.h" /* MT_NN_DSP and the dot-product helpers; includes mt_runtime.h */
 
 static uint32_t rng = 12345u;
 static uint32_t next(void) { rng = rng * 1664525u + 1013904223u; return rng >> 8; }
@@ -28,6 +35,177 @@ enum { H = 9, W = 7, C = 6, OC = 8, K = 3 };
 static int8_t in[H * W * C], in2[H * W * C], wts[OC * K * K * C], dw[C * K * K], o8[H * W * OC];
 static int32_t bias[OC], mult[OC], shift[OC], bias32[OC];
 static float gout[H * W * OC], gin[H * W * C], gw[OC * K * K * C], scale[OC], factor[OC], logits[10], gl[10];
+
+
+/* ---- random shapes: kernels vs a naive reference ---- */
+static int rnd(int lo, int hi) { return lo + (int)(next() % (uint32_t)(hi - lo + 1)); }
+
+static int32_t naive_dot(const int8_t *x, const int8_t *w, int32_t n, int32_t z, int32_t stride)
+{
+    int32_t acc = 0;
+    for (int32_t i = 0; i < n; i++) acc += ((int32_t)x[i * stride] - z) * (int32_t)w[i];
+    return acc;
+}
+
+/* Direct convolution: int64 sum over the window inside the input, + bias, saturated to int32,
+ * one mt_requantize, + zero point, clamp (the reference semantics, written the plain way). */
+static void naive_conv(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *x, const int8_t *w,
+                       const int32_t *b, int8_t *y)
+{
+    const int ipg = p->in_c / p->groups, opg = p->out_c / p->groups;
+    for (int oy = 0; oy < p->out_h; oy++)
+        for (int ox = 0; ox < p->out_w; ox++)
+            for (int oc = 0; oc < p->out_c; oc++) {
+                int64_t acc = b ? b[oc] : 0;
+                for (int ky = 0; ky < p->kernel_h; ky++)
+                    for (int kx = 0; kx < p->kernel_w; kx++) {
+                        const int iy = oy * p->stride_h - p->pad_top + ky, ix = ox * p->stride_w - p->pad_left + kx;
+                        if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) continue;
+                        for (int i = 0; i < ipg; i++)
+                            acc += ((int64_t)x[(iy * p->in_w + ix) * p->in_c + (oc / opg) * ipg + i] - p->input_zero_point) *
+                                   w[((oc * p->kernel_h + ky) * p->kernel_w + kx) * ipg + i];
+                    }
+                const int32_t a = acc > INT32_MAX ? INT32_MAX : acc < INT32_MIN ? INT32_MIN : (int32_t)acc;
+                int64_t r = (int64_t)mt_requantize(a, q->multiplier[oc], q->shift[oc]) + p->output_zero_point;
+                y[(oy * p->out_w + ox) * p->out_c + oc] = (int8_t)(r < p->act_min ? p->act_min : r > p->act_max ? p->act_max : r);
+            }
+}
+
+enum { RH = 9, RC = 16, RK = 5 };
+static int8_t rx[RH * RH * RC + 4], rw[RC * RK * RK * RC + 4], ry[RH * RH * RC], rref[RH * RH * RC];
+static int8_t rmid[RH * RH * RC], rmid2[RH * RH * RC], rscratch[RK * RH * RC + 2 * RC];
+static int32_t rbias[RC], rmult[RC], rshift[RC];
+
+static void random_conv_params(mt_conv_params *p, int in_h, int in_w, int in_c, int out_c, int k, int s, int pad,
+                               int groups)
+{
+    mt_conv_params c = {in_h, in_w, in_c, 0, 0, out_c, k, k, s, s, pad, pad, pad, pad, groups, rnd(-128, 127),
+                        rnd(-128, 127), -128, 127};
+    c.out_h = (in_h + 2 * pad - k) / s + 1;
+    c.out_w = (in_w + 2 * pad - k) / s + 1;
+    if (rnd(0, 1)) { c.act_min = rnd(-128, 0); c.act_max = rnd(c.act_min, 127); }
+    *p = c;
+}
+
+static int compare(const int8_t *a, const int8_t *b, int n, const char *what, int case_no)
+{
+    put(a, (size_t)n);
+    if (memcmp(a, b, (size_t)n) != 0) { printf("mismatch %s case %d\n", what, case_no); return 1; }
+    return 0;
+}
+
+static int random_shapes(void)
+{
+    int bad = 0;
+    mt_per_channel_quant q = {rmult, rshift};
+    printf("dsp path %d\n", MT_NN_DSP);
+    /* the helpers, on random lengths (the DSP loop + every tail), misaligned pointers and zero points */
+    for (int t = 0; t < 400; t++) {
+        const int32_t n = rnd(0, 70), z = rnd(-128, 127), ox = rnd(0, 3), ow = rnd(0, 3);
+        int32_t acc[2] = {rnd(-1000, 1000), rnd(-1000, 1000)}, want0 = acc[0], want1 = acc[1];
+        fill_s8(rx, n + 4); fill_s8(rw, 2 * n + 4);
+        if (t % 7 == 0) { for (int i = 0; i < n + 4; i++) { rx[i] = (int8_t)(t & 1 ? 127 : -128); rw[i] = -128; } }
+        if (mt_nn_dot_s8(rx + ox, rw + ow, n, z) != naive_dot(rx + ox, rw + ow, n, z, 1)) { bad++; printf("dot n %d\n", (int)n); }
+        want0 += naive_dot(rx + ox, rw + ow, n, z, 1);
+        want1 += naive_dot(rx + ox, rw + ow + n, n, z, 1);
+        mt_nn_dot2_s8(rx + ox, rw + ow, rw + ow + n, n, z, acc);
+        if (acc[0] != want0 || acc[1] != want1) { bad++; printf("dot2 n %d\n", (int)n); }
+        const int32_t taps = rnd(1, 7), stride = rnd(1, 9);
+        if (taps * stride <= n + 4 && mt_nn_dw_row_s8(rx, stride, rw, taps, z) != naive_dot(rx, rw, taps, z, stride)) {
+            bad++; printf("dw_row taps %d\n", (int)taps);
+        }
+        put(&acc, sizeof acc);
+    }
+    /* the kernels, on random shapes */
+    for (int t = 0; t < 60; t++) {
+        const int kind = t % 4; /* 0 conv groups 1, 1 depthwise, 2 pointwise (+ rows), 3 fc */
+        const int k = kind == 2 ? 1 : rnd(1, RK), in_h = rnd(k, RH), in_w = rnd(k, RH);
+        const int in_c = rnd(1, RC), out_c = kind == 1 ? in_c : rnd(1, RC);
+        const int s = kind == 2 ? 1 : rnd(1, 2), pad = kind == 2 ? 0 : rnd(0, k / 2); /* output <= input */
+        mt_conv_params p;
+        random_conv_params(&p, in_h, in_w, in_c, out_c, k, s, pad, kind == 1 ? in_c : 1);
+        fill_s8(rx, in_h * in_w * in_c);
+        fill_s8(rw, out_c * k * k * (kind == 1 ? 1 : in_c));
+        for (int c = 0; c < out_c; c++) {
+            rbias[c] = rnd(-20000, 20000);
+            rmult[c] = (int32_t)((1u << 30) + (next() % (1u << 30)));
+            rshift[c] = -rnd(4, 12);
+        }
+        const int32_t *b = t % 5 == 4 ? NULL : rbias;
+        const int n_out = p.out_h * p.out_w * out_c;
+        if (kind == 3) {
+            mt_fc_params f = {in_h * in_c, out_c, p.input_zero_point, p.output_zero_point, p.act_min, p.act_max};
+            mt_conv_params as_conv = {1, 1, f.in_c, 1, 1, out_c, 1, 1, 1, 1, 0, 0, 0, 0, 1, f.input_zero_point,
+                                      f.output_zero_point, f.act_min, f.act_max};
+            fill_s8(rw, out_c * f.in_c);
+            naive_conv(&as_conv, &q, rx, rw, b, rref);
+            check(mt_fully_connected_s8(&f, &q, rx, rw, b, ry), "random fc");
+            bad += compare(ry, rref, out_c, "fc", t);
+            continue;
+        }
+        naive_conv(&p, &q, rx, rw, b, rref);
+        check(mt_conv2d_s8(&p, &q, rx, rw, b, ry), "random conv2d");
+        bad += compare(ry, rref, n_out, "conv2d", t);
+        if (kind == 1) {
+            check(mt_depthwise_conv2d_s8(&p, &q, rx, rw, b, ry), "random depthwise");
+            bad += compare(ry, rref, n_out, "depthwise", t);
+        }
+        if (kind == 2) {
+            const int8_t *rows[RC];
+            check(mt_pointwise_conv2d_s8(&p, &q, rx, rw, b, ry), "random pointwise");
+            bad += compare(ry, rref, n_out, "pointwise", t);
+            for (int c = 0; c < out_c; c++) rows[c] = rw + (out_c - 1 - c) * in_c; /* rows given out of order */
+            for (int c = 0; c < out_c; c++) memcpy(rmid + c * in_c, rows[c], (size_t)in_c);
+            naive_conv(&p, &q, rx, rmid, b, rref);
+            check(mt_pointwise_conv2d_rows_s8(&p, &q, rx, NULL, rows, b, ry), "random pointwise rows");
+            bad += compare(ry, rref, n_out, "pointwise rows", t);
+        }
+    }
+    /* the fused block vs its ops one by one (expand kxk -> depthwise -> 1x1 [-> ADD]) */
+    for (int t = 0; t < 12; t++) {
+        mt_inverted_bottleneck_params ib;
+        memset(&ib, 0, sizeof ib);
+        const int in_h = rnd(3, RH), in_w = rnd(3, RH), in_c = rnd(1, 8), mid = rnd(1, RC);
+        const int ek = t % 3 == 0 ? 3 : 1, dk = t % 2 ? 3 : 5, ds = t % 4 < 2 ? 1 : 2;
+        const int residual = ek == 1 && ds == 1 && t % 5 != 0;
+        const int out_c = residual ? in_c : rnd(1, 8);
+        ib.has_expand = 1;
+        random_conv_params(&ib.expand, in_h, in_w, in_c, mid, ek, 1, ek / 2, 1);
+        random_conv_params(&ib.depthwise, in_h, in_w, mid, mid, dk < in_h && dk < in_w ? dk : 3, ds, 1, mid);
+        ib.depthwise.pad_top = ib.depthwise.pad_left = ib.depthwise.pad_bottom = ib.depthwise.pad_right =
+            ib.depthwise.kernel_h / 2;
+        ib.depthwise.out_h = (in_h + 2 * ib.depthwise.pad_top - ib.depthwise.kernel_h) / ds + 1;
+        ib.depthwise.out_w = (in_w + 2 * ib.depthwise.pad_left - ib.depthwise.kernel_w) / ds + 1;
+        ib.depthwise.input_zero_point = ib.expand.output_zero_point;
+        random_conv_params(&ib.project, ib.depthwise.out_h, ib.depthwise.out_w, mid, out_c, 1, 1, 0, 1);
+        ib.project.input_zero_point = ib.depthwise.output_zero_point;
+        for (int c = 0; c < RC; c++) {
+            rbias[c] = rnd(-20000, 20000);
+            rmult[c] = (int32_t)((1u << 30) + (next() % (1u << 30)));
+            rshift[c] = -rnd(4, 12);
+        }
+        ib.expand_q = ib.depthwise_q = ib.project_q = q;
+        static int8_t ew[RC * 9 * 8], dwt[RC * RK * RK], pw[8 * RC];
+        fill_s8(rx, in_h * in_w * in_c); fill_s8(ew, mid * ek * ek * in_c); fill_s8(dwt, mid * RK * RK);
+        fill_s8(pw, out_c * mid);
+        check(mt_conv2d_s8(&ib.expand, &q, rx, ew, rbias, rmid), "ib expand");
+        check(mt_depthwise_conv2d_s8(&ib.depthwise, &q, rmid, dwt, rbias, rmid2), "ib depthwise");
+        check(mt_pointwise_conv2d_s8(&ib.project, &q, rmid2, pw, rbias, rref), "ib project");
+        const int n_out = ib.project.out_h * ib.project.out_w * out_c;
+        if (residual) {
+            mt_add_params a = {n_out, ib.project.output_zero_point, ib.expand.input_zero_point, rnd(-128, 127), 20,
+                               1518500250, -1, 1181116006, -2, 1431655765, -18, -128, 127};
+            ib.has_residual = 1;
+            ib.add = a;
+            check(mt_add_s8(&a, rref, rx, rref), "ib add");
+        }
+        if (mt_inverted_bottleneck_get_buffer_size(&ib) > (int32_t)sizeof rscratch) { printf("scratch\n"); bad++; continue; }
+        check(mt_inverted_bottleneck_s8(&ib, rx, ew, rbias, dwt, rbias, pw, rbias, ry, rscratch), "fused block");
+        bad += compare(ry, rref, n_out, "fused block", t);
+    }
+    printf("random mismatches %d\n", bad);
+    return bad;
+}
 
 int main(void)
 {
@@ -72,6 +250,7 @@ int main(void)
         memcpy(bias32, bias, sizeof bias);
         check(mt_sgd_update_s32(bias32, factor, gl, &all, &u), "sgd_s32"); put(bias32, sizeof bias32);
     }
+    failures += random_shapes();
     fclose(out);
     printf("kernels done failures %d\n", failures);
     return failures != 0;

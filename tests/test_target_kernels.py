@@ -1,5 +1,10 @@
 """The runtime kernels give the same bytes on the emulated Cortex-M7 as on the host:
-int8 forward, fp32 backward (no FMA contraction on either side) and the update."""
+int8 forward, fp32 backward (no FMA contraction on either side) and the update.
+
+The Cortex-M7 build compiles the DSP path of the int8 dot products (mt_nn.h, SXTAB16/SMLAD
+under __ARM_FEATURE_DSP), the host build the portable loops: the harness checks each path
+against a naive loop / direct convolution on random shapes, and the two output files must
+still be identical."""
 
 from __future__ import annotations
 
@@ -35,11 +40,15 @@ def test_runtime_kernels_bit_exact_host_vs_cortex_m7(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True)
     host = subprocess.run([str(exe)], cwd=host_dir, capture_output=True, text=True, timeout=60)
     assert host.returncode == 0, host.stdout + host.stderr
+    assert "dsp path 0" in host.stdout  # the host runs the portable loops
+    assert "random mismatches 0" in host.stdout, host.stdout
 
     elf = cortex_m7.build_elf([HARNESS, *sources], [include], target_dir / "build", BuildConfig(), name="kernels")
     run = cortex_m7.run_elf(elf, target_dir, timeout=120)
     assert run.returncode == 0, run.stdout
     assert "kernels done failures 0" in run.stdout
+    assert "dsp path 1" in run.stdout, "the Cortex-M7 build did not take the __ARM_FEATURE_DSP path of mt_nn.h"
+    assert "random mismatches 0" in run.stdout, run.stdout
 
     a, b = (host_dir / "out.bin").read_bytes(), (target_dir / "out.bin").read_bytes()
     assert len(a) == len(b) and len(a) > 5000

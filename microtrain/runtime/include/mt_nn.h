@@ -13,8 +13,19 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "mt_runtime.h"
+
+/* Cores with the DSP extension (Cortex-M4/M7/M33...: arm-none-eabi-gcc -mcpu=cortex-m7 defines
+ * both macros) run the int8 dot products below two MACs per SMLAD; every other build (the host)
+ * runs the portable loops. MT_NN_DSP is 0 or 1 so the tests can report which path was built. */
+#if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32) && !defined(MT_NN_NO_DSP)
+#include <arm_acle.h>
+#define MT_NN_DSP 1
+#else
+#define MT_NN_DSP 0
+#endif
 
 /* The float kernels document their exact float32 expressions (and the simulator reproduces
  * them): that needs float arithmetic evaluated in float32, without excess precision (and
@@ -27,6 +38,123 @@
  * |w| <= 128, so each product is at most 32640 in magnitude and 65536 * 32640 =
  * 2139095040 <= INT32_MAX = 2147483647. */
 #define MT_NN_MAX_DOT_LENGTH 65536
+
+/* The int8 dot products of the forward kernels: sum over i < n of (x[i] - zero_point) * w[i],
+ * x and w int8, zero_point in [-128, 127], n <= MT_NN_MAX_DOT_LENGTH (checked by the callers),
+ * so every partial sum, in any order, fits int32 and both paths give the same (exact) sum.
+ *
+ * DSP path, per 4 elements: one 32-bit load of x and of w (memcpy: unaligned loads are allowed
+ * on Cortex-M7 and the compiler emits a plain LDR; the C stays defined); SXTAB16 sign-extends
+ * bytes 0 and 2 (and, rotated by 8, bytes 1 and 3) into two int16 lanes while adding the
+ * offset -zero_point to each lane (|x - zero_point| <= 255 fits int16); SXTB16 does the same
+ * for w without offset; SMLAD adds both lane products to the accumulator. x and w go through
+ * the same byte permutation, so pairs match whatever the byte order. The tail (n % 4) and the
+ * host run the portable loop. */
+#if MT_NN_DSP
+static inline uint32_t mt_nn_load4(const int8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* SXTB16 / SXTAB16 of bytes 1 and 3 (the operand rotated right by 8). GCC 12's ACLE has no
+ * __ror and does not fold a separate rotate into the instruction's ROR #8 operand, so these
+ * two are written as one instruction each. */
+static inline int32_t mt_nn_sxtb16_ror8(uint32_t v)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+
+static inline int32_t mt_nn_sxtab16_ror8(int32_t a, uint32_t v)
+{
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
+    return r;
+}
+
+/* -zero_point in both int16 lanes (conversions to unsigned types are modular: defined). */
+static inline int32_t mt_nn_lane_offset(int32_t zero_point)
+{
+    return (int32_t)((uint32_t)(uint16_t)(-zero_point) * 0x00010001u);
+}
+#endif
+
+static inline int32_t mt_nn_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t zero_point)
+{
+    int32_t acc = 0;
+    int32_t i = 0;
+#if MT_NN_DSP
+    const int32_t offset = mt_nn_lane_offset(zero_point);
+    for (; i + 4 <= n; i += 4) {
+        const uint32_t xv = mt_nn_load4(x + i);
+        const uint32_t wv = mt_nn_load4(w + i);
+        acc = __smlad(__sxtab16(offset, (int32_t)xv), __sxtb16((int32_t)wv), acc);
+        acc = __smlad(mt_nn_sxtab16_ror8(offset, xv), mt_nn_sxtb16_ror8(wv), acc);
+    }
+#endif
+    for (; i < n; ++i) {
+        acc += ((int32_t)x[i] - zero_point) * (int32_t)w[i];
+    }
+    return acc;
+}
+
+/* Two dot products sharing x (two output channels of a 1x1 conv): each x word loaded and
+ * offset once feeds both accumulators; acc[k] += dot(x, w_k). Two, not four: with four
+ * weight rows the loop needs more registers than Thumb-2 has and gcc spills in the loop. */
+static inline void mt_nn_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t n, int32_t zero_point,
+                                 int32_t acc[2])
+{
+    int32_t a0 = acc[0], a1 = acc[1];
+    int32_t i = 0;
+#if MT_NN_DSP
+    const int32_t offset = mt_nn_lane_offset(zero_point);
+    for (; i + 4 <= n; i += 4) {
+        const uint32_t xv = mt_nn_load4(x + i);
+        const int32_t x02 = __sxtab16(offset, (int32_t)xv);
+        const int32_t x13 = mt_nn_sxtab16_ror8(offset, xv);
+        uint32_t wv = mt_nn_load4(w0 + i);
+        a0 = __smlad(x02, __sxtb16((int32_t)wv), a0);
+        a0 = __smlad(x13, mt_nn_sxtb16_ror8(wv), a0);
+        wv = mt_nn_load4(w1 + i);
+        a1 = __smlad(x02, __sxtb16((int32_t)wv), a1);
+        a1 = __smlad(x13, mt_nn_sxtb16_ror8(wv), a1);
+    }
+#endif
+    for (; i < n; ++i) {
+        const int32_t xi = (int32_t)x[i] - zero_point;
+        a0 += xi * (int32_t)w0[i];
+        a1 += xi * (int32_t)w1[i];
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/* One row of a depthwise window: sum over k < n of (x[k * stride] - zero_point) * w[k] (x steps
+ * over the NHWC channels, w is contiguous). The common widths 3 and 5 are written out, which
+ * saves the loop's per-tap compare, branch and pointer bump; the sum is the same. */
+static inline int32_t mt_nn_dw_row_s8(const int8_t *x, int32_t stride, const int8_t *w, int32_t n,
+                                      int32_t zero_point)
+{
+    int32_t acc = 0;
+    int32_t k;
+    if (n == 3) {
+        return ((int32_t)x[0] - zero_point) * (int32_t)w[0] + ((int32_t)x[stride] - zero_point) * (int32_t)w[1] +
+               ((int32_t)x[2 * stride] - zero_point) * (int32_t)w[2];
+    }
+    if (n == 5) {
+        return ((int32_t)x[0] - zero_point) * (int32_t)w[0] + ((int32_t)x[stride] - zero_point) * (int32_t)w[1] +
+               ((int32_t)x[2 * stride] - zero_point) * (int32_t)w[2] +
+               ((int32_t)x[3 * stride] - zero_point) * (int32_t)w[3] +
+               ((int32_t)x[4 * stride] - zero_point) * (int32_t)w[4];
+    }
+    for (k = 0; k < n; ++k) {
+        acc += ((int32_t)x[k * stride] - zero_point) * (int32_t)w[k];
+    }
+    return acc;
+}
 
 /* acc + bias, saturated to int32. Saturating here equals the reference (int64 sum, then
  * requantize saturates acc * 2^left): if the int64 sum leaves the int32 range, so does its

@@ -47,19 +47,19 @@ mt_status mt_conv2d_s8(const mt_conv_params *p, const mt_per_channel_quant *q, c
             /* flat index of window tap (0, 0); negative when the window starts in the padding
              * (kept an integer: a pointer before the array would be undefined behaviour) */
             const int32_t origin = ((int32_t)y0 * p->in_w + x0) * p->in_c;
+            const int32_t run_taps = p->groups == 1 ? kx_end - kx_begin : 1; /* taps per dot product */
             int8_t *y = output + ((int32_t)oy * p->out_w + ox) * p->out_c;
             for (oc = 0; oc < p->out_c; ++oc) {
                 const int32_t first_in = (oc / out_per_group) * in_per_group;
                 const int8_t *w = weights + (int32_t)oc * p->kernel_h * p->kernel_w * in_per_group;
                 int32_t acc = 0;
-                int32_t ky, kx, i;
+                int32_t ky, kx;
                 for (ky = ky_begin; ky < ky_end; ++ky) {
-                    for (kx = kx_begin; kx < kx_end; ++kx) {
+                    /* one group: the window row inside the input is one contiguous run */
+                    for (kx = kx_begin; kx < kx_end; kx += run_taps) {
                         const int8_t *x = input + (origin + ((int32_t)ky * p->in_w + kx) * p->in_c + first_in);
                         const int8_t *wk = w + (ky * p->kernel_w + kx) * in_per_group;
-                        for (i = 0; i < in_per_group; ++i) {
-                            acc += ((int32_t)x[i] - p->input_zero_point) * (int32_t)wk[i];
-                        }
+                        acc += mt_nn_dot_s8(x, wk, run_taps * in_per_group, p->input_zero_point);
                     }
                 }
                 if (bias != NULL) {

@@ -50,14 +50,11 @@ mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_q
             for (c = 0; c < p->out_c; ++c) {
                 const int8_t *w = weights + (int32_t)c * p->kernel_h * p->kernel_w;
                 int32_t acc = 0;
-                int32_t ky, kx;
+                int32_t ky;
                 for (ky = ky_begin; ky < ky_end; ++ky) {
-                    const int8_t *x_row = input + (origin + (int32_t)ky * p->in_w * p->in_c + kx_begin * p->in_c + c);
-                    const int8_t *w_row = w + ky * p->kernel_w;
-                    for (kx = kx_begin; kx < kx_end; ++kx) {
-                        acc += ((int32_t)x_row[(kx - kx_begin) * p->in_c] - p->input_zero_point) *
-                               (int32_t)w_row[kx];
-                    }
+                    acc += mt_nn_dw_row_s8(input + (origin + (int32_t)ky * p->in_w * p->in_c + kx_begin * p->in_c + c),
+                                           p->in_c, w + ky * p->kernel_w + kx_begin, kx_end - kx_begin,
+                                           p->input_zero_point);
                 }
                 if (bias != NULL) {
                     acc = mt_nn_sat_add_s32(acc, bias[c]);

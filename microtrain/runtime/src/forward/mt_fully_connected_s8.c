@@ -7,7 +7,7 @@
 mt_status mt_fully_connected_s8(const mt_fc_params *p, const mt_per_channel_quant *q, const int8_t *input,
                                 const int8_t *weights, const int32_t *bias, int8_t *output)
 {
-    int32_t o, i;
+    int32_t o;
     mt_status st;
 
     /* read params, check consistency */
@@ -32,10 +32,7 @@ mt_status mt_fully_connected_s8(const mt_fc_params *p, const mt_per_channel_quan
     /* loops */
     for (o = 0; o < p->out_c; ++o) {
         const int8_t *w = weights + o * p->in_c;
-        int32_t acc = 0;
-        for (i = 0; i < p->in_c; ++i) {
-            acc += ((int32_t)input[i] - p->input_zero_point) * (int32_t)w[i];
-        }
+        int32_t acc = mt_nn_dot_s8(input, w, p->in_c, p->input_zero_point);
         if (bias != NULL) {
             acc = mt_nn_sat_add_s32(acc, bias[o]);
         }

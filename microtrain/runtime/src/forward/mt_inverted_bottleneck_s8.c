@@ -26,38 +26,22 @@
 /* Largest depthwise kernel height (the per-row offsets live in a small local array). */
 #define MT_NN_IB_MAX_KERNEL 16
 
-/* A 1x1 conv of one pixel x[in_c] -> y[out_c], output channels four at a time so that each
- * input byte loaded (and offset) feeds four accumulators (as mt_pointwise_conv2d_s8). */
+/* A 1x1 conv of one pixel x[in_c] -> y[out_c], output channels two at a time so that each
+ * input word loaded (and offset) feeds two accumulators (as mt_pointwise_conv2d_rows_s8). */
 static void mt_nn_ib_pointwise_pixel(const int8_t *x, const int8_t *weights, const int32_t *bias,
                                      const mt_per_channel_quant *q, const mt_conv_params *p, int8_t *y)
 {
-    int32_t oc, i, k;
-    for (oc = 0; oc < p->out_c; oc += 4) {
-        const int32_t block = p->out_c - oc < 4 ? p->out_c - oc : 4;
-        int32_t acc[4] = {0, 0, 0, 0};
-        if (block == 4) {
-            const int8_t *w0 = weights + oc * p->in_c;
-            const int8_t *w1 = w0 + p->in_c;
-            const int8_t *w2 = w1 + p->in_c;
-            const int8_t *w3 = w2 + p->in_c;
-            for (i = 0; i < p->in_c; ++i) {
-                const int32_t xi = (int32_t)x[i] - p->input_zero_point;
-                acc[0] += xi * (int32_t)w0[i];
-                acc[1] += xi * (int32_t)w1[i];
-                acc[2] += xi * (int32_t)w2[i];
-                acc[3] += xi * (int32_t)w3[i];
-            }
-        } else {
-            for (k = 0; k < block; ++k) {
-                const int8_t *w = weights + (oc + k) * p->in_c;
-                for (i = 0; i < p->in_c; ++i) {
-                    acc[k] += ((int32_t)x[i] - p->input_zero_point) * (int32_t)w[i];
-                }
-            }
-        }
-        for (k = 0; k < block; ++k) {
-            y[oc + k] = mt_nn_conv_store_s8(acc[k], bias, q, oc + k, p);
-        }
+    int32_t oc;
+    for (oc = 0; oc + 1 < p->out_c; oc += 2) {
+        const int8_t *w = weights + oc * p->in_c;
+        int32_t acc[2] = {0, 0};
+        mt_nn_dot2_s8(x, w, w + p->in_c, p->in_c, p->input_zero_point, acc);
+        y[oc] = mt_nn_conv_store_s8(acc[0], bias, q, oc, p);
+        y[oc + 1] = mt_nn_conv_store_s8(acc[1], bias, q, oc + 1, p);
+    }
+    if (oc < p->out_c) {
+        y[oc] = mt_nn_conv_store_s8(mt_nn_dot_s8(x, weights + oc * p->in_c, p->in_c, p->input_zero_point), bias,
+                                    q, oc, p);
     }
 }
 
@@ -68,22 +52,30 @@ static void mt_nn_ib_conv_row(const mt_conv_params *e, const mt_per_channel_quan
     const int32_t y0 = r * e->stride_h - e->pad_top;
     const int32_t ky_begin = y0 < 0 ? -y0 : 0;
     const int32_t ky_end = e->in_h - y0 < e->kernel_h ? e->in_h - y0 : e->kernel_h;
-    int32_t ox, oc, ky, kx;
+    const int32_t window = e->kernel_h * e->kernel_w * e->in_c; /* weights per output channel */
+    int32_t ox, oc, ky;
     for (ox = 0; ox < e->out_w; ++ox) {
         const int32_t x0 = ox * e->stride_w - e->pad_left;
         const int32_t kx_begin = x0 < 0 ? -x0 : 0;
         const int32_t kx_end = e->in_w - x0 < e->kernel_w ? e->in_w - x0 : e->kernel_w;
-        for (oc = 0; oc < e->out_c; ++oc) {
-            const int8_t *w = weights + (int32_t)oc * e->kernel_h * e->kernel_w * e->in_c;
-            int32_t acc = 0;
-            for (ky = ky_begin; ky < ky_end; ++ky) {
+        /* output channels in pairs (mt_nn_dot2_s8: each input word feeds both), an odd last one alone */
+        for (oc = 0; oc < e->out_c; oc += 2) {
+            const int32_t pair = e->out_c - oc > 1;
+            const int8_t *w = weights + (int32_t)oc * window;
+            int32_t acc[2] = {0, 0};
+            for (ky = ky_begin; ky < ky_end; ++ky) { /* the window row inside the input: contiguous */
                 const int8_t *x = input + ((y0 + ky) * e->in_w + x0 + kx_begin) * e->in_c;
                 const int8_t *wk = w + (ky * e->kernel_w + kx_begin) * e->in_c;
-                for (kx = 0; kx < (kx_end - kx_begin) * e->in_c; ++kx) {
-                    acc += ((int32_t)x[kx] - e->input_zero_point) * (int32_t)wk[kx];
+                if (pair) {
+                    mt_nn_dot2_s8(x, wk, wk + window, (kx_end - kx_begin) * e->in_c, e->input_zero_point, acc);
+                } else {
+                    acc[0] += mt_nn_dot_s8(x, wk, (kx_end - kx_begin) * e->in_c, e->input_zero_point);
                 }
             }
-            dst[ox * e->out_c + oc] = mt_nn_conv_store_s8(acc, bias, q, oc, e);
+            dst[ox * e->out_c + oc] = mt_nn_conv_store_s8(acc[0], bias, q, oc, e);
+            if (pair) {
+                dst[ox * e->out_c + oc + 1] = mt_nn_conv_store_s8(acc[1], bias, q, oc + 1, e);
+            }
         }
     }
 }
@@ -229,14 +221,9 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
             for (c = 0; c < d->out_c; ++c) {
                 const int8_t *w = depthwise_weights + (int32_t)c * d->kernel_h * d->kernel_w;
                 int32_t acc = 0;
-                int32_t kx;
                 for (ky = ky_begin; ky < ky_end; ++ky) {
-                    const int8_t *x_row = src + row_at[ky] + (x0 + kx_begin) * d->in_c + c;
-                    const int8_t *w_row = w + ky * d->kernel_w;
-                    for (kx = kx_begin; kx < kx_end; ++kx) {
-                        acc += ((int32_t)x_row[(kx - kx_begin) * d->in_c] - d->input_zero_point) *
-                               (int32_t)w_row[kx];
-                    }
+                    acc += mt_nn_dw_row_s8(src + row_at[ky] + (x0 + kx_begin) * d->in_c + c, d->in_c,
+                                           w + ky * d->kernel_w + kx_begin, kx_end - kx_begin, d->input_zero_point);
                 }
                 dw_pixel[c] = mt_nn_conv_store_s8(acc, depthwise_bias, &p->depthwise_q, c, d);
             }

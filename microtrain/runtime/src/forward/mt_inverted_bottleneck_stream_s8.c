@@ -25,23 +25,31 @@ static void mt_nn_ibs_expand_row(const mt_conv_params *e, const mt_per_channel_q
     const int32_t y0 = r * e->stride_h - e->pad_top;
     const int32_t ky_begin = y0 < 0 ? -y0 : 0;
     const int32_t ky_end = e->in_h - y0 < e->kernel_h ? e->in_h - y0 : e->kernel_h;
+    const int32_t window = e->kernel_h * e->kernel_w * e->in_c; /* weights per output channel */
     const int32_t in_row = e->in_w * e->in_c;
-    int32_t ox, oc, ky, kx;
+    int32_t ox, oc, ky;
     for (ox = 0; ox < e->out_w; ++ox) {
         const int32_t x0 = ox * e->stride_w - e->pad_left;
         const int32_t kx_begin = x0 < 0 ? -x0 : 0;
         const int32_t kx_end = e->in_w - x0 < e->kernel_w ? e->in_w - x0 : e->kernel_w;
-        for (oc = 0; oc < e->out_c; ++oc) {
-            const int8_t *w = weights + (int32_t)oc * e->kernel_h * e->kernel_w * e->in_c;
-            int32_t acc = 0;
-            for (ky = ky_begin; ky < ky_end; ++ky) {
+        /* output channels in pairs (mt_nn_dot2_s8: each input word feeds both), an odd last one alone */
+        for (oc = 0; oc < e->out_c; oc += 2) {
+            const int32_t pair = e->out_c - oc > 1;
+            const int8_t *w = weights + (int32_t)oc * window;
+            int32_t acc[2] = {0, 0};
+            for (ky = ky_begin; ky < ky_end; ++ky) { /* the window row inside the input: contiguous */
                 const int8_t *x = ring + ((y0 + ky) % ring_rows) * in_row + (x0 + kx_begin) * e->in_c;
                 const int8_t *wk = w + (ky * e->kernel_w + kx_begin) * e->in_c;
-                for (kx = 0; kx < (kx_end - kx_begin) * e->in_c; ++kx) {
-                    acc += ((int32_t)x[kx] - e->input_zero_point) * (int32_t)wk[kx];
+                if (pair) {
+                    mt_nn_dot2_s8(x, wk, wk + window, (kx_end - kx_begin) * e->in_c, e->input_zero_point, acc);
+                } else {
+                    acc[0] += mt_nn_dot_s8(x, wk, (kx_end - kx_begin) * e->in_c, e->input_zero_point);
                 }
             }
-            dst[ox * e->out_c + oc] = mt_nn_conv_store_s8(acc, bias, q, oc, e);
+            dst[ox * e->out_c + oc] = mt_nn_conv_store_s8(acc[0], bias, q, oc, e);
+            if (pair) {
+                dst[ox * e->out_c + oc + 1] = mt_nn_conv_store_s8(acc[1], bias, q, oc + 1, e);
+            }
         }
     }
 }
@@ -53,7 +61,7 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
                                            const int32_t *project_bias, int8_t *output, int8_t *scratch)
 {
     const mt_conv_params *e, *d, *pr;
-    int32_t rows, in_rows, loaded, next, oy, ox, c, oc, i;
+    int32_t rows, in_rows, loaded, next, oy, ox, c, oc;
     int32_t row_at[MT_NN_IBS_MAX_KERNEL];
     int8_t *dw_pixel;
     mt_status st;
@@ -122,23 +130,15 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
             for (c = 0; c < d->out_c; ++c) {
                 const int8_t *w = depthwise_weights + (int32_t)c * d->kernel_h * d->kernel_w;
                 int32_t acc = 0;
-                int32_t kx;
                 for (ky = ky_begin; ky < ky_end; ++ky) {
-                    const int8_t *x_row = scratch + row_at[ky] + (x0 + kx_begin) * d->in_c + c;
-                    const int8_t *w_row = w + ky * d->kernel_w;
-                    for (kx = kx_begin; kx < kx_end; ++kx) {
-                        acc += ((int32_t)x_row[(kx - kx_begin) * d->in_c] - d->input_zero_point) *
-                               (int32_t)w_row[kx];
-                    }
+                    acc += mt_nn_dw_row_s8(scratch + row_at[ky] + (x0 + kx_begin) * d->in_c + c, d->in_c,
+                                           w + ky * d->kernel_w + kx_begin, kx_end - kx_begin, d->input_zero_point);
                 }
                 dw_pixel[c] = mt_nn_conv_store_s8(acc, depthwise_bias, &p->depthwise_q, c, d);
             }
             for (oc = 0; oc < pr->out_c; ++oc) { /* projection (1x1) of that pixel */
-                const int8_t *w = project_weights + oc * pr->in_c;
-                int32_t acc = 0;
-                for (i = 0; i < pr->in_c; ++i) {
-                    acc += ((int32_t)dw_pixel[i] - pr->input_zero_point) * (int32_t)w[i];
-                }
+                const int32_t acc = mt_nn_dot_s8(dw_pixel, project_weights + oc * pr->in_c, pr->in_c,
+                                                 pr->input_zero_point);
                 y[oc] = mt_nn_conv_store_s8(acc, project_bias, &p->project_q, oc, pr);
             }
         }

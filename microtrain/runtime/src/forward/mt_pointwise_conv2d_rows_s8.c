@@ -8,13 +8,11 @@
  */
 #include "mt_nn.h"
 
-#define MT_NN_PW_BLOCK 4
-
 mt_status mt_pointwise_conv2d_rows_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
                                       const int8_t *weights, const int8_t *const *rows, const int32_t *bias,
                                       int8_t *output)
 {
-    int32_t pixels, n, oc, i;
+    int32_t pixels, n, oc;
     mt_status st;
 
     /* read params, check consistency */
@@ -40,35 +38,21 @@ mt_status mt_pointwise_conv2d_rows_s8(const mt_conv_params *p, const mt_per_chan
         return MT_ERR_OVERFLOW;
     }
 
-    /* loops: per pixel, output channels in blocks of 4 so that each input byte loaded (and
-     * offset by the zero point) feeds four accumulators; the remaining channels one by one. */
+    /* loops: per pixel, output channels in pairs so that each input word loaded (and offset
+     * by the zero point) feeds two accumulators (mt_nn_dot2_s8); an odd last channel alone. */
     pixels = p->in_h * p->in_w;
     for (n = 0; n < pixels; ++n) {
         const int8_t *x = input + n * p->in_c;
         int8_t *y = output + n * p->out_c;
-        for (oc = 0; oc < p->out_c; oc += MT_NN_PW_BLOCK) {
-            const int32_t block = p->out_c - oc < MT_NN_PW_BLOCK ? p->out_c - oc : MT_NN_PW_BLOCK;
-            int32_t acc[MT_NN_PW_BLOCK] = {0, 0, 0, 0};
+        for (oc = 0; oc < p->out_c; oc += 2) {
+            const int8_t *w0 = rows != NULL ? rows[oc] : weights + oc * p->in_c;
+            int32_t acc[2] = {0, 0};
             int32_t k;
-            if (block == MT_NN_PW_BLOCK) {
-                const int8_t *w0 = rows != NULL ? rows[oc] : weights + oc * p->in_c;
-                const int8_t *w1 = rows != NULL ? rows[oc + 1] : w0 + p->in_c;
-                const int8_t *w2 = rows != NULL ? rows[oc + 2] : w1 + p->in_c;
-                const int8_t *w3 = rows != NULL ? rows[oc + 3] : w2 + p->in_c;
-                for (i = 0; i < p->in_c; ++i) {
-                    const int32_t xi = (int32_t)x[i] - p->input_zero_point;
-                    acc[0] += xi * (int32_t)w0[i];
-                    acc[1] += xi * (int32_t)w1[i];
-                    acc[2] += xi * (int32_t)w2[i];
-                    acc[3] += xi * (int32_t)w3[i];
-                }
+            const int32_t block = p->out_c - oc < 2 ? 1 : 2;
+            if (block == 2) {
+                mt_nn_dot2_s8(x, w0, rows != NULL ? rows[oc + 1] : w0 + p->in_c, p->in_c, p->input_zero_point, acc);
             } else {
-                for (k = 0; k < block; ++k) {
-                    const int8_t *w = rows != NULL ? rows[oc + k] : weights + (oc + k) * p->in_c;
-                    for (i = 0; i < p->in_c; ++i) {
-                        acc[k] += ((int32_t)x[i] - p->input_zero_point) * (int32_t)w[i];
-                    }
-                }
+                acc[0] = mt_nn_dot_s8(x, w0, p->in_c, p->input_zero_point);
             }
             for (k = 0; k < block; ++k) {
                 const int32_t c = oc + k;
