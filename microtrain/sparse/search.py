@@ -11,10 +11,13 @@ and its memory is the peak of the compiled training step (``compile_training``: 
 arena + trainable weights in RAM, what ``microtrain compile`` reports), asked from a
 ``MemoryOracle`` that caches it per genome (on disk too, next to the analysis).
 
-``evolutionary_search``: tournament selection, uniform crossover, per-gene mutation,
-elitist survival (feasible before infeasible, then by proxy; infeasible by memory), seeded;
-of the many children bred per generation it compiles those a ridge-regression estimate of
-the peak (fitted on the schemes compiled so far) predicts to fit with the best proxy.
+``evolutionary_search``: the first population holds, besides random genomes, the biases-only
+genome of every measured bias range (the one-gene axis random sampling covers worst); then
+tournament selection, uniform crossover, per-gene mutation, elitist survival (feasible before
+infeasible, then by proxy; infeasible by memory), seeded. Each generation's candidates are the
+children bred plus every one-gene change of the best few (a local search step, so the elite is
+refined gene by gene); of these it compiles those a ridge-regression estimate of the peak
+(fitted on the schemes compiled so far) predicts to fit with the best proxy.
 ``random_search``: the baseline, the same sampler and the same number of distinct
 evaluated genomes. Both return every evaluated point for the frontier plot.
 """
@@ -79,6 +82,14 @@ class SearchSpace:
         k, weights = self.describe(genome)
         return table.classifier_accuracy + table.bias_gain[k] + sum(table.weight_gain[(layer, r)]
                                                                     for layer, r in weights.items())
+
+    def gene_sizes(self) -> list[int]:
+        return [len(self.bias_ks)] + [len(self.ratios) + 1] * len(self.candidates)
+
+    def neighbours(self, genome: Genome) -> list[Genome]:
+        """Every genome that differs from ``genome`` in exactly one gene."""
+        return [genome[:i] + (v,) + genome[i + 1:] for i, size in enumerate(self.gene_sizes())
+                for v in range(size) if v != genome[i]]
 
     def sample(self, rng: np.random.Generator) -> Genome:
         """A random genome: a random density, then each candidate on with that probability."""
@@ -250,7 +261,9 @@ def evolutionary_search(space: SearchSpace, table: ContributionTable, memory: Me
     _check_budget(space, memory, budget)
     rng = np.random.default_rng([seed, 1])
     ev = _Evaluator(space, table, memory, budget, evaluations)
-    pop = ev([space.smallest()] + [space.sample(rng) for _ in range(population - 1)])
+    no_weights = [(k,) + space.smallest()[1:] for k in range(len(space.bias_ks))]
+    first = list(dict.fromkeys(no_weights[:population]))
+    pop = ev(first + [space.sample(rng) for _ in range(population - len(first))])
     n_ratio = len(space.ratios) + 1
 
     def fitness(g: Genome) -> tuple[bool, float]:
@@ -289,6 +302,13 @@ def evolutionary_search(space: SearchSpace, table: ContributionTable, memory: Me
             child = breed()
             if child not in ev.points and child not in pool:
                 pool.append(child)
+        elite = [g for g in pop if ev.points[g][1] <= budget][:3]
+        seen = set(pool)
+        for g in elite:  # local search: one-gene changes of the best feasible genomes
+            for n in space.neighbours(g):
+                if n not in ev.points and n not in seen:
+                    seen.add(n)
+                    pool.append(n)
         predict = _memory_surrogate(space, ev.points)
         est = predict(pool) if pool else np.zeros(0)
         ranked = sorted(range(len(pool)), key=lambda i: (est[i] <= budget, space.proxy(table, pool[i])
