@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from microtrain.data.datasets import load_dataset
+from microtrain.data.preprocess import preprocess
 from microtrain.report.plots import plot_accuracy_vs_memory
 from microtrain.sparse import search as S
 from microtrain.sparse.backends import WorkerPool
@@ -167,13 +169,19 @@ def run_pair(model: str, data_name: str, a: argparse.Namespace, out: Path, rows:
         schemes["full"] = make_scheme(data.graph, convs + [cls], {n: 1.0 for n in convs + [cls]})
     per_budget = []
     for b in budgets:
-        evo = S.evolutionary_search(space, table, oracle, b, a.evaluations, a.population, seed=0)
-        rnd = S.random_search(space, table, oracle, b, a.evaluations, a.population, seed=0)
+        # evolutionary vs random at equal evaluations, over several seeds; the scheme fine-tuned is
+        # what `microtrain plan --seed 0` returns (the better of its two searches)
+        evos = [S.evolutionary_search(space, table, oracle, b, a.evaluations, a.population, seed=s)
+                for s in range(a.search_seeds)]
+        rnds = [S.random_search(space, table, oracle, b, a.evaluations, a.population, seed=s)
+                for s in range(a.search_seeds)]
+        evo, rnd = evos[0], rnds[0]
         best = evo if evo.proxy >= rnd.proxy else rnd
+        seeds = [(e.proxy, r.proxy) for e, r in zip(evos, rnds, strict=True)]
         name = f"searched@{b // KB}"
         schemes[name] = space.scheme(data.graph, best.genome)
         peaks[name] = best.peak
-        entry = {"budget": b, "searched": name, "evo_proxy": evo.proxy, "random_proxy": rnd.proxy,
+        entry = {"budget": b, "searched": name, "evo_proxy": evo.proxy, "random_proxy": rnd.proxy, "seeds": seeds,
                  "evaluations": len(evo.evaluated), "evo_peak": evo.peak, "scheme": space.describe(best.genome)}
         for kind, table_k in (("last-k", lastk), ("bias-k", biask)):
             k = largest_fitting(table_k, b)
@@ -186,8 +194,12 @@ def run_pair(model: str, data_name: str, a: argparse.Namespace, out: Path, rows:
         print(f"  budget {b / KB:.0f} KB: evo {100 * evo.proxy:.1f} vs random {100 * rnd.proxy:.1f} "
               f"({len(evo.evaluated)} schemes each), peak {best.peak / KB:.1f} KB", file=sys.stderr)
     oracle.close()
-    ft = prepare(model, data_name, a.train_limit, a.eval_limit, a.resolution, None, cfg)
-    state = FTState(ft.graph, ft.x_train, ft.y_train, ft.x_test, ft.y_test, a.epochs, a.lr)
+    # fine-tuning: training images from the train split, scored on the test split, which the
+    # analysis (scored on images held out of the train split) never saw
+    ft = prepare(model, data_name, a.train_limit, 1, a.resolution, None, cfg)
+    test = load_dataset(data_name, "test", limit=a.eval_limit, seed=0)
+    state = FTState(ft.graph, ft.x_train, ft.y_train, preprocess(test.images, ft.graph),
+                    test.labels.astype(np.int64), a.epochs, a.lr)
     acc = finetune_all(state, schemes, out / "finetune", a.workers)
     for e in per_budget:
         rows.append({"model": model, "data": data_name, "budget_kb": e["budget"] / KB,
@@ -197,6 +209,7 @@ def run_pair(model: str, data_name: str, a: argparse.Namespace, out: Path, rows:
                      "bias_k": e.get("bias-k"), "bias_k_acc": acc.get(e.get("bias-k")),
                      "classifier": acc["classifier-only"], "classifier_kb": smallest / KB,
                      "evo_proxy": e["evo_proxy"], "random_proxy": e["random_proxy"], "evaluations": e["evaluations"],
+                     "seeds": e["seeds"],
                      "scheme": e["scheme"]})
     notes.setdefault("fixed", {})[tag] = {"bias-only": (acc["bias-only"], pcache["bias-only"] / KB),
                                           "full": (acc.get("full"), pcache["full"] / KB)}
@@ -232,9 +245,10 @@ def report(rows: list, notes: dict, a: argparse.Namespace, cmd: str, elapsed: fl
     lines = [f"## Sparse update planning: validation ({datetime.date.today()})", "",
              f"Command: `{cmd}`  ", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with other "
              f"jobs), wall {elapsed / 60:.0f} min.  ",
-             f"Setup: analysis runs = {a.analysis_epochs} epoch(s) on {a.analysis_limit} train / {a.test_limit} test "
-             f"images, candidates = last {a.candidates} convs; fine-tuning = {a.epochs} epoch(s) on {a.train_limit} "
-             f"train, scored on {a.eval_limit} test images; both at {a.resolution}x{a.resolution} input (SGD+QAS, "
+             f"Setup: analysis runs = {a.analysis_epochs} epoch(s) on {a.analysis_limit} training images, scored on "
+             f"{a.test_limit} other training images held out, candidates = last {a.candidates} convs; fine-tuning = "
+             f"{a.epochs} epoch(s) on {a.train_limit} training images, scored on up to {a.eval_limit} images of the "
+             f"test split (digits has 359); both at {a.resolution}x{a.resolution} input (SGD+QAS, "
              f"lr {a.lr}, batch 8, stochastic rounding, new 10-way head). Memory = compiled peak of the training "
              "step at the model's 128x128 input (arena + trained tensors in RAM, as `microtrain compile`); KB = 1024 "
              f"B. Searches: {a.evaluations} compiled schemes each, seed 0. Code at commit {_commit()}.", "",
@@ -246,6 +260,16 @@ def report(rows: list, notes: dict, a: argparse.Namespace, cmd: str, elapsed: fl
                      f"({fmt(r['last_k_kb'], False)}) | {fmt(r['bias_k_acc'])} {r['bias_k'] or ''} | "
                      f"{fmt(r['classifier'])} ({r['classifier_kb']:.0f}) | "
                      f"{fmt(r['evo_proxy'])} / {fmt(r['random_proxy'])} |")
+    lines += ["", f"Evolutionary vs random search on the accuracy proxy (summed contributions), "
+              f"{a.evaluations} compiled schemes per search, seeds 0-{a.search_seeds - 1}: mean proxy, and per seed "
+              "whether evolutionary found a larger / the same / a smaller proxy.", "",
+              "| model | data | budget KB | evolutionary mean % | random mean % | evo better / same / worse |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        ev, rn = np.array(r["seeds"]).T
+        better, same = int(np.sum(ev > rn + 1e-9)), int(np.sum(np.abs(ev - rn) <= 1e-9))
+        lines.append(f"| {r['model']} | {r['data']} | {r['budget_kb']:.0f} | {100 * ev.mean():.2f} | "
+                     f"{100 * rn.mean():.2f} | {better} / {same} / {len(ev) - better - same} |")
     lines.append("")
     for tag, f in notes.get("fixed", {}).items():
         full = f"{fmt(f['full'][0])} %" if f["full"][0] is not None else "not run (--full)"
@@ -269,7 +293,8 @@ def main() -> int:
     p.add_argument("--datasets", nargs="+", default=["digits", "fashion-mnist"])
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--analysis-limit", type=int, default=500)
-    p.add_argument("--test-limit", type=int, default=300)
+    p.add_argument("--val-limit", "--test-limit", dest="test_limit", type=int, default=300,
+                   help="held-out training images scoring each analysis run")
     p.add_argument("--analysis-epochs", type=int, default=2)
     p.add_argument("--candidates", type=int, default=12)
     p.add_argument("--train-limit", type=int, default=2000)
@@ -279,6 +304,7 @@ def main() -> int:
     p.add_argument("--budgets", type=int, default=5)
     p.add_argument("--evaluations", type=int, default=200)
     p.add_argument("--population", type=int, default=20)
+    p.add_argument("--search-seeds", type=int, default=5, help="seeds of the evolutionary vs random comparison")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--parallel-check", type=int, default=6, help="runs timed serial vs parallel (0: skip)")
     p.add_argument("--full", action="store_true", help="also fine-tune the full update (slow)")

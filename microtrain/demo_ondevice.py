@@ -45,7 +45,7 @@ def kb(n: int | float) -> str:
     return f"{n / 1024:.1f} KB"
 
 
-PLAN_ARGS = ["--limit", "400", "--test-limit", "200", "--epochs", "1", "--candidates", "6", "--evaluations", "60"]
+PLAN_ARGS = ["--limit", "400", "--val-limit", "200", "--epochs", "1", "--candidates", "6", "--evaluations", "60"]
 """Contribution analysis on 400 training digits, 1 epoch per run, the last 6 convs as candidates."""
 
 

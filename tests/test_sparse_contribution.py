@@ -161,3 +161,22 @@ def test_sliced_prefix_cache_gives_the_plain_run(data):
     finally:
         torch.set_num_threads(threads)
     assert shared["history"] == plain
+
+
+def test_runs_are_scored_on_training_images_held_out_not_on_the_test_split():
+    """Choosing a scheme is model selection: the analysis never sees the test split."""
+    import numpy as np
+
+    from microtrain.data.datasets import load_dataset
+    from microtrain.data.preprocess import preprocess
+
+    d = prepare(tiny_graph(), "digits", limit=40, test_limit=30, config=CFG)
+    train = preprocess(load_dataset("digits", "train").images, d.graph).reshape(-1, d.x_train[0].size)
+    rows = {r.tobytes() for r in train}
+    held_out = [r.tobytes() for r in d.x_test.reshape(len(d.x_test), -1)]
+    trained = {r.tobytes() for r in d.x_train.reshape(len(d.x_train), -1)}
+    assert len(held_out) == 30 and all(r in rows for r in held_out)  # from the training split
+    assert not trained & set(held_out)  # disjoint from the images each run trains on
+    assert np.bincount(d.y_test, minlength=10).min() == 3  # class-balanced
+    with pytest.raises(ValueError, match="lower --limit / --val-limit"):
+        prepare(tiny_graph(), "digits", limit=1400, test_limit=100, config=CFG)

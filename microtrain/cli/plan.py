@@ -48,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "at the model's own resolution")
     p.add_argument("--limit", type=int, default=500, metavar="N", help="training images per analysis run "
                    "(class-balanced subset, default 500)")
-    p.add_argument("--test-limit", type=int, default=300, metavar="N",
-                   help="test images scoring each run (default 300)")
+    p.add_argument("--val-limit", "--test-limit", dest="test_limit", type=int, default=300, metavar="N",
+                   help="held-out images scoring each run, taken from the training split apart from the --limit "
+                        "images, so that the test split stays unseen by the choice (default 300)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per analysis run (default 2)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate of the analysis runs (SGD+QAS, default 0.01)")
     p.add_argument("--candidates", type=int, default=12, metavar="N",
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     budget = parse_bytes(args.budget)
     for name in ("limit", "test_limit", "epochs", "candidates", "evaluations", "population"):
         if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+            raise UserError(f"--{name.replace('_', '-').replace('test-', 'val-')} must be >= 1")
     cfg = AnalysisConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, candidates=args.candidates)
     try:
         data = prepare(args.model, args.data, args.limit, args.test_limit, args.resolution, args.classes, cfg)
@@ -127,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
     tag = hashlib.sha256(data.fingerprint().encode()).hexdigest()[:8]
     analysis = Path(args.analysis) if args.analysis else out.with_name(f"{out.stem}.analysis-{tag}")
     d = data.description
-    log(f"analysis: {len(data.jobs())} runs of {cfg.epochs} epochs on {d['train_samples']} train / "
-        f"{d['test_samples']} test images of {args.data} at {d['resolution']}x{d['resolution']} -> {analysis}")
+    log(f"analysis: {len(data.jobs())} runs of {cfg.epochs} epochs on {d['train_samples']} training images of "
+        f"{args.data}, scored on {d['held_out_samples']} held out from them, at {d['resolution']}x{d['resolution']} "
+        f"-> {analysis}")
     try:
         table, stats = run_analysis(data, analysis, args.backend, args.workers, _bar("analysis runs"))
     except RuntimeError as e:

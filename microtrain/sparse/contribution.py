@@ -158,7 +158,12 @@ def graph_hash(graph: Graph) -> str:
 
 def prepare(model: str | Graph, data: str, limit: int = 500, test_limit: int = 300, resolution: int | None = None,
             classes: int | None = None, config: AnalysisConfig | None = None, data_seed: int = 0) -> AnalysisData:
-    """Load model and data, fit the head to the classes, resize, take class-balanced subsets."""
+    """Load model and data, fit the head to the classes, resize, take class-balanced subsets.
+
+    Both subsets come from the *training* split: ``limit`` images to train each run and, disjoint
+    from them, ``test_limit`` held-out images to score it. Choosing a scheme is model selection,
+    so the dataset's test split is left untouched for judging the chosen scheme afterwards.
+    """
     from microtrain.data.datasets import balanced_indices, load_dataset, subset
     from microtrain.data.preprocess import preprocess
     from microtrain.frontend.heads import new_head
@@ -166,18 +171,20 @@ def prepare(model: str | Graph, data: str, limit: int = 500, test_limit: int = 3
     from microtrain.sim.resolution import with_resolution
 
     graph = load_model(model) if isinstance(model, str) else model
-    splits = []
-    for split, n in (("train", limit), ("test", test_limit)):
-        ds = load_dataset(data, split)
-        if classes is not None:
-            if not 1 <= classes <= ds.num_classes:
-                raise ValueError(f"--classes {classes}: the dataset {data!r} has {ds.num_classes} classes")
-            keep = np.flatnonzero(ds.labels < classes)
-            ds = dataclasses.replace(subset(ds, keep), num_classes=classes, class_names=ds.class_names[:classes])
-        if n and n < len(ds):
-            ds = subset(ds, balanced_indices(ds.labels, ds.num_classes, n, data_seed))
-        splits.append(ds)
-    train, test = splits
+    ds = load_dataset(data, "train")
+    if classes is not None:
+        if not 1 <= classes <= ds.num_classes:
+            raise ValueError(f"--classes {classes}: the dataset {data!r} has {ds.num_classes} classes")
+        keep = np.flatnonzero(ds.labels < classes)
+        ds = dataclasses.replace(subset(ds, keep), num_classes=classes, class_names=ds.class_names[:classes])
+    if limit + test_limit > len(ds):
+        raise ValueError(f"{data!r} has {len(ds)} training images: {limit} to train plus {test_limit} held out to "
+                         f"score each analysis run do not fit; lower --limit / --val-limit so that they sum to at "
+                         f"most {len(ds)}")
+    held_out = balanced_indices(ds.labels, ds.num_classes, test_limit, data_seed + 1)
+    rest = np.setdiff1d(np.arange(len(ds)), held_out)
+    train_idx = rest[balanced_indices(ds.labels[rest], ds.num_classes, limit, data_seed)]
+    train, test = subset(ds, train_idx), subset(ds, held_out)
     n_classes = train.num_classes
     if int(graph.tensors[graph.outputs[0]].shape[-1]) != n_classes:
         graph = new_head(graph, n_classes, seed=(config or AnalysisConfig()).seed)
@@ -185,7 +192,7 @@ def prepare(model: str | Graph, data: str, limit: int = 500, test_limit: int = 3
         graph = with_resolution(graph, resolution)
     res = graph.tensors[graph.inputs[0]].shape[1]
     desc = {"model": model if isinstance(model, str) else graph.meta.get("model", "graph"), "data": data,
-            "train_samples": len(train), "test_samples": len(test), "classes": n_classes, "resolution": int(res)}
+            "train_samples": len(train), "held_out_samples": len(test), "classes": n_classes, "resolution": int(res)}
     return AnalysisData(graph, preprocess(train.images, graph), train.labels.astype(np.int64),
                         preprocess(test.images, graph), test.labels.astype(np.int64), config or AnalysisConfig(),
                         desc)
