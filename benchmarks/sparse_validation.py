@@ -69,7 +69,8 @@ def _ft_run(state: FTState, scheme_doc: dict) -> float:
 def finetune_all(state: FTState, schemes: dict[str, UpdateScheme], cache_dir: Path, workers: int) -> dict[str, float]:
     """Accuracy per scheme name; results cached on disk by content (graph, data, epochs, scheme)."""
     base = hashlib.sha256((graph_hash(state.graph) + str(state.x_train.shape) + str(state.epochs) + str(state.lr)
-                           + hashlib.sha256(state.x_train.tobytes()).hexdigest()).encode()).hexdigest()
+                           + hashlib.sha256(state.x_train.tobytes() + state.x_test.tobytes()).hexdigest()
+                           ).encode()).hexdigest()
     keys = {n: hashlib.sha256((base + json.dumps(s.to_dict() | {"name": ""}, sort_keys=True)).encode()).hexdigest()[:20]
             for n, s in schemes.items()}
     out: dict[str, float] = {}
@@ -196,10 +197,11 @@ def run_pair(model: str, data_name: str, a: argparse.Namespace, out: Path, rows:
     oracle.close()
     # fine-tuning: training images from the train split, scored on the test split, which the
     # analysis (scored on images held out of the train split) never saw
-    ft = prepare(model, data_name, a.train_limit, 1, a.resolution, None, cfg)
+    graph = prepare(model, data_name, 1, 1, a.resolution, None, cfg).graph
+    train = load_dataset(data_name, "train", limit=a.train_limit, seed=0)
     test = load_dataset(data_name, "test", limit=a.eval_limit, seed=0)
-    state = FTState(ft.graph, ft.x_train, ft.y_train, preprocess(test.images, ft.graph),
-                    test.labels.astype(np.int64), a.epochs, a.lr)
+    state = FTState(graph, preprocess(train.images, graph), train.labels.astype(np.int64),
+                    preprocess(test.images, graph), test.labels.astype(np.int64), a.epochs, a.lr)
     acc = finetune_all(state, schemes, out / "finetune", a.workers)
     for e in per_budget:
         rows.append({"model": model, "data": data_name, "budget_kb": e["budget"] / KB,
