@@ -40,7 +40,7 @@ class CompileOptions:
     masks: bool = True          # 1-bit clamp masks instead of saved int8 outputs
     reorder: bool = True        # apply each update as soon as its gradient exists
     per_channel: bool = True    # with reorder: compute/apply/free one output channel's gradient at a time
-    stream_grads: bool = False  # the backward through an inverted-bottleneck block runs channel by channel
+    stream_grads: bool = True   # the backward through an inverted-bottleneck block runs channel by channel
     fuse_blocks: bool = True    # frozen inverted-bottleneck blocks run row by row (one fused node each)
     bands: bool = True          # run the leading high-resolution convs band by band when that lowers the peak
     stream_input: bool = False  # the first fused block pulls input rows through a callback (no input buffer)
