@@ -133,7 +133,7 @@ static inline void mt_nn_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t
 }
 
 /* One row of a depthwise window: sum over k < n of (x[k * stride] - zero_point) * w[k] (x steps
- * over the NHWC channels, w is contiguous). The common widths 3 and 5 are written out, which
+ * over the NHWC channels, w is contiguous). The common widths 3, 5 and 7 are written out, which
  * saves the loop's per-tap compare, branch and pointer bump; the sum is the same. */
 static inline int32_t mt_nn_dw_row_s8(const int8_t *x, int32_t stride, const int8_t *w, int32_t n,
                                       int32_t zero_point)
@@ -150,10 +150,47 @@ static inline int32_t mt_nn_dw_row_s8(const int8_t *x, int32_t stride, const int
                ((int32_t)x[3 * stride] - zero_point) * (int32_t)w[3] +
                ((int32_t)x[4 * stride] - zero_point) * (int32_t)w[4];
     }
+    if (n == 7) {
+        return ((int32_t)x[0] - zero_point) * (int32_t)w[0] + ((int32_t)x[stride] - zero_point) * (int32_t)w[1] +
+               ((int32_t)x[2 * stride] - zero_point) * (int32_t)w[2] +
+               ((int32_t)x[3 * stride] - zero_point) * (int32_t)w[3] +
+               ((int32_t)x[4 * stride] - zero_point) * (int32_t)w[4] +
+               ((int32_t)x[5 * stride] - zero_point) * (int32_t)w[5] +
+               ((int32_t)x[6 * stride] - zero_point) * (int32_t)w[6];
+    }
     for (k = 0; k < n; ++k) {
         acc += ((int32_t)x[k * stride] - zero_point) * (int32_t)w[k];
     }
     return acc;
+}
+
+/* A whole 3x3 depthwise window (the common case: every tap inside the input): rows r0, r1, r2
+ * point at tap (ky, 0) of the channel, stride = in_c, w = the channel's 9 weights. */
+static inline int32_t mt_nn_dw_3x3_s8(const int8_t *r0, const int8_t *r1, const int8_t *r2, int32_t stride,
+                                      const int8_t *w, int32_t zero_point)
+{
+    return mt_nn_dw_row_s8(r0, stride, w, 3, zero_point) + mt_nn_dw_row_s8(r1, stride, w + 3, 3, zero_point) +
+           mt_nn_dw_row_s8(r2, stride, w + 6, 3, zero_point);
+}
+
+/* Largest receptive field (kernel_h * kernel_w * in_c bytes) gathered into a patch on the
+ * stack by mt_nn_patch_s8 (a 3x3 RGB first conv needs 27). */
+#define MT_NN_PATCH_MAX 64
+
+/* The receptive field of one conv output pixel as one contiguous [kernel_h][kernel_w][in_c]
+ * patch, so that its dot product with a weight row is a single run: row[ky] is the start of
+ * input row y0 + ky for ky in [ky_begin, ky_end) and x0 the window's first column; taps in
+ * the padding get the input zero point, so they add (z - z) * w = 0 as in the reference. */
+static inline void mt_nn_patch_s8(int8_t *patch, const int8_t *const *row, int32_t ky_begin, int32_t ky_end,
+                                  int32_t kx_begin, int32_t kx_end, int32_t x0, const mt_conv_params *p)
+{
+    const int32_t tap_row = p->kernel_w * p->in_c;
+    int32_t ky;
+    memset(patch, (int)(int8_t)p->input_zero_point, (size_t)(p->kernel_h * tap_row));
+    for (ky = ky_begin; ky < ky_end; ++ky) {
+        memcpy(patch + ky * tap_row + kx_begin * p->in_c, row[ky] + (x0 + kx_begin) * p->in_c,
+               (size_t)((kx_end - kx_begin) * p->in_c));
+    }
 }
 
 /* acc + bias, saturated to int32. Saturating here equals the reference (int64 sum, then
@@ -256,15 +293,70 @@ static inline mt_status mt_nn_check_conv_stage(const mt_conv_params *p, const mt
     return dot_length > MT_NN_MAX_DOT_LENGTH ? MT_ERR_OVERFLOW : MT_OK;
 }
 
+/* The output store of a conv stage, written once: bias (saturating), one mt_requantize call,
+ * offset, clamp. A kernel takes the stage's constants into an mt_nn_store (a local) once per
+ * loop, so its hot loop does not reload them from the param structs after every
+ * mt_requantize call (it must for struct fields: the call could have changed them). */
+typedef struct {
+    const int32_t *bias, *multiplier, *shift;
+    int32_t zero_point, act_min, act_max;
+} mt_nn_store;
+
+static inline mt_nn_store mt_nn_store_of(const int32_t *bias, const mt_per_channel_quant *q, const mt_conv_params *p)
+{
+    mt_nn_store s;
+    s.bias = bias;
+    s.multiplier = q->multiplier;
+    s.shift = q->shift;
+    s.zero_point = p->output_zero_point;
+    s.act_min = p->act_min;
+    s.act_max = p->act_max;
+    return s;
+}
+
+static inline int8_t mt_nn_store_s8(int32_t acc, const mt_nn_store *s, int32_t c)
+{
+    if (s->bias != NULL) {
+        acc = mt_nn_sat_add_s32(acc, s->bias[c]);
+    }
+    return mt_nn_offset_clamp(mt_requantize(acc, s->multiplier[c], s->shift[c]), s->zero_point, s->act_min,
+                              s->act_max);
+}
+
 /* One output element of a conv stage: bias (saturating), one requantize call, offset, clamp. */
 static inline int8_t mt_nn_conv_store_s8(int32_t acc, const int32_t *bias, const mt_per_channel_quant *q, int32_t c,
                                          const mt_conv_params *p)
 {
-    if (bias != NULL) {
-        acc = mt_nn_sat_add_s32(acc, bias[c]);
+    const mt_nn_store s = mt_nn_store_of(bias, q, p);
+    return mt_nn_store_s8(acc, &s, c);
+}
+
+/* One output row of a conv (groups 1) whose receptive field fits MT_NN_PATCH_MAX: per output
+ * pixel the patch is gathered once, then every output channel (in pairs) is one dot product
+ * with its contiguous weight row. row[] as for mt_nn_patch_s8. */
+static inline void mt_nn_conv_row_patch_s8(const mt_conv_params *p, const mt_nn_store *s, const int8_t *const *row,
+                                           int32_t ky_begin, int32_t ky_end, const int8_t *weights, int8_t *dst)
+{
+    const int32_t window = p->kernel_h * p->kernel_w * p->in_c;
+    int8_t patch[MT_NN_PATCH_MAX];
+    int32_t ox, oc;
+    for (ox = 0; ox < p->out_w; ++ox) {
+        const int32_t x0 = ox * p->stride_w - p->pad_left;
+        const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+        const int32_t kx_end = p->in_w - x0 < p->kernel_w ? p->in_w - x0 : p->kernel_w;
+        int8_t *y = dst + ox * p->out_c;
+        mt_nn_patch_s8(patch, row, ky_begin, ky_end, kx_begin, kx_end, x0, p);
+        for (oc = 0; oc + 1 < p->out_c; oc += 2) {
+            int32_t acc[2] = {0, 0};
+            mt_nn_dot2_s8(patch, weights + oc * window, weights + (oc + 1) * window, window, p->input_zero_point,
+                          acc);
+            y[oc] = mt_nn_store_s8(acc[0], s, oc);
+            y[oc + 1] = mt_nn_store_s8(acc[1], s, oc + 1);
+        }
+        if (oc < p->out_c) {
+            y[oc] = mt_nn_store_s8(mt_nn_dot_s8(patch, weights + oc * window, window, p->input_zero_point), s, oc);
+        }
     }
-    return mt_nn_offset_clamp(mt_requantize(acc, q->multiplier[c], q->shift[c]), p->output_zero_point,
-                              p->act_min, p->act_max);
 }
 
 /* A channel selection over out_c output channels. */

@@ -9,6 +9,7 @@ mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_q
                                  const int8_t *weights, const int32_t *bias, int8_t *output)
 {
     int32_t oy, ox, c;
+    mt_nn_store store;
     mt_status st;
 
     /* read params, check consistency */
@@ -35,6 +36,7 @@ mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_q
 
     /* loops; the part of the kernel window inside the input is found once per output pixel
      * (padded positions contribute (z_x - z_x) = 0 and are skipped), not once per channel */
+    store = mt_nn_store_of(bias, q, p);
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
         const int32_t ky_begin = y0 < 0 ? -y0 : 0;
@@ -47,21 +49,23 @@ mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_q
              * (kept an integer: a pointer before the array would be undefined behaviour) */
             const int32_t origin = ((int32_t)y0 * p->in_w + x0) * p->in_c;
             int8_t *y = output + ((int32_t)oy * p->out_w + ox) * p->out_c;
+            const int32_t full3x3 = p->kernel_h == 3 && p->kernel_w == 3 && ky_end - ky_begin == 3 &&
+                                    kx_end - kx_begin == 3; /* the whole window inside: written out */
             for (c = 0; c < p->out_c; ++c) {
                 const int8_t *w = weights + (int32_t)c * p->kernel_h * p->kernel_w;
                 int32_t acc = 0;
                 int32_t ky;
-                for (ky = ky_begin; ky < ky_end; ++ky) {
+                if (full3x3) {
+                    const int8_t *r0 = input + (origin + c);
+                    acc = mt_nn_dw_3x3_s8(r0, r0 + p->in_w * p->in_c, r0 + 2 * p->in_w * p->in_c, p->in_c, w,
+                                          p->input_zero_point);
+                }
+                for (ky = full3x3 ? ky_end : ky_begin; ky < ky_end; ++ky) {
                     acc += mt_nn_dw_row_s8(input + (origin + (int32_t)ky * p->in_w * p->in_c + kx_begin * p->in_c + c),
                                            p->in_c, w + ky * p->kernel_w + kx_begin, kx_end - kx_begin,
                                            p->input_zero_point);
                 }
-                if (bias != NULL) {
-                    acc = mt_nn_sat_add_s32(acc, bias[c]);
-                }
-                /* one requantize call, offset, clamp, store */
-                y[c] = mt_nn_offset_clamp(mt_requantize(acc, q->multiplier[c], q->shift[c]), p->output_zero_point,
-                                          p->act_min, p->act_max);
+                y[c] = mt_nn_store_s8(acc, &store, c); /* bias, one requantize call, offset, clamp, store */
             }
         }
     }

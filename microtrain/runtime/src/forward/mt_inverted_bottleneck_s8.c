@@ -31,17 +31,18 @@
 static void mt_nn_ib_pointwise_pixel(const int8_t *x, const int8_t *weights, const int32_t *bias,
                                      const mt_per_channel_quant *q, const mt_conv_params *p, int8_t *y)
 {
+    const mt_nn_store s = mt_nn_store_of(bias, q, p);
+    const int32_t in_c = p->in_c, out_c = p->out_c, zero_point = p->input_zero_point;
     int32_t oc;
-    for (oc = 0; oc + 1 < p->out_c; oc += 2) {
-        const int8_t *w = weights + oc * p->in_c;
+    for (oc = 0; oc + 1 < out_c; oc += 2) {
+        const int8_t *w = weights + oc * in_c;
         int32_t acc[2] = {0, 0};
-        mt_nn_dot2_s8(x, w, w + p->in_c, p->in_c, p->input_zero_point, acc);
-        y[oc] = mt_nn_conv_store_s8(acc[0], bias, q, oc, p);
-        y[oc + 1] = mt_nn_conv_store_s8(acc[1], bias, q, oc + 1, p);
+        mt_nn_dot2_s8(x, w, w + in_c, in_c, zero_point, acc);
+        y[oc] = mt_nn_store_s8(acc[0], &s, oc);
+        y[oc + 1] = mt_nn_store_s8(acc[1], &s, oc + 1);
     }
     if (oc < p->out_c) {
-        y[oc] = mt_nn_conv_store_s8(mt_nn_dot_s8(x, weights + oc * p->in_c, p->in_c, p->input_zero_point), bias,
-                                    q, oc, p);
+        y[oc] = mt_nn_store_s8(mt_nn_dot_s8(x, weights + oc * in_c, in_c, zero_point), &s, oc);
     }
 }
 
@@ -53,7 +54,16 @@ static void mt_nn_ib_conv_row(const mt_conv_params *e, const mt_per_channel_quan
     const int32_t ky_begin = y0 < 0 ? -y0 : 0;
     const int32_t ky_end = e->in_h - y0 < e->kernel_h ? e->in_h - y0 : e->kernel_h;
     const int32_t window = e->kernel_h * e->kernel_w * e->in_c; /* weights per output channel */
+    const mt_nn_store s = mt_nn_store_of(bias, q, e);
     int32_t ox, oc, ky;
+    if (window <= MT_NN_PATCH_MAX && e->kernel_h <= MT_NN_IB_MAX_KERNEL) { /* e.g. a 3x3 RGB first conv */
+        const int8_t *row[MT_NN_IB_MAX_KERNEL];
+        for (ky = ky_begin; ky < ky_end; ++ky) {
+            row[ky] = input + (y0 + ky) * e->in_w * e->in_c;
+        }
+        mt_nn_conv_row_patch_s8(e, &s, row, ky_begin, ky_end, weights, dst);
+        return;
+    }
     for (ox = 0; ox < e->out_w; ++ox) {
         const int32_t x0 = ox * e->stride_w - e->pad_left;
         const int32_t kx_begin = x0 < 0 ? -x0 : 0;
@@ -72,9 +82,9 @@ static void mt_nn_ib_conv_row(const mt_conv_params *e, const mt_per_channel_quan
                     acc[0] += mt_nn_dot_s8(x, wk, (kx_end - kx_begin) * e->in_c, e->input_zero_point);
                 }
             }
-            dst[ox * e->out_c + oc] = mt_nn_conv_store_s8(acc[0], bias, q, oc, e);
+            dst[ox * e->out_c + oc] = mt_nn_store_s8(acc[0], &s, oc);
             if (pair) {
-                dst[ox * e->out_c + oc + 1] = mt_nn_conv_store_s8(acc[1], bias, q, oc + 1, e);
+                dst[ox * e->out_c + oc + 1] = mt_nn_store_s8(acc[1], &s, oc + 1);
             }
         }
     }
@@ -111,6 +121,7 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
     int32_t rows, ring_bytes, in_row, out_row, next, oy, ox, c, oc, pointwise_expand;
     int32_t row_at[MT_NN_IB_MAX_KERNEL];
     int8_t *dw_pixel, *pr_pixel;
+    mt_nn_store dw_store;
     mt_status st;
 
     /* read params, check consistency */
@@ -184,6 +195,7 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
     rows = d->kernel_h < d->in_h ? d->kernel_h : d->in_h;
     ring_bytes = p->has_expand ? rows * d->in_w * d->in_c : 0;
     dw_pixel = scratch + ring_bytes;
+    dw_store = mt_nn_store_of(depthwise_bias, &p->depthwise_q, d);
     pr_pixel = dw_pixel + d->out_c;
 
     /* loops: per depthwise output row, first the expanded rows it still needs */
@@ -218,14 +230,28 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
             const int8_t *src = p->has_expand ? scratch : input;
             int8_t *y = output + ((int32_t)oy * pr->out_w + ox) * pr->out_c;
             /* depthwise: one pixel, every channel (padded taps contribute (z - z) = 0: skipped) */
-            for (c = 0; c < d->out_c; ++c) {
-                const int8_t *w = depthwise_weights + (int32_t)c * d->kernel_h * d->kernel_w;
-                int32_t acc = 0;
-                for (ky = ky_begin; ky < ky_end; ++ky) {
-                    acc += mt_nn_dw_row_s8(src + row_at[ky] + (x0 + kx_begin) * d->in_c + c, d->in_c,
-                                           w + ky * d->kernel_w + kx_begin, kx_end - kx_begin, d->input_zero_point);
+            if (d->kernel_h == 3 && d->kernel_w == 3 && ky_end - ky_begin == 3 && kx_end - kx_begin == 3) {
+                /* the whole 3x3 window inside: the same sum, written out */
+                const int8_t *r0 = src + row_at[0] + x0 * d->in_c;
+                const int8_t *r1 = src + row_at[1] + x0 * d->in_c;
+                const int8_t *r2 = src + row_at[2] + x0 * d->in_c;
+                const int32_t channels = d->out_c, zero_point = d->input_zero_point;
+                for (c = 0; c < channels; ++c) {
+                    const int32_t acc = mt_nn_dw_3x3_s8(r0 + c, r1 + c, r2 + c, channels, depthwise_weights + c * 9,
+                                                        zero_point);
+                    dw_pixel[c] = mt_nn_store_s8(acc, &dw_store, c);
                 }
-                dw_pixel[c] = mt_nn_conv_store_s8(acc, depthwise_bias, &p->depthwise_q, c, d);
+            } else {
+                for (c = 0; c < d->out_c; ++c) {
+                    const int8_t *w = depthwise_weights + (int32_t)c * d->kernel_h * d->kernel_w;
+                    int32_t acc = 0;
+                    for (ky = ky_begin; ky < ky_end; ++ky) {
+                        acc += mt_nn_dw_row_s8(src + row_at[ky] + (x0 + kx_begin) * d->in_c + c, d->in_c,
+                                               w + ky * d->kernel_w + kx_begin, kx_end - kx_begin,
+                                               d->input_zero_point);
+                    }
+                    dw_pixel[c] = mt_nn_store_s8(acc, &dw_store, c);
+                }
             }
             /* projection (1x1) of that pixel; straight to the output without a residual */
             mt_nn_ib_pointwise_pixel(dw_pixel, project_weights, project_bias, &p->project_q, pr,

@@ -13,6 +13,7 @@ mt_status mt_pointwise_conv2d_rows_s8(const mt_conv_params *p, const mt_per_chan
                                       int8_t *output)
 {
     int32_t pixels, n, oc;
+    mt_nn_store store;
     mt_status st;
 
     /* read params, check consistency */
@@ -41,6 +42,7 @@ mt_status mt_pointwise_conv2d_rows_s8(const mt_conv_params *p, const mt_per_chan
     /* loops: per pixel, output channels in pairs so that each input word loaded (and offset
      * by the zero point) feeds two accumulators (mt_nn_dot2_s8); an odd last channel alone. */
     pixels = p->in_h * p->in_w;
+    store = mt_nn_store_of(bias, q, p);
     for (n = 0; n < pixels; ++n) {
         const int8_t *x = input + n * p->in_c;
         int8_t *y = output + n * p->out_c;
@@ -54,12 +56,8 @@ mt_status mt_pointwise_conv2d_rows_s8(const mt_conv_params *p, const mt_per_chan
             } else {
                 acc[0] = mt_nn_dot_s8(x, w0, p->in_c, p->input_zero_point);
             }
-            for (k = 0; k < block; ++k) {
-                const int32_t c = oc + k;
-                const int32_t a = bias != NULL ? mt_nn_sat_add_s32(acc[k], bias[c]) : acc[k];
-                /* one requantize call, offset, clamp, store */
-                y[c] = mt_nn_offset_clamp(mt_requantize(a, q->multiplier[c], q->shift[c]), p->output_zero_point,
-                                          p->act_min, p->act_max);
+            for (k = 0; k < block; ++k) { /* bias, one requantize call, offset, clamp, store */
+                y[oc + k] = mt_nn_store_s8(acc[k], &store, oc + k);
             }
         }
     }
