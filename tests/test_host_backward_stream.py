@@ -3,7 +3,7 @@ block runs one expanded channel at a time in one INVERTED_BOTTLENECK_GRAD node.
 
 Checked: the eval rule gives the unfused ops' values (random toy shapes and schemes, two steps of
 the reference training evaluation, loss bits and trained tensors identical); the C kernel is
-bit-exact with the eval rule (whole and split expansion weights); the generated C with and
+bit-exact with the eval rule (whole and split expansion weights, 1 to 4 channels per pass); the generated C with and
 without the pass gives identical loss bits and trained weights (toy, MbV2-w0.35 with its
 published scheme), and the planned arena is what the run touches; the pass lowers the peak
 where the backward sets it."""
@@ -11,6 +11,7 @@ where the backward sets it."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ import microtrain.compiler  # noqa: F401
 from microtrain.codegen.driver_files import write_driver_files
 from microtrain.codegen.generate_project import generate_project
 from microtrain.compiler.pipeline import CompileOptions, compile_training
+from microtrain.compiler.stream_block_grads import with_per_pass
 from microtrain.compiler.toy_graphs import toy_mbnet
 from microtrain.interp.training import ALL_EVAL_RULES, run_training_graph
 from microtrain.ir.ops import Op
@@ -132,7 +134,7 @@ def _run_kernel(lib, step, node, before, split: bool):
     g = step.graph
     p = twins.inverted_bottleneck_grad_params(node, g)
     s = cbind.InvertedBottleneckGradParams(cbind.ConvParams(**p["depthwise"]), p["project_out_c"], p["expand_in_c"],
-                                           p["input_zero_point"], p["input_scale"])
+                                           p["input_zero_point"], p["input_scale"], p["channels_per_pass"])
     assert lib.mt_inverted_bottleneck_grad_get_buffer_size(ctypes.byref(s)) == node.attrs["scratch_bytes"]
     gname, w_p, m_d, w_d, m_e, w_e = node.inputs[:6]
     scales = {w: _f32(g.tensors[w].quant.scales()) for w in (w_p, w_d, w_e)}
@@ -188,12 +190,16 @@ def _assert_bits(got, ref, what):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 1000), size=st.sampled_from([4, 6, 7]), expand=st.integers(2, 4),
        stride=st.sampled_from([1, 2]), ratio=st.sampled_from([0.25, 0.5, 1.0]), bias_only=st.booleans(),
-       split=st.booleans())
-def test_c_kernel_bit_exact_with_the_eval_rule(tmp_path_factory, seed, size, expand, stride, ratio, bias_only, split):
+       split=st.booleans(), per_pass=st.integers(1, 4))
+def test_c_kernel_bit_exact_with_the_eval_rule(tmp_path_factory, seed, size, expand, stride, ratio, bias_only, split,
+                                               per_pass):
     lib = runtime(tmp_path_factory)
     graph, scheme = _toy_case(seed, size, expand, stride, ratio, bias_only)
     step = compile_training(graph, scheme, CompileOptions(stream_grads=True))
+    for name in [n.name for n in _fused_nodes(step)]:  # any channels per pass gives the same values
+        step = dataclasses.replace(step, graph=with_per_pass(step.graph, name, per_pass))
     for node in _fused_nodes(step):
+        assert node.attrs["per_pass"] == per_pass
         before, after = _values_before(step, graph, node.name, seed)
         got = _run_kernel(lib, step, node, before, split)
         ref = ALL_EVAL_RULES[GRAD](node, step.graph, before)

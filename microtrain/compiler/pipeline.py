@@ -83,14 +83,14 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
         ("hoist_masks", opt.masks, hoist_masks, "peak"),
         # each update right after its gradient (per output channel), gradients freed at once
         ("reorder_updates", opt.reorder, lambda g: reorder_updates(g, opt.per_channel), "peak"),
-        # backward of expand -> depthwise -> project one expanded channel at a time (two planes, not two tensors)
-        ("stream_block_grads", opt.stream_grads, stream_block_grads, "peak"),
         # frozen blocks (no update, no gradient through them): expansion rows streamed through a ring
         ("fuse_frozen_blocks", opt.fuse_blocks, fuse_frozen_blocks, "peak"),
         # leading convs whose outputs the backward never reads run one band of rows at a time
         ("split_bands", opt.bands, split_bands, "peak"),
         # opt-in: the input image is delivered row by row to the first fused block, never stored whole
         ("stream_input", opt.stream_input, stream_input, "peak"),
+        # backward of expand -> depthwise -> project one expanded channel at a time (two planes, not two tensors)
+        ("stream_block_grads", opt.stream_grads, stream_block_grads, "peak"),
     ]
     lines = []
     g = graph

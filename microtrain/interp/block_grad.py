@@ -19,7 +19,9 @@ Outputs: ([grad_weight], [grad_input], [depthwise_bias_grad], [expand_bias_grad]
          planes; its value is unspecified (zeros here).
 
 Attrs: ``sub`` (the original nodes: name, op, inputs, outputs, attrs), ``layers`` (role ->
-forward node name: expand, depthwise, project), ``outputs``, ``chunk`` (with a grad_weight),
+forward node name: expand, depthwise, project), ``outputs``, ``chunk`` and ``channels`` (with a
+grad_weight: 1, the kept channels), ``input_shape`` (the depthwise input's), ``per_pass`` (expanded
+channels per pass of the kernel, 1 to 4: the scratch holds that many planes of each kind),
 ``scratch_bytes``.
 
 The rules register themselves (shape rule into ``ir.verify``, eval rule into the training

@@ -119,7 +119,8 @@ class InvertedBottleneckParams(ctypes.Structure):
 
 class InvertedBottleneckGradParams(ctypes.Structure):
     _fields_ = [("depthwise", ConvParams), ("project_out_c", ctypes.c_int32), ("expand_in_c", ctypes.c_int32),
-                ("input_zero_point", ctypes.c_int32), ("input_scale", ctypes.c_float)]
+                ("input_zero_point", ctypes.c_int32), ("input_scale", ctypes.c_float),
+                ("channels_per_pass", ctypes.c_int32)]
 
 
 class ExpandUpdate(ctypes.Structure):

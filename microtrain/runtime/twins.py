@@ -186,12 +186,12 @@ def inverted_bottleneck_inplace_ok(p: dict) -> bool:
 
 # --- INVERTED_BOTTLENECK_GRAD (mt_inverted_bottleneck_grad_f32; compiler/stream_block_grads.py) ---
 
-def inverted_bottleneck_grad_get_buffer_size(in_h: int, in_w: int, out_h: int, out_w: int) -> int:
-    """Twin of mt_inverted_bottleneck_grad_get_buffer_size: one expanded channel's plane at the
-    depthwise output (out_h x out_w) and one at its input (in_h x in_w), floats."""
-    if min(in_h, in_w, out_h, out_w) <= 0:
+def inverted_bottleneck_grad_get_buffer_size(in_h: int, in_w: int, out_h: int, out_w: int, per_pass: int) -> int:
+    """Twin of mt_inverted_bottleneck_grad_get_buffer_size: the planes of one pass of ``per_pass``
+    (1 to 4) expanded channels at the depthwise output (out_h x out_w) and at its input (in_h x in_w)."""
+    if min(in_h, in_w, out_h, out_w) <= 0 or not 1 <= per_pass <= 4:
         return 0
-    return (out_h * out_w + in_h * in_w) * FLOAT_BYTES
+    return per_pass * (out_h * out_w + in_h * in_w) * FLOAT_BYTES
 
 
 def inverted_bottleneck_grad_params(node: Node, graph: Graph) -> dict:
@@ -201,4 +201,5 @@ def inverted_bottleneck_grad_params(node: Node, graph: Graph) -> dict:
     x = graph.tensors[expand.inputs[0]]
     return {"depthwise": conv_params(graph.node(layers["depthwise"]), graph),
             "project_out_c": graph.tensors[graph.node(layers["project"]).outputs[0]].shape[3],
-            "expand_in_c": x.shape[3], "input_zero_point": x.quant.z, "input_scale": float(np.float32(x.quant.s))}
+            "expand_in_c": x.shape[3], "input_zero_point": x.quant.z, "input_scale": float(np.float32(x.quant.s)),
+            "channels_per_pass": int(node.attrs["per_pass"])}

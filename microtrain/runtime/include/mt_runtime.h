@@ -427,6 +427,7 @@ typedef struct {
     int32_t expand_in_c;        /* I: channels of the block input */
     int32_t input_zero_point;   /* z of the saved block input (expansion weight gradient) */
     float input_scale;          /* s of the saved block input */
+    int32_t channels_per_pass;  /* expanded channels per pass, 1 to 4 (scratch planes of each kind) */
 } mt_inverted_bottleneck_grad_params;
 
 /* The in-kernel SGD update of the expansion weights' kept rows, as mt_sgd_update_s8 does it
@@ -442,10 +443,13 @@ typedef struct {
     float *grad_row;            /* [I] */
 } mt_expand_update;
 
-/* Scratch bytes: (depthwise out_h * out_w + in_h * in_w) * sizeof(float), one plane of each. */
+/* Scratch bytes: channels_per_pass * (depthwise out_h * out_w + in_h * in_w) * sizeof(float), a
+ * plane of each kind per channel of a pass (with 4, the 1x1 stages keep 4 running sums in
+ * registers); 0 when channels_per_pass is not in [1, 4]. */
 int32_t mt_inverted_bottleneck_grad_get_buffer_size(const mt_inverted_bottleneck_grad_params *p);
 
-/* For each expanded channel c ascending, bit-exact with the unfused kernels run one by one:
+/* For each expanded channel c ascending (channels_per_pass at a time), bit-exact with the unfused
+ * kernels run one by one:
  *   a[n]  = sum_o (grad_output[n][o] * project_scale[o]) * Wp[o][c]   (o ascending, from 0.0f;
  *           mt_pointwise_conv2d_grad_input_f32), then masked by depthwise_mask (NHWC bit n*C+c);
  *   depthwise_bias_grad[c] = sum_n a[n] (n ascending, from 0.0f; mt_bias_grad_f32);

@@ -1,6 +1,7 @@
 /*
  * mt_inverted_bottleneck_grad_get_buffer_size: scratch bytes of mt_inverted_bottleneck_grad_f32,
- * one expanded channel's plane at the depthwise output and one at its input (floats).
+ * the planes of one group of channels_per_pass expanded channels at the depthwise output and
+ * at its input (floats); 0 when channels_per_pass is not in [1, 4].
  */
 #include "mt_nn.h"
 
@@ -11,8 +12,9 @@ int32_t mt_inverted_bottleneck_grad_get_buffer_size(const mt_inverted_bottleneck
         return 0;
     }
     d = &p->depthwise;
-    if (d->in_h <= 0 || d->in_w <= 0 || d->out_h <= 0 || d->out_w <= 0) {
+    if (d->in_h <= 0 || d->in_w <= 0 || d->out_h <= 0 || d->out_w <= 0 || p->channels_per_pass < 1 ||
+        p->channels_per_pass > 4) {
         return 0;
     }
-    return (d->out_h * d->out_w + d->in_h * d->in_w) * (int32_t)sizeof(float);
+    return p->channels_per_pass * (d->out_h * d->out_w + d->in_h * d->in_w) * (int32_t)sizeof(float);
 }
