@@ -7,7 +7,7 @@
  * The second part (random_shapes) checks, on whichever path the build compiled (the
  * Cortex-M7 build takes the __ARM_FEATURE_DSP path of mt_nn.h, the host the portable one),
  * the int8 dot-product helpers against a naive loop on random lengths, alignments and zero
- * points, and the forward kernels against a naive direct convolution in this file on random
+ * points, the saturating add and output clamp against int64 arithmetic, and the forward kernels against a naive direct convolution in this file on random
  * shapes (and the fused block against its ops run one by one); it prints "dsp path <0|1>"
  * and the number of mismatches, and appends every output to out.bin as well.
  */
@@ -115,6 +115,20 @@ static int random_shapes(void)
             bad++; printf("dw_row taps %d\n", (int)taps);
         }
         put(&acc, sizeof acc);
+    }
+    /* the saturating add and the offset + clamp of the output store (QADD on the DSP path) */
+    for (int t = 0; t < 2000; t++) {
+        static const int32_t edge[] = {INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX};
+        const int32_t a = t < 49 ? edge[t % 7] : (int32_t)(next() << 8) ^ (int32_t)next();
+        const int32_t b = t < 49 ? edge[t / 7] : (int32_t)(next() << 8) ^ (int32_t)next();
+        const int64_t sum = (int64_t)a + b;
+        const int32_t want = sum > INT32_MAX ? INT32_MAX : sum < INT32_MIN ? INT32_MIN : (int32_t)sum;
+        const int32_t z = rnd(-128, 127), lo = rnd(-128, 127), hi = rnd(lo, 127);
+        const int64_t v = (int64_t)a + z;
+        const int8_t want_store = (int8_t)(v < lo ? lo : v > hi ? hi : v);
+        if (mt_nn_sat_add_s32(a, b) != want) { bad++; printf("sat_add %ld %ld\n", (long)a, (long)b); }
+        if (mt_nn_offset_clamp(a, z, lo, hi) != want_store) { bad++; printf("offset_clamp %ld\n", (long)a); }
+        put(&want, sizeof want);
     }
     /* the kernels, on random shapes */
     for (int t = 0; t < 60; t++) {

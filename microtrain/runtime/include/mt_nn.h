@@ -18,8 +18,9 @@
 #include "mt_runtime.h"
 
 /* Cores with the DSP extension (Cortex-M4/M7/M33...: arm-none-eabi-gcc -mcpu=cortex-m7 defines
- * both macros) run the int8 dot products below two MACs per SMLAD; every other build (the host)
- * runs the portable loops. MT_NN_DSP is 0 or 1 so the tests can report which path was built. */
+ * both macros) run the int8 dot products below two MACs per SMLAD and the saturating adds as
+ * QADD; every other build (the host) runs the portable C, which gives the same integers.
+ * MT_NN_DSP is 0 or 1 so the tests can report which path was built. */
 #if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32) && !defined(MT_NN_NO_DSP)
 #include <arm_acle.h>
 #define MT_NN_DSP 1
@@ -199,6 +200,9 @@ static inline void mt_nn_patch_s8(int8_t *patch, const int8_t *const *row, int32
  * are arranged so that nothing overflows (32-bit arithmetic only). */
 static inline int32_t mt_nn_sat_add_s32(int32_t a, int32_t b)
 {
+#if MT_NN_DSP
+    return __qadd(a, b); /* QADD: the same saturating add in one instruction */
+#else
     if (b > 0 && a > INT32_MAX - b) {
         return INT32_MAX;
     }
@@ -206,6 +210,7 @@ static inline int32_t mt_nn_sat_add_s32(int32_t a, int32_t b)
         return INT32_MIN;
     }
     return a + b;
+#endif
 }
 
 /* The last steps of every int8 kernel: add the output zero point, clamp, store as int8.
@@ -214,6 +219,12 @@ static inline int32_t mt_nn_sat_add_s32(int32_t a, int32_t b)
  * cannot overflow: clamp(r + z, lo, hi) == clamp(r, lo - z, hi - z) + z. */
 static inline int8_t mt_nn_offset_clamp(int32_t requantized, int32_t zero_point, int32_t act_min, int32_t act_max)
 {
+#if MT_NN_DSP
+    /* QADD saturates r + z to the int32 range, which keeps every value that leaves it on the
+     * same side of the int8 clamp bounds: clamp(sat(r + z), lo, hi) == clamp(r, lo - z, hi - z) + z. */
+    const int32_t v = __qadd(requantized, zero_point);
+    return (int8_t)(v < act_min ? act_min : v > act_max ? act_max : v);
+#else
     if (requantized < act_min - zero_point) {
         return (int8_t)act_min;
     }
@@ -221,6 +232,7 @@ static inline int8_t mt_nn_offset_clamp(int32_t requantized, int32_t zero_point,
         return (int8_t)act_max;
     }
     return (int8_t)(requantized + zero_point);
+#endif
 }
 
 static inline int mt_nn_is_int8(int32_t v)
