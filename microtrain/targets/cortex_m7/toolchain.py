@@ -18,9 +18,9 @@ STARTUP = HERE / "startup.c"
 
 # Same floating-point contraction as the host build, so float results agree bit for bit.
 CPU_FLAGS = ["-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-mthumb"]
-# -O2, not -O3: with the DSP forward kernels of mt_nn.h, -O3 saves nothing per sparse step (MbV2-w0.35 /
-# Proxyless-w0.3 / MCUNet-5fps 232.2 / 221.6 / 289.8 M instructions vs -O2's 232.1 / 220.5 / 289.6 M) and adds
-# ~4 KB of flash (docs/RESULTS.md, Cortex-M7 section of 12:26 UTC).
+# -O2, not -O3: with the DSP forward kernels of mt_nn.h, -O3 is a tie per sparse step (MbV2-w0.35 / Proxyless-w0.3
+# / MCUNet-5fps 189.0 / 186.6 / 228.1 M instructions vs -O2's 190.1 / 186.0 / 228.8 M) and adds ~4 KB of flash
+# (docs/RESULTS.md, Cortex-M7 section of 12:26 UTC and its 12:40 update).
 C_FLAGS = ["-std=c99", "-O2", "-g", "-ffp-contract=off", "-ffunction-sections", "-fdata-sections",
            "-Wall", "-Wextra", "-Werror"]  # as the host build and the runtime contract
 # newlib-nano leaves float printf/scanf out unless asked: the driver prints losses and reads lr.
