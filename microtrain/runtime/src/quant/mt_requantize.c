@@ -12,6 +12,7 @@
  * targets (gcc, clang, arm-none-eabi-gcc) shifts arithmetically, and this line refuses to
  * compile where that is not so. */
 typedef char mt_requantize_needs_arithmetic_shift[((-8) >> 1) == -4 ? 1 : -1];
+typedef char mt_requantize_needs_arithmetic_shift64[(((int64_t)-8) >> 1) == -4 ? 1 : -1];
 
 int32_t mt_requantize(int32_t acc, int32_t multiplier, int32_t shift)
 {
@@ -37,14 +38,17 @@ int32_t mt_requantize(int32_t acc, int32_t multiplier, int32_t shift)
     }
 
     /* SaturatingRoundingDoublingHighMul: (x * m + nudge) / 2^31, the nudge rounding half away
-     * from zero and the division truncating toward zero (C99 '/' does). |x * m| <= 2^62 fits
-     * int64; only INT32_MIN * INT32_MIN would give 2^31, saturated. */
+     * from zero (2^30 for ab >= 0, 1 - 2^30 below) and the division truncating toward zero.
+     * That equals floor((ab + 2^30) / 2^31) for both signs: for ab < 0 the numerator
+     * v = ab + 1 - 2^30 is negative, and trunc(v / 2^31) = ceil(v / 2^31)
+     * = floor((v + 2^31 - 1) / 2^31) = floor((ab + 2^30) / 2^31). So it is one multiply-add and
+     * an arithmetic shift (SMLAL-class code on Cortex-M7) instead of a 64-bit division, which
+     * is a library call there. |x * m| <= 2^62 fits int64; only INT32_MIN * INT32_MIN would
+     * give 2^31, saturated. */
     if (x == INT32_MIN && multiplier == INT32_MIN) {
         high = INT32_MAX;
     } else {
-        const int64_t ab = (int64_t)x * (int64_t)multiplier;
-        const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-        high = (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+        high = (int32_t)(((int64_t)x * (int64_t)multiplier + ((int64_t)1 << 30)) >> 31);
     }
 
     /* RoundingDivideByPOT: floor(high / 2^right) (arithmetic shift), plus one when the
