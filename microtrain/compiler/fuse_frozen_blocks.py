@@ -19,10 +19,12 @@ or biases is updated or read by any other node (a backward through the block wou
 the weights), and none of its intermediate tensors is read outside the block or is a graph
 output. On an inference graph every block qualifies.
 
-The planner gives the output its own buffer (FUSED_INVERTED_BOTTLENECK is not in
-``plan_memory.INPLACE_RULES``). The kernel could write a residual block's output over its
-input (``twins.inverted_bottleneck_inplace_ok``), but the peak of the zoo models is never at
-such a block, so that is left unused.
+The output gets its own buffer (FUSED_INVERTED_BOTTLENECK is not in
+``plan_memory.INPLACE_RULES``), but when the input dies at the block and the kernel may write
+the output over it (``twins.inverted_bottleneck_inplace_ok``: a residual block, or a stride-2
+block whose output row r lands on input rows no later row reads), the planner starts that
+buffer at the input's offset (``Buffer.overwrites``). That removes the zoo models' forward
+peak at block 1 (block 0's 64x64 output held whole next to block 1's output).
 """
 
 from __future__ import annotations

@@ -6,11 +6,20 @@
    whose kernels allow aliasing; also a same-shape depthwise input gradient, see
    ``inplace_operands``); when such an operand dies at that op and has the output's
    size, output and operand share one buffer. RESHAPE is always a view.
+   Lagged in-place (``overwrites``): a FUSED_INVERTED_BOTTLENECK whose input dies at it and
+   whose kernel provably never writes an output row over input bytes a later row still reads
+   (``twins.inverted_bottleneck_inplace_ok``: a stride-2 block's output row r lands on input
+   rows < 2r+1) may start its (smaller) output buffer at its input buffer's offset: the two
+   buffers stay separate (each keeps its own size and lifetime, so the input's tail is free
+   again after the step) but may share bytes at that one step, at the same offset only.
 3. Offsets: an algorithm from ``ALGORITHMS`` (one signature: buffers -> offsets); the
    default is greedy-by-size first-fit (largest buffer first, lowest offset that overlaps
    no placed buffer with an intersecting lifetime), as TFLite Micro's greedy planner.
    Limits: one arena, no splitting of a buffer, alignment 8 bytes.
-4. ``verify_plan`` checks independently that no two buffers alive at the same step overlap.
+4. ``verify_plan`` checks independently that no two buffers alive at the same step overlap,
+   except an ``overwrites`` pair at the same offset whose lifetimes meet at one step only;
+   ``verify_overwrites`` re-derives each such pair from the graph (the op, the operands, the
+   kernel's aliasing rule).
 
 Constants are not in the arena: frozen weights stay in flash, trained weights and biases
 are static RAM (reported as ``trainable``; of a weight split by ``split_trained_rows`` only
@@ -78,6 +87,9 @@ class Buffer:
     offset: int = -1
     used: int = 0
     """Bytes actually read/written (the size before alignment)."""
+    overwrites: str | None = None
+    """Buffer that dies at this buffer's first step and that this one is written over, from the
+    same offset (lagged in-place, see the module docstring); None: no sharing."""
 
 
 @dataclasses.dataclass
@@ -94,10 +106,20 @@ class MemoryPlan:
                 return b
         raise KeyError(tensor)
 
+    def _counted(self, b: Buffer, step: int) -> bool:
+        """Is ``b`` alive at ``step`` with bytes of its own? A lagged in-place output at the step
+        where it is written over its input lies inside the input's bytes: counted once."""
+        if not b.first <= step <= b.last:
+            return False
+        if b.overwrites is not None and step == b.first:
+            v = next(x for x in self.buffers if x.name == b.overwrites)
+            return not (v.offset == b.offset and v.last == step)
+        return True
+
     def live_bytes(self) -> list[int]:
         """Bytes of live buffers at each step (index 0 = before the first node)."""
         n = len(self.steps)
-        return [sum(b.size for b in self.buffers if b.first <= s - 1 <= b.last) for s in range(n + 1)]
+        return [sum(b.size for b in self.buffers if self._counted(b, s - 1)) for s in range(n + 1)]
 
     def peak_breakdown(self) -> dict[str, int]:
         """Bytes per kind alive at the step of the largest live total, plus the static parts."""
@@ -105,7 +127,7 @@ class MemoryPlan:
         step = max(range(len(live)), key=live.__getitem__) - 1
         out: dict[str, int] = {}
         for b in self.buffers:
-            if b.first <= step <= b.last:
+            if self._counted(b, step):
                 out[b.kind] = out.get(b.kind, 0) + b.size
         out["trainable"] = self.trainable_bytes
         out["at_step"] = step
@@ -205,7 +227,20 @@ def lifetimes(graph: Graph) -> list[Buffer]:
             b.size, b.first, b.last = max(b.size, size), min(b.first, first[name]), max(b.last, last[name])
             b.used = max(b.used, used)
             b.tensors.append(name)
+    for i, node in enumerate(nodes):
+        if _overwrite_ok(graph, node) and node.inputs[0] in group and node.outputs[0] in group:
+            victim, writer = buffers[root(node.inputs[0])], buffers[root(node.outputs[0])]
+            if (victim is not writer and victim.last == i == writer.first and writer.size <= victim.size
+                    and node.inputs[0] not in graph.inputs and writer.used == graph.tensors[node.outputs[0]].nbytes):
+                writer.overwrites = victim.name
     return list(buffers.values())
+
+
+def _overwrite_ok(graph: Graph, node) -> bool:
+    """May ``node``'s output be written over its input from the same address (lagged in place)?"""
+    if node.op != Op.FUSED_INVERTED_BOTTLENECK or graph.meta.get("stream_input") == node.name:
+        return False
+    return twins.inverted_bottleneck_inplace_ok(twins.inverted_bottleneck_params(node, graph))
 
 
 def _band_buffers(graph: Graph, first: dict[str, int], last: dict[str, int]) -> dict[str, int]:
@@ -234,16 +269,33 @@ def _overlaps_in_time(a: Buffer, b: Buffer) -> bool:
     return a.first <= b.last and b.first <= a.last
 
 
+def _partners(buffers: list[Buffer]) -> dict[str, set[str]]:
+    """Buffer name -> the buffers it may share its start with (both directions of ``overwrites``)."""
+    out: dict[str, set[str]] = {}
+    for b in buffers:
+        if b.overwrites is not None:
+            out.setdefault(b.name, set()).add(b.overwrites)
+            out.setdefault(b.overwrites, set()).add(b.name)
+    return out
+
+
 def greedy_by_size(buffers: list[Buffer]) -> dict[str, int]:
     placed: list[tuple[int, int, Buffer]] = []
     offsets: dict[str, int] = {}
+    partners = _partners(buffers)
     for buf in sorted(buffers, key=lambda b: (-b.size, b.first, b.name)):
-        conflicts = sorted((o, o + b.size) for o, _, b in placed if _overlaps_in_time(b, buf))
+        conflicts = sorted((o, o + b.size, b.name) for o, _, b in placed if _overlaps_in_time(b, buf))
         offset = 0
-        for lo, hi in conflicts:  # first fit: the lowest gap that holds the buffer
+        for lo, hi, _ in conflicts:  # first fit: the lowest gap that holds the buffer
             if offset + buf.size <= lo:
                 break
             offset = max(offset, _align(hi))
+        # lagged in place: start at a placed partner's offset if nothing else is in the way there
+        for at in sorted(offsets[p] for p in partners.get(buf.name, ()) if p in offsets):
+            if at < offset and all(hi <= at or lo >= at + buf.size or (name in partners[buf.name] and lo == at)
+                                   for lo, hi, name in conflicts):
+                offset = at
+                break
         offsets[buf.name] = offset
         placed.append((offset, buf.size, buf))
     return offsets
@@ -262,8 +314,18 @@ PlanAlgorithm = Callable[[list[Buffer]], dict[str, int]]
 ALGORITHMS: dict[str, PlanAlgorithm] = {"greedy_by_size": greedy_by_size, "no_reuse": no_reuse}
 
 
+def _may_share(a: Buffer, b: Buffer) -> bool:
+    """An ``overwrites`` pair placed as the kernel needs: same offset, the writer no larger, alive
+    together only at the step where the victim dies and the writer is born."""
+    for w, v in ((a, b), (b, a)):
+        if w.overwrites == v.name:
+            return w.offset == v.offset and w.size <= v.size and w.first == v.last
+    return False
+
+
 def verify_plan(buffers: list[Buffer]) -> None:
-    """Raise if two buffers alive at the same step share a byte, or an offset is unaligned."""
+    """Raise if two buffers alive at the same step share a byte (except an ``overwrites`` pair at
+    the same offset meeting at one step), or an offset is unaligned."""
     for b in buffers:
         if b.offset < 0 or b.offset % ALIGN:
             raise AssertionError(f"buffer {b.name!r} has bad offset {b.offset}")
@@ -272,10 +334,27 @@ def verify_plan(buffers: list[Buffer]) -> None:
         for b in order[i + 1:]:
             if b.offset >= a.offset + a.size:
                 break
-            if _overlaps_in_time(a, b):
+            if _overlaps_in_time(a, b) and not _may_share(a, b):
                 raise AssertionError(f"buffers {a.name!r} [{a.offset}, {a.offset + a.size}) steps {a.first}..{a.last} "
                                      f"and {b.name!r} [{b.offset}, {b.offset + b.size}) steps {b.first}..{b.last} "
                                      "overlap")
+
+
+def verify_overwrites(graph: Graph, buffers: list[Buffer]) -> None:
+    """Raise unless every ``overwrites`` pair is a FUSED_INVERTED_BOTTLENECK at the writer's first
+    step, reading the victim as its input and writing the writer as its output, whose kernel
+    allows the output over the input (re-derived here from the graph, not from lifetimes)."""
+    by_name = {b.name: b for b in buffers}
+    for w in buffers:
+        if w.overwrites is None:
+            continue
+        v = by_name[w.overwrites]
+        node = graph.nodes[w.first] if 0 <= w.first < len(graph.nodes) else None
+        if (node is None or node.op != Op.FUSED_INVERTED_BOTTLENECK or node.inputs[0] not in v.tensors
+                or node.outputs[0] not in w.tensors or not _overwrite_ok(graph, node)
+                or any(t in n.inputs for t in v.tensors for n in graph.nodes[w.first + 1:])
+                or any(t in graph.outputs for t in v.tensors)):
+            raise AssertionError(f"buffer {w.name!r} may not be written over {v.name!r} at step {w.first}")
 
 
 def plan_memory(graph: Graph, algorithm: str = "greedy_by_size") -> MemoryPlan:
@@ -284,6 +363,7 @@ def plan_memory(graph: Graph, algorithm: str = "greedy_by_size") -> MemoryPlan:
     for b in buffers:
         b.offset = offsets[b.name]
     verify_plan(buffers)
+    verify_overwrites(graph, buffers)
     arena = max((b.offset + b.size for b in buffers), default=0)
     updated = {n.inputs[0] for n in graph.nodes if n.op in UPDATE_OPS}
     split = ram_rows(graph)  # partially trained weights: only the kept rows are in RAM
