@@ -101,10 +101,12 @@ def test_mbv2_backward_peak_drops():
     plain = compile_training(graph, scheme, CompileOptions(stream_input=True, stream_grads=False))
     fused = compile_training(graph, scheme, CompileOptions(stream_input=True, stream_grads=True))
     assert plain.plan.arena_bytes > 80 * 1024  # blocks.12's two 48 KB expanded gradients set the peak
-    assert fused.plan.arena_bytes < 50 * 1024  # now the forward of the streamed inference does
+    assert fused.plan.arena_bytes < 45 * 1024
     assert len(_fused_nodes(fused)) >= 8
+    # now a streamed block backward does (blocks.12, 44.3 KB), just above the forward's widest point
+    # (fused block 1 at 41.0 KB, its output written over block 0's: plan_memory's lagged in-place)
     at = fused.plan.peak_breakdown()["at_step"]
-    assert fused.graph.nodes[at].op == Op.FUSED_INVERTED_BOTTLENECK
+    assert fused.graph.nodes[at].op == Op.INVERTED_BOTTLENECK_GRAD
 
 
 # --- the C kernel against the eval rule ----------------------------------------------------
