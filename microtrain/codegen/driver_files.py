@@ -1,7 +1,9 @@
 """The files the generated driver ``mt_main.c`` reads, written from numpy arrays.
 
-``mt_config.txt`` (``key value`` lines), ``mt_train_x.bin`` / ``mt_test_x.bin`` (int8
-samples back to back), ``mt_train_y.bin`` / ``mt_test_y.bin`` (int32 little-endian), and
+``mt_config.txt`` (``key value`` lines; the learning rate both as ``lr_bits``, the float32's bit
+pattern in hex, which the driver reads exactly and without strtod, and as ``lr``),
+``mt_train_x.bin`` / ``mt_test_x.bin`` (int8 samples back to back), ``mt_train_y.bin`` /
+``mt_test_y.bin`` (int32 little-endian), and
 ``read_weights`` to turn the driver's ``mt_weights.bin`` back into named arrays using the
 trained-tensor list of ``report.json`` (a weight stored split, ``stored_rows``, has only its
 kept rows in the file: its frozen rows come from the project's model file).
@@ -30,7 +32,8 @@ def write_driver_files(workdir: str | Path, x_train: np.ndarray, y_train: np.nda
         np.ascontiguousarray(y_test, dtype="<i4").tofile(work / "mt_test_y.bin")
         test_n = len(y_test)
     (work / "mt_config.txt").write_text(
-        f"steps {int(steps)}\nlr {float(np.float32(lr))!r}\nseed {int(seed)}\neval {int(eval_count)}\n"
+        f"steps {int(steps)}\nlr_bits {int(np.float32(lr).view(np.uint32)):08x}\nlr {float(np.float32(lr))!r}\n"
+        f"seed {int(seed)}\neval {int(eval_count)}\n"
         f"train_count {len(y_train)}\ntest_count {test_n}\n")
     return work
 
