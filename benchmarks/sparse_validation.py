@@ -317,11 +317,13 @@ def main() -> int:
     p.add_argument("--report-only", action="store_true", help="write the report from --out/results.json (after an "
                    "interrupted run) and append it")
     a = p.parse_args()
-    if a.quick:  # the reduced values, for the options not given explicitly
+    if a.quick:  # the reduced values, for the options not given on the command line
         quick = {"resolution": 40, "analysis_limit": 300, "test_limit": 200, "analysis_epochs": 1, "candidates": 8,
                  "train_limit": 1000, "eval_limit": 500, "epochs": 2, "budgets": 4, "evaluations": 100}
+        given = {action.dest for action in p._actions for arg in sys.argv[1:]
+                 if any(arg == o or arg.startswith(o + "=") for o in action.option_strings)}
         for name, value in quick.items():
-            if getattr(a, name) == p.get_default(name):
+            if name not in given:
                 setattr(a, name, value)
     out = Path(a.out)
     rows: list = []
