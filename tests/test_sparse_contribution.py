@@ -12,7 +12,15 @@ from microtrain.cli import main
 from microtrain.compiler.pipeline import compile_training
 from microtrain.ir.serialize import save_graph
 from microtrain.sim.random_graph import random_graph
-from microtrain.sparse.contribution import AnalysisConfig, Job, load_results, prepare, run_analysis
+from microtrain.sparse.contribution import (
+    LR_CANDIDATES,
+    AnalysisConfig,
+    Job,
+    choose_lr,
+    load_results,
+    prepare,
+    run_analysis,
+)
 from microtrain.sparse.scheme import UpdateScheme
 
 CFG = AnalysisConfig(epochs=1, candidates=2, bias_ks=(0, 1, 2, 4), ratios=(0.5, 1.0), lr=0.02)
@@ -126,6 +134,7 @@ def test_plan_cli_end_to_end(tmp_path, capsys):
     assert main(["plan", *common, "--budget", str(budget), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["analysis_stats"]["cached"] == doc["analysis_stats"]["jobs"]  # the analysis was reused
+    assert doc["analysis_lr"] in LR_CANDIDATES  # --lr auto (the default) chose one on the held-out images
     graph = tiny_graph()
     scheme = UpdateScheme.load(tmp_path / "s.json")
     step = compile_training(graph, scheme)
@@ -180,3 +189,26 @@ def test_runs_are_scored_on_training_images_held_out_not_on_the_test_split():
     assert np.bincount(d.y_test, minlength=10).min() == 3  # class-balanced
     with pytest.raises(ValueError, match="lower --limit / --val-limit"):
         prepare(tiny_graph(), "digits", limit=1400, test_limit=100, config=CFG)
+
+
+def test_choose_lr_takes_the_best_held_out_score_and_caches_it(data, tmp_path, monkeypatch, capsys):
+    import microtrain.sparse.contribution as contribution
+
+    lrs = (0.002, 0.02, 0.2)
+    best, scores = choose_lr(data, tmp_path, lrs, backend="serial")
+    assert set(scores) == set(lrs) and best in lrs
+    assert scores[best] == max(scores.values())
+    assert all(scores[best] > scores[lr] or lr >= best for lr in lrs)  # ties go to the smaller rate
+    # the base run at the chosen rate is the same job the analysis then builds on
+    chosen = dataclasses.replace(data, config=dataclasses.replace(data.config, lr=best))
+    assert load_results(chosen, tmp_path)[f"bias:{data.base_k()}"]["accuracy"] == scores[best]
+
+    def no_runs(*a, **k):
+        raise AssertionError("a cached rate was run again")
+
+    monkeypatch.setattr(contribution, "map_jobs", no_runs)
+    assert choose_lr(data, tmp_path, lrs, backend="serial") == (best, scores)
+    model = tmp_path / "tiny.json"
+    save_graph(tiny_graph(), model)
+    assert main(["plan", str(model), "--data", "digits", "--budget", "1MB", "--lr", "fast"]) == 2
+    assert "--lr 'fast': give a number" in capsys.readouterr().err

@@ -19,6 +19,7 @@ that of the model at its own input resolution, as ``compile`` sees it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import sys
 from pathlib import Path
@@ -52,7 +53,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="held-out images scoring each run, taken from the training split apart from the --limit "
                         "images, so that the test split stays unseen by the choice (default 300)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per analysis run (default 2)")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate of the analysis runs (SGD+QAS, default 0.01)")
+    p.add_argument("--lr", default="auto", metavar="LR",
+                   help="learning rate of the analysis runs (SGD+QAS), or 'auto' (default): the one of "
+                        "0.001/0.003/0.01/0.03 whose base run scores best on the held-out images")
     p.add_argument("--candidates", type=int, default=12, metavar="N",
                    help="weight-update candidates: the last N convs (default 12)")
     p.add_argument("--evaluations", type=int, default=200, metavar="N",
@@ -109,14 +112,23 @@ def run(args: argparse.Namespace) -> int:
     from microtrain.report.plots import plot_frontier
     from microtrain.report.tables import Column, fmt_kb, render
     from microtrain.sparse import search
-    from microtrain.sparse.contribution import AnalysisConfig, prepare, run_analysis
+    from microtrain.sparse.contribution import LR_CANDIDATES, AnalysisConfig, choose_lr, prepare, run_analysis
     from microtrain.sparse.search import InfeasibleBudget, MemoryOracle, SearchSpace
 
     budget = parse_bytes(args.budget)
     for name in ("limit", "test_limit", "epochs", "candidates", "evaluations", "population"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-').replace('test-', 'val-')} must be >= 1")
-    cfg = AnalysisConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, candidates=args.candidates)
+    if args.lr == "auto":
+        lr = None
+    else:
+        try:
+            lr = float(args.lr)
+        except ValueError:
+            raise UserError(f"--lr {args.lr!r}: give a number such as 0.01, or 'auto'") from None
+        if not lr > 0:
+            raise UserError(f"--lr {args.lr}: the learning rate must be > 0")
+    cfg = AnalysisConfig(epochs=args.epochs, lr=lr or 0.01, seed=args.seed, candidates=args.candidates)
     try:
         data = prepare(args.model, args.data, args.limit, args.test_limit, args.resolution, args.classes, cfg)
         # The memory graph: the same model and head at the model's own resolution (what `compile` sees).
@@ -125,8 +137,21 @@ def run(args: argparse.Namespace) -> int:
     except (ModelNotFound, FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     out = Path(args.out)
-    tag = hashlib.sha256(data.fingerprint().encode()).hexdigest()[:8]
+    if lr is None:  # the fingerprint below depends on the rate, so the analysis folder is named without it
+        tag = hashlib.sha256(dataclasses.replace(data, config=dataclasses.replace(cfg, lr=0.0)).fingerprint()
+                             .encode()).hexdigest()[:8]
+    else:
+        tag = hashlib.sha256(data.fingerprint().encode()).hexdigest()[:8]
     analysis = Path(args.analysis) if args.analysis else out.with_name(f"{out.stem}.analysis-{tag}")
+    if lr is None:
+        log(f"choosing the analysis learning rate on the held-out images ({', '.join(map(str, LR_CANDIDATES))})")
+        try:
+            lr, lr_scores = choose_lr(data, analysis, backend=args.backend, workers=args.workers)
+        except RuntimeError as e:
+            raise UserError(str(e)) from None
+        log("learning rate " + ", ".join(f"{k:g}: {100 * v:.1f} %" for k, v in lr_scores.items()) + f" -> {lr:g}")
+        cfg = dataclasses.replace(cfg, lr=lr)
+        data = dataclasses.replace(data, config=cfg)
     d = data.description
     log(f"analysis: {len(data.jobs())} runs of {cfg.epochs} epochs on {d['train_samples']} training images of "
         f"{args.data}, scored on {d['held_out_samples']} held out from them, at {d['resolution']}x{d['resolution']} "
@@ -168,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
            "bias_layers": bias_k, "layers": rows, "method": best.method,
            "search": {"evolutionary": {"proxy": evo.proxy, "peak_bytes": evo.peak, "evaluations": len(evo.evaluated)},
                       "random": {"proxy": rnd.proxy, "peak_bytes": rnd.peak, "evaluations": len(rnd.evaluated)}},
-           "analysis_stats": stats, "analysis_setup": table.description}
+           "analysis_stats": stats, "analysis_setup": table.description, "analysis_lr": cfg.lr}
 
     def human() -> None:
         cols = [Column("layer"), Column("bias"), Column("weights", align=">"), Column("channels", align=">"),

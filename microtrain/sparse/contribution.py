@@ -377,6 +377,36 @@ def run_analysis(data: AnalysisData, out_dir: str | Path, backend: str = "local"
     return table, stats
 
 
+LR_CANDIDATES = (0.001, 0.003, 0.01, 0.03)
+
+
+def choose_lr(data: AnalysisData, out_dir: str | Path, lrs: tuple[float, ...] = LR_CANDIDATES,
+              backend: str = "local", workers: int | None = None) -> tuple[float, dict[float, float]]:
+    """The analysis learning rate: the one whose base run (biases of the last ``base_k`` convs +
+    classifier, what every weight run builds on) scores best on the held-out images.
+
+    One rate does not fit every model: a linear head trained by SGD is stable only below about
+    2 / ||x||^2, and MCUNet-5fps's pooled features (int8 scale 0.147, up to +-18.8) make lr 0.01
+    diverge where MbV2's post-ReLU6 features do not. Ties go to the smaller rate. The runs are
+    cached like any other job (the rate is part of their key), so a rerun costs nothing.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job = Job("bias", data.base_k())
+    variants = {lr: dataclasses.replace(data, config=dataclasses.replace(data.config, lr=lr)) for lr in lrs}
+    scores: dict[float, float] = {}
+    for lr, d in variants.items():
+        done = load_results(d, out_dir)
+        if job.label in done:
+            scores[lr] = done[job.label]["accuracy"]
+    todo = [lr for lr in lrs if lr not in scores]
+    for lr in todo:  # one job per rate; each variant has its own data fingerprint, hence its own pool
+        for result in map_jobs(variants[lr], out_dir, [job], backend=backend, workers=1):
+            scores[lr] = result["accuracy"]
+    best = max(lrs, key=lambda lr: (scores[lr], -lr))
+    return best, scores
+
+
 def build_table(data: AnalysisData, accuracy: dict[str, float]) -> ContributionTable:
     cls = accuracy["classifier"]
     base_k = data.base_k()
