@@ -23,73 +23,6 @@
  */
 #include "mt_nn.h"
 
-/* Largest depthwise kernel height (the per-row offsets live in a small local array). */
-#define MT_NN_IB_MAX_KERNEL 16
-
-/* A 1x1 conv of one pixel x[in_c] -> y[out_c], output channels two at a time so that each
- * input word loaded (and offset) feeds two accumulators (as mt_pointwise_conv2d_rows_s8). */
-static void mt_nn_ib_pointwise_pixel(const int8_t *x, const int8_t *weights, const int32_t *bias,
-                                     const mt_per_channel_quant *q, const mt_conv_params *p, int8_t *y)
-{
-    const mt_nn_store s = mt_nn_store_of(bias, q, p);
-    const int32_t in_c = p->in_c, out_c = p->out_c, zero_point = p->input_zero_point;
-    int32_t oc;
-    for (oc = 0; oc + 1 < out_c; oc += 2) {
-        const int8_t *w = weights + oc * in_c;
-        int32_t acc[2] = {0, 0};
-        mt_nn_dot2_s8(x, w, w + in_c, in_c, zero_point, acc);
-        y[oc] = mt_nn_store_s8(acc[0], &s, oc);
-        y[oc + 1] = mt_nn_store_s8(acc[1], &s, oc + 1);
-    }
-    if (oc < p->out_c) {
-        y[oc] = mt_nn_store_s8(mt_nn_dot_s8(x, weights + oc * in_c, in_c, zero_point), &s, oc);
-    }
-}
-
-/* One row of a general conv (groups 1): output row r of e, from the whole input. */
-static void mt_nn_ib_conv_row(const mt_conv_params *e, const mt_per_channel_quant *q, const int8_t *input,
-                              const int8_t *weights, const int32_t *bias, int32_t r, int8_t *dst)
-{
-    const int32_t y0 = r * e->stride_h - e->pad_top;
-    const int32_t ky_begin = y0 < 0 ? -y0 : 0;
-    const int32_t ky_end = e->in_h - y0 < e->kernel_h ? e->in_h - y0 : e->kernel_h;
-    const int32_t window = e->kernel_h * e->kernel_w * e->in_c; /* weights per output channel */
-    const mt_nn_store s = mt_nn_store_of(bias, q, e);
-    int32_t ox, oc, ky;
-    if (window <= MT_NN_PATCH_MAX && e->kernel_h <= MT_NN_IB_MAX_KERNEL) { /* e.g. a 3x3 RGB first conv */
-        const int8_t *row[MT_NN_IB_MAX_KERNEL];
-        for (ky = ky_begin; ky < ky_end; ++ky) {
-            row[ky] = input + (y0 + ky) * e->in_w * e->in_c;
-        }
-        mt_nn_conv_row_patch_s8(e, &s, row, ky_begin, ky_end, weights, dst);
-        return;
-    }
-    for (ox = 0; ox < e->out_w; ++ox) {
-        const int32_t x0 = ox * e->stride_w - e->pad_left;
-        const int32_t kx_begin = x0 < 0 ? -x0 : 0;
-        const int32_t kx_end = e->in_w - x0 < e->kernel_w ? e->in_w - x0 : e->kernel_w;
-        /* output channels in pairs (mt_nn_dot2_s8: each input word feeds both), an odd last one alone */
-        for (oc = 0; oc < e->out_c; oc += 2) {
-            const int32_t pair = e->out_c - oc > 1;
-            const int8_t *w = weights + (int32_t)oc * window;
-            int32_t acc[2] = {0, 0};
-            for (ky = ky_begin; ky < ky_end; ++ky) { /* the window row inside the input: contiguous */
-                const int8_t *x = input + ((y0 + ky) * e->in_w + x0 + kx_begin) * e->in_c;
-                const int8_t *wk = w + (ky * e->kernel_w + kx_begin) * e->in_c;
-                if (pair) {
-                    mt_nn_dot2_s8(x, wk, wk + window, (kx_end - kx_begin) * e->in_c, e->input_zero_point, acc);
-                } else {
-                    acc[0] += mt_nn_dot_s8(x, wk, (kx_end - kx_begin) * e->in_c, e->input_zero_point);
-                }
-            }
-            dst[ox * e->out_c + oc] = mt_nn_store_s8(acc[0], &s, oc);
-            if (pair) {
-                dst[ox * e->out_c + oc + 1] = mt_nn_store_s8(acc[1], &s, oc + 1);
-            }
-        }
-    }
-}
-
 /* The first input row read by the rest of the block once output row oy is written
  * (in_h when none): the input aliasing rule of the header comment. */
 static int32_t mt_nn_ib_next_input_row(const mt_inverted_bottleneck_params *p, int32_t oy)
@@ -118,7 +51,7 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
                                     int8_t *scratch)
 {
     const mt_conv_params *e, *d, *pr;
-    int32_t rows, ring_bytes, in_row, out_row, next, oy, ox, c, oc, pointwise_expand;
+    int32_t rows, ring_bytes, in_row, out_row, next, oy, ox, oc, pointwise_expand;
     int32_t row_at[MT_NN_IB_MAX_KERNEL];
     int8_t *dw_pixel, *pr_pixel;
     mt_nn_store dw_store;
@@ -212,11 +145,11 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
             int8_t *dst = scratch + (next % rows) * d_row;
             if (pointwise_expand) {
                 for (ox = 0; ox < e->out_w; ++ox) {
-                    mt_nn_ib_pointwise_pixel(input + (next * e->in_w + ox) * e->in_c, expand_weights, expand_bias,
+                    mt_nn_pointwise_pixel_s8(input + (next * e->in_w + ox) * e->in_c, expand_weights, expand_bias,
                                              &p->expand_q, e, dst + ox * e->out_c);
                 }
             } else {
-                mt_nn_ib_conv_row(e, &p->expand_q, input, expand_weights, expand_bias, next, dst);
+                mt_nn_conv_row_s8(e, &p->expand_q, input, e->in_h, expand_weights, expand_bias, next, dst);
             }
         }
         /* offset of each window row's start in the ring (or the input): found once per output row */
@@ -225,36 +158,11 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
         }
         for (ox = 0; ox < d->out_w; ++ox) {
             const int32_t x0 = ox * d->stride_w - d->pad_left;
-            const int32_t kx_begin = x0 < 0 ? -x0 : 0;
-            const int32_t kx_end = d->in_w - x0 < d->kernel_w ? d->in_w - x0 : d->kernel_w;
             const int8_t *src = p->has_expand ? scratch : input;
             int8_t *y = output + ((int32_t)oy * pr->out_w + ox) * pr->out_c;
-            /* depthwise: one pixel, every channel (padded taps contribute (z - z) = 0: skipped) */
-            if (d->kernel_h == 3 && d->kernel_w == 3 && ky_end - ky_begin == 3 && kx_end - kx_begin == 3) {
-                /* the whole 3x3 window inside: the same sum, written out */
-                const int8_t *r0 = src + row_at[0] + x0 * d->in_c;
-                const int8_t *r1 = src + row_at[1] + x0 * d->in_c;
-                const int8_t *r2 = src + row_at[2] + x0 * d->in_c;
-                const int32_t channels = d->out_c, zero_point = d->input_zero_point;
-                for (c = 0; c < channels; ++c) {
-                    const int32_t acc = mt_nn_dw_3x3_s8(r0 + c, r1 + c, r2 + c, channels, depthwise_weights + c * 9,
-                                                        zero_point);
-                    dw_pixel[c] = mt_nn_store_s8(acc, &dw_store, c);
-                }
-            } else {
-                for (c = 0; c < d->out_c; ++c) {
-                    const int8_t *w = depthwise_weights + (int32_t)c * d->kernel_h * d->kernel_w;
-                    int32_t acc = 0;
-                    for (ky = ky_begin; ky < ky_end; ++ky) {
-                        acc += mt_nn_dw_row_s8(src + row_at[ky] + (x0 + kx_begin) * d->in_c + c, d->in_c,
-                                               w + ky * d->kernel_w + kx_begin, kx_end - kx_begin,
-                                               d->input_zero_point);
-                    }
-                    dw_pixel[c] = mt_nn_store_s8(acc, &dw_store, c);
-                }
-            }
+            mt_nn_dw_pixel_s8(d, &dw_store, src, row_at, ky_begin, ky_end, x0, depthwise_weights, dw_pixel);
             /* projection (1x1) of that pixel; straight to the output without a residual */
-            mt_nn_ib_pointwise_pixel(dw_pixel, project_weights, project_bias, &p->project_q, pr,
+            mt_nn_pointwise_pixel_s8(dw_pixel, project_weights, project_bias, &p->project_q, pr,
                                      p->has_residual ? pr_pixel : y);
             /* residual ADD (mt_add_s8 per element): shortcut = the block input at this pixel,
              * read before the (possibly aliased) output element is written */

@@ -15,54 +15,6 @@
  */
 #include "mt_nn.h"
 
-#define MT_NN_IBS_MAX_KERNEL 16
-
-/* Expanded row r (general conv, groups 1) from the input rows held in the ring. */
-static void mt_nn_ibs_expand_row(const mt_conv_params *e, const mt_per_channel_quant *q, const int8_t *ring,
-                                 int32_t ring_rows, const int8_t *weights, const int32_t *bias, int32_t r,
-                                 int8_t *dst)
-{
-    const int32_t y0 = r * e->stride_h - e->pad_top;
-    const int32_t ky_begin = y0 < 0 ? -y0 : 0;
-    const int32_t ky_end = e->in_h - y0 < e->kernel_h ? e->in_h - y0 : e->kernel_h;
-    const int32_t window = e->kernel_h * e->kernel_w * e->in_c; /* weights per output channel */
-    const mt_nn_store s = mt_nn_store_of(bias, q, e);
-    const int32_t in_row = e->in_w * e->in_c;
-    int32_t ox, oc, ky;
-    if (window <= MT_NN_PATCH_MAX) { /* e.g. a 3x3 RGB first conv (kernel_h <= 16: checked by the caller) */
-        const int8_t *row[MT_NN_IBS_MAX_KERNEL];
-        for (ky = ky_begin; ky < ky_end; ++ky) {
-            row[ky] = ring + ((y0 + ky) % ring_rows) * in_row;
-        }
-        mt_nn_conv_row_patch_s8(e, &s, row, ky_begin, ky_end, weights, dst);
-        return;
-    }
-    for (ox = 0; ox < e->out_w; ++ox) {
-        const int32_t x0 = ox * e->stride_w - e->pad_left;
-        const int32_t kx_begin = x0 < 0 ? -x0 : 0;
-        const int32_t kx_end = e->in_w - x0 < e->kernel_w ? e->in_w - x0 : e->kernel_w;
-        /* output channels in pairs (mt_nn_dot2_s8: each input word feeds both), an odd last one alone */
-        for (oc = 0; oc < e->out_c; oc += 2) {
-            const int32_t pair = e->out_c - oc > 1;
-            const int8_t *w = weights + (int32_t)oc * window;
-            int32_t acc[2] = {0, 0};
-            for (ky = ky_begin; ky < ky_end; ++ky) { /* the window row inside the input: contiguous */
-                const int8_t *x = ring + ((y0 + ky) % ring_rows) * in_row + (x0 + kx_begin) * e->in_c;
-                const int8_t *wk = w + (ky * e->kernel_w + kx_begin) * e->in_c;
-                if (pair) {
-                    mt_nn_dot2_s8(x, wk, wk + window, (kx_end - kx_begin) * e->in_c, e->input_zero_point, acc);
-                } else {
-                    acc[0] += mt_nn_dot_s8(x, wk, (kx_end - kx_begin) * e->in_c, e->input_zero_point);
-                }
-            }
-            dst[ox * e->out_c + oc] = mt_nn_store_s8(acc[0], &s, oc);
-            if (pair) {
-                dst[ox * e->out_c + oc + 1] = mt_nn_store_s8(acc[1], &s, oc + 1);
-            }
-        }
-    }
-}
-
 mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *p, mt_read_rows_fn read_rows,
                                            void *ctx, int8_t *input_ring, const int8_t *expand_weights,
                                            const int32_t *expand_bias, const int8_t *depthwise_weights,
@@ -70,10 +22,10 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
                                            const int32_t *project_bias, int8_t *output, int8_t *scratch)
 {
     const mt_conv_params *e, *d, *pr;
-    int32_t rows, in_rows, loaded, next, oy, ox, c, oc;
-    int32_t row_at[MT_NN_IBS_MAX_KERNEL];
+    int32_t rows, in_rows, loaded, next, oy, ox;
+    int32_t row_at[MT_NN_IB_MAX_KERNEL];
     int8_t *dw_pixel;
-    mt_nn_store dw_store, pr_store;
+    mt_nn_store dw_store;
     mt_status st;
 
     if (p == NULL || read_rows == NULL || input_ring == NULL || expand_weights == NULL ||
@@ -99,7 +51,7 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
     if ((st = mt_nn_check_conv_stage(pr, &p->project_q, pr->in_c)) != MT_OK) {
         return st;
     }
-    if (d->kernel_h > MT_NN_IBS_MAX_KERNEL || e->kernel_h > MT_NN_IBS_MAX_KERNEL) {
+    if (d->kernel_h > MT_NN_IB_MAX_KERNEL || e->kernel_h > MT_NN_IB_MAX_KERNEL) {
         return MT_ERR_PARAM;
     }
     if (d->groups != d->in_c || d->out_c != d->in_c || pr->kernel_h != 1 || pr->kernel_w != 1 ||
@@ -112,7 +64,6 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
     rows = d->kernel_h < d->in_h ? d->kernel_h : d->in_h;
     dw_pixel = scratch + rows * d->in_w * d->in_c;
     dw_store = mt_nn_store_of(depthwise_bias, &p->depthwise_q, d);
-    pr_store = mt_nn_store_of(project_bias, &p->project_q, pr);
 
     loaded = 0; /* input rows [0, loaded) were delivered; the ring holds the last in_rows */
     next = 0;   /* the next expanded row to compute */
@@ -128,44 +79,17 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
             for (; loaded < need; ++loaded) { /* expanded rows go up, so their input windows do too */
                 read_rows(input_ring + (loaded % in_rows) * e->in_w * e->in_c, loaded, 1, ctx);
             }
-            mt_nn_ibs_expand_row(e, &p->expand_q, input_ring, in_rows, expand_weights, expand_bias, next,
-                                 scratch + (next % rows) * d_row);
+            mt_nn_conv_row_s8(e, &p->expand_q, input_ring, in_rows, expand_weights, expand_bias, next,
+                              scratch + (next % rows) * d_row);
         }
         for (ky = ky_begin; ky < ky_end; ++ky) {
             row_at[ky] = ((y0 + ky) % rows) * d_row;
         }
         for (ox = 0; ox < d->out_w; ++ox) {
             const int32_t x0 = ox * d->stride_w - d->pad_left;
-            const int32_t kx_begin = x0 < 0 ? -x0 : 0;
-            const int32_t kx_end = d->in_w - x0 < d->kernel_w ? d->in_w - x0 : d->kernel_w;
             int8_t *y = output + ((int32_t)oy * pr->out_w + ox) * pr->out_c;
-            if (d->kernel_h == 3 && d->kernel_w == 3 && ky_end - ky_begin == 3 && kx_end - kx_begin == 3) {
-                /* the whole 3x3 window inside: the same sum, written out */
-                const int8_t *r0 = scratch + row_at[0] + x0 * d->in_c;
-                const int8_t *r1 = scratch + row_at[1] + x0 * d->in_c;
-                const int8_t *r2 = scratch + row_at[2] + x0 * d->in_c;
-                for (c = 0; c < d->out_c; ++c) {
-                    const int32_t acc = mt_nn_dw_3x3_s8(r0 + c, r1 + c, r2 + c, d->in_c, depthwise_weights + c * 9,
-                                                        d->input_zero_point);
-                    dw_pixel[c] = mt_nn_store_s8(acc, &dw_store, c);
-                }
-            } else {
-                for (c = 0; c < d->out_c; ++c) {
-                    const int8_t *w = depthwise_weights + (int32_t)c * d->kernel_h * d->kernel_w;
-                    int32_t acc = 0;
-                    for (ky = ky_begin; ky < ky_end; ++ky) {
-                        acc += mt_nn_dw_row_s8(scratch + row_at[ky] + (x0 + kx_begin) * d->in_c + c, d->in_c,
-                                               w + ky * d->kernel_w + kx_begin, kx_end - kx_begin,
-                                               d->input_zero_point);
-                    }
-                    dw_pixel[c] = mt_nn_store_s8(acc, &dw_store, c);
-                }
-            }
-            for (oc = 0; oc < pr->out_c; ++oc) { /* projection (1x1) of that pixel */
-                const int32_t acc = mt_nn_dot_s8(dw_pixel, project_weights + oc * pr->in_c, pr->in_c,
-                                                 pr->input_zero_point);
-                y[oc] = mt_nn_store_s8(acc, &pr_store, oc);
-            }
+            mt_nn_dw_pixel_s8(d, &dw_store, scratch, row_at, ky_begin, ky_end, x0, depthwise_weights, dw_pixel);
+            mt_nn_pointwise_pixel_s8(dw_pixel, project_weights, project_bias, &p->project_q, pr, y); /* projection */
         }
     }
     return MT_OK;
