@@ -18,7 +18,9 @@ from pathlib import Path
 RUNTIME_DIR = Path(__file__).resolve().parent
 INCLUDE_DIR = RUNTIME_DIR / "include"
 SRC_DIR = RUNTIME_DIR / "src"
-HEADERS = (INCLUDE_DIR / "mt_runtime.h", INCLUDE_DIR / "mt_nn.h")
+HEADERS = (INCLUDE_DIR / "mt_runtime.h", INCLUDE_DIR / "mt_nn.h", INCLUDE_DIR / "mt_flash.h")
+PUBLIC_HEADERS = (INCLUDE_DIR / "mt_runtime.h", INCLUDE_DIR / "mt_flash.h")
+"""The headers that declare public functions (mt_nn.h holds internal inline helpers only)."""
 
 # The flags every build of the runtime uses (CONTRACTS.md): C99, warnings are errors, and no
 # FMA contraction so the float expressions documented in mt_runtime.h are what runs.
@@ -129,6 +131,30 @@ class ExpandUpdate(ctypes.Structure):
                 ("count", ctypes.c_int32), ("u", UpdateParams), ("grad_row", ctypes.POINTER(ctypes.c_float))]
 
 
+# --- mt_flash.h: the flash driver and the checkpoint's state spans and report -----------------
+FlashErase = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
+FlashProgram = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint8),
+                                ctypes.c_uint32)
+FlashRead = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint8),
+                             ctypes.c_uint32)
+
+
+class Flash(ctypes.Structure):
+    _fields_ = [("erase_page", FlashErase), ("program", FlashProgram), ("read", FlashRead), ("ctx", ctypes.c_void_p),
+                ("page_size", ctypes.c_uint32), ("pages", ctypes.c_uint32), ("write_unit", ctypes.c_uint32)]
+
+
+class StateSpan(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("bytes", ctypes.c_uint32)]
+
+
+class CheckpointInfo(ctypes.Structure):
+    _fields_ = [("status", ctypes.c_int32 * 2), ("sequence", ctypes.c_uint32 * 2), ("model_id", ctypes.c_uint32 * 2),
+                ("payload_bytes", ctypes.c_uint32 * 2), ("newest", ctypes.c_int32), ("written_slot", ctypes.c_int32),
+                ("written_sequence", ctypes.c_uint32), ("bytes_programmed", ctypes.c_uint32),
+                ("pages_erased", ctypes.c_uint32)]
+
+
 _P = ctypes.POINTER
 _i8, _u8, _i32, _f32 = _P(ctypes.c_int8), _P(ctypes.c_uint8), _P(ctypes.c_int32), _P(ctypes.c_float)
 _I, _U, _F = ctypes.c_int32, ctypes.c_uint32, ctypes.c_float
@@ -184,6 +210,11 @@ PROTOTYPES: dict[str, tuple[type, list[type]]] = {
     "mt_inverted_bottleneck_grad_get_buffer_size": (_I, [_P(InvertedBottleneckGradParams)]),
     "mt_inverted_bottleneck_grad_f32": (_I, [_P(InvertedBottleneckGradParams), _f32, _i8, _f32, _u8, _i8, _f32, _u8,
                                              _i8, _P(_i8), _f32, _i8, _P(ExpandUpdate), _f32, _f32, _f32, _f32]),
+    "mt_crc32": (_U, [_U, _u8, _U]),
+    "mt_checkpoint_slot_pages": (_U, [_P(Flash), _U]),
+    "mt_checkpoint_scan": (_I, [_P(Flash), _U, _U, _P(CheckpointInfo)]),
+    "mt_checkpoint_save": (_I, [_P(Flash), _U, _P(StateSpan), _I, _P(CheckpointInfo)]),
+    "mt_checkpoint_restore": (_I, [_P(Flash), _U, _P(StateSpan), _I, _P(CheckpointInfo)]),
 }
 
 
