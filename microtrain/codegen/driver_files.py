@@ -6,7 +6,10 @@ pattern in hex, which the driver reads exactly and without strtod, and as ``lr``
 ``mt_test_y.bin`` (int32 little-endian), and
 ``read_weights`` to turn the driver's ``mt_weights.bin`` back into named arrays using the
 trained-tensor list of ``report.json`` (a weight stored split, ``stored_rows``, has only its
-kept rows in the file: its frozen rows come from the project's model file).
+kept rows in the file: its frozen rows come from the project's model file). Its inverse,
+``write_weights``, writes named arrays in the same layout as ``mt_weights_in.bin``, which the
+driver loads before training when the config says ``weights_in 1`` (``write_driver_files(...,
+weights_in=True)``): the import path of trained tensors, as ``read_weights`` is the export path.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ DTYPES = {"int8": np.int8, "int32": np.dtype("<i4"), "float32": np.dtype("<f4"),
 
 def write_driver_files(workdir: str | Path, x_train: np.ndarray, y_train: np.ndarray, steps: int, lr: float,
                        seed: int = 0, x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
-                       eval_count: int = 0) -> Path:
+                       eval_count: int = 0, weights_in: bool = False) -> Path:
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     np.ascontiguousarray(x_train, dtype=np.int8).tofile(work / "mt_train_x.bin")
@@ -34,7 +37,7 @@ def write_driver_files(workdir: str | Path, x_train: np.ndarray, y_train: np.nda
     (work / "mt_config.txt").write_text(
         f"steps {int(steps)}\nlr_bits {int(np.float32(lr).view(np.uint32)):08x}\nlr {float(np.float32(lr))!r}\n"
         f"seed {int(seed)}\neval {int(eval_count)}\n"
-        f"train_count {len(y_train)}\ntest_count {test_n}\n")
+        f"train_count {len(y_train)}\ntest_count {test_n}\n" + ("weights_in 1\n" if weights_in else ""))
     return work
 
 
@@ -63,3 +66,28 @@ def read_weights(project_dir: str | Path, weights_path: str | Path) -> dict[str,
     if pos != len(raw):
         raise ValueError(f"{weights_path}: {len(raw)} bytes, the trained tensors take {pos}")
     return out
+
+
+def write_weights(project_dir: str | Path, tensors: dict[str, np.ndarray], path: str | Path) -> Path:
+    """Write the trained tensors in report.json's ``trainable`` order and layout (the inverse of
+    ``read_weights``): every trained tensor must be given, in its full shape and dtype; a split
+    weight contributes its ``stored_rows`` only."""
+    doc = json.loads((Path(project_dir) / "report.json").read_text())
+    parts = []
+    for t in doc["trainable"]:
+        if t["name"] not in tensors:
+            raise ValueError(f"no array for the trained tensor {t['name']}")
+        arr = np.asarray(tensors[t["name"]])
+        if list(arr.shape) != list(t["shape"]) or arr.dtype != np.dtype(t["dtype"]):
+            raise ValueError(f"{t['name']}: {arr.dtype} {list(arr.shape)}, the project trains {t['dtype']} {t['shape']}")
+        rows = t.get("stored_rows")
+        if rows is not None:
+            arr = arr[np.asarray(rows, dtype=np.int64)]
+        data = np.ascontiguousarray(arr, dtype=DTYPES[t["dtype"]]).tobytes()
+        if len(data) != int(t["bytes"]):
+            raise ValueError(f"{t['name']}: {len(data)} bytes, the project stores {t['bytes']}")
+        parts.append(data)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(parts))
+    return path

@@ -4,7 +4,9 @@ Reads ``mt_config.txt`` (``key value`` lines: steps, lr, seed, eval, train_count
 test_count), streams one sample at a time from ``mt_train_x.bin`` / ``mt_train_y.bin``
 (int8 samples, int32 little-endian labels; sample i of step i modulo train_count), prints
 ``step <i> loss <%.6f> bits <%08lx>`` per step and ``eval correct <c> total <n>``, and
-writes the trained tensors in ``mt_trainable`` order to ``mt_weights.bin``. Built with
+writes the trained tensors in ``mt_trainable`` order to ``mt_weights.bin``. With ``weights_in 1``
+in the config it first reads ``mt_weights_in.bin`` (the same layout) into the trained tensors, so
+a run continues from tensors trained elsewhere (the fleet server's aggregate). Built with
 ``-DMT_DEBUG_ARENA`` it also fills the arena with a pattern before every step and prints
 ``arena high_water <bytes> size <bytes>``: the highest arena byte any step wrote; with
 ``-DMT_DEBUG_LOGITS`` it prints ``logits <i> <v0> <v1> ...`` for every evaluated sample. In a ``--stream-input`` project
@@ -134,7 +136,7 @@ static int read_sample(FILE *fx, FILE *fy, long index, int32_t *label)
 
 int main(void)
 {
-    long steps = 0, eval_n = 0, train_n = 0, test_n = 0, i;
+    long steps = 0, eval_n = 0, train_n = 0, test_n = 0, weights_in = 0, i;
     float lr = 0.01f;
     unsigned long seed = 0;
     char key[64], value[64];
@@ -164,10 +166,29 @@ int main(void)
         else if (strcmp(key, "eval") == 0) eval_n = strtol(value, NULL, 10);
         else if (strcmp(key, "train_count") == 0) train_n = strtol(value, NULL, 10);
         else if (strcmp(key, "test_count") == 0) test_n = strtol(value, NULL, 10);
+        else if (strcmp(key, "weights_in") == 0) weights_in = strtol(value, NULL, 10);
     }
     fclose(cfg);
     mt_init();
     mt_set_seed((uint32_t)seed);
+    if (weights_in) { /* continue from trained tensors given in mt_trainable order (exact size) */
+        fw = open_file("mt_weights_in.bin", "rb", mt_file_buf, sizeof mt_file_buf);
+        if (fw == NULL) {
+            printf("error cannot open mt_weights_in.bin\n");
+            return 1;
+        }
+        for (k = 0; k < MT_NUM_TRAINABLE; ++k) {
+            if (fread(mt_trainable[k].data, 1, mt_trainable[k].bytes, fw) != (size_t)mt_trainable[k].bytes) {
+                printf("error mt_weights_in.bin is too short for %s\n", mt_trainable[k].name);
+                return 1;
+            }
+        }
+        if (fread(value, 1, 1, fw) != 0) {
+            printf("error mt_weights_in.bin is longer than the trained tensors\n");
+            return 1;
+        }
+        fclose(fw);
+    }
 
     if (steps > 0) {
         fx = open_file("mt_train_x.bin", "rb", mt_file_buf, sizeof mt_file_buf);
