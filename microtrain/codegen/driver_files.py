@@ -79,7 +79,8 @@ def write_weights(project_dir: str | Path, tensors: dict[str, np.ndarray], path:
             raise ValueError(f"no array for the trained tensor {t['name']}")
         arr = np.asarray(tensors[t["name"]])
         if list(arr.shape) != list(t["shape"]) or arr.dtype != np.dtype(t["dtype"]):
-            raise ValueError(f"{t['name']}: {arr.dtype} {list(arr.shape)}, the project trains {t['dtype']} {t['shape']}")
+            raise ValueError(f"{t['name']}: {arr.dtype} {list(arr.shape)}, "
+                             f"the project trains {t['dtype']} {t['shape']}")
         rows = t.get("stored_rows")
         if rows is not None:
             arr = arr[np.asarray(rows, dtype=np.int64)]
