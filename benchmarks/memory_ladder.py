@@ -19,7 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import microtrain.compiler  # noqa: F401
 from microtrain.compiler.hoist_masks import forward_end
 from microtrain.compiler.pipeline import CompileOptions, compile_inference, compile_training
 from microtrain.frontend.heads import new_head

@@ -39,9 +39,9 @@ from microtrain.data.preprocess import preprocess  # noqa: E402
 from microtrain.frontend.heads import new_head  # noqa: E402
 from microtrain.frontend.mcu_zoo import import_zoo_model  # noqa: E402
 from microtrain.models import zoo_model_path  # noqa: E402
+from microtrain.scheme import make_scheme  # noqa: E402
 from microtrain.sim.resolution import with_resolution  # noqa: E402
 from microtrain.sparse.presets import preset  # noqa: E402
-from microtrain.sparse.scheme import make_scheme  # noqa: E402
 from microtrain.train.loop import TrainConfig, Trainer  # noqa: E402
 
 # (label, optimizer, rounding, scheme)

@@ -32,10 +32,10 @@ import numpy as np
 from microtrain.data.datasets import load_dataset
 from microtrain.data.preprocess import preprocess
 from microtrain.report.plots import plot_accuracy_vs_memory
+from microtrain.scheme import UpdateScheme, make_scheme
 from microtrain.sparse import search as S
 from microtrain.sparse.backends import WorkerPool
 from microtrain.sparse.contribution import AnalysisConfig, graph_hash, map_jobs, prepare, run_analysis, write_atomic
-from microtrain.sparse.scheme import UpdateScheme, make_scheme
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-import microtrain.compiler  # noqa: F401
 from microtrain.codegen.driver_files import write_driver_files
 from microtrain.codegen.generate_project import generate_project
 from microtrain.compiler.pipeline import CompileOptions, compile_training

@@ -12,8 +12,10 @@ A MODEL is one of:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from microtrain.frontend.mcu_zoo import import_zoo_model
 from microtrain.ir import Graph, load_graph
 
 ZOO_NAMES = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
@@ -39,24 +41,34 @@ def zoo_model_path(name: str) -> Path:
     return path
 
 
+def _zoo_file(path: Path) -> Graph:
+    if not path.exists():
+        raise ModelNotFound(f"{path}: no such file")
+    return import_zoo_model(path)
+
+
+IMPORTERS: dict[str, Callable[[Path], Graph]] = {
+    ".pkl": _zoo_file,     # an MCU-zoo checkpoint (frontend/mcu_zoo.py)
+    ".json": load_graph,   # a microtrain model (model.json + model.npz)
+    ".npz": load_graph,
+}
+"""Model file suffix -> the importer that turns the file into a verified int8 Graph. A new
+format is one line here (and its importer in ``frontend/``)."""
+
+
 def load_model(spec: str | Path) -> Graph:
+    """'default', a zoo name, or a model file whose suffix ``IMPORTERS`` knows."""
     spec = str(spec)
     if spec == "default":
-        from microtrain.zoo.default_cnn import load_default_graph
+        from microtrain.zoo.default_cnn import load_default_graph  # deferred: torch
 
         return load_default_graph()
     if spec in ZOO_NAMES:
-        from microtrain.frontend.mcu_zoo import import_zoo_model
-
         return import_zoo_model(zoo_model_path(spec))
     path = Path(spec)
-    if path.suffix == ".pkl":
-        from microtrain.frontend.mcu_zoo import import_zoo_model
-
-        if not path.exists():
-            raise ModelNotFound(f"{path}: no such file")
-        return import_zoo_model(path)
-    if path.suffix in (".json", ".npz") or path.with_suffix(".json").exists():
+    if path.suffix in IMPORTERS:
+        return IMPORTERS[path.suffix](path)
+    if path.with_suffix(".json").exists():
         return load_graph(path)
     raise ModelNotFound(f"unknown model {spec!r}: give 'default', one of {', '.join(ZOO_NAMES)}, "
-                        f"a zoo .pkl file or a microtrain .json model")
+                        f"or a model file ({', '.join(sorted(IMPORTERS))})")

@@ -39,7 +39,7 @@ def default_cnn_with_scheme():
 
     from microtrain.frontend.heads import new_head
     from microtrain.models import load_model
-    from microtrain.sparse.scheme import make_scheme
+    from microtrain.scheme import make_scheme
 
     try:
         graph = load_model("default")

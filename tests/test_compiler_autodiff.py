@@ -13,17 +13,17 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import microtrain.compiler  # noqa: F401  (registers training shape rules)
+import microtrain.compiler  # noqa: F401
 from microtrain import quant
 from microtrain.compiler.build_training_graph import build_training_graph
 from microtrain.compiler.differentiate import VJP_EXEMPT, VJP_RULES, differentiate
 from microtrain.compiler.toy_graphs import toy_mbnet
-from microtrain.compiler.training_ops import TRAINING_SHAPE_RULES
 from microtrain.interp.reference import run_graph
 from microtrain.interp.training import ALL_EVAL_RULES, run_training_graph
 from microtrain.ir.ops import Op
+from microtrain.ir.shapes_training import TRAINING_SHAPE_RULES
 from microtrain.ir.verify import SHAPE_RULES
-from microtrain.sparse.scheme import make_scheme
+from microtrain.scheme import make_scheme
 
 
 def torch_grads(graph, x, label):

@@ -15,7 +15,7 @@ from microtrain.compiler.pipeline import CompileOptions, compile_training
 from microtrain.compiler.toy_graphs import toy_mbnet
 from microtrain.ir import save_graph
 from microtrain.ir.ops import Op
-from microtrain.sparse.scheme import UpdateScheme, WeightUpdate, make_scheme
+from microtrain.scheme import UpdateScheme, WeightUpdate, make_scheme
 
 
 @pytest.fixture(scope="module")

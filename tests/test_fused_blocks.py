@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 from runtime_harness.rt import assert_equal_first, ptr, runtime
 
+from microtrain.compiler import inplace
 from microtrain.compiler.fuse_frozen_blocks import fuse_frozen_blocks
 from microtrain.compiler.hoist_masks import forward_end
 from microtrain.compiler.toy_graphs import toy_mbnet
-from microtrain.interp.fused import FUSED, block_subgraph
 from microtrain.interp.reference import run_graph
 from microtrain.interp.training import run_training_graph
+from microtrain.ir import buffer_sizes
+from microtrain.ir.fused_blocks import FUSED, block_subgraph
 from microtrain.ir.graph import GraphBuilder, QParams, Tensor
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import conv_output_hw, verify_graph
@@ -150,8 +152,8 @@ def _run_c(lib, f, node, x: np.ndarray, inplace: bool = False) -> tuple[int, np.
     keep: list = []
     p = twins.inverted_bottleneck_params(node, f)
     s = _struct(p, keep)
-    assert lib.mt_inverted_bottleneck_get_buffer_size(ctypes.byref(s)) == twins.inverted_bottleneck_get_buffer_size(p) \
-        == node.attrs["scratch_bytes"]
+    assert lib.mt_inverted_bottleneck_get_buffer_size(ctypes.byref(s)) == \
+        buffer_sizes.inverted_bottleneck_get_buffer_size(p) == node.attrs["scratch_bytes"]
     consts = [np.ascontiguousarray(f.tensors[t].data) for t in node.inputs[1:]]
     if not p["has_expand"]:
         consts = [None, None, *consts]
@@ -182,7 +184,7 @@ def test_c_kernel_bit_exact(rt, expand, k, stride, residual):
         assert st == twins.MT_OK
         assert_equal_first(got, want, f"{node.name} seed {seed}")
         p = twins.inverted_bottleneck_params(node, f)
-        if twins.inverted_bottleneck_inplace_ok(p):  # the output written over the input
+        if inplace.inverted_bottleneck_inplace_ok(p):  # the output written over the input
             st, got = _run_c(rt, f, node, x, inplace=True)
             assert st == twins.MT_OK
             assert_equal_first(got, want, f"{node.name} in place, seed {seed}")
@@ -197,12 +199,12 @@ def test_c_kernel_inplace_rule_matches_twin(rt):
     rng = np.random.default_rng(5)
     g = random_block(rng, "1x1", 3, 1, True)
     f, node = _fused(g)
-    assert twins.inverted_bottleneck_inplace_ok(twins.inverted_bottleneck_params(node, f))
+    assert inplace.inverted_bottleneck_inplace_ok(twins.inverted_bottleneck_params(node, f))
     blk = _Block(rng, (1, 6, 5, 4))
     t = blk.conv("b.depthwise", blk.x, 4, 3, 1, True)
     g2 = verify_graph(blk.b.build((blk.conv("b.pointwise2", t, 4, 1, 1, False),)))
     node2 = fused_node_of(g2)
-    assert not twins.inverted_bottleneck_inplace_ok(twins.inverted_bottleneck_params(node2, g2))
+    assert not inplace.inverted_bottleneck_inplace_ok(twins.inverted_bottleneck_params(node2, g2))
     st, _ = _run_c(rt, g2, node2, np.zeros((1, 6, 5, 4), np.int8), inplace=True)
     assert st == twins.MT_ERR_PARAM
     # the zoo's first stage: image -> first_conv 3x3/2 -> depthwise -> projection, a smaller output
@@ -212,7 +214,7 @@ def test_c_kernel_inplace_rule_matches_twin(rt):
     t = blk.conv("b.depthwise", t, 8, 3, 1, True)
     g3 = verify_graph(blk.b.build((blk.conv("b.pointwise2", t, 4, 1, 1, False),)))
     f3, node3 = _fused(g3)
-    assert twins.inverted_bottleneck_inplace_ok(twins.inverted_bottleneck_params(node3, f3))
+    assert inplace.inverted_bottleneck_inplace_ok(twins.inverted_bottleneck_params(node3, f3))
     x = rng.integers(-128, 128, (1, 16, 16, 3)).astype(np.int8)
     st, got = _run_c(rt, f3, node3, x, inplace=True)
     assert st == twins.MT_OK
@@ -229,7 +231,7 @@ def fused_node_of(g):
 
 def test_pass_fuses_only_frozen_blocks_of_a_training_graph():
     from microtrain.compiler.pipeline import CompileOptions, compile_training
-    from microtrain.sparse.scheme import make_scheme
+    from microtrain.scheme import make_scheme
 
     g = toy_mbnet(seed=0, size=16, blocks=((1, 8, 1), (3, 8, 2), (3, 8, 1), (3, 12, 1), (2, 12, 1)))
     layers = [n.name for n in g.weighted_nodes()]
@@ -282,7 +284,7 @@ def test_generated_c_with_fused_blocks_bit_exact(tmp_path):
     from microtrain.codegen.generate_project import generate_project
     from microtrain.compiler.pipeline import CompileOptions, compile_training
     from microtrain.interp.reference import infer
-    from microtrain.sparse.scheme import make_scheme
+    from microtrain.scheme import make_scheme
     from microtrain.targets import host
 
     require_tool("gcc", "gcc")

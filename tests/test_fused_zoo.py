@@ -11,8 +11,8 @@ from conftest import zoo_path_or_skip
 
 from microtrain.compiler.hoist_masks import forward_end
 from microtrain.compiler.pipeline import CompileOptions, compile_inference, compile_training
-from microtrain.interp.fused import FUSED
 from microtrain.interp.reference import run_graph
+from microtrain.ir.fused_blocks import FUSED
 
 pytestmark = [pytest.mark.zoo, pytest.mark.slow]
 

@@ -30,7 +30,7 @@ from microtrain.compiler.toy_graphs import toy_mbnet
 from microtrain.interp.training import ALL_EVAL_RULES, run_training_graph
 from microtrain.ir.ops import Op
 from microtrain.runtime import cbind, twins
-from microtrain.sparse.scheme import make_scheme
+from microtrain.scheme import make_scheme
 from microtrain.targets import host
 
 GRAD = Op.INVERTED_BOTTLENECK_GRAD

@@ -14,7 +14,7 @@ from microtrain.compiler.pipeline import CompileOptions, compile_training
 from microtrain.compiler.toy_graphs import toy_mbnet
 from microtrain.interp.reference import infer
 from microtrain.interp.training import run_training_graph
-from microtrain.sparse.scheme import make_scheme
+from microtrain.scheme import make_scheme
 from microtrain.targets import host
 
 pytestmark = pytest.mark.host_c

@@ -14,7 +14,7 @@ from microtrain.codegen.driver_files import read_weights, write_driver_files, wr
 from microtrain.codegen.generate_project import generate_project
 from microtrain.compiler.pipeline import CompileOptions, compile_training
 from microtrain.compiler.toy_graphs import toy_mbnet
-from microtrain.sparse.scheme import make_scheme
+from microtrain.scheme import make_scheme
 from microtrain.targets import host
 
 pytestmark = pytest.mark.host_c

@@ -21,8 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microtrain import quant
-from microtrain.interp.reference import add_params, avg_pool_params, output_multipliers, run_graph
+from microtrain.interp.reference import run_graph
 from microtrain.ir import GraphBuilder, Op, QParams, Tensor
+from microtrain.runtime.twins import add_params, avg_pool_params, output_multipliers
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

@@ -19,7 +19,7 @@ from microtrain.compiler.plan_memory import (
     verify_plan,
 )
 from microtrain.compiler.toy_graphs import toy_mbnet
-from microtrain.sparse.scheme import make_scheme
+from microtrain.scheme import make_scheme
 
 
 def _bufs(rows):

@@ -12,13 +12,14 @@ from hypothesis import strategies as st
 from runtime_harness.rt import assert_equal_first
 
 import microtrain.compiler  # noqa: F401
+from microtrain.compiler import inplace
 from microtrain.compiler.pipeline import CompileOptions, compile_training
 from microtrain.compiler.plan_memory import Buffer, greedy_by_size, lifetimes, verify_overwrites, verify_plan
 from microtrain.compiler.toy_graphs import toy_mbnet
-from microtrain.interp.fused import FUSED
 from microtrain.interp.reference import run_graph
+from microtrain.ir.fused_blocks import FUSED
 from microtrain.runtime import twins
-from microtrain.sparse.scheme import make_scheme
+from microtrain.scheme import make_scheme
 
 
 def _pair(victim_size=64, writer_size=32, offsets=(0, 0), writer_first=2, victim_last=2):
@@ -115,7 +116,7 @@ def test_c_kernel_stride2_in_place_random_shapes(rt, seed, k, expand):
     f, node = _fused(g)
     x = rng.integers(-128, 128, g.tensors["x"].shape).astype(np.int8)
     want = run_graph(g, {"x": x})[g.outputs[0]]
-    ok = twins.inverted_bottleneck_inplace_ok(twins.inverted_bottleneck_params(node, f))
+    ok = inplace.inverted_bottleneck_inplace_ok(twins.inverted_bottleneck_params(node, f))
     st_, got = _run_c(rt, f, node, x, inplace=True) if g.tensors["x"].nbytes >= want.nbytes else (None, None)
     if ok:
         assert st_ == twins.MT_OK

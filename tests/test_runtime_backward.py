@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from runtime_harness.rt import assert_close_first, assert_equal_first, channels, ptr, runtime
 
+from microtrain.ir import buffer_sizes
 from microtrain.ir.verify import conv_output_hw
 from microtrain.runtime import cbind, twins
 
@@ -237,7 +238,7 @@ def test_dequantize_mask_and_add_exact(rt):
         y = rng.integers(-128, 128, n).astype(np.int8)
         lo, hi = -20, 100
         mask = np.full(rt.mt_clamp_mask_get_buffer_size(n), 0xFF, dtype=np.uint8)
-        assert mask.size == twins.clamp_mask_get_buffer_size(n) == (n + 7) // 8
+        assert mask.size == buffer_sizes.clamp_mask_get_buffer_size(n) == (n + 7) // 8
         assert rt.mt_clamp_mask_s8(ptr(y), n, lo, hi, ptr(mask)) == 0
         keep = (y > lo) & (y < hi)
         assert_equal_first(mask, np.packbits(keep, bitorder="little"), "mask bits (LSB first, tail zero)")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from runtime_harness.rt import assert_equal_first, ptr, runtime
 
+from microtrain.ir import buffer_sizes
 from microtrain.runtime import cbind, twins
 
 pytestmark = pytest.mark.host_c
@@ -32,7 +33,7 @@ def test_depthwise_grad_input_inplace_bit_exact(rt, h, w, c, k):
     want = np.zeros_like(g)
     assert rt.mt_depthwise_conv2d_grad_input_f32(ctypes.byref(p), ptr(s_w), ptr(wq), ptr(g), ptr(want)) == 0
     size = rt.mt_depthwise_conv2d_grad_input_inplace_get_buffer_size(ctypes.byref(p))
-    assert size == twins.depthwise_conv2d_grad_input_inplace_get_buffer_size(h, w) == h * w * 4
+    assert size == buffer_sizes.depthwise_conv2d_grad_input_inplace_get_buffer_size(h, w) == h * w * 4
     scratch = np.full(size // 4, np.nan, np.float32)
     got = g.copy()
     assert rt.mt_depthwise_conv2d_grad_input_inplace_f32(ctypes.byref(p), ptr(s_w), ptr(wq), ptr(got),

@@ -1,4 +1,4 @@
-"""The fused update kernels against microtrain/train/rounding.py (the simulator's statement
+"""The fused update kernels against microtrain/runtime/rounding.py (the simulator's statement
 of the shared/COMMON.md rule), bit for bit: nearest and stochastic rounding, QAS and plain
 factors, kept channels in any order and one at a time, sliced and full weight storage,
 saturation of int8 weights and int32 biases."""
@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from runtime_harness.rt import assert_equal_first, channels, ptr, runtime
 
-from microtrain.runtime import cbind, twins
-from microtrain.train import rounding
+from microtrain.runtime import cbind, rounding, twins
 
 pytestmark = pytest.mark.host_c
 

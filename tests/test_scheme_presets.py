@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from microtrain.scheme import SchemeError, make_scheme
 from microtrain.sim.random_graph import random_graph
 from microtrain.sparse.presets import load_scheme, preset, preset_names
-from microtrain.sparse.scheme import SchemeError, make_scheme
 
 
 @pytest.fixture(scope="module")

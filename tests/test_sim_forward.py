@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microtrain.interp.reference import run_graph
+from microtrain.scheme import make_scheme
 from microtrain.sim.random_graph import random_graph, random_inputs
 from microtrain.sim.simulator import Simulator
-from microtrain.sparse.scheme import make_scheme
 
 
 def _assert_all_equal(graph, x, batched):

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microtrain.ir.ops import Op
+from microtrain.scheme import make_scheme
 from microtrain.sim.ops import clamp_mask, conv_float, real_weights
 from microtrain.sim.random_graph import random_graph, random_inputs
 from microtrain.sim.simulator import Simulator
-from microtrain.sparse.scheme import make_scheme
 
 RTOL, ATOL = 1e-4, 1e-6
 

@@ -11,6 +11,7 @@ import pytest
 from microtrain.cli import main
 from microtrain.compiler.pipeline import compile_training
 from microtrain.ir.serialize import save_graph
+from microtrain.scheme import UpdateScheme
 from microtrain.sim.random_graph import random_graph
 from microtrain.sparse.contribution import (
     LR_CANDIDATES,
@@ -21,7 +22,6 @@ from microtrain.sparse.contribution import (
     prepare,
     run_analysis,
 )
-from microtrain.sparse.scheme import UpdateScheme
 
 CFG = AnalysisConfig(epochs=1, candidates=2, bias_ks=(0, 1, 2, 4), ratios=(0.5, 1.0), lr=0.02)
 

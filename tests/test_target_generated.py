@@ -15,7 +15,7 @@ from microtrain.codegen.driver_files import write_driver_files
 from microtrain.codegen.generate_project import generate_project
 from microtrain.compiler.pipeline import CompileOptions, compile_training
 from microtrain.compiler.toy_graphs import toy_mbnet
-from microtrain.sparse.scheme import make_scheme
+from microtrain.scheme import make_scheme
 from microtrain.targets import cortex_m7, host
 
 pytestmark = [pytest.mark.target, pytest.mark.host_c]

@@ -5,12 +5,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from microtrain.runtime.rounding import apply_update, update_factors
+from microtrain.scheme import make_scheme
 from microtrain.sim.random_graph import random_graph, random_inputs
 from microtrain.sim.simulator import Simulator
-from microtrain.sparse.scheme import make_scheme
 from microtrain.train.loop import TrainConfig, Trainer, cosine_lr
 from microtrain.train.optim import Int8Optimizer
-from microtrain.train.rounding import apply_update, update_factors
 
 
 def _setup(seed=0):

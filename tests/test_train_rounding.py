@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from microtrain.train.rounding import apply_update, fmix32, mix, stochastic_offsets, update_factors
+from microtrain.runtime.rounding import apply_update, fmix32, mix, stochastic_offsets, update_factors
 
 
 def test_fmix32_known_values():

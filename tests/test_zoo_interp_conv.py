@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microtrain import quant
-from microtrain.interp.reference import EVAL_RULES, output_multipliers
+from microtrain.interp.reference import EVAL_RULES
 from microtrain.ir import GraphBuilder, Op, QParams, Tensor, conv_output_hw
+from microtrain.runtime.twins import output_multipliers
 
 
 def per_position_conv_acc(x: np.ndarray, z: int, w: np.ndarray, b: np.ndarray, stride, padding, groups) -> np.ndarray:

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from microtrain.errors import UserError
 
-class UserError(Exception):
-    """A problem with what the user asked for: printed as one line, exit code 2."""
+__all__ = ["UserError", "emit", "log"]
 
 
 def _default(o: Any) -> Any:

@@ -70,7 +70,7 @@ def parse_bytes(text: str) -> int:
 
 def load_graph_and_scheme(model: str, scheme_arg: str, classes: int | None, seed: int = 0):
     from microtrain.models import ModelNotFound, load_model
-    from microtrain.sparse.scheme import SchemeError
+    from microtrain.scheme import SchemeError
 
     try:
         graph = load_model(model)
@@ -93,7 +93,6 @@ def load_graph_and_scheme(model: str, scheme_arg: str, classes: int | None, seed
 
 
 def run(args: argparse.Namespace) -> int:
-    import microtrain.compiler  # noqa: F401
     from microtrain.codegen.generate_project import generate_project, report
     from microtrain.compiler.build_training_graph import CompileError
     from microtrain.compiler.pipeline import CompileOptions, compile_inference, compile_training

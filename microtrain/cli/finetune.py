@@ -2,7 +2,7 @@
 
 The simulator (``microtrain.sim``) runs the device's integer arithmetic batched in torch
 and the optimizer updates the int8 weights / int32 biases themselves with the device's
-rounding rule (``train/rounding.py``), so the accuracy printed here is what the device
+rounding rule (``runtime/rounding.py``), so the accuracy printed here is what the device
 would reach with the same scheme, optimizer and data order.
 
 DIR receives ``model.json``/``model.npz`` (the trained int8 graph, ``ir.save_graph``),
@@ -83,9 +83,9 @@ def _prepare(args: argparse.Namespace):
     from microtrain.data.datasets import check_fits, load_dataset
     from microtrain.ir import IRError, ModelFileError
     from microtrain.models import ModelNotFound, load_model
+    from microtrain.scheme import SchemeError
     from microtrain.sim.resolution import with_resolution
     from microtrain.sparse.presets import load_scheme
-    from microtrain.sparse.scheme import SchemeError
 
     try:
         graph = load_model(args.model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from microtrain.codegen.context import CContext, c_float
+from microtrain.ir.buffer_sizes import depthwise_conv2d_grad_input_inplace_get_buffer_size
 from microtrain.ir.graph import Node
 from microtrain.ir.ops import Op
 from microtrain.runtime import twins
@@ -158,7 +159,7 @@ def _conv_grad_input(node: Node, ctx: CContext) -> list[str]:
     if _is_depthwise(layer, ctx) and ctx.same_buffer(g, out):
         # the planner let the input gradient overwrite the output gradient (inplace_operands)
         x_t = ctx.graph.tensors[layer.inputs[0]]
-        plane = twins.depthwise_conv2d_grad_input_inplace_get_buffer_size(x_t.shape[1], x_t.shape[2]) // 4
+        plane = depthwise_conv2d_grad_input_inplace_get_buffer_size(x_t.shape[1], x_t.shape[2]) // 4
         return ["{", f"    float scratch[{plane}]; /* one channel plane */",
                 "    " + _try(ctx, "mt_depthwise_conv2d_grad_input_inplace_f32", "&" + ctx.conv_params(layer),
                               ctx.weight_scales(w), ctx.ptr(w), ctx.ptr(g), "scratch"), "}"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
-from microtrain.sparse.scheme import UpdateScheme, check_scheme
+from microtrain.scheme import UpdateScheme, check_scheme
 
 ROUNDINGS = ("nearest", "stochastic")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from microtrain.compiler.build_training_graph import CompileError
-from microtrain.compiler.training_ops import mask_bytes
+from microtrain.ir.buffer_sizes import clamp_mask_get_buffer_size as mask_bytes
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import TRAINING_OPS, Op
 from microtrain.ir.verify import verify_graph

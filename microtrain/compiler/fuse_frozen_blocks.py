@@ -6,7 +6,7 @@ updates only later layers nothing in the backward reads them. Such a block
 
     [expand CONV2D (groups 1, any kernel)] -> depthwise CONV2D -> 1x1 CONV2D [-> ADD(block input)]
 
-becomes one FUSED_INVERTED_BOTTLENECK node (``interp/fused.py`` defines it by the original
+becomes one FUSED_INVERTED_BOTTLENECK node (``ir/fused_blocks.py`` defines it by the original
 ops, so results are bit-exact). Its kernel computes the expanded rows only as the depthwise
 needs them, into a ring buffer of kernel_h rows, then one depthwise pixel, its projection
 and the residual: the block's live memory drops from input + expanded + depthwise output
@@ -20,8 +20,8 @@ the weights), and none of its intermediate tensors is read outside the block or 
 output. On an inference graph every block qualifies.
 
 The output gets its own buffer (FUSED_INVERTED_BOTTLENECK is not in
-``plan_memory.INPLACE_RULES``), but when the input dies at the block and the kernel may write
-the output over it (``twins.inverted_bottleneck_inplace_ok``: a residual block, or a stride-2
+``inplace.INPLACE_RULES``), but when the input dies at the block and the kernel may write
+the output over it (``inplace.inverted_bottleneck_inplace_ok``: a residual block, or a stride-2
 block whose output row r lands on input rows no later row reads), the planner starts that
 buffer at the input's offset (``Buffer.overwrites``). That removes the zoo models' forward
 peak at block 1 (block 0's 64x64 output held whole next to block 1's output).
@@ -29,10 +29,9 @@ peak at block 1 (block 0's 64x64 output held whole next to block 1's output).
 
 from __future__ import annotations
 
-from microtrain.interp.fused import FUSED, SCRATCH_QUANT
+from microtrain.ir.fused_blocks import FUSED, SCRATCH_QUANT, scratch_bytes
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import UPDATE_OPS, Op
-from microtrain.runtime import twins
 
 
 def _is_depthwise(n: Node, g: Graph) -> bool:
@@ -105,7 +104,7 @@ def fused_node(block: list[Node], g: Graph) -> tuple[Node, Tensor]:
     name = f"fused[{block[0].name}..{block[-1].name}]"
     scratch = f"{name}.scratch"
     node = Node(name, FUSED, (x, *consts), (y, scratch), attrs)
-    size = twins.inverted_bottleneck_get_buffer_size(twins.inverted_bottleneck_params(node, g))
+    size = scratch_bytes(node, g)
     node = Node(name, FUSED, node.inputs, node.outputs, {**attrs, "scratch_bytes": size})
     return node, Tensor(scratch, (size,), "int8", SCRATCH_QUANT)
 

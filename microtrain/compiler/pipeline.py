@@ -27,7 +27,7 @@ from microtrain.compiler.stream_block_grads import stream_block_grads
 from microtrain.compiler.stream_input import stream_input
 from microtrain.ir.graph import Graph
 from microtrain.ir.verify import verify_graph
-from microtrain.sparse.scheme import UpdateScheme
+from microtrain.scheme import UpdateScheme
 
 log = logging.getLogger("microtrain.compiler")
 

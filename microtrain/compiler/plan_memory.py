@@ -2,13 +2,13 @@
 
 1. Lifetimes over the final schedule: a tensor lives from the step that produces it
    (graph inputs: step -1) to the last step that reads it (the loss: the end).
-2. In-place: ``INPLACE_RULES[op]`` names the operands an op may overwrite (elementwise ops
+2. In-place (``compiler/inplace.py``): ``INPLACE_RULES[op]`` names the operands an op may overwrite (elementwise ops
    whose kernels allow aliasing; also a same-shape depthwise input gradient, see
    ``inplace_operands``); when such an operand dies at that op and has the output's
    size, output and operand share one buffer. RESHAPE is always a view.
    Lagged in-place (``overwrites``): a FUSED_INVERTED_BOTTLENECK whose input dies at it and
    whose kernel provably never writes an output row over input bytes a later row still reads
-   (``twins.inverted_bottleneck_inplace_ok``: a stride-2 block's output row r lands on input
+   (``inplace.inverted_bottleneck_inplace_ok``: a stride-2 block's output row r lands on input
    rows < 2r+1) may start its (smaller) output buffer at its input buffer's offset: the two
    buffers stay separate (each keeps its own size and lifetime, so the input's tail is free
    again after the step) but may share bytes at that one step, at the same offset only.
@@ -31,49 +31,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from microtrain.compiler.inplace import inplace_operands, overwrite_ok
 from microtrain.compiler.split_trained_rows import ram_rows, stored_bytes
 from microtrain.ir.graph import Graph
 from microtrain.ir.ops import UPDATE_OPS, Op
-from microtrain.runtime import twins
 
 ALIGN = 8
 SCALAR_INPUTS = ("label", "lr")
-
-INPLACE_RULES: dict[Op, tuple[int, ...]] = {
-    Op.MASK_GRAD: (0,),          # mt_apply_mask_f32: grad_out may alias grad_in
-    Op.GRAD_ACCUMULATE: (0, 1),  # mt_add_f32: out may alias a or b
-    Op.ADD: (0, 1),              # mt_add_s8: output may alias a or b
-    Op.LOSS_GRAD: (0,),          # mt_softmax_cross_entropy_f32: grad may alias logits
-}
-"""Operands an op may overwrite with its output (elementwise, same size, same position)."""
-
-INPLACE_RULES_EXEMPT = frozenset(Op) - frozenset(INPLACE_RULES)
-"""Every other op writes a fresh buffer (RESHAPE is a view, handled apart)."""
-
-INPLACE_SCRATCH_MAX = 4096
-"""Largest scratch (one channel plane, bytes) of the in-place depthwise input gradient; the
-generated code keeps it on the stack."""
-
-
-def depthwise_grad_inplace_ok(graph: Graph, node) -> bool:
-    """A depthwise CONV2D_GRAD_INPUT whose input gradient has its output gradient's shape can
-    overwrite it (mt_depthwise_conv2d_grad_input_inplace_f32, one plane of scratch)."""
-    if node.op != Op.CONV2D_GRAD_INPUT:
-        return False
-    layer = graph.node(node.attrs["layer"])
-    x, w = graph.tensors[layer.inputs[0]], graph.tensors[layer.inputs[1]]
-    g, gi = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
-    return (int(layer.attrs.get("groups", 1)) == x.shape[3] == w.shape[0] and w.shape[3] == 1
-            and g.shape == gi.shape and g.dtype == gi.dtype
-            and twins.depthwise_conv2d_grad_input_inplace_get_buffer_size(x.shape[1], x.shape[2])
-            <= INPLACE_SCRATCH_MAX)
-
-
-def inplace_operands(graph: Graph, node) -> tuple[int, ...]:
-    """Operands ``node`` may overwrite: ``INPLACE_RULES`` of its op, plus the in-place depthwise grad."""
-    if depthwise_grad_inplace_ok(graph, node):
-        return (0,)
-    return INPLACE_RULES.get(node.op, ())
 
 
 @dataclasses.dataclass
@@ -228,19 +192,12 @@ def lifetimes(graph: Graph) -> list[Buffer]:
             b.used = max(b.used, used)
             b.tensors.append(name)
     for i, node in enumerate(nodes):
-        if _overwrite_ok(graph, node) and node.inputs[0] in group and node.outputs[0] in group:
+        if overwrite_ok(graph, node) and node.inputs[0] in group and node.outputs[0] in group:
             victim, writer = buffers[root(node.inputs[0])], buffers[root(node.outputs[0])]
             if (victim is not writer and victim.last == i == writer.first and writer.size <= victim.size
                     and node.inputs[0] not in graph.inputs and writer.used == graph.tensors[node.outputs[0]].nbytes):
                 writer.overwrites = victim.name
     return list(buffers.values())
-
-
-def _overwrite_ok(graph: Graph, node) -> bool:
-    """May ``node``'s output be written over its input from the same address (lagged in place)?"""
-    if node.op != Op.FUSED_INVERTED_BOTTLENECK or graph.meta.get("stream_input") == node.name:
-        return False
-    return twins.inverted_bottleneck_inplace_ok(twins.inverted_bottleneck_params(node, graph))
 
 
 def _band_buffers(graph: Graph, first: dict[str, int], last: dict[str, int]) -> dict[str, int]:
@@ -351,7 +308,7 @@ def verify_overwrites(graph: Graph, buffers: list[Buffer]) -> None:
         v = by_name[w.overwrites]
         node = graph.nodes[w.first] if 0 <= w.first < len(graph.nodes) else None
         if (node is None or node.op != Op.FUSED_INVERTED_BOTTLENECK or node.inputs[0] not in v.tensors
-                or node.outputs[0] not in w.tensors or not _overwrite_ok(graph, node)
+                or node.outputs[0] not in w.tensors or not overwrite_ok(graph, node)
                 or any(t in n.inputs for t in v.tensors for n in graph.nodes[w.first + 1:])
                 or any(t in graph.outputs for t in v.tensors)):
             raise AssertionError(f"buffer {w.name!r} may not be written over {v.name!r} at step {w.first}")

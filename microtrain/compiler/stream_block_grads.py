@@ -11,7 +11,7 @@ and its widest point holds two whole expanded gradients (MbV2-w0.35 block 12: 8x
 column c of the projection's input gradient, masked, is one plane; its depthwise input
 gradient, masked, another; from that plane come bias-gradient entry c, expansion weight
 gradient row c (applied at once) and channel c's share of the block input's gradient.
-These nodes become one INVERTED_BOTTLENECK_GRAD node (``interp/block_grad.py`` defines it
+These nodes become one INVERTED_BOTTLENECK_GRAD node (``ir/block_grads.py`` defines it
 by them; kernel ``mt_inverted_bottleneck_grad_f32``, bit-exact with them) that holds two
 planes instead of the expanded tensors.
 
@@ -36,12 +36,12 @@ import dataclasses
 
 from microtrain.compiler.plan_memory import plan_memory
 from microtrain.compiler.split_trained_rows import is_pointwise
-from microtrain.interp.block_grad import BLOCK_GRAD, OUTPUT_ROLES
-from microtrain.interp.fused import SCRATCH_QUANT
+from microtrain.ir.block_grads import BLOCK_GRAD, OUTPUT_ROLES
+from microtrain.ir.buffer_sizes import inverted_bottleneck_grad_get_buffer_size
+from microtrain.ir.fused_blocks import SCRATCH_QUANT
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import UPDATE_OPS, Op
 from microtrain.ir.verify import verify_graph
-from microtrain.runtime import twins
 
 
 def _is_depthwise(n: Node, g: Graph) -> bool:
@@ -125,7 +125,7 @@ PER_PASS = 4
 def _scratch_size(node: Node, g: Graph, per_pass: int) -> int:
     d = g.node(node.attrs["layers"]["depthwise"])
     dx, dy = g.tensors[d.inputs[0]], g.tensors[d.outputs[0]]
-    return twins.inverted_bottleneck_grad_get_buffer_size(dx.shape[1], dx.shape[2], dy.shape[1], dy.shape[2], per_pass)
+    return inverted_bottleneck_grad_get_buffer_size(dx.shape[1], dx.shape[2], dy.shape[1], dy.shape[2], per_pass)
 
 
 def _fused(roles: dict, absorbed: list[Node], g: Graph) -> tuple[Node, Tensor]:

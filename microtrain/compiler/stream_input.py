@@ -13,7 +13,7 @@ file). The graph's nodes and semantics do not change, so results are bit-exact.
 from __future__ import annotations
 
 from microtrain.compiler.build_training_graph import CompileError
-from microtrain.interp.fused import FUSED
+from microtrain.ir.fused_blocks import FUSED
 from microtrain.ir.graph import Graph
 
 

@@ -1,6 +1,3 @@
 """Executors of the IR: the reference interpreter (the definition of every op), its training
-and batched twins. Importing the package registers the fused ops' rules (``interp/fused.py``).
+and batched twins. Their rule tables are complete as written; ``ir/registry.py`` names them.
 """
-
-# registers FUSED_INVERTED_BOTTLENECK and INVERTED_BOTTLENECK_GRAD everywhere
-from microtrain.interp import block_grad, fused  # noqa: F401

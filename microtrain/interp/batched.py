@@ -19,10 +19,11 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from microtrain import quant
-from microtrain.interp.reference import add_params, avg_pool_params, output_multipliers
+from microtrain.ir.fused_blocks import block_subgraph
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import FLOAT_OPS, TRAINING_OPS, Op
 from microtrain.ir.verify import verify_graph
+from microtrain.runtime.twins import add_params, avg_pool_params, output_multipliers
 
 BatchRule = Callable[[Node, Graph, Mapping[str, np.ndarray]], list[np.ndarray]]
 _MAX_TERMS = 1 << 20  # 255 * 127 * 2^20 < 2^53: float64 accumulation stays exact
@@ -94,12 +95,24 @@ def _reshape(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list
     return [x.reshape((x.shape[0],) + tuple(node.attrs["shape"])[1:])]
 
 
+def _fused_inverted_bottleneck(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """The block's original ops one after the other, batched (``ir/fused_blocks.py``)."""
+    sub = block_subgraph(node, graph, values)
+    env: dict[str, np.ndarray] = {n: t.data for n, t in sub.tensors.items() if t.is_const}
+    env[node.inputs[0]] = values[node.inputs[0]]
+    for n in sub.nodes:
+        for name, arr in zip(n.outputs, BATCH_RULES[n.op](n, sub, env), strict=True):
+            env[name] = arr
+    return [env[node.outputs[0]], np.zeros(int(node.attrs["scratch_bytes"]), dtype=np.int8)]
+
+
 BATCH_RULES: dict[Op, BatchRule] = {
     Op.CONV2D: _conv2d,
     Op.FULLY_CONNECTED: _fully_connected,
     Op.ADD: _add,
     Op.GLOBAL_AVG_POOL: _global_avg_pool,
     Op.RESHAPE: _reshape,
+    Op.FUSED_INVERTED_BOTTLENECK: _fused_inverted_bottleneck,
 }
 # A batched evaluator of int8 inference graphs (whole test sets); float and training ops
 # never occur in the graphs it is given.

@@ -5,7 +5,10 @@ last, in the order of TFLite Micro's reference kernels. Speed is not a goal here
 vectorised loops over channels are only there so a 128x128 model runs in seconds);
 clarity is. Every other executor (torch simulator, generated C) is tested against this.
 
-``EVAL_RULES[op](node, graph, values) -> list of output arrays``.
+``EVAL_RULES[op](node, graph, values) -> list of output arrays``: the ops of an inference
+graph (int8 forward, the fused frozen block, dequantize, loss); the training ops' rules are in
+``interp/training.py``, whose ``ALL_EVAL_RULES`` is the registry's complete "eval" table.
+The compile-time multipliers come from ``runtime/twins.py``, the ones the generated C gets.
 """
 
 from __future__ import annotations
@@ -15,33 +18,13 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from microtrain import quant
+from microtrain.ir.fused_blocks import block_subgraph
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
+from microtrain.runtime.twins import add_params, avg_pool_params, output_multipliers
 
 EvalRule = Callable[[Node, Graph, Mapping[str, np.ndarray]], list[np.ndarray]]
-
-
-def output_multipliers(x: Tensor, w: Tensor, y: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per-output-channel (multiplier, shift) for M_c = s_x * s_w[c] / s_y (compile-time)."""
-    real = x.quant.s * w.quant.scales() / y.quant.s
-    return quant.quantize_multipliers(real)
-
-
-def add_params(a: Tensor, b: Tensor, y: Tensor) -> dict[str, int]:
-    """TFLite int8 ADD parameters: both inputs rescaled to 2*max(s_a, s_b) / 2^20 units."""
-    left_shift = 20
-    twice_max = 2.0 * max(a.quant.s, b.quant.s)
-    ma, sa = quant.quantize_multiplier(a.quant.s / twice_max)
-    mb, sb = quant.quantize_multiplier(b.quant.s / twice_max)
-    my, sy = quant.quantize_multiplier(twice_max / ((1 << left_shift) * y.quant.s))
-    return {"left_shift": left_shift, "a_mult": ma, "a_shift": sa, "b_mult": mb, "b_shift": sb,
-            "y_mult": my, "y_shift": sy}
-
-
-def avg_pool_params(x: Tensor, y: Tensor) -> tuple[int, int]:
-    count = x.shape[1] * x.shape[2]
-    return quant.quantize_multiplier(x.quant.s / (y.quant.s * count))
 
 
 def _clamp_store(acc_scaled: np.ndarray, y: Tensor, node: Node) -> np.ndarray:
@@ -127,6 +110,18 @@ def _softmax_cross_entropy(node: Node, graph: Graph, values: Mapping[str, np.nda
     return [np.array([log_sum - shifted[label]], dtype=np.float32)]
 
 
+def _fused_inverted_bottleneck(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Exactly the block's original ops, run one after the other (``ir/fused_blocks.py``)."""
+    sub = block_subgraph(node, graph, values)
+    env: dict[str, np.ndarray] = {n: t.data for n, t in sub.tensors.items() if t.is_const}
+    env[node.inputs[0]] = values[node.inputs[0]]
+    for n in sub.nodes:
+        for name, arr in zip(n.outputs, EVAL_RULES[n.op](n, sub, env), strict=True):
+            env[name] = arr
+    scratch = np.zeros(int(node.attrs["scratch_bytes"]), dtype=np.int8)  # unspecified on the device
+    return [env[node.outputs[0]], scratch]
+
+
 EVAL_RULES: dict[Op, EvalRule] = {
     Op.CONV2D: _conv2d,
     Op.FULLY_CONNECTED: _fully_connected,
@@ -135,6 +130,7 @@ EVAL_RULES: dict[Op, EvalRule] = {
     Op.RESHAPE: _reshape,
     Op.DEQUANTIZE: _dequantize,
     Op.SOFTMAX_CROSS_ENTROPY: _softmax_cross_entropy,
+    Op.FUSED_INVERTED_BOTTLENECK: _fused_inverted_bottleneck,
 }
 
 

@@ -17,9 +17,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from microtrain.interp.reference import EVAL_RULES, EvalRule
+from microtrain.ir.block_grads import OUTPUT_ROLES, sub_nodes
 from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
+from microtrain.runtime.rounding import apply_update
 
 F32 = np.float32
 
@@ -160,9 +162,7 @@ def _slice_channels(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) 
 
 
 def _update(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """The COMMON update rule on the kept channels, via the one Python copy in train/rounding.py."""
-    from microtrain.train.rounding import apply_update
-
+    """The COMMON update rule on the kept channels, via the one Python copy in runtime/rounding.py."""
     p = values[node.inputs[0]]
     g = values[node.inputs[1]]
     lr = F32(values[node.inputs[2]][0])
@@ -176,6 +176,24 @@ def _update(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[
                                int(node.attrs.get("seed", 0)), int(values.get("__step__", 0)),
                                int(node.attrs["tensor_id"]), index)
     return [out]
+
+
+def _inverted_bottleneck_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Exactly the block's original backward nodes, in their order (``ir/block_grads.py``)."""
+    local: dict[str, np.ndarray] = {}
+
+    class _Env(dict):
+        def __missing__(self, key: str) -> np.ndarray:
+            return values[key]
+
+    env = _Env()
+    for sub in sub_nodes(node):
+        for name, arr in zip(sub.outputs, TRAINING_EVAL_RULES[sub.op](sub, graph, env), strict=True):
+            env[name] = arr
+            local[name] = arr
+    outs = node.attrs["outputs"]
+    got = [local[outs[r]] for r in OUTPUT_ROLES if outs.get(r) is not None]
+    return got + [np.zeros(int(node.attrs["scratch_bytes"]), dtype=np.int8)]
 
 
 TRAINING_EVAL_RULES: dict[Op, EvalRule] = {
@@ -192,10 +210,12 @@ TRAINING_EVAL_RULES: dict[Op, EvalRule] = {
     Op.SLICE_CHANNELS: _slice_channels,
     Op.UPDATE_WEIGHT: _update,
     Op.UPDATE_BIAS: _update,
+    Op.INVERTED_BOTTLENECK_GRAD: _inverted_bottleneck_grad,
 }
 
 ALL_EVAL_RULES: dict[Op, EvalRule] = {**EVAL_RULES, **TRAINING_EVAL_RULES}
-"""Forward (reference) + training rules: every op a training graph may contain."""
+"""Forward (reference) + training rules: every op a training graph may contain (the registry's
+"eval" table)."""
 
 
 def run_training_graph(graph: Graph, feeds: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray] | None = None,

@@ -1,9 +1,10 @@
 """The closed set of operations of the microtrain IR.
 
 Every node of every Graph has one of these ops. Per-op behaviour (shape inference,
-evaluation, gradients, C emission, cost) lives in rule tables keyed by ``Op`` in the
-module that needs it; ``tests/test_rule_tables.py`` checks that each table covers every
-op or names it as exempt.
+evaluation, simulation, gradients, C emission, buffer size, cost) lives in rule tables keyed
+by ``Op``, one table per kind of rule, all named by the op registry ``ir/registry.py`` (which
+also says how to add an op); ``tests/test_rule_tables.py`` checks that each table covers
+every op or names it as exempt.
 
 One line per op says what it computes. Shapes are NHWC for activations and OHWI for
 weights (``I`` = input channels per group). ``q(x)`` is the int8 value of ``x``,
@@ -27,7 +28,7 @@ Float (loss and training; fp32 unless noted):
 
 Training (appended by the compiler, one place, one enum; see ``microtrain/compiler``).
 Gradients are fp32 and taken w.r.t. the *real* value of a tensor (s * (q - z)); int8
-operands are dequantized inside the op. Shape rules in ``compiler/training_ops.py``.
+operands are dequantized inside the op. Shape rules in ``ir/shapes_training.py``.
   LOSS_GRAD        (logits f32 [1,K], label int32 [1]) -> dlogits = softmax(logits) - onehot.
   CLAMP_MASK       (y int8) -> uint8 [ceil(n/8)], bit i = act_min < y[i] < act_max (LSB first).
   MASK_GRAD        (g f32, mask uint8) -> g * bit(mask): the clamp derivative, in place.
@@ -45,13 +46,13 @@ operands are dequantized inside the op. Shape rules in ``compiler/training_ops.p
                    w = sat127(round((float)w - (lr*dw) * f_c)) (QAS factors f_c in attrs).
   UPDATE_BIAS      (b int32, db f32 [O], lr f32 [1]) -> b updated in place, same rule, int32.
 
-Fused (appended by ``compiler/fuse_frozen_blocks.py``; definition in ``interp/fused.py``):
+Fused (appended by ``compiler/fuse_frozen_blocks.py``; definition in ``ir/fused_blocks.py``):
   FUSED_INVERTED_BOTTLENECK
                    (x, [w_e, b_e,] w_d, b_d, w_p, b_p) -> (y, scratch int8 [n]): a frozen block
                    [expand CONV2D ->] depthwise CONV2D -> 1x1 CONV2D [-> ADD(x)], bit-exact with
                    those ops (attrs hold theirs), run row by row through a ring buffer (scratch).
 
-Fused backward (appended by ``compiler/stream_block_grads.py``; definition in ``interp/block_grad.py``):
+Fused backward (appended by ``compiler/stream_block_grads.py``; definition in ``ir/block_grads.py``):
   INVERTED_BOTTLENECK_GRAD
                    (g f32, w_p, mask_d, w_d, mask_e, w_e[, x]) -> ([dw_e row], [dx], [db_d], [db_e], scratch):
                    the backward through expand 1x1 -> depthwise -> project 1x1 from the projection's

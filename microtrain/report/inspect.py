@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from microtrain.ir.fused_blocks import block_subgraph
 from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import FLOAT_OPS, INT8_OPS, WEIGHTED_OPS, Op
 from microtrain.report.tables import Column, fmt_int, render
@@ -49,7 +50,6 @@ def _no_macs(node: Node, graph: Graph) -> int:
 
 def _fused_macs(node: Node, graph: Graph) -> int:
     """The sum of the block's convs (the fused kernel computes each element once)."""
-    from microtrain.interp.fused import block_subgraph
     sub = block_subgraph(node, graph)
     return sum(_conv_macs(n, sub) for n in sub.nodes if n.op == Op.CONV2D)
 

@@ -1,24 +1,27 @@
-"""Python twins of the C runtime's queries, and the IR -> kernel parameter translation.
+"""Python twins of the C runtime's parameters: what the generated C passes each kernel.
 
-* ``*_get_buffer_size``: the same numbers (bytes) as the C functions of the same name in
-  ``include/mt_runtime.h``; ``tests/test_runtime_twins.py`` checks each against the C.
-* ``conv_params`` / ``fc_params`` / ``add_params_struct`` / ``avg_pool_params_struct``:
-  the field values of the C param structs for an IR node, with the compile-time
-  multipliers taken from ``interp/reference.py`` (never re-derived). The code generator
-  and the tests use these, so the C sees exactly what the reference interpreter uses.
+* ``conv_params`` / ``fc_params`` / ``add_params_struct`` / ``avg_pool_params_struct`` /
+  ``inverted_bottleneck_params`` / ``inverted_bottleneck_grad_params``: the field values of
+  the C param structs for an IR node;
+* ``output_multipliers`` / ``add_params`` / ``avg_pool_params``: the compile-time fixed-point
+  multipliers and shifts, computed once here and used by every executor (the reference and
+  batched interpreters, the simulator) and by the code generator, so the C sees exactly what
+  the reference interpreter uses;
+* the C ABI's constants (status codes, rounding modes, the accumulator bound).
 
-The per-channel factors f_c of the update kernels come from
-``microtrain.train.rounding.update_factors`` (the one Python statement of the rule).
+The twins of the buffer-size queries are in ``ir/buffer_sizes.py`` (shape arithmetic, used
+by the shape rules); the fused kernel's aliasing rule is the planner's
+(``compiler/inplace.py``). The per-channel factors f_c of the update kernels come from
+``microtrain.runtime.rounding.update_factors`` (the one Python statement of the rule).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from microtrain.interp.reference import add_params, avg_pool_params, output_multipliers
-from microtrain.ir.graph import Graph, Node
-
-FLOAT_BYTES = 4
+from microtrain import quant
+from microtrain.ir.fused_blocks import block_subgraph, stage
+from microtrain.ir.graph import Graph, Node, Tensor
 
 # mt_status values (include/mt_runtime.h)
 MT_OK, MT_ERR_NULL, MT_ERR_SHAPE, MT_ERR_PARAM, MT_ERR_OVERFLOW = 0, -1, -2, -3, -4
@@ -31,34 +34,28 @@ ROUNDING_MODES = {"nearest": MT_ROUND_NEAREST, "stochastic": MT_ROUND_STOCHASTIC
 MAX_DOT_LENGTH = 65536
 
 
-# --- buffer size queries (bytes) ----------------------------------------------------------
+# --- compile-time multipliers (fixed point) ----------------------------------------------
 
-def clamp_mask_get_buffer_size(n: int) -> int:
-    """Twin of mt_clamp_mask_get_buffer_size: one bit per element, rounded up to bytes."""
-    return 0 if n <= 0 else (n + 7) // 8
-
-
-def conv2d_grad_weight_get_buffer_size(kernel_h: int, kernel_w: int, in_c: int, groups: int,
-                                       num_channels: int) -> int:
-    """Twin of mt_conv2d_grad_weight_get_buffer_size (also depthwise: groups == in_c)."""
-    if groups < 1 or num_channels <= 0:
-        return 0
-    return num_channels * kernel_h * kernel_w * (in_c // groups) * FLOAT_BYTES
+def output_multipliers(x: Tensor, w: Tensor, y: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output-channel (multiplier, shift) for M_c = s_x * s_w[c] / s_y (compile-time)."""
+    real = x.quant.s * w.quant.scales() / y.quant.s
+    return quant.quantize_multipliers(real)
 
 
-def fully_connected_grad_weight_get_buffer_size(in_c: int, num_channels: int) -> int:
-    """Twin of mt_fully_connected_grad_weight_get_buffer_size."""
-    return 0 if num_channels <= 0 else num_channels * in_c * FLOAT_BYTES
+def add_params(a: Tensor, b: Tensor, y: Tensor) -> dict[str, int]:
+    """TFLite int8 ADD parameters: both inputs rescaled to 2*max(s_a, s_b) / 2^20 units."""
+    left_shift = 20
+    twice_max = 2.0 * max(a.quant.s, b.quant.s)
+    ma, sa = quant.quantize_multiplier(a.quant.s / twice_max)
+    mb, sb = quant.quantize_multiplier(b.quant.s / twice_max)
+    my, sy = quant.quantize_multiplier(twice_max / ((1 << left_shift) * y.quant.s))
+    return {"left_shift": left_shift, "a_mult": ma, "a_shift": sa, "b_mult": mb, "b_shift": sb,
+            "y_mult": my, "y_shift": sy}
 
 
-def depthwise_conv2d_grad_input_inplace_get_buffer_size(in_h: int, in_w: int) -> int:
-    """Twin of mt_depthwise_conv2d_grad_input_inplace_get_buffer_size: one channel plane of floats."""
-    return 0 if in_h <= 0 or in_w <= 0 else in_h * in_w * FLOAT_BYTES
-
-
-def gather_channels_get_buffer_size(spatial: int, count: int) -> int:
-    """Twin of mt_gather_channels_get_buffer_size: the sliced int8 copy of kept channels."""
-    return 0 if spatial <= 0 or count <= 0 else spatial * count
+def avg_pool_params(x: Tensor, y: Tensor) -> tuple[int, int]:
+    count = x.shape[1] * x.shape[2]
+    return quant.quantize_multiplier(x.quant.s / (y.quant.s * count))
 
 
 # --- kernel parameters of IR nodes --------------------------------------------------------
@@ -116,7 +113,6 @@ def avg_pool_params_struct(node: Node, graph: Graph) -> dict[str, int]:
             "act_min": int(node.attrs.get("act_min", -128)), "act_max": int(node.attrs.get("act_max", 127))}
 
 
-
 # --- FUSED_INVERTED_BOTTLENECK (mt_inverted_bottleneck_s8; compiler/fuse_frozen_blocks.py) ---
 
 def inverted_bottleneck_params(node: Node, graph: Graph) -> dict:
@@ -126,8 +122,6 @@ def inverted_bottleneck_params(node: Node, graph: Graph) -> dict:
     convs (all zero when the block has no expansion), ``*_q`` their (multiplier, shift)
     arrays, ``add`` the ``add_params_struct`` of the residual ADD (all zero without one).
     """
-    from microtrain.interp.fused import block_subgraph, stage  # registers the op's rules
-
     sub = block_subgraph(node, graph)
     out: dict = {"has_expand": 0, "has_residual": 0, "shortcut_first": 0}
     zero_conv = dict.fromkeys(conv_params(sub.node(stage(node, "depthwise")["name"]), sub), 0)
@@ -149,50 +143,7 @@ def inverted_bottleneck_params(node: Node, graph: Graph) -> dict:
     return out
 
 
-def inverted_bottleneck_get_buffer_size(p: dict) -> int:
-    """Twin of mt_inverted_bottleneck_get_buffer_size: ring of min(kernel_h, in_h) expanded rows
-    (with an expansion), one pixel of depthwise output, one pixel of projection output (with a
-    residual)."""
-    d, pr = p["depthwise"], p["project"]
-    ring = min(d["kernel_h"], d["in_h"]) * d["in_w"] * d["in_c"] if p["has_expand"] else 0
-    return ring + d["out_c"] + (pr["out_c"] if p["has_residual"] else 0)
-
-
-def inverted_bottleneck_inplace_ok(p: dict) -> bool:
-    """Twin of the kernel's aliasing check: may the output overwrite the input (same pointer)?
-
-    Output row oy is written after every expanded row it needs was computed; it may overwrite
-    input bytes that no later row will read. Later rows read input from row
-    ``first_row_needed(oy + 1)`` on (the residual reads each pixel just before overwriting it).
-    """
-    e, d, pr = p["expand"], p["depthwise"], p["project"]
-    in_row = d["in_w"] * d["in_c"] if not p["has_expand"] else e["in_w"] * e["in_c"]
-    in_h = d["in_h"] if not p["has_expand"] else e["in_h"]
-    out_row = pr["out_w"] * pr["out_c"]
-    if in_row * in_h < out_row * pr["out_h"]:
-        return False  # the output must fit in the input's bytes
-    for oy in range(pr["out_h"] - 1):
-        hi = min(oy * d["stride_h"] - d["pad_top"] + d["kernel_h"] - 1, d["in_h"] - 1)
-        if p["has_expand"]:
-            if hi + 1 >= d["in_h"]:
-                continue  # every expanded row is in the ring already: the input is not read again
-            first = max(0, (hi + 1) * e["stride_h"] - e["pad_top"])
-        else:
-            first = max(0, (oy + 1) * d["stride_h"] - d["pad_top"])
-        if (oy + 1) * out_row > first * in_row:
-            return False
-    return True
-
-
 # --- INVERTED_BOTTLENECK_GRAD (mt_inverted_bottleneck_grad_f32; compiler/stream_block_grads.py) ---
-
-def inverted_bottleneck_grad_get_buffer_size(in_h: int, in_w: int, out_h: int, out_w: int, per_pass: int) -> int:
-    """Twin of mt_inverted_bottleneck_grad_get_buffer_size: the planes of one pass of ``per_pass``
-    (1 to 4) expanded channels at the depthwise output (out_h x out_w) and at its input (in_h x in_w)."""
-    if min(in_h, in_w, out_h, out_w) <= 0 or not 1 <= per_pass <= 4:
-        return 0
-    return per_pass * (out_h * out_w + in_h * in_w) * FLOAT_BYTES
-
 
 def inverted_bottleneck_grad_params(node: Node, graph: Graph) -> dict:
     """Fields of ``mt_inverted_bottleneck_grad_params`` for an INVERTED_BOTTLENECK_GRAD node."""

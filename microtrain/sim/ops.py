@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from microtrain.interp.reference import add_params, avg_pool_params, output_multipliers
 from microtrain.ir.graph import Graph, Node, QParams, Tensor
 from microtrain.ir.ops import TRAINING_OPS, Op
+from microtrain.runtime.twins import add_params, avg_pool_params, output_multipliers
 from microtrain.sim.fixed_point import requantize
 
 

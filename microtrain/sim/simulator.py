@@ -25,8 +25,8 @@ import torch
 
 from microtrain.ir.graph import Graph
 from microtrain.ir.verify import verify_graph
+from microtrain.scheme import UpdateScheme, check_scheme
 from microtrain.sim.ops import SIM_RULES, Act, LayerParams, real_weights, to_codes
-from microtrain.sparse.scheme import UpdateScheme, check_scheme
 
 
 class Simulator:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from microtrain.ir.graph import Graph
-from microtrain.sparse.scheme import UpdateScheme, make_scheme
+from microtrain.scheme import UpdateScheme, make_scheme
 
 RATIOS = (0.125, 0.25, 0.5, 1.0)
 TABLE_FILE = "contributions.json"

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from microtrain.ir.graph import Graph
-from microtrain.sparse.scheme import SchemeError, UpdateScheme, check_scheme, make_scheme
+from microtrain.scheme import SchemeError, UpdateScheme, check_scheme, make_scheme
 
 # model -> budget -> (n_bias, conv indices, ratios), from ../shared/models/README.md
 PUBLISHED: dict[str, dict[str, tuple[int, tuple[int, ...], tuple[float, ...]]]] = {

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from microtrain.ir.graph import Graph
+from microtrain.scheme import UpdateScheme, make_scheme
 from microtrain.sparse.contribution import ContributionTable, graph_hash, write_atomic
-from microtrain.sparse.scheme import UpdateScheme, make_scheme
 
 Genome = tuple[int, ...]
 MemoryFn = Callable[[list[Genome]], list[int]]

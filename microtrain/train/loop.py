@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from microtrain.ir.graph import Graph
+from microtrain.scheme import UpdateScheme
 from microtrain.sim.float_model import FloatModel
 from microtrain.sim.simulator import Simulator
-from microtrain.sparse.scheme import UpdateScheme
 from microtrain.train.optim import Int8Optimizer
 
 OPTIMIZERS: dict[str, tuple[str, bool, str]] = {

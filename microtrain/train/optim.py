@@ -21,8 +21,8 @@ import dataclasses
 import numpy as np
 import torch
 
+from microtrain.runtime.rounding import apply_update, trained_tensor_order, update_factors
 from microtrain.sim.simulator import Simulator
-from microtrain.train.rounding import apply_update, trained_tensor_order, update_factors
 
 KINDS = ("sgd", "sgdm", "adam")
 

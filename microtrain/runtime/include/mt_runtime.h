@@ -25,7 +25,7 @@
  *     output channel at a time (the reordering that keeps no full gradient tensor alive).
  *
  * Buffer size queries (mt_*_get_buffer_size) return BYTES and have Python twins in
- * microtrain/runtime/twins.py. The reference kernels need no scratch memory; the queries
+ * microtrain/ir/buffer_sizes.py. The reference kernels need no scratch memory; the queries
  * size the caller-provided buffers whose size is not obvious (masks, gradient chunks,
  * sliced saved activations).
  */
@@ -115,7 +115,7 @@ typedef struct {
     int32_t begin, end;  /* 0 <= begin <= end <= count */
 } mt_channels;
 
-/* Rounding of the on-device update (shared/COMMON rule, Python twin microtrain/train/rounding.py). */
+/* Rounding of the on-device update (shared/COMMON rule, Python twin microtrain/runtime/rounding.py). */
 typedef enum {
     MT_ROUND_NEAREST = 0,    /* floor(v + 0.5f) */
     MT_ROUND_STOCHASTIC = 1  /* floor(v + u), u = mt_update_noise(...) / 2^24 */
@@ -366,7 +366,7 @@ mt_status mt_sgd_update_f32(float *weights, int32_t channel_size, const float *g
                             float lr);
 
 /* ------------------------------------------------------------------------------------ */
-/* forward/ fused frozen block (compiler/fuse_frozen_blocks.py, interp/fused.py)         */
+/* forward/ fused frozen block (compiler/fuse_frozen_blocks.py, ir/fused_blocks.py)       */
 /* ------------------------------------------------------------------------------------ */
 
 /* FUSED_INVERTED_BOTTLENECK: [expand conv, groups 1] -> depthwise conv -> 1x1 projection
@@ -392,7 +392,7 @@ int32_t mt_inverted_bottleneck_get_buffer_size(const mt_inverted_bottleneck_para
 
 /* The block, row-streamed through the scratch ring; bit-exact with its ops run one by one.
  * Biases may be NULL (zeros). output may equal input when no later row reads input bytes
- * an earlier output row overwrites (twins.inverted_bottleneck_inplace_ok), else MT_ERR_PARAM;
+ * an earlier output row overwrites (compiler/inplace.py), else MT_ERR_PARAM;
  * scratch may not overlap either. */
 mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, const int8_t *input,
                                     const int8_t *expand_weights, const int32_t *expand_bias,
@@ -416,7 +416,7 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
 
 /* ------------------------------------------------------------------------------------ */
 /* backward/ fused inverted-bottleneck gradient (compiler/stream_block_grads.py,         */
-/* interp/block_grad.py)                                                                 */
+/* ir/block_grads.py)                                                                    */
 /* ------------------------------------------------------------------------------------ */
 
 /* INVERTED_BOTTLENECK_GRAD: the backward through expand 1x1 (I -> C) -> depthwise (C) ->

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from microtrain.cli.common import UserError
+from microtrain.errors import UserError
 from microtrain.targets.cortex_m7 import linker, toolchain
 from microtrain.targets.cortex_m7.elfmem import MemoryReport, memory_report
 from microtrain.targets.cortex_m7.qemu import QemuRun, run_elf

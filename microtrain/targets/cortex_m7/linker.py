@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from microtrain.cli.common import UserError
+from microtrain.errors import UserError
 
 TEMPLATE = Path(__file__).with_name("mps2_an500.ld.in")
 KB = 1024

@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from microtrain.cli.common import UserError
+from microtrain.errors import UserError
 from microtrain.targets.cortex_m7.toolchain import require
 
 ICOUNT_SHIFT = 6  # must match MT_ICOUNT_SHIFT in startup.c

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from microtrain.cli.common import UserError
+from microtrain.errors import UserError
 from microtrain.targets.cortex_m7 import linker
 
 HERE = Path(__file__).parent

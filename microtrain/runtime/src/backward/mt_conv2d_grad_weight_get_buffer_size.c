@@ -1,5 +1,5 @@
 /* mt_conv2d_grad_weight_get_buffer_size: bytes of the weight gradient of num_channels output
- * channels of a conv (twin: runtime/twins.py). Also serves depthwise (in_c / groups == 1). */
+ * channels of a conv (twin: ir/buffer_sizes.py). Also serves depthwise (in_c / groups == 1). */
 #include "mt_nn.h"
 
 int32_t mt_conv2d_grad_weight_get_buffer_size(const mt_conv_params *p, int32_t num_channels)

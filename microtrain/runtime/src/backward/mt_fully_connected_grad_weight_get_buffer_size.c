@@ -1,5 +1,5 @@
 /* mt_fully_connected_grad_weight_get_buffer_size: bytes of num_channels rows of an FC
- * weight gradient (twin: runtime/twins.py). */
+ * weight gradient (twin: ir/buffer_sizes.py). */
 #include "mt_nn.h"
 
 int32_t mt_fully_connected_grad_weight_get_buffer_size(const mt_fc_params *p, int32_t num_channels)

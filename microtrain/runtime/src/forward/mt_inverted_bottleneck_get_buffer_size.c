@@ -3,7 +3,7 @@
  * a ring of min(kernel_h, in_h) expanded rows of the depthwise input (only with an
  * expansion; without one the depthwise reads the block input directly), one pixel of
  * depthwise output, and one pixel of projection output (only with a residual).
- * Python twin: microtrain/runtime/twins.py inverted_bottleneck_get_buffer_size.
+ * Python twin: microtrain/ir/buffer_sizes.py inverted_bottleneck_get_buffer_size.
  */
 #include "mt_nn.h"
 

@@ -1,6 +1,6 @@
 /*
  * mt_inverted_bottleneck_s8: a frozen inverted-bottleneck block, row-streamed, bit-exact
- * with running its ops one after the other (interp/fused.py defines it that way):
+ * with running its ops one after the other (ir/fused_blocks.py defines it that way):
  *
  *     [expand CONV2D, groups 1, any kernel] -> depthwise CONV2D -> 1x1 CONV2D [-> ADD(input)]
  *
@@ -19,7 +19,7 @@
  * output. The output may be the input itself (same pointer) when the output is no larger
  * than the input and no later row reads input bytes an earlier output row
  * overwrites (checked here; MT_ERR_PARAM otherwise; Python twin
- * twins.inverted_bottleneck_inplace_ok).
+ * compiler/inplace.py).
  */
 #include "mt_nn.h"
 

@@ -6,7 +6,7 @@
  * input rows in input_ring and asks for each row exactly once, in increasing order.
  *
  * Same arithmetic as mt_inverted_bottleneck_s8 (same int32 sums, same saturating bias add,
- * same mt_requantize calls), so the output is bit-exact with it and with interp/fused.py.
+ * same mt_requantize calls), so the output is bit-exact with it and with ir/fused_blocks.py.
  * Only blocks with an expansion conv (the first conv of a network) and without a residual
  * (the residual would read the whole input again): MT_ERR_PARAM otherwise.
  *

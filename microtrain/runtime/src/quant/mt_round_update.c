@@ -1,6 +1,6 @@
 /*
  * mt_round_update: the rounding of the on-device weight update (the Python twin is
- * microtrain/train/rounding.py). The arithmetic is mt_nn_round in mt_nn.h, which the update
+ * microtrain/runtime/rounding.py). The arithmetic is mt_nn_round in mt_nn.h, which the update
  * kernels call directly with the (seed, step, tensor) hash computed once per call.
  * Saturation is the caller's (int8 weights and int32 biases saturate differently).
  */

@@ -2,7 +2,7 @@
  * mt_sgd_update_s8: fused SGD (+QAS) step on int8 weights, in place, for selected output
  * channels: v = (float)w - (lr * g) * f_c, rounded as mt_round_update does (mt_nn_round),
  * saturated to [-127, 127]. No float master copy exists: the int8 tensor is the only state, exactly as
- * the simulator (microtrain/train/rounding.py) models it.
+ * the simulator (microtrain/runtime/rounding.py) models it.
  */
 #include "mt_nn.h"
 

@@ -1,12 +1,13 @@
-"""INVERTED_BOTTLENECK_GRAD: the fused backward of one inverted-bottleneck block, by its original ops.
+"""INVERTED_BOTTLENECK_GRAD: the fused backward of one inverted-bottleneck block, and its shape rule.
 
 ``compiler/stream_block_grads.py`` replaces the backward nodes of a block (expand 1x1 ->
 depthwise -> project 1x1) that run from the projection's masked output gradient ``g`` to the
 block input's gradient by one node whose attrs keep every original node. Its meaning is
-exactly running those nodes in their order (``sub_nodes``), so the eval rule here reuses
-the training interpreter's rules (same float32 arithmetic, same summation order) and the C
-kernel ``mt_inverted_bottleneck_grad_f32`` (which runs one expanded channel at a time and
-never holds a whole expanded gradient) is tested bit-exact against it.
+exactly running those nodes in their order (``sub_nodes``), so its eval rule
+(``interp/training.py``) reuses the training interpreter's rules (same float32 arithmetic,
+same summation order) and the C kernel ``mt_inverted_bottleneck_grad_f32`` (which runs one
+expanded channel at a time and never holds a whole expanded gradient) is tested bit-exact
+against it.
 
 Inputs:  (g f32 [1,OH,OW,O], w_project, mask_depthwise, w_depthwise, mask_expand, w_expand[, x])
          ``x`` (the saved block input) only when the expansion weights are trained.
@@ -23,21 +24,15 @@ forward node name: expand, depthwise, project), ``outputs``, ``chunk`` and ``cha
 grad_weight: 1, the kept channels), ``input_shape`` (the depthwise input's), ``per_pass`` (expanded
 channels per pass of the kernel, 1 to 4: the scratch holds that many planes of each kind),
 ``scratch_bytes``.
-
-The rules register themselves (shape rule into ``ir.verify``, eval rule into the training
-interpreter) when this module is imported; ``microtrain.interp`` imports it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import numpy as np
-
-from microtrain.interp import training
-from microtrain.ir.graph import Graph, Node, Tensor
+from microtrain.ir.buffer_sizes import clamp_mask_get_buffer_size as mask_bytes
+from microtrain.ir.check import OutSpec
+from microtrain.ir.check import expect as _expect
+from microtrain.ir.graph import Node, Tensor
 from microtrain.ir.ops import Op
-from microtrain.ir.verify import IRError, OutSpec, register_shape_rule
 
 BLOCK_GRAD = Op.INVERTED_BOTTLENECK_GRAD
 OUTPUT_ROLES = ("grad_weight", "grad_input", "depthwise_bias_grad", "expand_bias_grad")
@@ -50,12 +45,7 @@ def sub_nodes(node: Node) -> list[Node]:
             for s in node.attrs["sub"]]
 
 
-def _expect(cond: bool, node: Node, msg: str) -> None:
-    if not cond:
-        raise IRError(f"node {node.name!r} ({node.op.value}): {msg}")
-
-
-def _shape(node: Node, ins: list[Tensor]) -> OutSpec:
+def block_grad_shape(node: Node, ins: list[Tensor]) -> OutSpec:
     outs = node.attrs["outputs"]
     trained = outs.get("grad_weight") is not None
     _expect(len(ins) == 6 + trained, node, f"expects {6 + trained} inputs, has {len(ins)}")
@@ -71,9 +61,9 @@ def _shape(node: Node, ins: list[Tensor]) -> OutSpec:
     _expect(w_p.shape[:3] == (g.shape[3], 1, 1) and w_p.shape[3] == c, node, f"projection {w_p.shape} vs {g.shape}")
     _expect(w_d.shape[3] == 1 and w_e.shape[:3] == (c, 1, 1), node, f"depthwise {w_d.shape} / expansion {w_e.shape}")
     _, h, w, _ = node.attrs["input_shape"]
-    _expect(m_d.dtype == "uint8" and m_d.shape == ((g.shape[1] * g.shape[2] * c + 7) // 8,), node,
+    _expect(m_d.dtype == "uint8" and m_d.shape == (mask_bytes(g.shape[1] * g.shape[2] * c),), node,
             "depthwise mask size")
-    _expect(m_e.dtype == "uint8" and m_e.shape == ((h * w * c + 7) // 8,), node, "expansion mask size")
+    _expect(m_e.dtype == "uint8" and m_e.shape == (mask_bytes(h * w * c),), node, "expansion mask size")
     spec: list = []
     if trained:
         x = ins[6]
@@ -85,28 +75,3 @@ def _shape(node: Node, ins: list[Tensor]) -> OutSpec:
     spec += [((c,), "float32")] * sum(outs.get(r) is not None for r in OUTPUT_ROLES[2:])
     spec.append(((int(node.attrs["scratch_bytes"]),), "int8"))
     return spec
-
-
-def _eval(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    local: dict[str, np.ndarray] = {}
-
-    class _Env(dict):
-        def __missing__(self, key: str) -> np.ndarray:
-            return values[key]
-
-    env = _Env()
-    for sub in sub_nodes(node):
-        for name, arr in zip(sub.outputs, training.TRAINING_EVAL_RULES[sub.op](sub, graph, env), strict=True):
-            env[name] = arr
-            local[name] = arr
-    outs = node.attrs["outputs"]
-    got = [local[outs[r]] for r in OUTPUT_ROLES if outs.get(r) is not None]
-    return got + [np.zeros(int(node.attrs["scratch_bytes"]), dtype=np.int8)]
-
-
-BLOCK_GRAD_EVAL_RULES = {BLOCK_GRAD: _eval}
-"""Joins the interpreter group of tests/test_rule_tables.py (any *EVAL_RULES of microtrain.interp)."""
-
-register_shape_rule(BLOCK_GRAD, _shape)
-training.TRAINING_EVAL_RULES[BLOCK_GRAD] = _eval
-training.ALL_EVAL_RULES[BLOCK_GRAD] = _eval  # a dict merged at import: add the rule there too

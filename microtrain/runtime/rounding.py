@@ -2,7 +2,7 @@
 
 For a trained element w (int8 weight or int32 bias) of output channel c, with step
 direction d (the fp32 gradient w.r.t. the *real* tensor for SGD, the momentum buffer for
-SGD-M, see ``optim.py``) and the per-channel factor f_c (``update_factors``)::
+SGD-M, see ``train/optim.py``) and the per-channel factor f_c (``update_factors``)::
 
     v = (float32)w - (lr * d) * f_c            # float32, in exactly this order, no FMA
     nearest:    w' = floor(v + 0.5)
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from microtrain.ir.graph import Graph
-from microtrain.sparse.scheme import UpdateScheme
+from microtrain.scheme import UpdateScheme
 
 ROUNDINGS = ("nearest", "stochastic")
 WEIGHT_RANGE = (-127, 127)

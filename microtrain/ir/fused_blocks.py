@@ -1,12 +1,12 @@
-"""FUSED_INVERTED_BOTTLENECK: the definition of the fused frozen block, by its original ops.
+"""FUSED_INVERTED_BOTTLENECK: the fused frozen block as a graph of its original ops, and its shape rule.
 
 ``compiler/fuse_frozen_blocks.py`` replaces the nodes of a frozen inverted-bottleneck block
 ([expand CONV2D ->] depthwise CONV2D -> 1x1 projection CONV2D [-> residual ADD]) by one
 node whose attrs keep every original node (name, attrs, output tensor name and its
 quantization). ``block_subgraph(node, graph)`` rebuilds those ops as a small Graph; the
-node's meaning is exactly running that graph. So the eval rule here *is* the reference
-arithmetic (same int32 sums, same ``quant.requantize``), and the C kernel
-``mt_inverted_bottleneck_s8`` (which streams rows through a ring buffer) is tested
+node's meaning is exactly running that graph. So its eval rule (``interp/reference.py``)
+*is* the reference arithmetic (same int32 sums, same ``quant.requantize``), and the C
+kernel ``mt_inverted_bottleneck_s8`` (which streams rows through a ring buffer) is tested
 bit-exact against it.
 
 Attrs of the fused node (JSON-able)::
@@ -19,10 +19,6 @@ Attrs of the fused node (JSON-able)::
 
 Outputs: (y, scratch). ``scratch`` is an int8 [scratch_bytes] buffer that only exists so the
 memory planner places the kernel's scratch; its value is unspecified (zeros here).
-
-The rules register themselves (shape rule into ``ir.verify``, eval rule into the reference
-and training interpreters, batched rule into ``interp.batched``) when this module is
-imported; ``microtrain.compiler.fuse_frozen_blocks`` imports it.
 """
 
 from __future__ import annotations
@@ -31,10 +27,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from microtrain.interp import batched, reference, training
+from microtrain.ir.buffer_sizes import inverted_bottleneck_get_buffer_size
+from microtrain.ir.check import IRError, OutSpec, check_graph
 from microtrain.ir.graph import Graph, Node, QParams, Tensor
 from microtrain.ir.ops import Op
-from microtrain.ir.verify import SHAPE_RULES, IRError, OutSpec, register_shape_rule, verify_graph
+from microtrain.ir.shapes_forward import FORWARD_SHAPE_RULES
 
 FUSED = Op.FUSED_INVERTED_BOTTLENECK
 SCRATCH_QUANT = QParams.per_tensor(1.0, 0)
@@ -93,10 +90,10 @@ def block_subgraph(node: Node, graph: Graph, values: Mapping[str, np.ndarray] | 
 
 
 def _conv_shape(n: Node, ins: list[Tensor]) -> OutSpec:
-    return SHAPE_RULES[Op.CONV2D](n, ins)
+    return FORWARD_SHAPE_RULES[Op.CONV2D](n, ins)
 
 
-def _fused_shape(node: Node, ins: list[Tensor]) -> OutSpec:
+def fused_shape(node: Node, ins: list[Tensor]) -> OutSpec:
     """Rebuild the block from the operands and verify it as a graph of its own."""
     roles = [s["role"] for s in node.attrs["stages"]]
     if roles not in (["depthwise", "project"], ["expand", "depthwise", "project"],
@@ -120,40 +117,25 @@ def _fused_shape(node: Node, ins: list[Tensor]) -> OutSpec:
         ((y_shape, _),) = _conv_shape(pnode, [sub.tensors[i] for i in pnode.inputs])
     tensors = dict(sub.tensors)
     tensors[y_name] = Tensor(y_name, y_shape, "int8", y_probe.quant)
-    verify_graph(Graph(tensors, sub.nodes, sub.inputs, sub.outputs))
-    from microtrain.runtime import twins  # the kernel's size query (twins imports the interpreter)
+    check_graph(Graph(tensors, sub.nodes, sub.inputs, sub.outputs), FORWARD_SHAPE_RULES)
     full = Graph({**g.tensors, y_name: tensors[y_name]}, (node,), (x.name,), (y_name,))
-    need = twins.inverted_bottleneck_get_buffer_size(twins.inverted_bottleneck_params(node, full))
+    need = scratch_bytes(node, full)
     if int(node.attrs["scratch_bytes"]) != need:
         raise IRError(f"node {node.name!r} ({node.op.value}): scratch_bytes {node.attrs['scratch_bytes']} but the "
                       f"kernel needs {need} (mt_inverted_bottleneck_get_buffer_size)")
     return [(y_shape, "int8"), ((need,), "int8")]
 
 
-def _scratch(node: Node) -> np.ndarray:
-    return np.zeros(int(node.attrs["scratch_bytes"]), dtype=np.int8)
+def scratch_bytes(node: Node, graph: Graph) -> int:
+    """The kernel's scratch for a fused node (mt_inverted_bottleneck_get_buffer_size of its convs)."""
+    sub = block_subgraph(node, graph)
 
+    def conv(role: str) -> dict:
+        n = sub.node(stage(node, role)["name"])
+        x, w, y = sub.tensors[n.inputs[0]], sub.tensors[n.inputs[1]], sub.tensors[n.outputs[0]]
+        return {"kernel_h": w.shape[1], "in_h": x.shape[1], "in_w": x.shape[2], "in_c": x.shape[3],
+                "out_c": y.shape[3]}
 
-def _fused_eval(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    sub = block_subgraph(node, graph, values)
-    y = reference.run_graph(sub, {node.inputs[0]: values[node.inputs[0]]}, verify=False)[node.outputs[0]]
-    return [y, _scratch(node)]
-
-
-def _fused_batch(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    sub = block_subgraph(node, graph, values)
-    env: dict[str, np.ndarray] = {n: t.data for n, t in sub.tensors.items() if t.is_const}
-    env[node.inputs[0]] = values[node.inputs[0]]
-    for n in sub.nodes:
-        for name, arr in zip(n.outputs, batched.BATCH_RULES[n.op](n, sub, env), strict=True):
-            env[name] = arr
-    return [env[node.outputs[0]], _scratch(node)]
-
-
-FUSED_EVAL_RULES = {FUSED: _fused_eval}
-"""Joins the interpreter group of tests/test_rule_tables.py (any *EVAL_RULES of microtrain.interp)."""
-
-register_shape_rule(FUSED, _fused_shape)
-reference.EVAL_RULES[FUSED] = _fused_eval
-training.ALL_EVAL_RULES[FUSED] = _fused_eval  # a dict merged at import: add the rule there too
-batched.BATCH_RULES[FUSED] = _fused_batch
+    return inverted_bottleneck_get_buffer_size({
+        "has_expand": int(stage(node, "expand") is not None), "has_residual": int(stage(node, "residual") is not None),
+        "depthwise": conv("depthwise"), "project": conv("project")})

@@ -1,20 +1,18 @@
-"""Shape rules of the training ops (backward + update), registered with the IR verifier.
+"""Shape rules of the training ops (backward + update) that the compiler appends.
 
-Importing ``microtrain.compiler`` registers them, so ``verify_graph`` checks training graphs
-after every pass exactly as it checks inference graphs. Gradients are fp32 and w.r.t. the
-real value of the tensor they belong to; see the op list in ``ir/ops.py``.
+``ir/registry.py`` lists them in ``SHAPE_RULES``, so ``verify_graph`` checks a training graph
+(after every pass, or loaded from a file with only ``microtrain.ir`` imported) exactly as it
+checks an inference graph. Gradients are fp32 and w.r.t. the real value of the tensor they
+belong to; see the op list in ``ir/ops.py``.
 """
 
 from __future__ import annotations
 
+from microtrain.ir.buffer_sizes import clamp_mask_get_buffer_size as mask_bytes
+from microtrain.ir.check import OutSpec
+from microtrain.ir.check import expect as _expect
 from microtrain.ir.graph import Node, Tensor
 from microtrain.ir.ops import Op
-from microtrain.ir.verify import IRError, OutSpec, register_shape_rule
-
-
-def _expect(cond: bool, node: Node, msg: str) -> None:
-    if not cond:
-        raise IRError(f"node {node.name!r} ({node.op.value}): {msg}")
 
 
 def _n_in(node: Node, ins: list[Tensor], n: int) -> None:
@@ -24,11 +22,6 @@ def _n_in(node: Node, ins: list[Tensor], n: int) -> None:
 
 def _f32(node: Node, t: Tensor, role: str) -> None:
     _expect(t.dtype == "float32", node, f"{role} {t.name!r} must be float32, is {t.dtype}")
-
-
-def mask_bytes(n: int) -> int:
-    """Bytes of a packed 1-bit mask over ``n`` elements."""
-    return (n + 7) // 8
 
 
 def _loss_grad(node: Node, ins: list[Tensor]) -> OutSpec:
@@ -165,9 +158,3 @@ TRAINING_SHAPE_RULES = {
     Op.UPDATE_WEIGHT: _update("int8"),
     Op.UPDATE_BIAS: _update("int32"),
 }
-
-TRAINING_SHAPE_RULES_GROUP = "microtrain.ir.verify.SHAPE_RULES"
-"""A partial table: registered into, and checked with, the verifier's SHAPE_RULES."""
-
-for _op, _rule in TRAINING_SHAPE_RULES.items():
-    register_shape_rule(_op, _rule)

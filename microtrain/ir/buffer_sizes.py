@@ -1,0 +1,56 @@
+"""Python twins of the C runtime's buffer-size queries (bytes), one per ``*_get_buffer_size``.
+
+Each returns the same number as the C function of the same name in
+``runtime/include/mt_runtime.h`` (``tests/test_runtime_twins.py`` checks each against the C).
+They are shape arithmetic only, so the shape rules (``ir/shapes_*.py``) size masks, gradient
+buffers and scratch with them, and ``ir/registry.py`` lists the per-op ``BUFFER_RULES``.
+"""
+
+from __future__ import annotations
+
+FLOAT_BYTES = 4
+
+
+def clamp_mask_get_buffer_size(n: int) -> int:
+    """Twin of mt_clamp_mask_get_buffer_size: one bit per element, rounded up to bytes."""
+    return 0 if n <= 0 else (n + 7) // 8
+
+
+def conv2d_grad_weight_get_buffer_size(kernel_h: int, kernel_w: int, in_c: int, groups: int,
+                                       num_channels: int) -> int:
+    """Twin of mt_conv2d_grad_weight_get_buffer_size (also depthwise: groups == in_c)."""
+    if groups < 1 or num_channels <= 0:
+        return 0
+    return num_channels * kernel_h * kernel_w * (in_c // groups) * FLOAT_BYTES
+
+
+def fully_connected_grad_weight_get_buffer_size(in_c: int, num_channels: int) -> int:
+    """Twin of mt_fully_connected_grad_weight_get_buffer_size."""
+    return 0 if num_channels <= 0 else num_channels * in_c * FLOAT_BYTES
+
+
+def depthwise_conv2d_grad_input_inplace_get_buffer_size(in_h: int, in_w: int) -> int:
+    """Twin of mt_depthwise_conv2d_grad_input_inplace_get_buffer_size: one channel plane of floats."""
+    return 0 if in_h <= 0 or in_w <= 0 else in_h * in_w * FLOAT_BYTES
+
+
+def gather_channels_get_buffer_size(spatial: int, count: int) -> int:
+    """Twin of mt_gather_channels_get_buffer_size: the sliced int8 copy of kept channels."""
+    return 0 if spatial <= 0 or count <= 0 else spatial * count
+
+
+def inverted_bottleneck_get_buffer_size(p: dict) -> int:
+    """Twin of mt_inverted_bottleneck_get_buffer_size: ring of min(kernel_h, in_h) expanded rows
+    (with an expansion), one pixel of depthwise output, one pixel of projection output (with a
+    residual)."""
+    d, pr = p["depthwise"], p["project"]
+    ring = min(d["kernel_h"], d["in_h"]) * d["in_w"] * d["in_c"] if p["has_expand"] else 0
+    return ring + d["out_c"] + (pr["out_c"] if p["has_residual"] else 0)
+
+
+def inverted_bottleneck_grad_get_buffer_size(in_h: int, in_w: int, out_h: int, out_w: int, per_pass: int) -> int:
+    """Twin of mt_inverted_bottleneck_grad_get_buffer_size: the planes of one pass of ``per_pass``
+    (1 to 4) expanded channels at the depthwise output (out_h x out_w) and at its input (in_h x in_w)."""
+    if min(in_h, in_w, out_h, out_w) <= 0 or not 1 <= per_pass <= 4:
+        return 0
+    return per_pass * (out_h * out_w + in_h * in_w) * FLOAT_BYTES

@@ -1,0 +1,55 @@
+"""A graph saved at any stage (inference, fused, training) loads and verifies in a fresh
+interpreter that imports only ``microtrain.ir``: every op's shape rule lives in the IR's own
+registry, none is added by importing the compiler or the interpreters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from microtrain.compiler.fuse_frozen_blocks import fuse_frozen_blocks
+from microtrain.compiler.pipeline import CompileOptions, compile_training
+from microtrain.compiler.toy_graphs import toy_mbnet
+from microtrain.ir import save_graph
+from microtrain.ir.ops import Op
+from microtrain.scheme import make_scheme
+
+LOAD = r"""
+import json, sys
+from microtrain.ir import load_graph, verify_graph
+ops = []
+for path in sys.argv[1:]:
+    g = verify_graph(load_graph(path))
+    ops += [n.op.name for n in g.nodes]
+others = sorted(m for m in sys.modules if m.startswith("microtrain") and m != "microtrain"
+                and not m.startswith("microtrain.ir"))
+print(json.dumps({"ops": sorted(set(ops)), "others": others}))
+"""
+
+
+def _stages(tmp_path) -> list[str]:
+    graph = toy_mbnet(0, size=12, classes=4, blocks=((2, 8, 2), (3, 8, 1)))
+    names = [n.name for n in graph.weighted_nodes()]
+    paths = [tmp_path / "inference.json", tmp_path / "fused.json"]
+    save_graph(graph, paths[0])
+    save_graph(fuse_frozen_blocks(graph), paths[1])
+    schemes = [(names[-1:], {"classifier": 1.0}),                       # frozen blocks run fused
+               (names[1:], {"blocks.1.pointwise1": 1.0}),                # fused block backward
+               (names[1:], {"classifier": 0.5, "blocks.1.depthwise": 0.5}),  # sliced depthwise input
+               (names[1:], dict.fromkeys(names[2:], 1.0))]               # full update
+    for k, (biases, weights) in enumerate(schemes):
+        step = compile_training(graph, make_scheme(graph, biases, weights), CompileOptions())
+        paths.append(tmp_path / f"training{k}.json")
+        save_graph(step.graph, paths[-1])
+    return [str(p) for p in paths]
+
+
+def test_graphs_of_every_stage_verify_with_only_the_ir(tmp_path):
+    out = subprocess.run([sys.executable, "-c", LOAD, *_stages(tmp_path)], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["others"] == [], f"loading and verifying imported {got['others']}"
+    missing = sorted({op.name for op in Op} - set(got["ops"]))
+    assert not missing, f"ops no saved graph holds: {missing}"
