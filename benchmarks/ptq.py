@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from microtrain.cli.eval import predict_int8
+from microtrain.api.evaluate import predict_int8
 from microtrain.data.datasets import load_dataset
 from microtrain.data.preprocess import preprocess
 from microtrain.frontend.torch_fx import import_torch_module

@@ -73,7 +73,7 @@ def step_quantize(model: torch.nn.Module, calib: Dataset) -> Graph:
 
 def step_accuracy(model: torch.nn.Module, graph: Graph, test: Dataset) -> dict:
     """Float accuracy (torch) and int8 accuracy (integer-only inference of the graph)."""
-    from microtrain.cli.eval import predict_int8
+    from microtrain.api.evaluate import predict_int8
     from microtrain.data.preprocess import preprocess
 
     banner("4. accuracy on the test set")

@@ -12,7 +12,7 @@ from pathlib import Path
 import microtrain
 
 LAYERS: list[tuple[str, set[str]]] = [
-    ("types", {"ir", "scheme", "errors"}),                 # the IR + op registry, UpdateScheme, UserError
+    ("types", {"ir", "scheme", "errors", "units"}),        # the IR + op registry, UpdateScheme, UserError, sizes
     ("arithmetic", {"quant", "runtime"}),                   # int8 arithmetic, update rounding, C twins
     ("executors", {"interp", "sim"}),                       # reference interpreter, torch simulator
     ("importers", {"frontend", "zoo", "data", "models"}),   # model and dataset loading

@@ -1,4 +1,4 @@
-"""Helpers shared by the CLI verbs: errors, JSON output, model loading by name or path."""
+"""Helpers shared by the CLI verbs: the user error, JSON output, progress lines."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from microtrain.api.messages import log
 from microtrain.errors import UserError
 
 __all__ = ["UserError", "emit", "log"]
@@ -36,6 +37,3 @@ def emit(args: Any, doc: dict, human: Callable[[], None]) -> None:
         human()
 
 
-def log(msg: str) -> None:
-    """Progress and status: stderr, so that stdout stays clean for ``--json``."""
-    print(msg, file=sys.stderr)

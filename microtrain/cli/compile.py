@@ -8,10 +8,10 @@ memory plan) and writes the generated project (CONTRACTS.md layout) with ``repor
 from __future__ import annotations
 
 import argparse
-import logging
-from pathlib import Path
 
-from microtrain.cli.common import UserError, emit, log
+import microtrain
+from microtrain.cli.common import emit, log
+from microtrain.report.memory import format_memory
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -54,85 +54,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def parse_bytes(text: str) -> int:
-    t = text.strip().upper().replace(" ", "")
-    for suffix, mult in (("KB", 1024), ("K", 1024), ("MB", 1024 * 1024), ("M", 1024 * 1024), ("B", 1)):
-        if t.endswith(suffix):
-            try:
-                return int(float(t[: -len(suffix)]) * mult)
-            except ValueError:
-                break
-    try:
-        return int(t)
-    except ValueError:
-        raise UserError(f"cannot read the budget {text!r}: give bytes (262144) or KB (256KB)") from None
-
-
-def load_graph_and_scheme(model: str, scheme_arg: str, classes: int | None, seed: int = 0):
-    from microtrain.models import ModelNotFound, load_model
-    from microtrain.scheme import SchemeError
-
-    try:
-        graph = load_model(model)
-    except (ModelNotFound, FileNotFoundError, ValueError) as e:
-        raise UserError(str(e)) from None
-    if classes is not None:
-        from microtrain.frontend.heads import new_head
-
-        try:
-            graph = new_head(graph, classes, seed=seed)
-        except ValueError as e:
-            raise UserError(f"--classes {classes}: {e}") from None
-    try:
-        from microtrain.sparse.presets import load_scheme
-
-        scheme = load_scheme(scheme_arg, graph)
-    except SchemeError as e:
-        raise UserError(f"--scheme {scheme_arg}: {e}") from None
-    return graph, scheme
-
-
 def run(args: argparse.Namespace) -> int:
-    from microtrain.codegen.generate_project import generate_project, report
-    from microtrain.compiler.build_training_graph import CompileError
-    from microtrain.compiler.pipeline import CompileOptions, compile_inference, compile_training
-
-    if args.verbose:  # the pass lines only (not every library's debug output)
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger = logging.getLogger("microtrain.compiler")
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    graph, scheme = load_graph_and_scheme(args.model, args.scheme, args.classes, args.seed)
-    options = CompileOptions(reorder=args.reorder, per_channel=args.per_channel, rounding=args.rounding,
-                             seed=args.seed, qas=not args.no_qas, stream_input=args.stream_input,
-                             budget=parse_bytes(args.budget) if args.budget else None)
-    try:
-        step = compile_training(graph, scheme, options)
-    except CompileError as e:
-        raise UserError(str(e)) from None
-    inference = compile_inference(graph)
-    out = generate_project(step, graph, Path(args.out), inference)
-    doc = report(step, inference)
-    doc["out"] = str(out)
-    if args.plot:
-        from microtrain.compiler.plot_memory import plot_memory
-
-        doc["plot"] = str(plot_memory(step.plan, out / "memory.png", title=f"{args.model} / {args.scheme}"))
+    result = microtrain.compile(args.model, args.scheme, args.out, classes=args.classes, seed=args.seed,
+                                reorder=args.reorder, per_channel=args.per_channel, rounding=args.rounding,
+                                qas=not args.no_qas, stream_input=args.stream_input, budget=args.budget,
+                                plot=args.plot, target=args.target, sram=args.sram, flash=args.flash,
+                                verbose=args.verbose)
+    doc, out = result.report, result.out
     if not args.verbose:
-        for line in step.log:
+        for line in result.step.log:
             log(f"  {line}")
-    if args.target and args.target != "host":  # a cross target: link at the budgets, memory from the ELF
-        from microtrain.targets import get_target
-
-        try:
-            target = get_target(args.target)
-        except KeyError as e:
-            raise UserError(str(e)) from None
-        budgets = {k: v for k in ("sram", "flash") if (v := getattr(args, k, None))}
-        log(f"building for {args.target}")
-        elf = target.build(out, **budgets)
-        doc["target"] = {"name": args.target, "elf": str(elf), "memory": target.memory(out, elf, **budgets)}
 
     def human() -> None:
         bd = doc["breakdown"]
@@ -140,14 +71,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"peak memory {doc['peak_bytes']} B ({doc['peak_bytes'] / 1024:.1f} KB) = arena "
               f"{doc['arena_bytes'] / 1024:.1f} KB + trained tensors in RAM {doc['trainable_bytes'] / 1024:.1f} KB")
         print("at the peak: " + ", ".join(f"{k} {v / 1024:.1f} KB" for k, v in bd.items() if v))
-        print(f"inference alone: arena {inference.arena_bytes / 1024:.1f} KB")
+        print(f"inference alone: arena {result.inference.arena_bytes / 1024:.1f} KB")
         if args.plot:
             print(f"memory timeline: {doc['plot']}")
-        if "target" in doc:
-            from microtrain.report.memory import format_memory
-
+        if result.target_memory is not None:
             print(f"{args.target} firmware {doc['target']['elf']} (static memory; stack measured by `run`):")
-            print(format_memory(doc["target"]["memory"]))
+            print(format_memory(result.target_memory))
 
     emit(args, doc, human)
     return 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from microtrain.cli.common import UserError, emit
+import microtrain
+from microtrain.cli.common import emit
+from microtrain.report.inspect import format_table
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,17 +26,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from microtrain.ir import IRError, ModelFileError
-    from microtrain.models import ModelNotFound, load_model
-    from microtrain.report.inspect import analyze, format_table
-
-    try:
-        graph = load_model(args.model)
-    except (ModelNotFound, FileNotFoundError) as e:
-        raise UserError(f"{e}") from None
-    except (ModelFileError, IRError) as e:
-        raise UserError(f"cannot load model {args.model!r}: {e}") from None
-    analysis = analyze(graph)
-    doc = {"model": str(args.model), **analysis}
-    emit(args, doc, lambda: print(f"model: {args.model}\n{format_table(analysis)}"))
+    doc = microtrain.inspect(args.model)
+    emit(args, doc, lambda: print(f"model: {args.model}\n{format_table(doc)}"))
     return 0

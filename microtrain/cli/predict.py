@@ -10,12 +10,9 @@ softmax probabilities. Ties between equal int8 logits go to the lower class inde
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import numpy as np
-
-from microtrain.cli.common import UserError, emit, log
-from microtrain.ir import Graph, ModelFileError
+import microtrain
+from microtrain.cli.common import emit
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,61 +31,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _load_graph(spec: str) -> Graph:
-    from microtrain.models import ModelNotFound, load_model
-
-    try:
-        return load_model(spec)
-    except (ModelNotFound, ModelFileError) as e:
-        raise UserError(str(e)) from None
-
-
-def read_image(path: str, channels: int) -> np.ndarray:
-    """uint8 [H, W, C] from an image file; UserError when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{path}: no such image file")
-    try:
-        with Image.open(p) as img:
-            arr = np.asarray(img.convert("RGB" if channels == 3 else "L"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read it as an image ({e}); give a PNG, JPEG, BMP or other file "
-                        "that PIL can open") from None
-    return arr if arr.ndim == 3 else arr[..., None]
-
-
-def predict_images(graph: Graph, paths: list[str], top: int) -> list[dict]:
-    from microtrain.data.preprocess import preprocess, preprocess_spec
-    from microtrain.interp.reference import infer
-
-    channels = int(preprocess_spec(graph)["channels"])
-    out_q = graph.tensors[graph.outputs[0]].quant
-    names = graph.meta.get("class_names")
-    results = []
-    for path in paths:
-        x = preprocess(read_image(path, channels)[None], graph)
-        logits_q = infer(graph, x)[0].astype(np.int64)
-        logits = out_q.s * (logits_q - out_q.z)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        order = np.argsort(-logits_q, kind="stable")[:top]
-        results.append({"image": path, "top": [
-            {"class": int(c), "name": names[c] if names else None, "logit": float(logits[c]),
-             "logit_q": int(logits_q[c]), "prob": float(probs[c])} for c in order]})
-    return results
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.top < 1:
-        raise UserError(f"--top must be at least 1, got {args.top}")
-    graph = _load_graph(args.model)
-    n_classes = graph.tensors[graph.outputs[0]].shape[-1]
-    top = min(args.top, n_classes)
-    log(f"predict: {args.model} ({n_classes} classes), {len(args.images)} image(s)")
-    results = predict_images(graph, args.images, top)
-    doc = {"model": args.model, "classes": n_classes, "top": top, "predictions": results}
+    doc = microtrain.predict(args.model, args.images, args.top)
+    results = doc["predictions"]
 
     def human() -> None:
         width = max(len("image"), *(len(r["image"]) for r in results))

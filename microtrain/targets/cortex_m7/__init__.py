@@ -43,10 +43,10 @@ def project_sources(project_dir: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _config(opts: dict) -> BuildConfig:
-    return BuildConfig(flash=linker.parse_size(opts.get("flash") or linker.DEFAULT_FLASH),
-                       sram=linker.parse_size(opts.get("sram") or linker.DEFAULT_SRAM),
-                       min_heap=linker.parse_size(opts.get("min_heap") or linker.DEFAULT_MIN_HEAP),
-                       min_stack=linker.parse_size(opts.get("min_stack") or linker.DEFAULT_MIN_STACK),
+    return BuildConfig(flash=linker.parse_size(opts.get("flash") or linker.DEFAULT_FLASH, "flash budget"),
+                       sram=linker.parse_size(opts.get("sram") or linker.DEFAULT_SRAM, "SRAM budget"),
+                       min_heap=linker.parse_size(opts.get("min_heap") or linker.DEFAULT_MIN_HEAP, "heap size"),
+                       min_stack=linker.parse_size(opts.get("min_stack") or linker.DEFAULT_MIN_STACK, "stack size"),
                        wrap_model=True,
                        defines=dict(d.split("=", 1) if "=" in d else (d, "1") for d in opts.get("defines") or ()))
 

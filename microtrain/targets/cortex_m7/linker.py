@@ -8,14 +8,13 @@ AN500): flash = ZBT SSRAM1, 4 MB at 0; SRAM = ZBT SSRAM2&3, 4 MB at 0x20000000, 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from microtrain.errors import UserError
+from microtrain.units import KB, MB, parse_size
 
 TEMPLATE = Path(__file__).with_name("mps2_an500.ld.in")
-KB = 1024
-MB = 1024 * 1024
+__all__ = ["KB", "MB", "parse_size", "render_linker_script", "sram_origin"]  # parse_size: microtrain/units.py
 
 FLASH_MAX = 4 * MB
 # (origin, size) of the RAM blocks the board has, smallest-first.
@@ -25,23 +24,6 @@ DEFAULT_FLASH = 1 * MB
 DEFAULT_SRAM = 256 * KB
 DEFAULT_MIN_HEAP = 2 * KB  # newlib FILE structs + dtoa bigints (the driver's stdio buffers are static): ~1.5 KB
 DEFAULT_MIN_STACK = 4 * KB
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]i?[bB]?|[bB])?\s*$")
-
-
-def parse_size(text: str | int) -> int:
-    """'256KB', '1MB', '300000', '1.5MB', '64k' -> bytes (KB = 1024 bytes, MB = 1024 KB)."""
-    if isinstance(text, int):
-        return text
-    m = _SIZE_RE.match(str(text))
-    if not m:
-        raise UserError(f"cannot read the size {text!r}: write bytes (300000) or KB/MB (256KB, 1MB)")
-    number, unit = float(m.group(1)), (m.group(2) or "b").lower()
-    scale = {"k": KB, "m": MB}.get(unit[0], 1)
-    value = number * scale
-    if value != int(value):
-        raise UserError(f"size {text!r} is not a whole number of bytes")
-    return int(value)
 
 
 def fmt_kb(nbytes: int) -> str:

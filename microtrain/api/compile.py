@@ -1,0 +1,90 @@
+"""``compile``: the training step of a model + scheme as a C project (what ``microtrain compile`` runs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from microtrain.api.messages import log
+from microtrain.api.models import ModelSpec, SchemeSpec, prepare
+from microtrain.codegen.generate_project import generate_project, report
+from microtrain.compiler.build_training_graph import CompileError
+from microtrain.compiler.pipeline import CompiledStep, CompileOptions, compile_inference, compile_training
+from microtrain.compiler.plan_memory import MemoryPlan
+from microtrain.errors import UserError
+from microtrain.targets import get_target
+from microtrain.units import parse_size
+
+
+@dataclasses.dataclass
+class CompileResult:
+    """What ``compile`` wrote and measured; ``report`` is the document ``compile --json`` prints."""
+
+    out: Path
+    report: dict[str, Any]
+    step: CompiledStep
+    inference: MemoryPlan
+
+    @property
+    def peak_bytes(self) -> int:
+        """Arena + trained tensors in RAM at the planned peak (bytes)."""
+        return int(self.report["peak_bytes"])
+
+    @property
+    def target_memory(self) -> dict[str, Any] | None:
+        """With a cross target: the memory of the linked firmware (``report.memory.format_memory``)."""
+        return self.report["target"]["memory"] if "target" in self.report else None
+
+
+def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: int | None = None, seed: int = 0,
+            reorder: bool = True, per_channel: bool = True, rounding: str = "nearest", qas: bool = True,
+            stream_input: bool = False, budget: str | int | None = None, plot: bool = False,
+            target: str | None = None, sram: str | int | None = None, flash: str | int | None = None,
+            verbose: bool = False) -> CompileResult:
+    """Derive the training step of ``model`` (with a new ``classes``-way head if given) for ``scheme``,
+    plan its memory, write the C project to ``out`` and, for a cross ``target`` (cortex-m7), link
+    it at the ``sram``/``flash`` budgets and report its memory from the ELF. ``budget``: fail
+    unless the planned peak fits. ``verbose``: log one line per compiler pass (logger
+    ``microtrain.compiler``)."""
+    prepared = prepare(model, classes, scheme, seed)
+    graph = prepared.graph
+    options = CompileOptions(reorder=reorder, per_channel=per_channel, rounding=rounding, seed=seed, qas=qas,
+                             stream_input=stream_input,
+                             budget=parse_size(budget, "budget") if budget is not None else None)
+    if verbose:
+        _log_passes()
+    try:
+        step = compile_training(graph, prepared.scheme, options)
+    except CompileError as e:
+        raise UserError(str(e)) from None
+    inference = compile_inference(graph)
+    out = generate_project(step, graph, Path(out), inference)
+    doc = report(step, inference)
+    doc["out"] = str(out)
+    if plot:
+        from microtrain.compiler.plot_memory import plot_memory  # deferred: matplotlib
+
+        doc["plot"] = str(plot_memory(step.plan, out / "memory.png", title=f"{model} / {scheme}"))
+    if target and target != "host":  # a cross target: link at the budgets, memory from the ELF
+        try:
+            module = get_target(target)
+        except KeyError as e:
+            raise UserError(str(e)) from None
+        budgets = {k: v for k, v in (("sram", sram), ("flash", flash)) if v}
+        log(f"building for {target}")
+        elf = module.build(out, **budgets)
+        doc["target"] = {"name": target, "elf": str(elf), "memory": module.memory(out, elf, **budgets)}
+    return CompileResult(out, doc, step, inference)
+
+
+def _log_passes() -> None:
+    """Send the compiler's pass lines (only those, not every library's debug output) to stderr."""
+    logger = logging.getLogger("microtrain.compiler")
+    if not any(getattr(h, "microtrain_passes", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.microtrain_passes = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)

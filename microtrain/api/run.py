@@ -1,0 +1,106 @@
+"""``run``: train a compiled project on a target (host gcc, or the emulated Cortex-M7 on QEMU)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microtrain.api.messages import log
+from microtrain.codegen.driver_files import read_weights, write_driver_files
+from microtrain.data.datasets import check_fits, load_dataset
+from microtrain.data.preprocess import preprocess
+from microtrain.errors import UserError
+from microtrain.ir import Graph, load_graph, save_graph
+from microtrain.targets import get_target
+
+
+@dataclasses.dataclass
+class RunResult:
+    """A run of a compiled project; ``doc`` is the document ``run --json`` prints."""
+
+    doc: dict[str, Any]
+
+    @property
+    def losses(self) -> list[float]:
+        return list(self.doc["losses"])
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.doc["accuracy"]
+
+    @property
+    def memory(self) -> dict[str, Any] | None:
+        """Emulated target: SRAM (static + heap + measured stack) and flash of the firmware, from the ELF."""
+        return self.doc.get("memory")
+
+    @property
+    def cost(self) -> dict[str, Any] | None:
+        """Emulated target: instructions per training step (QEMU instruction count)."""
+        return self.doc.get("cost")
+
+
+def samples(data: str, split: str, count: int, graph: Graph, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` samples of a seeded shuffle of ``split``, preprocessed for ``graph`` (int8), and labels."""
+    try:
+        ds = load_dataset(data, split=split)
+        check_fits(ds, graph)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(f"--data {data}: {e}") from None
+    order = np.random.default_rng(seed).permutation(len(ds))[:count]
+    return preprocess(ds.images[order], graph), ds.labels[order].astype(np.int32)
+
+
+def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr: float = 0.01, eval_samples: int = 0,
+        seed: int = 0, workdir: str | Path | None = None, export: str | Path | None = None,
+        sram: str | int | None = None, flash: str | int | None = None) -> RunResult:
+    """Build the project ``compile`` wrote for ``target``, stream ``steps`` training samples of
+    ``data`` through it at batch 1, evaluate on ``eval_samples`` test samples, and export the trained
+    model (``export``, default ``project/trained_model``: .json + .npz)."""
+    project = Path(project)
+    if not (project / "report.json").exists() or not (project / "model.json").exists():
+        raise UserError(f"{project} is not a compiled project (no report.json/model.json); "
+                        "run `microtrain compile MODEL --scheme ... --out DIR` first")
+    if steps < 0 or eval_samples < 0:
+        raise UserError("--steps and --eval must be >= 0")
+    try:
+        module = get_target(target)
+    except KeyError as e:
+        raise UserError(str(e)) from None
+    graph = load_graph(project / "model")
+    rep = json.loads((project / "report.json").read_text())
+    log(f"preparing {steps} training samples of {data} for {graph.meta.get('name', 'the model')}")
+    x_train, y_train = samples(data, "train", max(1, steps), graph, seed)
+    x_test = y_test = None
+    if eval_samples:
+        x_test, y_test = samples(data, "test", eval_samples, graph, seed + 1)
+    work = Path(workdir) if workdir else project / "run"
+    write_driver_files(work, x_train, y_train, steps, lr, seed, x_test, y_test, eval_samples)
+    log(f"building and running on {target} in {work}")
+    try:
+        budgets = {k: v for k, v in (("sram", sram), ("flash", flash)) if v}
+        res = module.run(project, work, **budgets)
+    except (RuntimeError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+    if res.weights_path is None:
+        raise UserError(f"the run wrote no mt_weights.bin in {work}:\n{res.stdout[-1000:]}")
+    trained = read_weights(project, res.weights_path)
+    tensors = dict(graph.tensors)
+    for name, arr in trained.items():
+        tensors[name] = tensors[name].with_data(arr)
+    meta = {**graph.meta, "trained": {"steps": steps, "lr": lr, "data": data,
+                                      "target": target, "scheme": rep.get("scheme", {}).get("name", "")}}
+    export = Path(export) if export else project / "trained_model"
+    save_graph(graph.replace(tensors=tensors, meta=meta), export)
+    doc = {"project": str(project), "target": target, "steps": steps, "lr": lr,
+           "losses": res.losses, "loss_bits": [f"{b:08x}" for b in res.loss_bits],
+           "eval_correct": res.eval_correct, "eval_total": res.eval_total,
+           "accuracy": (res.eval_correct / res.eval_total) if res.eval_total else None,
+           "exported": str(export.with_suffix(".json"))}
+    if getattr(res, "memory", None):  # emulated target: memory from the ELF + measured stack, cost per step
+        doc["memory"] = res.memory
+        doc["cost"] = res.to_dict()["cost"]
+    return RunResult(doc)
