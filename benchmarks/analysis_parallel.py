@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import microtrain
 from microtrain.sparse.contribution import AnalysisConfig, map_jobs, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,7 @@ def main() -> int:
     a = p.parse_args()
 
     cfg = AnalysisConfig(epochs=a.epochs, candidates=8)
-    data = prepare(a.model, a.data, a.limit, a.test_limit, a.resolution, None, cfg)
+    data = prepare(microtrain.load_model(a.model), a.data, a.limit, a.test_limit, a.resolution, None, cfg, name=a.model)
     jobs = sorted(data.jobs(), key=lambda j: j.kind != "weight")[:a.jobs]
     walls: dict[str, list[float]] = {b: [] for b in a.backends}
     results: dict[str, dict[str, float]] = {}

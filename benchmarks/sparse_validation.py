@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+import microtrain
 from microtrain.data.datasets import load_dataset
 from microtrain.data.preprocess import preprocess
 from microtrain.report.plots import plot_accuracy_vs_memory
@@ -133,8 +134,9 @@ def serial_vs_parallel(data, out: Path, n_jobs: int, workers: int) -> dict:
 def run_pair(model: str, data_name: str, a: argparse.Namespace, out: Path, rows: list, notes: dict) -> None:
     print(f"== {model} on {data_name}", file=sys.stderr)
     cfg = AnalysisConfig(epochs=a.analysis_epochs, lr=a.lr, candidates=a.candidates)
-    data = prepare(model, data_name, a.analysis_limit, a.test_limit, a.resolution, None, cfg)
-    mem_graph = prepare(model, data_name, 1, 1, None, None, cfg).graph
+    graph = microtrain.load_model(model)
+    data = prepare(graph, data_name, a.analysis_limit, a.test_limit, a.resolution, None, cfg, name=model)
+    mem_graph = prepare(graph, data_name, 1, 1, None, None, cfg).graph
     tag = f"{model}-{data_name}"
     t0 = time.time()
     table, stats = run_analysis(data, out / "analysis" / tag, "local", a.workers,
@@ -197,7 +199,7 @@ def run_pair(model: str, data_name: str, a: argparse.Namespace, out: Path, rows:
     oracle.close()
     # fine-tuning: training images from the train split, scored on the test split, which the
     # analysis (scored on images held out of the train split) never saw
-    graph = prepare(model, data_name, 1, 1, a.resolution, None, cfg).graph
+    graph = prepare(microtrain.load_model(model), data_name, 1, 1, a.resolution, None, cfg).graph
     train = load_dataset(data_name, "train", limit=a.train_limit, seed=0)
     test = load_dataset(data_name, "test", limit=a.eval_limit, seed=0)
     state = FTState(graph, preprocess(train.images, graph), train.labels.astype(np.int64),

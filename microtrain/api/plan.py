@@ -90,12 +90,11 @@ def plan(model: ModelSpec, data: str, budget: str | int, *, classes: int | None 
     graph = load_model(model)
     name = str(model)
     try:
-        data_ = prepare(graph, data, limit, test_limit, resolution, classes, cfg)
+        data_ = prepare(graph, data, limit, test_limit, resolution, classes, cfg, name=name)
         # The memory graph: the same model and head at the model's own resolution (what `compile` sees).
         mem_graph = prepare(graph, data, 1, 1, None, classes, cfg).graph if resolution else data_.graph
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
-    data_.description["model"] = name
     out = Path(out)
     if rate is None:  # the fingerprint below depends on the rate, so the analysis folder is named without it
         tag = hashlib.sha256(dataclasses.replace(data_, config=dataclasses.replace(cfg, lr=0.0)).fingerprint()

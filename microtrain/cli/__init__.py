@@ -12,6 +12,9 @@ import argparse
 import importlib
 import sys
 
+from microtrain import __version__
+from microtrain.errors import UserError
+
 # The verbs, in the order ``--help`` lists them. A new verb is one module and one line here.
 VERB_MODULES = [
     "inspect",
@@ -31,8 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="On-device training for microcontrollers: import, quantize, simulate, "
                     "plan, compile to C and run on host or an emulated Cortex-M7.",
     )
-    from microtrain import __version__
-
     parser.add_argument("--version", action="version", version=f"microtrain {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
@@ -45,8 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from microtrain.cli.common import UserError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,19 +1,6 @@
 """``microtrain plan MODEL --data NAME --budget 160KB --out scheme.json``: the best sparse
-update scheme that fits a memory budget, with its evidence.
-
-1. Contribution analysis (``sparse/contribution.py``): short fine-tuning runs with the
-   simulator on a class-balanced subset of the data, in parallel (``--workers``, or a Ray
-   cluster with ``--backend ray``), each cached in the analysis folder (``--analysis``):
-   rerunning resumes an interrupted analysis and reuses a finished one.
-2. Search (``sparse/search.py``): evolutionary search, and random search as the baseline at
-   the same number of evaluated schemes, for the largest summed contribution whose compiled
-   peak (``compile_training``: arena + trained tensors in RAM, what ``microtrain compile``
-   reports for the same model and ``--classes``) is within the budget.
-3. Output: the scheme file, its predicted gain, its exact memory and breakdown (compiled
-   again with the full, verified pipeline) and the frontier plot.
-
-``--resolution`` only lowers the resolution of the analysis runs (time); memory is always
-that of the model at its own input resolution, as ``compile`` sees it.
+update scheme that fits a memory budget, with its evidence (``microtrain.plan``: contribution
+analysis, evolutionary and random search, the scheme compiled again; see ``api/plan.py``).
 """
 
 from __future__ import annotations

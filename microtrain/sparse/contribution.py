@@ -156,9 +156,14 @@ def graph_hash(graph: Graph) -> str:
 
 # --- preparing the data ----------------------------------------------------------------
 
-def prepare(model: str | Graph, data: str, limit: int = 500, test_limit: int = 300, resolution: int | None = None,
-            classes: int | None = None, config: AnalysisConfig | None = None, data_seed: int = 0) -> AnalysisData:
-    """Load model and data, fit the head to the classes, resize, take class-balanced subsets.
+def prepare(graph: Graph, data: str, limit: int = 500, test_limit: int = 300, resolution: int | None = None,
+            classes: int | None = None, config: AnalysisConfig | None = None, data_seed: int = 0,
+            name: str | None = None) -> AnalysisData:
+    """Load the data, fit the model's head to its classes, resize, take class-balanced subsets.
+
+    The head is fitted, not replaced: the model gets a new head (seeded by the config) only when
+    its classifier has another number of classes than the (first ``classes`` of the) dataset.
+    ``name`` names the model in the description (default: the graph's meta).
 
     Both subsets come from the *training* split: ``limit`` images to train each run and, disjoint
     from them, ``test_limit`` held-out images to score it. Choosing a scheme is model selection,
@@ -167,10 +172,8 @@ def prepare(model: str | Graph, data: str, limit: int = 500, test_limit: int = 3
     from microtrain.data.datasets import balanced_indices, load_dataset, subset
     from microtrain.data.preprocess import preprocess
     from microtrain.frontend.heads import new_head
-    from microtrain.models import load_model
     from microtrain.sim.resolution import with_resolution
 
-    graph = load_model(model) if isinstance(model, str) else model
     ds = load_dataset(data, "train")
     if classes is not None:
         if not 1 <= classes <= ds.num_classes:
@@ -191,7 +194,7 @@ def prepare(model: str | Graph, data: str, limit: int = 500, test_limit: int = 3
     if resolution is not None:
         graph = with_resolution(graph, resolution)
     res = graph.tensors[graph.inputs[0]].shape[1]
-    desc = {"model": model if isinstance(model, str) else graph.meta.get("model", "graph"), "data": data,
+    desc = {"model": name or graph.meta.get("model", "graph"), "data": data,
             "train_samples": len(train), "held_out_samples": len(test), "classes": n_classes, "resolution": int(res)}
     return AnalysisData(graph, preprocess(train.images, graph), train.labels.astype(np.int64),
                         preprocess(test.images, graph), test.labels.astype(np.int64), config or AnalysisConfig(),
