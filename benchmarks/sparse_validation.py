@@ -103,7 +103,7 @@ def peaks_by_k(mem_graph, convs: list[str], cls: str, weights: bool, limit: int,
             layers = convs[len(convs) - (k - 1 if weights else k):] if (k > 1 or not weights) else []
             w = {n: 1.0 for n in layers} if weights else {}
             scheme = make_scheme(mem_graph, layers + [cls], w | {cls: 1.0})
-            cache[key] = S.compiled_peak(mem_graph, scheme, fast=True)[0]
+            cache[key] = S.compiled_peak(mem_graph, scheme)[0]
         out[k] = cache[key]
         if cache[key] > limit:
             break
@@ -162,7 +162,7 @@ def run_pair(model: str, data_name: str, a: argparse.Namespace, out: Path, rows:
     for key, scheme in (("full", make_scheme(mem_graph, convs + [cls], {n: 1.0 for n in convs + [cls]})),
                         ("bias-only", make_scheme(mem_graph, convs + [cls], {cls: 1.0}))):
         if key not in pcache:
-            pcache[key] = S.compiled_peak(mem_graph, scheme, fast=True)[0]
+            pcache[key] = S.compiled_peak(mem_graph, scheme)[0]
     write_atomic(pcache_path, pcache)
 
     schemes: dict[str, UpdateScheme] = {"classifier-only": baseline_scheme(data.graph, convs, cls, "bias-k", 0),

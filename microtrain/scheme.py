@@ -171,3 +171,17 @@ def make_scheme(graph: Graph, bias_layers: Iterable[str] = (), weight_ratios: di
     weights.sort(key=lambda w: order[w.layer])
     biases = sorted(set(bias_layers), key=lambda n: order.get(n, -1))
     return check_scheme(UpdateScheme(tuple(biases), tuple(weights), head, name), graph)
+
+
+def trained_tensor_order(scheme: UpdateScheme, graph: Graph) -> list[tuple[str, str]]:
+    """(layer, "weight"|"bias") of every trained tensor: layers in execution order, weight
+    before bias. The position in this list is the ``tensor_id`` of the rounding rule."""
+    weights = {w.layer for w in scheme.weight_layers}
+    biases = set(scheme.bias_layers)
+    order = []
+    for node in graph.weighted_nodes():
+        if node.name in weights:
+            order.append((node.name, "weight"))
+        if node.name in biases:
+            order.append((node.name, "bias"))
+    return order

@@ -26,7 +26,7 @@ fi
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 if ! "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
-    echo "setup: microtrain needs Python 3.11; $PYTHON is $("$PYTHON" --version 2>&1)" >&2
+    echo "setup: this setup uses Python 3.11 (the local torch wheel is built for it); $PYTHON is $("$PYTHON" --version 2>&1)" >&2
     exit 1
 fi
 if [ ! -x .venv/bin/python ]; then

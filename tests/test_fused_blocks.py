@@ -13,8 +13,8 @@ import pytest
 from runtime_harness.rt import assert_equal_first, ptr, runtime
 
 from microtrain.compiler import inplace
+from microtrain.compiler.build_training_graph import forward_end
 from microtrain.compiler.fuse_frozen_blocks import fuse_frozen_blocks
-from microtrain.compiler.hoist_masks import forward_end
 from microtrain.compiler.toy_graphs import toy_mbnet
 from microtrain.interp.reference import run_graph
 from microtrain.interp.training import run_training_graph

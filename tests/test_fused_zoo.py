@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import zoo_path_or_skip
 
-from microtrain.compiler.hoist_masks import forward_end
+from microtrain.compiler.build_training_graph import forward_end
 from microtrain.compiler.pipeline import CompileOptions, compile_inference, compile_training
 from microtrain.interp.reference import run_graph
 from microtrain.ir.fused_blocks import FUSED

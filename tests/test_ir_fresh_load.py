@@ -8,6 +8,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+from conftest import zoo_path_or_skip
+
+import microtrain
 from microtrain.compiler.fuse_frozen_blocks import fuse_frozen_blocks
 from microtrain.compiler.pipeline import CompileOptions, compile_training
 from microtrain.compiler.toy_graphs import toy_mbnet
@@ -53,3 +57,19 @@ def test_graphs_of_every_stage_verify_with_only_the_ir(tmp_path):
     assert got["others"] == [], f"loading and verifying imported {got['others']}"
     missing = sorted({op.name for op in Op} - set(got["ops"]))
     assert not missing, f"ops no saved graph holds: {missing}"
+
+
+@pytest.mark.zoo
+def test_compiled_zoo_training_graph_verifies_with_only_the_ir(tmp_path):
+    zoo_path_or_skip("mbv2-w0.35")
+    step = microtrain.compile("mbv2-w0.35", "mbv2-w0.35/99kb", tmp_path / "step", classes=10)
+    path = tmp_path / "step" / "training_graph.json"
+    code = ("import json, sys\nfrom microtrain.ir import load_graph, verify_graph\n"
+            f"g = verify_graph(load_graph({str(path)!r}))\n"
+            "print(json.dumps({'nodes': [n.name for n in g.nodes], 'others': sorted(m for m in sys.modules "
+            "if m.startswith('microtrain.') and not m.startswith('microtrain.ir'))}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["others"] == []
+    assert got["nodes"] == [n.name for n in step.step.graph.nodes]  # the graph the C was emitted from

@@ -252,28 +252,6 @@ def test_dequantize_mask_and_add_exact(rt):
     assert_equal_first(s, a + b, "add f32")
 
 
-def test_fp32_head_vs_torch(rt):
-    rng = np.random.default_rng(905)
-    c_in, c_out = 64, 10
-    x, w = rng.normal(0, 1, c_in).astype(np.float32), rng.normal(0, 0.1, (c_out, c_in)).astype(np.float32)
-    b, g = rng.normal(0, 1, c_out).astype(np.float32), rng.normal(0, 1, c_out).astype(np.float32)
-    xt, wt, bt = (torch.tensor(v, requires_grad=True) for v in (x, w, b))
-    yt = F.linear(xt, wt, bt)
-    (yt * torch.tensor(g)).sum().backward()
-    p = cbind.FcParams(c_in, c_out, 0, 0, -128, 127)
-    y, gi, gw = np.zeros(c_out, np.float32), np.zeros(c_in, np.float32), np.zeros((c_out, c_in), np.float32)
-    assert rt.mt_linear_f32(ctypes.byref(p), ptr(x), ptr(w), ptr(b), ptr(y)) == 0
-    close(y, yt.detach().numpy(), "linear f32")
-    assert rt.mt_linear_grad_input_f32(ctypes.byref(p), ptr(w), ptr(g), ptr(gi)) == 0
-    close(gi, xt.grad.numpy(), "linear grad input")
-    ch = channels(None, c_out, 0, c_out)
-    assert rt.mt_linear_grad_weight_f32(ctypes.byref(p), ptr(x), ptr(g), ctypes.byref(ch), ptr(gw)) == 0
-    close(gw, wt.grad.numpy(), "linear grad weight")
-    w2 = w.copy()
-    assert rt.mt_sgd_update_f32(ptr(w2), c_in, ptr(gw), ctypes.byref(ch), 0.1) == 0
-    assert_equal_first(w2, w - np.float32(0.1) * gw, "fp32 SGD")
-
-
 def test_backward_kernels_reject_bad_channels(rt):
     rng = np.random.default_rng(906)
     p, x, wq, s_x, s_w, g = _conv_problem(rng, 3, 1, 1)

@@ -111,7 +111,7 @@ def test_fast_compile_gives_the_pipeline_peak():
     for _ in range(4):
         scheme = space.scheme(graph, space.sample(rng))
         full = compile_training(graph, scheme).plan
-        peak, breakdown = compiled_peak(graph, scheme, fast=True)
+        peak, breakdown = compiled_peak(graph, scheme)
         assert peak == full.peak_bytes and breakdown == full.peak_breakdown()
 
 

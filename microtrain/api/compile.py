@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +49,16 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
     """Derive the training step of ``model`` (with a new ``classes``-way head if given) for ``scheme``,
     plan its memory, write the C project to ``out`` and, for a cross ``target`` (cortex-m7), link
     it at the ``sram``/``flash`` budgets and report its memory from the ELF. ``budget``: fail
-    unless the planned peak fits. ``verbose``: log one line per compiler pass (logger
-    ``microtrain.compiler``)."""
+    unless the planned peak fits. ``verbose``: log one line per compiler pass to stderr (logger
+    ``microtrain.compiler``) with its effect on the peak (the planner then runs after every pass)."""
     prepared = prepare(model, classes, scheme, seed)
     graph = prepared.graph
     options = CompileOptions(reorder=reorder, per_channel=per_channel, rounding=rounding, seed=seed, qas=qas,
-                             stream_input=stream_input,
+                             stream_input=stream_input, measure_passes=verbose,
                              budget=parse_size(budget, "budget") if budget is not None else None)
-    if verbose:
-        _log_passes()
     try:
-        step = compile_training(graph, prepared.scheme, options)
+        with _pass_log(verbose):
+            step = compile_training(graph, prepared.scheme, options)
     except CompileError as e:
         raise UserError(str(e)) from None
     inference = compile_inference(graph)
@@ -79,12 +81,20 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
     return CompileResult(out, doc, step, inference)
 
 
-def _log_passes() -> None:
-    """Send the compiler's pass lines (only those, not every library's debug output) to stderr."""
+@contextlib.contextmanager
+def _pass_log(on: bool) -> Iterator[None]:
+    """While compiling: the compiler's pass lines (only those, not every library's debug output) on stderr."""
+    if not on:
+        yield
+        return
     logger = logging.getLogger("microtrain.compiler")
-    if not any(getattr(h, "microtrain_passes", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.microtrain_passes = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import emit, log
+from microtrain.cli.common import emit
 from microtrain.report.memory import format_memory
+from microtrain.runtime.rounding import ROUNDINGS
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="apply each update as soon as its gradient exists (default on)")
     p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                    help="with --reorder: compute, apply and free one output channel's gradient at a time")
-    p.add_argument("--rounding", choices=("nearest", "stochastic"), default="nearest",
+    p.add_argument("--rounding", choices=ROUNDINGS, default="nearest",
                    help="rounding of the int8/int32 update (default nearest)")
     p.add_argument("--no-qas", action="store_true", help="disable quantization-aware scaling of the update")
     p.add_argument("--seed", type=int, default=0, help="default stochastic-rounding seed and head seed")
@@ -44,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="the first fused block pulls the input image row by row (a sensor, camera lines by DMA or "
                         "a file) instead of holding it whole in the arena; needs a frozen first stage")
     p.add_argument("--plot", action="store_true", help="also draw the memory timeline to DIR/memory.png")
-    p.add_argument("-v", "--verbose", action="store_true", help="log one line per compiler pass")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log one line per compiler pass with its effect on the peak (stderr)")
     p.add_argument("--target", default=None, metavar="NAME",
                    help="also build the project for a target and report its memory from the linked ELF "
                         "(cortex-m7: arm-none-eabi-gcc at the --sram/--flash budgets)")
@@ -61,9 +63,6 @@ def run(args: argparse.Namespace) -> int:
                                 plot=args.plot, target=args.target, sram=args.sram, flash=args.flash,
                                 verbose=args.verbose)
     doc, out = result.report, result.out
-    if not args.verbose:
-        for line in result.step.log:
-            log(f"  {line}")
 
     def human() -> None:
         bd = doc["breakdown"]

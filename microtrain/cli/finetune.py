@@ -22,6 +22,7 @@ import numpy as np
 import microtrain
 from microtrain.api.finetune import OPTIMIZERS
 from microtrain.cli.common import emit
+from microtrain.runtime.rounding import ROUNDINGS
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.01, help="peak learning rate (cosine schedule, 10%% warm-up)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--accumulate", type=int, default=1, metavar="K", help="micro-batches per optimizer step")
-    p.add_argument("--rounding", choices=("nearest", "stochastic"), default="stochastic",
+    p.add_argument("--rounding", choices=ROUNDINGS, default="stochastic",
                    help="rounding of the int8 update (default stochastic)")
     p.add_argument("--seed", type=int, default=0, help="data order, subsets, new head and stochastic rounding")
     p.add_argument("--resolution", type=int, default=None, metavar="R",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from microtrain.codegen.context import CContext, c_float
 from microtrain.ir.buffer_sizes import depthwise_conv2d_grad_input_inplace_get_buffer_size
+from microtrain.ir.conv_kinds import is_depthwise, is_pointwise
 from microtrain.ir.graph import Node
 from microtrain.ir.ops import Op
 from microtrain.runtime import twins
@@ -28,21 +29,9 @@ def _size(ctx: CContext, name: str) -> int:
     return ctx.graph.tensors[name].size
 
 
-def _is_depthwise(layer: Node, ctx: CContext) -> bool:
-    x, w = ctx.graph.tensors[layer.inputs[0]], ctx.graph.tensors[layer.inputs[1]]
-    return int(layer.attrs.get("groups", 1)) == x.shape[3] == w.shape[0] and w.shape[3] == 1
-
-
-def _is_pointwise(layer: Node, ctx: CContext) -> bool:
-    w = ctx.graph.tensors[layer.inputs[1]]
-    return (w.shape[1:3] == (1, 1) and tuple(layer.attrs.get("stride", (1, 1))) == (1, 1)
-            and tuple(layer.attrs.get("padding", (0, 0, 0, 0))) == (0, 0, 0, 0)
-            and int(layer.attrs.get("groups", 1)) == 1)
-
-
 def _conv_kernel(node: Node, ctx: CContext) -> str:
-    return ("mt_depthwise_conv2d_s8" if _is_depthwise(node, ctx)
-            else "mt_pointwise_conv2d_s8" if _is_pointwise(node, ctx) else "mt_conv2d_s8")
+    return ("mt_depthwise_conv2d_s8" if is_depthwise(node, ctx.graph)
+            else "mt_pointwise_conv2d_s8" if is_pointwise(node, ctx.graph) else "mt_conv2d_s8")
 
 
 def _conv2d(node: Node, ctx: CContext) -> list[str]:
@@ -156,14 +145,14 @@ def _conv_grad_input(node: Node, ctx: CContext) -> list[str]:
         return [_try(ctx, "mt_pointwise_conv2d_grad_input_rows_f32", "&" + ctx.conv_params(layer),
                      ctx.weight_scales(w), "NULL", rows, ctx.ptr(g), ctx.ptr(node.outputs[0]))]
     out = node.outputs[0]
-    if _is_depthwise(layer, ctx) and ctx.same_buffer(g, out):
+    if is_depthwise(layer, ctx.graph) and ctx.same_buffer(g, out):
         # the planner let the input gradient overwrite the output gradient (inplace_operands)
         x_t = ctx.graph.tensors[layer.inputs[0]]
         plane = depthwise_conv2d_grad_input_inplace_get_buffer_size(x_t.shape[1], x_t.shape[2]) // 4
         return ["{", f"    float scratch[{plane}]; /* one channel plane */",
                 "    " + _try(ctx, "mt_depthwise_conv2d_grad_input_inplace_f32", "&" + ctx.conv_params(layer),
                               ctx.weight_scales(w), ctx.ptr(w), ctx.ptr(g), "scratch"), "}"]
-    kernel = "mt_depthwise_conv2d_grad_input_f32" if _is_depthwise(layer, ctx) else "mt_conv2d_grad_input_f32"
+    kernel = "mt_depthwise_conv2d_grad_input_f32" if is_depthwise(layer, ctx.graph) else "mt_conv2d_grad_input_f32"
     return [_try(ctx, kernel, "&" + ctx.conv_params(layer), ctx.weight_scales(w), ctx.ptr(w), ctx.ptr(g),
                  ctx.ptr(node.outputs[0]))]
 
@@ -207,7 +196,7 @@ def _grad_weight(node: Node, ctx: CContext) -> list[str]:
     if node.op == Op.FC_GRAD_WEIGHT:
         call = lambda gw: _try(ctx, "mt_fully_connected_grad_weight_f32", "&" + ctx.fc_params(layer),  # noqa: E731
                                c_float(x_t.quant.s), ctx.ptr(x), ctx.ptr(g), "&ch", gw)
-    elif _is_depthwise(layer, ctx):
+    elif is_depthwise(layer, ctx.graph):
         sliced = "1" if node.attrs.get("x_channels") is not None else "0"
         call = lambda gw: _try(ctx, "mt_depthwise_conv2d_grad_weight_f32", "&" + ctx.conv_params(layer),  # noqa: E731
                                c_float(x_t.quant.s), ctx.ptr(x), sliced, ctx.ptr(g), "&ch", gw)

@@ -5,6 +5,8 @@
     DIR/runtime/             copies of the runtime kernels the model calls (+ headers)
     DIR/main/mt_main.c       the portable driver
     DIR/model.json/.npz      the int8 inference graph (so trained weights can be exported)
+    DIR/training_graph.json/.npz  the final training graph the C was emitted from (verifies with
+                             ``microtrain.ir`` alone: ``verify_graph(load_graph(DIR/training_graph))``)
     DIR/report.json          peak memory + breakdown, schedule, plan, trained tensors
 """
 
@@ -19,7 +21,7 @@ import numpy as np
 from microtrain.codegen.context import CContext
 from microtrain.codegen.emit_rules import EMIT_RULES
 from microtrain.codegen.main_template import MAIN_C
-from microtrain.compiler.hoist_masks import forward_end
+from microtrain.compiler.build_training_graph import forward_end
 from microtrain.compiler.pipeline import CompiledStep
 from microtrain.compiler.split_trained_rows import ram_rows, stored_bytes
 from microtrain.ir.graph import Graph
@@ -244,6 +246,7 @@ def generate_project(step: CompiledStep, inference_graph: Graph, out_dir: str | 
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, dest)
     save_graph(inference_graph, out / "model")
+    save_graph(step.graph, out / "training_graph")  # what the device runs: loads with microtrain.ir alone
     (out / "report.json").write_text(json.dumps(report(step, inference_plan, symbols), indent=1, default=_json_default))
     return out
 

@@ -12,26 +12,31 @@ from __future__ import annotations
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
-from microtrain.scheme import UpdateScheme, check_scheme
-
-ROUNDINGS = ("nearest", "stochastic")
+from microtrain.runtime.rounding import ROUNDINGS
+from microtrain.scheme import UpdateScheme, check_scheme, trained_tensor_order
 
 
 class CompileError(ValueError):
     """The model, scheme or options cannot be compiled; the message says why and what to change."""
 
 
+def forward_end(graph: Graph) -> int:
+    """Index of the first backward node: the forward ends with the loss node this pass appends
+    (a graph without one, an inference graph, is all forward: its length)."""
+    return next((i + 1 for i, n in enumerate(graph.nodes) if n.op == Op.SOFTMAX_CROSS_ENTROPY), len(graph.nodes))
+
+
 def trained_tensors(graph: Graph, scheme: UpdateScheme) -> list[dict]:
-    """The trained tensors in tensor_id order, each {name, layer, kind, channels}."""
+    """The trained tensors in tensor_id order (``scheme.trained_tensor_order``), each {name, layer, kind, channels}."""
     out = []
-    biases = set(scheme.bias_layers)
-    for node in graph.weighted_nodes():
-        wu = scheme.weight_update(node.name)
-        if wu is not None:
-            out.append({"name": node.inputs[1], "layer": node.name, "kind": "weight", "channels": list(wu.channels)})
-        if node.name in biases:
+    for layer, kind in trained_tensor_order(scheme, graph):
+        node = graph.node(layer)
+        if kind == "weight":
+            out.append({"name": node.inputs[1], "layer": layer, "kind": "weight",
+                        "channels": list(scheme.weight_update(layer).channels)})
+        else:
             n_out = graph.tensors[node.inputs[2]].shape[0]
-            out.append({"name": node.inputs[2], "layer": node.name, "kind": "bias", "channels": list(range(n_out))})
+            out.append({"name": node.inputs[2], "layer": layer, "kind": "bias", "channels": list(range(n_out))})
     return out
 
 

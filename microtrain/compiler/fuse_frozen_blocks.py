@@ -29,22 +29,10 @@ peak at block 1 (block 0's 64x64 output held whole next to block 1's output).
 
 from __future__ import annotations
 
+from microtrain.ir.conv_kinds import is_depthwise, is_pointwise
 from microtrain.ir.fused_blocks import FUSED, SCRATCH_QUANT, scratch_bytes
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import UPDATE_OPS, Op
-
-
-def _is_depthwise(n: Node, g: Graph) -> bool:
-    if n.op != Op.CONV2D:
-        return False
-    x, w = g.tensors[n.inputs[0]], g.tensors[n.inputs[1]]
-    return int(n.attrs.get("groups", 1)) == x.shape[3] == w.shape[0] and w.shape[3] == 1
-
-
-def _is_pointwise(n: Node, g: Graph) -> bool:
-    return (n.op == Op.CONV2D and g.tensors[n.inputs[1]].shape[1:3] == (1, 1)
-            and tuple(n.attrs.get("stride", (1, 1))) == (1, 1)
-            and tuple(n.attrs.get("padding", (0, 0, 0, 0))) == (0, 0, 0, 0) and int(n.attrs.get("groups", 1)) == 1)
 
 
 def _stage(role: str, n: Node, g: Graph) -> dict:
@@ -56,7 +44,7 @@ def _match(i: int, g: Graph, readers: dict[str, list[int]], producer: dict[str, 
     """Node indices [expand?, depthwise, project, residual?] of a block whose depthwise is node i."""
     nodes = g.nodes
     d = nodes[i]
-    if not _is_depthwise(d, g):
+    if not is_depthwise(d, g):
         return None
 
     def only_reader(t: str) -> int | None:
@@ -69,7 +57,7 @@ def _match(i: int, g: Graph, readers: dict[str, list[int]], producer: dict[str, 
             and only_reader(d.inputs[0]) == i):
         block.insert(0, a)
     p = only_reader(d.outputs[0])
-    if p is None or not _is_pointwise(nodes[p], g):
+    if p is None or not is_pointwise(nodes[p], g):
         return None
     block.append(p)
     x = nodes[block[0]].inputs[0]
@@ -94,7 +82,7 @@ def _frozen(block: list[int], g: Graph, readers: dict[str, list[int]], updated: 
 
 def fused_node(block: list[Node], g: Graph) -> tuple[Node, Tensor]:
     """The FUSED_INVERTED_BOTTLENECK node of a matched block, and its scratch tensor."""
-    roles = (["expand"] if not _is_depthwise(block[0], g) else []) + ["depthwise", "project"]
+    roles = (["expand"] if not is_depthwise(block[0], g) else []) + ["depthwise", "project"]
     roles += ["residual"] if block[-1].op == Op.ADD else []
     x, y = block[0].inputs[0], block[-1].outputs[0]
     consts = tuple(t for n in block if n.op == Op.CONV2D for t in n.inputs[1:])

@@ -8,14 +8,10 @@ after ``y`` is produced instead, so the backward holds n/8 bytes instead of n.
 
 from __future__ import annotations
 
+from microtrain.compiler.build_training_graph import forward_end
 from microtrain.ir.graph import Graph
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
-
-
-def forward_end(graph: Graph) -> int:
-    """Index of the first backward node (the forward ends with the loss node)."""
-    return next(i for i, n in enumerate(graph.nodes) if n.op == Op.SOFTMAX_CROSS_ENTROPY) + 1
 
 
 def hoist_masks(graph: Graph) -> Graph:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from microtrain.ir.buffer_sizes import depthwise_conv2d_grad_input_inplace_get_buffer_size
+from microtrain.ir.conv_kinds import depthwise
 from microtrain.ir.graph import Graph
 from microtrain.ir.ops import Op
 from microtrain.runtime import twins
@@ -40,7 +41,7 @@ def depthwise_grad_inplace_ok(graph: Graph, node) -> bool:
     layer = graph.node(node.attrs["layer"])
     x, w = graph.tensors[layer.inputs[0]], graph.tensors[layer.inputs[1]]
     g, gi = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
-    return (int(layer.attrs.get("groups", 1)) == x.shape[3] == w.shape[0] and w.shape[3] == 1
+    return (depthwise(int(layer.attrs.get("groups", 1)), x.shape[3], w.shape)
             and g.shape == gi.shape and g.dtype == gi.dtype
             and depthwise_conv2d_grad_input_inplace_get_buffer_size(x.shape[1], x.shape[2])
             <= INPLACE_SCRATCH_MAX)

@@ -3,7 +3,10 @@
 ``compile_training`` runs the passes below in order; each is a plain function of one file,
 the verifier runs after each, each optional pass can be switched off in
 ``CompileOptions``, and each logs one debug line with its effect (logger
-``microtrain.compiler``; ``microtrain compile -v`` shows them).
+``microtrain.compiler``; ``microtrain compile -v`` shows them): the node count, and the last
+line the one memory plan of the step. The planner runs once per compile; only
+``measure_passes`` (set by ``compile -v``) plans after every pass as well, to report each
+pass's effect on the peak.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class CompileOptions:
     qas: bool = True            # quantization-aware scaling of the update
     algorithm: str = "greedy_by_size"
     budget: int | None = None   # bytes; CompileError if the peak exceeds it
+    measure_passes: bool = False  # re-plan after each pass to log its effect on the peak (compile -v)
 
 
 @dataclasses.dataclass
@@ -99,19 +103,18 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
             lines.append(f"{name}: off")
             log.debug(lines[-1])
             continue
-        before = len(g.nodes) if measure == "nodes" or name == "insert_updates" else _peak(g)
+        peak = opt.measure_passes and (measure == "peak" or name == "insert_updates")
+        before = _peak(g) if peak and name != "insert_updates" else len(g.nodes)
         g = verify_graph(fn(g))
-        if measure == "nodes":
-            lines.append(f"{name}: nodes {before} -> {len(g.nodes)}")
-        elif name == "insert_updates":
-            lines.append(f"{name}: nodes {before} -> {len(g.nodes)}, peak {_peak(g) / 1024:.1f} KB")
+        if not peak or name == "insert_updates":
+            lines.append(f"{name}: nodes {before} -> {len(g.nodes)}"
+                         + (f", peak {_peak(g) / 1024:.1f} KB" if peak else ""))
         else:
             lines.append(f"{name}: peak {before / 1024:.1f} KB -> {_peak(g) / 1024:.1f} KB")
         log.debug(lines[-1])
-    naive = plan_memory(g, "no_reuse")
-    plan = plan_memory(g, opt.algorithm)
-    lines.append(f"plan_memory ({opt.algorithm}): arena {naive.arena_bytes / 1024:.1f} KB -> "
-                 f"{plan.arena_bytes / 1024:.1f} KB")
+    plan = plan_memory(g, opt.algorithm)  # the one plan of the step (without measure_passes)
+    lines.append(f"plan_memory ({opt.algorithm}): arena {plan.no_reuse_bytes / 1024:.1f} KB without reuse -> "
+                 f"{plan.arena_bytes / 1024:.1f} KB, peak {plan.peak_bytes / 1024:.1f} KB")
     log.debug(lines[-1])
     if opt.budget is not None and plan.peak_bytes > opt.budget:
         bd = plan.peak_breakdown()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from microtrain.compiler.build_training_graph import forward_end
 from microtrain.compiler.inplace import inplace_operands, overwrite_ok
 from microtrain.compiler.split_trained_rows import ram_rows, stored_bytes
 from microtrain.ir.graph import Graph
@@ -63,6 +64,13 @@ class MemoryPlan:
     trainable_bytes: int
     steps: list[str]
     trainable: dict[str, int]
+
+    @property
+    def no_reuse_bytes(self) -> int:
+        """The arena without any reuse (``no_reuse``: every buffer its own aligned space), the
+        baseline of the planner's saving, from this plan's buffers (no second plan)."""
+        sizes = [b.size for b in self.buffers]
+        return sum(_align(n) for n in sizes[:-1]) + (sizes[-1] if sizes else 0)
 
     def buffer_of(self, tensor: str) -> Buffer:
         for b in self.buffers:
@@ -148,7 +156,7 @@ def lifetimes(graph: Graph) -> list[Buffer]:
         last[o] = end
     chunks = {n.outputs[0]: n.attrs["chunk"] for n in nodes if "chunk" in n.attrs and n.op not in UPDATE_OPS}
     bands = _band_buffers(graph, first, last)
-    fwd_end = next((i for i, n in enumerate(nodes) if n.op == Op.SOFTMAX_CROSS_ENTROPY), end) + 1
+    fwd_end = forward_end(graph)
     fwd_outputs = {o for n in nodes[:fwd_end] for o in n.outputs}
     backward_readers = {x for n in nodes[fwd_end:] for x in n.inputs}
     param_grads = {n.inputs[1] for n in nodes if n.op in UPDATE_OPS}

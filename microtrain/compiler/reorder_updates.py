@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from microtrain.compiler.hoist_masks import forward_end
+from microtrain.compiler.build_training_graph import forward_end
 from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import UPDATE_OPS, Op
 from microtrain.ir.verify import verify_graph

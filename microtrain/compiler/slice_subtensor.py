@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from microtrain.ir.conv_kinds import depthwise as is_depthwise_conv
 from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
@@ -38,7 +39,7 @@ def slice_subtensor(graph: Graph) -> Graph:
         attrs = {**gw.attrs, "channels": kept}
         inputs = gw.inputs
         x = graph.tensors[gw.inputs[1]]
-        depthwise = gw.op == Op.CONV2D_GRAD_WEIGHT and attrs["groups"] == x.shape[3] == w.shape[0]
+        depthwise = gw.op == Op.CONV2D_GRAD_WEIGHT and is_depthwise_conv(attrs["groups"], x.shape[3], w.shape)
         if depthwise:
             sliced = f"saved.{x.name}@{gw.attrs['layer']}"
             tensors[sliced] = dataclasses.replace(x, name=sliced, shape=x.shape[:3] + (len(kept),))

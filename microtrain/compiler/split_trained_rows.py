@@ -15,19 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from microtrain.ir.conv_kinds import is_pointwise
 from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
-
-
-def is_pointwise(graph: Graph, layer: Node) -> bool:
-    """1x1, stride 1, unpadded, one group: the conv the pointwise kernels run."""
-    if layer.op != Op.CONV2D:
-        return False
-    w = graph.tensors[layer.inputs[1]]
-    return (w.shape[1:3] == (1, 1) and tuple(layer.attrs.get("stride", (1, 1))) == (1, 1)
-            and tuple(layer.attrs.get("padding", (0, 0, 0, 0))) == (0, 0, 0, 0)
-            and int(layer.attrs.get("groups", 1)) == 1)
 
 
 def _reads_rows(graph: Graph, node: Node, weight: str) -> bool:
@@ -35,9 +26,9 @@ def _reads_rows(graph: Graph, node: Node, weight: str) -> bool:
     if node.op == Op.UPDATE_WEIGHT:
         return True
     if node.op == Op.CONV2D and node.inputs[1] == weight:
-        return "band" not in node.attrs and is_pointwise(graph, node)
+        return "band" not in node.attrs and is_pointwise(node, graph)
     if node.op == Op.CONV2D_GRAD_INPUT:
-        return is_pointwise(graph, graph.node(node.attrs["layer"]))
+        return is_pointwise(graph.node(node.attrs["layer"]), graph)
     return False
 
 

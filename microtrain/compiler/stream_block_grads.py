@@ -35,20 +35,13 @@ from __future__ import annotations
 import dataclasses
 
 from microtrain.compiler.plan_memory import plan_memory
-from microtrain.compiler.split_trained_rows import is_pointwise
 from microtrain.ir.block_grads import BLOCK_GRAD, OUTPUT_ROLES
 from microtrain.ir.buffer_sizes import inverted_bottleneck_grad_get_buffer_size
+from microtrain.ir.conv_kinds import is_depthwise, is_pointwise
 from microtrain.ir.fused_blocks import SCRATCH_QUANT
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import UPDATE_OPS, Op
 from microtrain.ir.verify import verify_graph
-
-
-def _is_depthwise(n: Node, g: Graph) -> bool:
-    if n.op != Op.CONV2D:
-        return False
-    x, w = g.tensors[n.inputs[0]], g.tensors[n.inputs[1]]
-    return int(n.attrs.get("groups", 1)) == x.shape[3] == w.shape[0] and w.shape[3] == 1
 
 
 class _Index:
@@ -78,8 +71,8 @@ class _Index:
 def _match(d: Node, g: Graph, ix: _Index) -> tuple[dict, list[Node], list[Node]] | None:
     """(roles, absorbed backward nodes, updates to move after the fused node) of block d, or None."""
     e = ix.producer.get(d.inputs[0])
-    p = next((n for n in ix.readers.get(d.outputs[0], []) if n.op == Op.CONV2D and is_pointwise(g, n)), None)
-    if e is None or p is None or not is_pointwise(g, e):
+    p = next((n for n in ix.readers.get(d.outputs[0], []) if n.op == Op.CONV2D and is_pointwise(n, g)), None)
+    if e is None or p is None or not is_pointwise(e, g):
         return None
     if p.inputs[1] in ix.updated or d.inputs[1] in ix.updated:
         return None  # the fused node reads them: their updates would have to wait for it
@@ -155,7 +148,7 @@ def _rewrite(graph: Graph) -> tuple[Graph, list[str]]:
     nodes = list(graph.nodes)
     tensors = dict(graph.tensors)
     fused: list[str] = []
-    for d in [n for n in graph.nodes if _is_depthwise(n, graph)]:
+    for d in [n for n in graph.nodes if is_depthwise(n, graph)]:
         found = _match(d, graph, ix)
         if found is None:
             continue

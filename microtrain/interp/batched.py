@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from microtrain import quant
+from microtrain.ir.conv_kinds import depthwise
 from microtrain.ir.fused_blocks import block_subgraph
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import FLOAT_OPS, TRAINING_OPS, Op
@@ -45,6 +46,7 @@ def _conv2d(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[
     sh, sw = node.attrs.get("stride", (1, 1))
     top, left, bottom, right = node.attrs.get("padding", (0, 0, 0, 0))
     _, oh, ow, _ = y_t.shape
+    dw = depthwise(groups, x_t.shape[3], w_t.shape)
     if kh * kw * cpg > _MAX_TERMS:
         raise ValueError(f"node {node.name!r}: too many terms per output for exact float64 accumulation")
     xs = np.pad(x.astype(np.float64) - x_t.quant.z, ((0, 0), (top, bottom), (left, right), (0, 0)))
@@ -54,7 +56,7 @@ def _conv2d(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[
         for kx in range(kw):
             patch = xs[:, ky: ky + sh * (oh - 1) + 1: sh, kx: kx + sw * (ow - 1) + 1: sw, :]
             patch = patch.reshape(n, oh, ow, groups, cpg)
-            if cpg == 1 and opg == 1:  # depthwise: an elementwise product per channel
+            if dw:  # depthwise: an elementwise product per channel
                 acc[..., 0] += patch[..., 0] * wg[:, 0, ky, kx, 0]
             else:
                 acc += np.einsum("nhwgi,goi->nhwgo", patch, wg[:, :, ky, kx, :], optimize=True)

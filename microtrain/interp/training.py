@@ -18,6 +18,7 @@ import numpy as np
 
 from microtrain.interp.reference import EVAL_RULES, EvalRule
 from microtrain.ir.block_grads import OUTPUT_ROLES, sub_nodes
+from microtrain.ir.conv_kinds import depthwise
 from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
@@ -77,11 +78,11 @@ def _conv_grad_input(node: Node, graph: Graph, values: Mapping[str, np.ndarray])
     # Per input element the C kernel adds in (oy, ox, oc) ascending order; for a fixed element
     # oy ascending <=> ky descending, so looping ky, kx descending then oc ascending and
     # vectorising over positions adds in exactly that order.
-    depthwise = groups == c_in == c_out and per_group == 1
+    dw = depthwise(groups, c_in, w.shape)
     for ky in reversed(range(kh)):
         for kx in reversed(range(kw)):
             view = pad[ky: ky + oh * sh: sh, kx: kx + ow * sw: sw]
-            if depthwise:
+            if dw:
                 view += (gs * w[:, ky, kx, 0]).astype(F32)
                 continue
             for oc in range(c_out):

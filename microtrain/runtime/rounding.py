@@ -12,7 +12,7 @@ SGD-M, see ``train/optim.py``) and the per-channel factor f_c (``update_factors`
 ``mix`` chains murmur3's fmix32: ``h = fmix32(seed ^ (tensor_id * 0x9E3779B9 mod 2^32));
 h = fmix32(h ^ step); h = fmix32(h ^ i)``; i is the flat element index within the whole
 tensor (also for sub-tensor updates), step the 0-based training step, tensor_id the index of
-the tensor in ``trained_tensor_order``. Counter-based, so update order never matters.
+the tensor in ``scheme.trained_tensor_order``. Counter-based, so update order never matters.
 
 f_c: QAS weight 1/s_w[c], bias 1/(s_w[c] s_x); without QAS weight s_w[c], bias s_w[c] s_x;
 computed in float64 and cast once to float32 (compile-time constants).
@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from microtrain.ir.graph import Graph
-from microtrain.scheme import UpdateScheme
-
 ROUNDINGS = ("nearest", "stochastic")
+"""The rounding names, in the order of the C enum ``mt_rounding`` (MT_ROUND_NEAREST = 0, ...)."""
 WEIGHT_RANGE = (-127, 127)
 BIAS_RANGE = (-(2**31), 2**31 - 1)
 _M32 = 0xFFFFFFFF
@@ -83,17 +81,3 @@ def apply_update(w: np.ndarray, direction: np.ndarray, lr: float, factors: np.nd
         r = np.floor((v + u).astype(np.float32))
     lo, hi = WEIGHT_RANGE if kind == "weight" else BIAS_RANGE
     return np.clip(r.astype(np.float64), lo, hi).astype(w.dtype)
-
-
-def trained_tensor_order(scheme: UpdateScheme, graph: Graph) -> list[tuple[str, str]]:
-    """(layer, "weight"|"bias") of every trained tensor: layers in execution order, weight
-    before bias. The position in this list is the ``tensor_id`` of the rounding rule."""
-    weights = {w.layer for w in scheme.weight_layers}
-    biases = set(scheme.bias_layers)
-    order = []
-    for node in graph.weighted_nodes():
-        if node.name in weights:
-            order.append((node.name, "weight"))
-        if node.name in biases:
-            order.append((node.name, "bias"))
-    return order

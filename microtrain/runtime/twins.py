@@ -22,13 +22,13 @@ import numpy as np
 from microtrain import quant
 from microtrain.ir.fused_blocks import block_subgraph, stage
 from microtrain.ir.graph import Graph, Node, Tensor
+from microtrain.runtime.rounding import ROUNDINGS
 
 # mt_status values (include/mt_runtime.h)
 MT_OK, MT_ERR_NULL, MT_ERR_SHAPE, MT_ERR_PARAM, MT_ERR_OVERFLOW = 0, -1, -2, -3, -4
 STATUS_NAMES = {0: "MT_OK", -1: "MT_ERR_NULL", -2: "MT_ERR_SHAPE", -3: "MT_ERR_PARAM", -4: "MT_ERR_OVERFLOW"}
 # mt_rounding
-MT_ROUND_NEAREST, MT_ROUND_STOCHASTIC = 0, 1
-ROUNDING_MODES = {"nearest": MT_ROUND_NEAREST, "stochastic": MT_ROUND_STOCHASTIC}
+ROUNDING_MODES = {name: value for value, name in enumerate(ROUNDINGS)}  # mt_rounding: MT_ROUND_NEAREST = 0, ...
 
 # Largest dot-product length an int32 accumulator of an int8 kernel may sum (mt_nn.h).
 MAX_DOT_LENGTH = 65536

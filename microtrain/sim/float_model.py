@@ -16,7 +16,7 @@ import torch
 
 from microtrain.ir.graph import Graph
 from microtrain.ir.ops import Op
-from microtrain.runtime.rounding import trained_tensor_order
+from microtrain.scheme import trained_tensor_order
 from microtrain.sim.ops import conv_float, real_weights
 from microtrain.sim.simulator import Simulator
 

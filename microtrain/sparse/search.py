@@ -28,13 +28,15 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+import microtrain.compiler
+from microtrain.compiler.pipeline import compile_training
 from microtrain.ir.graph import Graph
 from microtrain.scheme import UpdateScheme, make_scheme
+from microtrain.sparse.backends import WorkerPool
 from microtrain.sparse.contribution import ContributionTable, graph_hash, write_atomic
 
 Genome = tuple[int, ...]
@@ -110,37 +112,15 @@ class SearchResult:
 
 # --- memory of a scheme: the compiler's planner ------------------------------------------
 
-@contextmanager
-def _fast_compile():
-    """Skip the verifier and the per-pass debug measurements of the pipeline while searching.
-
-    Neither changes the graph or the plan, so the peak is the one ``compile_training``
-    reports; the chosen scheme is compiled again with the full, verified pipeline.
-    """
-    from unittest import mock
-
-    from microtrain.compiler import pipeline
-
-    with mock.patch.object(pipeline, "verify_graph", lambda g: g), mock.patch.object(pipeline, "_peak", lambda g: 0):
-        yield
-
-
-def compiled_peak(graph: Graph, scheme: UpdateScheme, fast: bool = False) -> tuple[int, dict]:
-    """Peak bytes and breakdown of the compiled training step of ``scheme``."""
-    from microtrain.compiler.pipeline import compile_training
-
-    if fast:
-        with _fast_compile():
-            step = compile_training(graph, scheme)
-    else:
-        step = compile_training(graph, scheme)
+def compiled_peak(graph: Graph, scheme: UpdateScheme) -> tuple[int, dict]:
+    """Peak bytes and breakdown of the compiled training step of ``scheme``: the full pipeline,
+    verifier included, which plans the step's memory once."""
+    step = compile_training(graph, scheme)
     return step.plan.peak_bytes, step.plan.peak_breakdown()
 
 
 def compiler_hash() -> str:
     """Hash of the compiler's source files: cached peaks are stale once the compiler changes."""
-    import microtrain.compiler
-
     h = hashlib.sha256()
     for path in sorted(Path(microtrain.compiler.__file__).parent.glob("*.py")):
         h.update(path.name.encode() + path.read_bytes())
@@ -153,7 +133,7 @@ def _memory_state(arg: tuple[Graph, SearchSpace]) -> tuple[Graph, SearchSpace]:
 
 def _memory_job(state: tuple[Graph, SearchSpace], genome: Genome) -> int:
     graph, space = state
-    return compiled_peak(graph, space.scheme(graph, genome), fast=True)[0]
+    return compiled_peak(graph, space.scheme(graph, genome))[0]
 
 
 class MemoryOracle:
@@ -162,8 +142,6 @@ class MemoryOracle:
 
     def __init__(self, graph: Graph, space: SearchSpace, backend: str = "serial", workers: int | None = 1,
                  cache_path: str | Path | None = None) -> None:
-        from microtrain.sparse.backends import WorkerPool
-
         self.graph, self.space = graph, space
         self.cache_path = Path(cache_path) if cache_path else None
         # the cache is valid for this graph, this search space and this compiler's source code

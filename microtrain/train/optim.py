@@ -21,7 +21,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from microtrain.runtime.rounding import apply_update, trained_tensor_order, update_factors
+from microtrain.runtime.rounding import apply_update, update_factors
+from microtrain.scheme import trained_tensor_order
 from microtrain.sim.simulator import Simulator
 
 KINDS = ("sgd", "sgdm", "adam")

@@ -343,29 +343,6 @@ mt_status mt_sgd_update_s32(int32_t *bias, const float *factor, const float *gra
                             const mt_update_params *u);
 
 /* ------------------------------------------------------------------------------------ */
-/* fp32 head (UpdateScheme head "fp32": the classifier as a float linear layer on the   */
-/* dequantized features)                                                                */
-/* ------------------------------------------------------------------------------------ */
-
-/* output[o] = bias[o] + sum_i w[o][i] * x[i]: acc = bias[o] (0.0f if bias NULL), then
- * acc += w[o][i] * x[i] for i ascending. Uses p->in_c, p->out_c only. */
-mt_status mt_linear_f32(const mt_fc_params *p, const float *input, const float *weights, const float *bias,
-                        float *output);
-
-/* grad_input[i] = sum_o grad_output[o] * w[o][i] (o ascending, from 0.0f). */
-mt_status mt_linear_grad_input_f32(const mt_fc_params *p, const float *weights, const float *grad_output,
-                                   float *grad_input);
-
-/* grad_weight[row][i] = grad_output[o] * x[i], o = index[begin + row]. */
-mt_status mt_linear_grad_weight_f32(const mt_fc_params *p, const float *input, const float *grad_output,
-                                    const mt_channels *ch, float *grad_weight);
-
-/* Plain fp32 SGD of the selected rows (weights [out_c][channel_size], or a bias with
- * channel_size 1): w[o][e] = w[o][e] - lr * grad[row][e]. */
-mt_status mt_sgd_update_f32(float *weights, int32_t channel_size, const float *grad, const mt_channels *ch,
-                            float lr);
-
-/* ------------------------------------------------------------------------------------ */
 /* forward/ fused frozen block (compiler/fuse_frozen_blocks.py, ir/fused_blocks.py)       */
 /* ------------------------------------------------------------------------------------ */
 
