@@ -17,12 +17,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from microtrain import demo_ondevice
+from microtrain.api.evaluate import predict_int8
 from microtrain.data.datasets import Dataset, load_dataset
+from microtrain.data.preprocess import preprocess
+from microtrain.frontend.torch_fx import import_torch_module
 from microtrain.ir.graph import Graph
+from microtrain.report.inspect import analyze, format_table
 from microtrain.zoo import default_cnn as dc
 
 CALIB_SAMPLES = 512
@@ -60,8 +66,6 @@ def step_data(test_limit: int | None) -> tuple[Dataset, Dataset]:
 
 def step_quantize(model: torch.nn.Module, calib: Dataset) -> Graph:
     """torch.fx import: BN folding, per-channel int8 weights, calibrated int8 activations."""
-    from microtrain.frontend.torch_fx import import_torch_module
-
     banner("3. post-training quantization")
     start = time.time()
     graph = import_torch_module(model, (1, 1, 28, 28), dc.to_float_input(calib.images), input_quant=dc.INPUT_QUANT,
@@ -73,9 +77,6 @@ def step_quantize(model: torch.nn.Module, calib: Dataset) -> Graph:
 
 def step_accuracy(model: torch.nn.Module, graph: Graph, test: Dataset) -> dict:
     """Float accuracy (torch) and int8 accuracy (integer-only inference of the graph)."""
-    from microtrain.api.evaluate import predict_int8
-    from microtrain.data.preprocess import preprocess
-
     banner("4. accuracy on the test set")
     float_acc = dc.float_accuracy(model, test.images, test.labels)
     x_q = preprocess(test.images, graph)
@@ -93,8 +94,6 @@ def step_accuracy(model: torch.nn.Module, graph: Graph, test: Dataset) -> dict:
 
 
 def step_inspect(graph: Graph) -> None:
-    from microtrain.report.inspect import analyze, format_table
-
     banner("5. int8 model (microtrain inspect default)")
     print(format_table(analyze(graph)))
 
@@ -123,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     step_accuracy(model, graph, test)
     step_inspect(graph)
     if not args.no_device:
-        from pathlib import Path
 
-        from microtrain import demo_ondevice
 
         try:
             result = demo_ondevice.main(Path(args.work), budget=args.budget)

@@ -23,6 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+from microtrain.report.memory import format_memory
+from microtrain.report.tables import Column, fmt_kb, render
+
 TASK = "digits"
 BUDGET = "48KB"
 STEPS = 1400  # one pass over the 1,437 training digits, each image seen once, batch 1
@@ -50,8 +53,6 @@ PLAN_ARGS = ["--limit", "400", "--val-limit", "200", "--epochs", "1", "--candida
 
 
 def step_plan(work: Path, budget: str, plan_args: list[str] = PLAN_ARGS) -> dict:
-    from microtrain.report.tables import Column, fmt_kb, render
-
     print(f"\n== 6. choose what to train on the device: the best sparse scheme within {budget} ==", flush=True)
     doc = microtrain(["plan", "default", "--data", TASK, "--classes", "10", "--budget", budget, *plan_args,
                       "--out", str(work / "scheme.json"), "--analysis", str(work / "analysis")])
@@ -69,8 +70,6 @@ def step_plan(work: Path, budget: str, plan_args: list[str] = PLAN_ARGS) -> dict
 
 
 def step_compile(work: Path) -> dict:
-    from microtrain.report.memory import format_memory
-
     print("\n== 7. compile the training step to C and link it for the Cortex-M7 at 256 KB SRAM / 1 MB flash ==",
           flush=True)
     doc = microtrain(["compile", "default", "--classes", "10", "--scheme", str(work / "scheme.json"),
@@ -89,7 +88,6 @@ def step_run(work: Path, steps: int, lr: float, eval_count: int) -> dict:
 def main(work: Path, budget: str = BUDGET, steps: int = STEPS, lr: float = LR, eval_count: int = EVAL,
          plan_args: list[str] = PLAN_ARGS) -> dict:
     """Steps 6-9 of the demo; returns the numbers of the summary."""
-    from microtrain.report.memory import format_memory
 
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()

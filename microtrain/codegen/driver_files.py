@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from microtrain.ir import load_graph
+
 DTYPES = {"int8": np.int8, "int32": np.dtype("<i4"), "float32": np.dtype("<f4"), "uint8": np.uint8}
 
 
@@ -56,7 +58,6 @@ def read_weights(project_dir: str | Path, weights_path: str | Path) -> dict[str,
         arr = np.frombuffer(raw[pos:pos + n], dtype=DTYPES[t["dtype"]]).reshape(shape).astype(t["dtype"])
         if rows is not None:  # kept rows only: the frozen rows are the model's, unchanged by training
             if model is None:
-                from microtrain.ir import load_graph
                 model = load_graph(Path(project_dir) / "model")
             full = np.array(model.tensors[t["name"]].data, dtype=t["dtype"]).reshape(t["shape"])
             full[np.asarray(rows, dtype=np.int64)] = arr

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from microtrain.codegen.context import CContext, c_float
+from microtrain.compiler.stream_input import input_ring_bytes
 from microtrain.ir.buffer_sizes import depthwise_conv2d_grad_input_inplace_get_buffer_size
 from microtrain.ir.conv_kinds import is_depthwise, is_pointwise
 from microtrain.ir.graph import Node
@@ -267,7 +268,6 @@ def _fused_inverted_bottleneck(node: Node, ctx: CContext) -> list[str]:
         consts = ["NULL", "NULL", *consts]
     stages = " -> ".join(s["name"] for s in node.attrs["stages"])
     if ctx.graph.meta.get("stream_input") == node.name:  # compiler/stream_input.py: input rows pulled on demand
-        from microtrain.compiler.stream_input import input_ring_bytes
         size = input_ring_bytes(ctx.graph)
         at = _free_arena_gap(ctx, node, size)
         ring = ([f"    int8_t *input_ring = (int8_t *)(mt_arena.b + {at}); /* kernel_h input rows: free arena */"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from microtrain.compiler.plan_memory import plan_memory
 from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
@@ -80,8 +81,6 @@ def annotate(graph: Graph, idx: list[int], bands: int) -> Graph:
 
 
 def split_bands(graph: Graph) -> Graph:
-    from microtrain.compiler.plan_memory import plan_memory
-
     chain = find_chain(graph)
     best, best_peak = graph, plan_memory(graph).peak_bytes
     for length in range(2, len(chain) + 1):

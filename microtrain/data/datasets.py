@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from microtrain.data.preprocess import preprocess_spec
 from microtrain.ir.graph import Graph
 
 FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"), Path("/usr/local/share/datasets/fashion-mnist"))
@@ -134,8 +135,6 @@ def check_fits(ds: Dataset, graph: Graph, new_head: bool = False) -> list[str]:
     fit the model's output (``num_classes <= model classes``) unless ``new_head`` says the
     caller will replace the classifier. Raises ``ValueError`` naming the mismatch.
     """
-    from microtrain.data.preprocess import preprocess_spec
-
     spec = preprocess_spec(graph)
     notes = []
     if ds.channels not in (1, 3):

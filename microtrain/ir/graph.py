@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from microtrain.ir.ops import Op
+from microtrain.ir.ops import WEIGHTED_OPS, Op
+from microtrain.ir.printer import format_graph
 
 DTYPES = ("int8", "int32", "float32", "uint8")
 """Element types a tensor may have; uint8 is used for packed 1-bit masks."""
@@ -153,13 +154,9 @@ class Graph:
 
     def weighted_nodes(self) -> list[Node]:
         """CONV2D and FULLY_CONNECTED nodes in execution order (the 'layers' of a scheme)."""
-        from microtrain.ir.ops import WEIGHTED_OPS
-
         return [n for n in self.nodes if n.op in WEIGHTED_OPS]
 
     def __str__(self) -> str:
-        from microtrain.ir.printer import format_graph
-
         return format_graph(self)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from microtrain.ir.graph import Graph, Tensor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: graph.py prints itself with this module
+    from microtrain.ir.graph import Graph, Tensor
 
 
 def format_type(t: Tensor) -> str:

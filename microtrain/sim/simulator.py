@@ -23,7 +23,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from microtrain.ir.graph import Graph
+from microtrain import quant
+from microtrain.ir.graph import Graph, QParams
 from microtrain.ir.verify import verify_graph
 from microtrain.scheme import UpdateScheme, check_scheme
 from microtrain.sim.ops import SIM_RULES, Act, LayerParams, real_weights, to_codes
@@ -142,9 +143,6 @@ class Simulator:
         return out
 
     def _quantized_head(self, logit_range: float | None) -> dict:
-        from microtrain import quant
-        from microtrain.ir.graph import QParams
-
         c = self.classifier
         x_t, w_t, b_t = (self.graph.tensors[n] for n in c.inputs)
         y_t = self.graph.tensors[c.outputs[0]]

@@ -34,9 +34,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from microtrain.data.datasets import balanced_indices, load_dataset, subset
+from microtrain.data.preprocess import preprocess
+from microtrain.frontend.heads import new_head
 from microtrain.ir.graph import Graph
 from microtrain.scheme import UpdateScheme, make_scheme
+from microtrain.sim.resolution import with_resolution
+from microtrain.sim.simulator import Simulator
+from microtrain.sparse.backends import WorkerPool
+from microtrain.train.loop import TrainConfig, Trainer
 
 RATIOS = (0.125, 0.25, 0.5, 1.0)
 TABLE_FILE = "contributions.json"
@@ -169,11 +177,6 @@ def prepare(graph: Graph, data: str, limit: int = 500, test_limit: int = 300, re
     from them, ``test_limit`` held-out images to score it. Choosing a scheme is model selection,
     so the dataset's test split is left untouched for judging the chosen scheme afterwards.
     """
-    from microtrain.data.datasets import balanced_indices, load_dataset, subset
-    from microtrain.data.preprocess import preprocess
-    from microtrain.frontend.heads import new_head
-    from microtrain.sim.resolution import with_resolution
-
     ds = load_dataset(data, "train")
     if classes is not None:
         if not 1 <= classes <= ds.num_classes:
@@ -214,8 +217,6 @@ class JobRunner:
         self._suffix: dict[str, dict] = {}             # every tensor after the base cut, per split
 
     def _trainer(self, job: Job):
-        from microtrain.train.loop import TrainConfig, Trainer
-
         c = self.data.config
         cfg = TrainConfig(optimizer=c.optimizer, lr=c.lr, epochs=c.epochs, batch_size=c.batch_size,
                           rounding=c.rounding, seed=c.seed)
@@ -229,8 +230,6 @@ class JobRunner:
 
     def _caches(self, trainer) -> tuple[dict, dict]:
         """The job's prefix cache, sliced from one forward pass up to the earliest cut of all jobs."""
-        import torch
-
         if self._base is None:
             self._compute_base()
         if trainer.sim.cut == self._base_cut:
@@ -240,9 +239,7 @@ class JobRunner:
                      for split in ("train", "test"))
 
     def _compute_base(self) -> None:
-        import torch
 
-        from microtrain.sim.simulator import Simulator
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -268,8 +265,6 @@ class JobRunner:
             torch.set_num_threads(threads)
 
     def run(self, job: Job) -> dict:
-        import torch
-
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # determinism and no oversubscription: one thread per job
         try:
@@ -334,8 +329,6 @@ def _run_job(runner: JobRunner, job: Job) -> dict:
 def map_jobs(data: AnalysisData, out_dir: Path | None, jobs: list[Job], backend: str = "local",
              workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> Iterator[dict]:
     """Run ``jobs`` on a backend; yield each result as it finishes (already written to disk)."""
-    from microtrain.sparse.backends import WorkerPool
-
     token = int(data.fingerprint()[:12], 16)
     workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
     # Parallel: the shared frozen-prefix activations are computed once here and shipped to the

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from microtrain.data.datasets import load_dataset
+from microtrain.ir import load_graph
 from microtrain.ir.graph import Graph
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -100,8 +102,6 @@ def to_float_input(images: np.ndarray) -> torch.Tensor:
 def train_default_cnn(epochs: int = 3, batch_size: int = 128, lr: float = 0.05, seed: int = 0,
                       limit: int | None = None, log=print) -> DefaultCNN:
     """Float training on Fashion-MNIST: SGD + momentum, cosine schedule, light augmentation."""
-    from microtrain.data.datasets import load_dataset
-
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     train = load_dataset("fashion-mnist", "train", limit=limit, seed=seed)
@@ -163,8 +163,6 @@ def load_default_float(path: str | Path = FLOAT_CHECKPOINT) -> DefaultCNN:
 
 def load_default_graph() -> Graph:
     """The committed int8 default CNN (``zoo/checkpoints/default_cnn_int8.json`` + ``.npz``)."""
-    from microtrain.ir import load_graph
-
     if not INT8_GRAPH.with_suffix(".json").exists():
         raise FileNotFoundError(f"{INT8_GRAPH}.json missing: run `python scripts/make_default_checkpoint.py`")
     return load_graph(INT8_GRAPH)

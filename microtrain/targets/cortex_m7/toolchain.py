@@ -12,6 +12,7 @@ from pathlib import Path
 
 from microtrain.errors import UserError
 from microtrain.targets.cortex_m7 import linker
+from microtrain.targets.cortex_m7.elfmem import largest_symbols_in_objects
 
 HERE = Path(__file__).parent
 STARTUP = HERE / "startup.c"
@@ -98,8 +99,6 @@ def explain_link_failure(stderr: str, objects: list[Path], cfg: BuildConfig) -> 
     overflows = {m.group(1): int(m.group(2)) for m in _OVERFLOW_RE.finditer(stderr)}
     if not overflows:
         return f"linking for Cortex-M7 failed:\n{stderr.strip()}"
-    from microtrain.targets.cortex_m7.elfmem import largest_symbols_in_objects
-
     lines = []
     for region, by in overflows.items():
         budget = cfg.sram if region == "SRAM" else cfg.flash
