@@ -73,7 +73,7 @@ static void naive_conv(const mt_conv_params *p, const mt_per_channel_quant *q, c
 
 enum { RH = 9, RC = 16, RK = 5 };
 static int8_t rx[RH * RH * RC + 4], rw[RC * RK * RK * RC + 4], ry[RH * RH * RC], rref[RH * RH * RC];
-static int8_t rmid[RH * RH * RC], rmid2[RH * RH * RC], rscratch[RK * RH * RC + 2 * RC];
+static int8_t rmid[RH * RH * RC], rmid2[RH * RH * RC], rscratch[RK * (RH + RK) * RC + 4 + 2 * RH * RC];
 static int32_t rbias[RC], rmult[RC], rshift[RC];
 
 static void random_conv_params(mt_conv_params *p, int in_h, int in_w, int in_c, int out_c, int k, int s, int pad,
@@ -85,6 +85,28 @@ static void random_conv_params(mt_conv_params *p, int in_h, int in_w, int in_c, 
     c.out_w = (in_w + 2 * pad - k) / s + 1;
     if (rnd(0, 1)) { c.act_min = rnd(-128, 0); c.act_max = rnd(c.act_min, 127); }
     *p = c;
+}
+
+/* Per-channel bias and requantization constants: typical ones (the fast output store of
+ * mt_nn_fast.h applies), or with `extreme` a mix that also exercises its refusals and the
+ * reference store: biases near the int32 limits, left shifts, shifts down to -31, M = 0. */
+static void random_quant(int n, int extreme)
+{
+    for (int c = 0; c < n; c++) {
+        rbias[c] = rnd(-20000, 20000);
+        rmult[c] = (int32_t)((1u << 30) + (next() % (1u << 30)));
+        rshift[c] = -rnd(4, 12);
+        if (extreme) {
+            switch (rnd(0, 5)) {
+            case 0: rbias[c] = (int32_t)(next() | 0x40000000u) * (rnd(0, 1) ? 1 : -1); break;
+            case 1: rshift[c] = rnd(0, 3); break;
+            case 2: rshift[c] = -rnd(20, 31); break;
+            case 3: rmult[c] = rnd(0, 1) ? 0 : INT32_MAX; break;
+            case 4: rbias[c] = (1 << 30) - rnd(0, 3000) * (rnd(0, 1) ? 1 : -1); break;
+            default: break;
+            }
+        }
+    }
 }
 
 static int compare(const int8_t *a, const int8_t *b, int n, const char *what, int case_no)
@@ -140,11 +162,7 @@ static int random_shapes(void)
         random_conv_params(&p, in_h, in_w, in_c, out_c, k, s, pad, kind == 1 ? in_c : 1);
         fill_s8(rx, in_h * in_w * in_c);
         fill_s8(rw, out_c * k * k * (kind == 1 ? 1 : in_c));
-        for (int c = 0; c < out_c; c++) {
-            rbias[c] = rnd(-20000, 20000);
-            rmult[c] = (int32_t)((1u << 30) + (next() % (1u << 30)));
-            rshift[c] = -rnd(4, 12);
-        }
+        random_quant(out_c, t % 3 == 2);
         const int32_t *b = t % 5 == 4 ? NULL : rbias;
         const int n_out = p.out_h * p.out_w * out_c;
         if (kind == 3) {
@@ -175,6 +193,20 @@ static int random_shapes(void)
             bad += compare(ry, rref, n_out, "pointwise rows", t);
         }
     }
+    /* long rows: the pointwise kernel without pre-extended weights (in_c > MT_NN_PW_EXTEND_MAX), odd
+     * lengths, odd pixel and channel counts */
+    for (int t = 0; t < 16; t++) {
+        static const int lengths[] = {255, 256, 257, 300, 13, 4, 3, 258};
+        const int in_c = lengths[t % 8], out_c = rnd(1, 5), hw = rnd(1, 4);
+        mt_conv_params p;
+        random_conv_params(&p, 1, hw, in_c, out_c, 1, 1, 0, 1);
+        fill_s8(rx, hw * in_c);
+        fill_s8(rw, out_c * in_c);
+        random_quant(out_c, t % 4 == 3);
+        naive_conv(&p, &q, rx, rw, rbias, rref);
+        check(mt_pointwise_conv2d_s8(&p, &q, rx, rw, rbias, ry), "long pointwise");
+        bad += compare(ry, rref, hw * out_c, "long pointwise", t);
+    }
     /* the fused block vs its ops one by one (expand kxk -> depthwise -> 1x1 [-> ADD]) */
     for (int t = 0; t < 12; t++) {
         mt_inverted_bottleneck_params ib;
@@ -193,11 +225,7 @@ static int random_shapes(void)
         ib.depthwise.input_zero_point = ib.expand.output_zero_point;
         random_conv_params(&ib.project, ib.depthwise.out_h, ib.depthwise.out_w, mid, out_c, 1, 1, 0, 1);
         ib.project.input_zero_point = ib.depthwise.output_zero_point;
-        for (int c = 0; c < RC; c++) {
-            rbias[c] = rnd(-20000, 20000);
-            rmult[c] = (int32_t)((1u << 30) + (next() % (1u << 30)));
-            rshift[c] = -rnd(4, 12);
-        }
+        random_quant(RC, t % 4 == 3);
         ib.expand_q = ib.depthwise_q = ib.project_q = q;
         static int8_t ew[RC * 9 * 8], dwt[RC * RK * RK], pw[8 * RC];
         fill_s8(rx, in_h * in_w * in_c); fill_s8(ew, mid * ek * ek * in_c); fill_s8(dwt, mid * RK * RK);

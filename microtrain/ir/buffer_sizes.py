@@ -40,12 +40,13 @@ def gather_channels_get_buffer_size(spatial: int, count: int) -> int:
 
 
 def inverted_bottleneck_get_buffer_size(p: dict) -> int:
-    """Twin of mt_inverted_bottleneck_get_buffer_size: ring of min(kernel_h, in_h) expanded rows
-    (with an expansion), one pixel of depthwise output, one pixel of projection output (with a
-    residual)."""
+    """Twin of mt_inverted_bottleneck_get_buffer_size: ring of min(kernel_h, in_h) expanded rows,
+    channel-planar with the depthwise padding, + 4 bytes (with an expansion), one row of depthwise
+    output, one row of projection output (with a residual); the layout of runtime/include/mt_nn_ib.h."""
     d, pr = p["depthwise"], p["project"]
-    ring = min(d["kernel_h"], d["in_h"]) * d["in_w"] * d["in_c"] if p["has_expand"] else 0
-    return ring + d["out_c"] + (pr["out_c"] if p["has_residual"] else 0)
+    seg = d["pad_left"] + d["in_w"] + d["pad_right"]
+    ring = min(d["kernel_h"], d["in_h"]) * d["in_c"] * seg + 4 if p["has_expand"] else 0
+    return ring + d["out_w"] * d["out_c"] + (pr["out_w"] * pr["out_c"] if p["has_residual"] else 0)
 
 
 def inverted_bottleneck_grad_get_buffer_size(in_h: int, in_w: int, out_h: int, out_w: int, per_pass: int) -> int:

@@ -18,9 +18,10 @@ from pathlib import Path
 RUNTIME_DIR = Path(__file__).resolve().parent
 INCLUDE_DIR = RUNTIME_DIR / "include"
 SRC_DIR = RUNTIME_DIR / "src"
-HEADERS = (INCLUDE_DIR / "mt_runtime.h", INCLUDE_DIR / "mt_nn.h", INCLUDE_DIR / "mt_flash.h")
+HEADERS = tuple(sorted(INCLUDE_DIR.glob("*.h")))
+"""Every runtime header (a generated project copies them all)."""
 PUBLIC_HEADERS = (INCLUDE_DIR / "mt_runtime.h", INCLUDE_DIR / "mt_flash.h")
-"""The headers that declare public functions (mt_nn.h holds internal inline helpers only)."""
+"""The headers that declare public functions (mt_nn*.h hold internal inline helpers only)."""
 
 # The flags every build of the runtime uses (CONTRACTS.md): C99, warnings are errors, and no
 # FMA contraction so the float expressions documented in mt_runtime.h are what runs.
@@ -41,6 +42,22 @@ def kernel_source(function: str) -> Path:
     raise KeyError(f"no runtime source defines {function!r} (expected src/<family>/{function}.c)")
 
 
+def _with_headers(text: str) -> str:
+    """text + every runtime header it includes, transitively: their inline helpers call public
+    functions too (mt_requantize). mt_runtime.h only declares them."""
+    seen: set[str] = {h.name for h in PUBLIC_HEADERS}
+    todo = re.findall(r'#include "(mt_[a-z0-9_]+\.h)"', text)
+    while todo:
+        name = todo.pop()
+        if name in seen or not (INCLUDE_DIR / name).exists():
+            continue
+        seen.add(name)
+        header = (INCLUDE_DIR / name).read_text()
+        text += header
+        todo += re.findall(r'#include "(mt_[a-z0-9_]+\.h)"', header)
+    return text
+
+
 def sources_for(functions: Iterable[str]) -> list[Path]:
     """The sources of ``functions`` and of every runtime function they call (transitively)."""
     known = {p.stem: p for p in source_files()}
@@ -52,9 +69,7 @@ def sources_for(functions: Iterable[str]) -> list[Path]:
             continue
         path = kernel_source(name)
         seen[name] = path
-        text = path.read_text()
-        if '#include "mt_nn.h"' in text:  # its inline helpers call public functions too (mt_requantize)
-            text += (INCLUDE_DIR / "mt_nn.h").read_text()
+        text = _with_headers(path.read_text())
         for callee in re.findall(r"\b(mt_[a-z0-9_]+)\s*\(", text):
             if callee in known and callee not in seen:
                 todo.append(callee)

@@ -165,15 +165,6 @@ static inline int32_t mt_nn_dw_row_s8(const int8_t *x, int32_t stride, const int
     return acc;
 }
 
-/* A whole 3x3 depthwise window (the common case: every tap inside the input): rows r0, r1, r2
- * point at tap (ky, 0) of the channel, stride = in_c, w = the channel's 9 weights. */
-static inline int32_t mt_nn_dw_3x3_s8(const int8_t *r0, const int8_t *r1, const int8_t *r2, int32_t stride,
-                                      const int8_t *w, int32_t zero_point)
-{
-    return mt_nn_dw_row_s8(r0, stride, w, 3, zero_point) + mt_nn_dw_row_s8(r1, stride, w + 3, 3, zero_point) +
-           mt_nn_dw_row_s8(r2, stride, w + 6, 3, zero_point);
-}
-
 /* Largest receptive field (kernel_h * kernel_w * in_c bytes) gathered into a patch on the
  * stack by mt_nn_patch_s8 (a 3x3 RGB first conv needs 27). */
 #define MT_NN_PATCH_MAX 64
@@ -335,146 +326,9 @@ static inline int8_t mt_nn_store_s8(int32_t acc, const mt_nn_store *s, int32_t c
                               s->act_max);
 }
 
-/* One output element of a conv stage: bias (saturating), one requantize call, offset, clamp. */
-static inline int8_t mt_nn_conv_store_s8(int32_t acc, const int32_t *bias, const mt_per_channel_quant *q, int32_t c,
-                                         const mt_conv_params *p)
-{
-    const mt_nn_store s = mt_nn_store_of(bias, q, p);
-    return mt_nn_store_s8(acc, &s, c);
-}
-
-/* One output row of a conv (groups 1) whose receptive field fits MT_NN_PATCH_MAX: per output
- * pixel the patch is gathered once, then every output channel (in pairs) is one dot product
- * with its contiguous weight row. row[] as for mt_nn_patch_s8. */
-static inline void mt_nn_conv_row_patch_s8(const mt_conv_params *p, const mt_nn_store *s, const int8_t *const *row,
-                                           int32_t ky_begin, int32_t ky_end, const int8_t *weights, int8_t *dst)
-{
-    const int32_t window = p->kernel_h * p->kernel_w * p->in_c;
-    int8_t patch[MT_NN_PATCH_MAX];
-    int32_t ox, oc;
-    for (ox = 0; ox < p->out_w; ++ox) {
-        const int32_t x0 = ox * p->stride_w - p->pad_left;
-        const int32_t kx_begin = x0 < 0 ? -x0 : 0;
-        const int32_t kx_end = p->in_w - x0 < p->kernel_w ? p->in_w - x0 : p->kernel_w;
-        int8_t *y = dst + ox * p->out_c;
-        mt_nn_patch_s8(patch, row, ky_begin, ky_end, kx_begin, kx_end, x0, p);
-        for (oc = 0; oc + 1 < p->out_c; oc += 2) {
-            int32_t acc[2] = {0, 0};
-            mt_nn_dot2_s8(patch, weights + oc * window, weights + (oc + 1) * window, window, p->input_zero_point,
-                          acc);
-            y[oc] = mt_nn_store_s8(acc[0], s, oc);
-            y[oc + 1] = mt_nn_store_s8(acc[1], s, oc + 1);
-        }
-        if (oc < p->out_c) {
-            y[oc] = mt_nn_store_s8(mt_nn_dot_s8(patch, weights + oc * window, window, p->input_zero_point), s, oc);
-        }
-    }
-}
-
 /* Largest kernel height of the fused inverted-bottleneck kernels' row stages (their per-row
  * offsets and row pointers live in small local arrays). */
 #define MT_NN_IB_MAX_KERNEL 16
-
-/* A 1x1 conv of one pixel x[in_c] -> y[out_c], output channels two at a time so that each
- * input word loaded (and offset) feeds two accumulators (as mt_pointwise_conv2d_rows_s8). */
-static inline void mt_nn_pointwise_pixel_s8(const int8_t *x, const int8_t *weights, const int32_t *bias,
-                                            const mt_per_channel_quant *q, const mt_conv_params *p, int8_t *y)
-{
-    const mt_nn_store s = mt_nn_store_of(bias, q, p);
-    const int32_t in_c = p->in_c, out_c = p->out_c, zero_point = p->input_zero_point;
-    int32_t oc;
-    for (oc = 0; oc + 1 < out_c; oc += 2) {
-        const int8_t *w = weights + oc * in_c;
-        int32_t acc[2] = {0, 0};
-        mt_nn_dot2_s8(x, w, w + in_c, in_c, zero_point, acc);
-        y[oc] = mt_nn_store_s8(acc[0], &s, oc);
-        y[oc + 1] = mt_nn_store_s8(acc[1], &s, oc + 1);
-    }
-    if (oc < out_c) {
-        y[oc] = mt_nn_store_s8(mt_nn_dot_s8(x, weights + oc * in_c, in_c, zero_point), &s, oc);
-    }
-}
-
-/* Output row r of a conv e (groups 1) whose input rows are held in a ring of rows_held rows
- * of in_w x in_c: input row y starts at ring + (y % rows_held) * in_w * in_c. A whole input
- * tensor is the ring with rows_held = in_h (every row where it is). */
-static inline void mt_nn_conv_row_s8(const mt_conv_params *e, const mt_per_channel_quant *q, const int8_t *ring,
-                                     int32_t rows_held, const int8_t *weights, const int32_t *bias, int32_t r,
-                                     int8_t *dst)
-{
-    const int32_t y0 = r * e->stride_h - e->pad_top;
-    const int32_t ky_begin = y0 < 0 ? -y0 : 0;
-    const int32_t ky_end = e->in_h - y0 < e->kernel_h ? e->in_h - y0 : e->kernel_h;
-    const int32_t window = e->kernel_h * e->kernel_w * e->in_c; /* weights per output channel */
-    const int32_t in_row = e->in_w * e->in_c;
-    const mt_nn_store s = mt_nn_store_of(bias, q, e);
-    int32_t ox, oc, ky;
-    if (window <= MT_NN_PATCH_MAX && e->kernel_h <= MT_NN_IB_MAX_KERNEL) { /* e.g. a 3x3 RGB first conv */
-        const int8_t *row[MT_NN_IB_MAX_KERNEL];
-        for (ky = ky_begin; ky < ky_end; ++ky) {
-            row[ky] = ring + ((y0 + ky) % rows_held) * in_row;
-        }
-        mt_nn_conv_row_patch_s8(e, &s, row, ky_begin, ky_end, weights, dst);
-        return;
-    }
-    for (ox = 0; ox < e->out_w; ++ox) {
-        const int32_t x0 = ox * e->stride_w - e->pad_left;
-        const int32_t kx_begin = x0 < 0 ? -x0 : 0;
-        const int32_t kx_end = e->in_w - x0 < e->kernel_w ? e->in_w - x0 : e->kernel_w;
-        /* output channels in pairs (mt_nn_dot2_s8: each input word feeds both), an odd last one alone */
-        for (oc = 0; oc < e->out_c; oc += 2) {
-            const int32_t pair = e->out_c - oc > 1;
-            const int8_t *w = weights + (int32_t)oc * window;
-            int32_t acc[2] = {0, 0};
-            for (ky = ky_begin; ky < ky_end; ++ky) { /* the window row inside the input: contiguous */
-                const int8_t *x = ring + ((y0 + ky) % rows_held) * in_row + (x0 + kx_begin) * e->in_c;
-                const int8_t *wk = w + (ky * e->kernel_w + kx_begin) * e->in_c;
-                if (pair) {
-                    mt_nn_dot2_s8(x, wk, wk + window, (kx_end - kx_begin) * e->in_c, e->input_zero_point, acc);
-                } else {
-                    acc[0] += mt_nn_dot_s8(x, wk, (kx_end - kx_begin) * e->in_c, e->input_zero_point);
-                }
-            }
-            dst[ox * e->out_c + oc] = mt_nn_store_s8(acc[0], &s, oc);
-            if (pair) {
-                dst[ox * e->out_c + oc + 1] = mt_nn_store_s8(acc[1], &s, oc + 1);
-            }
-        }
-    }
-}
-
-/* The depthwise conv d of one output pixel, every channel, into dst[out_c]: its window starts
- * at input column x0, and window row ky (ky_begin <= ky < ky_end) starts at src + row_at[ky].
- * Padded taps contribute (z - z) * w = 0 and are skipped. */
-static inline void mt_nn_dw_pixel_s8(const mt_conv_params *d, const mt_nn_store *s, const int8_t *src,
-                                     const int32_t *row_at, int32_t ky_begin, int32_t ky_end, int32_t x0,
-                                     const int8_t *weights, int8_t *dst)
-{
-    const int32_t kx_begin = x0 < 0 ? -x0 : 0;
-    const int32_t kx_end = d->in_w - x0 < d->kernel_w ? d->in_w - x0 : d->kernel_w;
-    const int32_t channels = d->in_c, zero_point = d->input_zero_point;
-    int32_t c, ky;
-    if (d->kernel_h == 3 && d->kernel_w == 3 && ky_end - ky_begin == 3 && kx_end - kx_begin == 3) {
-        /* the whole 3x3 window inside: the same sum, written out */
-        const int8_t *r0 = src + row_at[0] + x0 * channels;
-        const int8_t *r1 = src + row_at[1] + x0 * channels;
-        const int8_t *r2 = src + row_at[2] + x0 * channels;
-        for (c = 0; c < channels; ++c) {
-            dst[c] = mt_nn_store_s8(mt_nn_dw_3x3_s8(r0 + c, r1 + c, r2 + c, channels, weights + c * 9, zero_point), s,
-                                    c);
-        }
-        return;
-    }
-    for (c = 0; c < channels; ++c) {
-        const int8_t *w = weights + (int32_t)c * d->kernel_h * d->kernel_w;
-        int32_t acc = 0;
-        for (ky = ky_begin; ky < ky_end; ++ky) {
-            acc += mt_nn_dw_row_s8(src + row_at[ky] + (x0 + kx_begin) * channels + c, channels,
-                                   w + ky * d->kernel_w + kx_begin, kx_end - kx_begin, zero_point);
-        }
-        dst[c] = mt_nn_store_s8(acc, s, c);
-    }
-}
 
 /* A channel selection over out_c output channels. */
 static inline mt_status mt_nn_check_channels(const mt_channels *ch, int32_t out_c)

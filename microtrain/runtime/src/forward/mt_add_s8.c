@@ -3,7 +3,7 @@
  * both inputs (x - z) * 2^left_shift are rescaled to a common scale, summed, requantized to
  * the output scale, + z_y, clamp. The output may alias an input (element-wise).
  */
-#include "mt_nn.h"
+#include "mt_nn_fast.h"
 
 mt_status mt_add_s8(const mt_add_params *p, const int8_t *a, const int8_t *b, int8_t *output)
 {
@@ -32,7 +32,10 @@ mt_status mt_add_s8(const mt_add_params *p, const int8_t *a, const int8_t *b, in
         return MT_ERR_PARAM;
     }
 
-    /* loops */
+    /* loops: the fast requantization where p qualifies (mt_nn_add_fast_s8), else the reference */
+    if (mt_nn_add_fast_s8(p, a, b, output, p->size)) {
+        return MT_OK;
+    }
     for (i = 0; i < p->size; ++i) {
         const int32_t sa = ((int32_t)a[i] - p->a_zero_point) * ((int32_t)1 << p->left_shift);
         const int32_t sb = ((int32_t)b[i] - p->b_zero_point) * ((int32_t)1 << p->left_shift);

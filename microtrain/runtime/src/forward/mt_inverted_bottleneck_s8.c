@@ -5,14 +5,13 @@
  *     [expand CONV2D, groups 1, any kernel] -> depthwise CONV2D -> 1x1 CONV2D [-> ADD(input)]
  *
  * Instead of materialising the expanded tensor (e.g. 64x64x48) and the depthwise output,
- * the kernel keeps a ring of min(kernel_h, in_h) expanded rows in the scratch buffer:
- * before each depthwise output row it computes the expanded rows that row still needs
- * (each expanded row exactly once), then per output pixel the depthwise result for all
- * channels (one pixel of scratch), its projection, and the residual ADD, and stores the
- * block output. Every element goes through the same int32 sum, the same saturating bias
- * add and the same mt_requantize call as in mt_conv2d_s8 / mt_depthwise_conv2d_s8 /
- * mt_pointwise_conv2d_s8 / mt_add_s8, so the result is identical; integer sums are exact,
- * so the loop order does not matter (the accumulator bounds are checked below).
+ * the kernel keeps a ring of min(kernel_h, in_h) expanded rows in the scratch buffer and runs
+ * the block one depthwise output row at a time (mt_nn_ib.h): each expanded row is computed
+ * exactly once, then the depthwise output row, its projection and the residual ADD. Every
+ * element goes through the same int32 sum and the same requantization as in mt_conv2d_s8 /
+ * mt_depthwise_conv2d_s8 / mt_pointwise_conv2d_s8 / mt_add_s8, so the result is identical;
+ * integer sums are exact, so the loop order does not matter (the accumulator bounds are
+ * checked below).
  *
  * Limits: depthwise kernel_h <= 16 (MT_ERR_PARAM otherwise).
  * Scratch: as many bytes as mt_inverted_bottleneck_get_buffer_size returns; it may not overlap input or
@@ -21,7 +20,7 @@
  * overwrites (checked here; MT_ERR_PARAM otherwise; Python twin
  * compiler/inplace.py).
  */
-#include "mt_nn.h"
+#include "mt_nn_ib.h"
 
 /* The first input row read by the rest of the block once output row oy is written
  * (in_h when none): the input aliasing rule of the header comment. */
@@ -51,10 +50,7 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
                                     int8_t *scratch)
 {
     const mt_conv_params *e, *d, *pr;
-    int32_t rows, ring_bytes, in_row, out_row, next, oy, ox, oc, pointwise_expand;
-    int32_t row_at[MT_NN_IB_MAX_KERNEL];
-    int8_t *dw_pixel, *pr_pixel;
-    mt_nn_store dw_store;
+    int32_t in_row, out_row, oy;
     mt_status st;
 
     /* read params, check consistency */
@@ -125,62 +121,9 @@ mt_status mt_inverted_bottleneck_s8(const mt_inverted_bottleneck_params *p, cons
             }
         }
     }
-    rows = d->kernel_h < d->in_h ? d->kernel_h : d->in_h;
-    ring_bytes = p->has_expand ? rows * d->in_w * d->in_c : 0;
-    dw_pixel = scratch + ring_bytes;
-    dw_store = mt_nn_store_of(depthwise_bias, &p->depthwise_q, d);
-    pr_pixel = dw_pixel + d->out_c;
-
-    /* loops: per depthwise output row, first the expanded rows it still needs */
-    pointwise_expand = p->has_expand && e->kernel_h == 1 && e->kernel_w == 1 && e->stride_h == 1 &&
-                       e->stride_w == 1 && e->pad_top == 0 && e->pad_left == 0;
-    next = 0; /* the next expanded row to compute */
-    for (oy = 0; oy < d->out_h; ++oy) {
-        const int32_t y0 = oy * d->stride_h - d->pad_top;
-        const int32_t ky_begin = y0 < 0 ? -y0 : 0;
-        const int32_t ky_end = d->in_h - y0 < d->kernel_h ? d->in_h - y0 : d->kernel_h;
-        const int32_t d_row = d->in_w * d->in_c;
-        int32_t ky;
-        for (; p->has_expand && next < y0 + ky_end; ++next) { /* into ring slot next % rows */
-            int8_t *dst = scratch + (next % rows) * d_row;
-            if (pointwise_expand) {
-                for (ox = 0; ox < e->out_w; ++ox) {
-                    mt_nn_pointwise_pixel_s8(input + (next * e->in_w + ox) * e->in_c, expand_weights, expand_bias,
-                                             &p->expand_q, e, dst + ox * e->out_c);
-                }
-            } else {
-                mt_nn_conv_row_s8(e, &p->expand_q, input, e->in_h, expand_weights, expand_bias, next, dst);
-            }
-        }
-        /* offset of each window row's start in the ring (or the input): found once per output row */
-        for (ky = ky_begin; ky < ky_end; ++ky) {
-            row_at[ky] = p->has_expand ? ((y0 + ky) % rows) * d_row : (y0 + ky) * d_row;
-        }
-        for (ox = 0; ox < d->out_w; ++ox) {
-            const int32_t x0 = ox * d->stride_w - d->pad_left;
-            const int8_t *src = p->has_expand ? scratch : input;
-            int8_t *y = output + ((int32_t)oy * pr->out_w + ox) * pr->out_c;
-            mt_nn_dw_pixel_s8(d, &dw_store, src, row_at, ky_begin, ky_end, x0, depthwise_weights, dw_pixel);
-            /* projection (1x1) of that pixel; straight to the output without a residual */
-            mt_nn_pointwise_pixel_s8(dw_pixel, project_weights, project_bias, &p->project_q, pr,
-                                     p->has_residual ? pr_pixel : y);
-            /* residual ADD (mt_add_s8 per element): shortcut = the block input at this pixel,
-             * read before the (possibly aliased) output element is written */
-            if (p->has_residual) {
-                const mt_add_params *a = &p->add;
-                const int8_t *s = input + ((int32_t)oy * pr->out_w + ox) * pr->out_c;
-                for (oc = 0; oc < pr->out_c; ++oc) {
-                    const int32_t va = p->shortcut_first ? s[oc] : pr_pixel[oc];
-                    const int32_t vb = p->shortcut_first ? pr_pixel[oc] : s[oc];
-                    const int32_t sa = (va - a->a_zero_point) * ((int32_t)1 << a->left_shift);
-                    const int32_t sb = (vb - a->b_zero_point) * ((int32_t)1 << a->left_shift);
-                    const int32_t total = mt_nn_sat_add_s32(mt_requantize(sa, a->a_multiplier, a->a_shift),
-                                                            mt_requantize(sb, a->b_multiplier, a->b_shift));
-                    y[oc] = mt_nn_offset_clamp(mt_requantize(total, a->output_multiplier, a->output_shift),
-                                               a->output_zero_point, a->act_min, a->act_max);
-                }
-            }
-        }
-    }
+    /* loops: the row engine of mt_nn_ib.h (ring of channel-planar expanded rows, one depthwise
+     * output row, its projection, the residual ADD row by row) */
+    mt_nn_ib_run(p, input, NULL, NULL, NULL, expand_weights, expand_bias, depthwise_weights, depthwise_bias,
+                 project_weights, project_bias, output, scratch);
     return MT_OK;
 }

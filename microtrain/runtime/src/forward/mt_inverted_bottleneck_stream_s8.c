@@ -5,15 +5,15 @@
  * rows) (in_w x in_c int8 each) to dst. The kernel keeps only min(expand kernel_h, in_h)
  * input rows in input_ring and asks for each row exactly once, in increasing order.
  *
- * Same arithmetic as mt_inverted_bottleneck_s8 (same int32 sums, same saturating bias add,
- * same mt_requantize calls), so the output is bit-exact with it and with ir/fused_blocks.py.
+ * Same row engine as mt_inverted_bottleneck_s8 (mt_nn_ib.h), so the output is bit-exact with it
+ * and with ir/fused_blocks.py.
  * Only blocks with an expansion conv (the first conv of a network) and without a residual
  * (the residual would read the whole input again): MT_ERR_PARAM otherwise.
  *
  * Scratch: mt_inverted_bottleneck_get_buffer_size bytes (as the non-streaming kernel);
  * input_ring: min(expand.kernel_h, expand.in_h) * expand.in_w * expand.in_c bytes.
  */
-#include "mt_nn.h"
+#include "mt_nn_ib.h"
 
 mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *p, mt_read_rows_fn read_rows,
                                            void *ctx, int8_t *input_ring, const int8_t *expand_weights,
@@ -22,10 +22,6 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
                                            const int32_t *project_bias, int8_t *output, int8_t *scratch)
 {
     const mt_conv_params *e, *d, *pr;
-    int32_t rows, in_rows, loaded, next, oy, ox;
-    int32_t row_at[MT_NN_IB_MAX_KERNEL];
-    int8_t *dw_pixel;
-    mt_nn_store dw_store;
     mt_status st;
 
     if (p == NULL || read_rows == NULL || input_ring == NULL || expand_weights == NULL ||
@@ -60,37 +56,8 @@ mt_status mt_inverted_bottleneck_stream_s8(const mt_inverted_bottleneck_params *
         pr->in_c != d->out_c || pr->input_zero_point != d->output_zero_point) {
         return MT_ERR_SHAPE;
     }
-    in_rows = e->kernel_h < e->in_h ? e->kernel_h : e->in_h;
-    rows = d->kernel_h < d->in_h ? d->kernel_h : d->in_h;
-    dw_pixel = scratch + rows * d->in_w * d->in_c;
-    dw_store = mt_nn_store_of(depthwise_bias, &p->depthwise_q, d);
-
-    loaded = 0; /* input rows [0, loaded) were delivered; the ring holds the last in_rows */
-    next = 0;   /* the next expanded row to compute */
-    for (oy = 0; oy < d->out_h; ++oy) {
-        const int32_t y0 = oy * d->stride_h - d->pad_top;
-        const int32_t ky_begin = y0 < 0 ? -y0 : 0;
-        const int32_t ky_end = d->in_h - y0 < d->kernel_h ? d->in_h - y0 : d->kernel_h;
-        const int32_t d_row = d->in_w * d->in_c;
-        int32_t ky;
-        for (; next < y0 + ky_end; ++next) {
-            const int32_t e0 = next * e->stride_h - e->pad_top;
-            const int32_t need = e0 + e->kernel_h < e->in_h ? e0 + e->kernel_h : e->in_h;
-            for (; loaded < need; ++loaded) { /* expanded rows go up, so their input windows do too */
-                read_rows(input_ring + (loaded % in_rows) * e->in_w * e->in_c, loaded, 1, ctx);
-            }
-            mt_nn_conv_row_s8(e, &p->expand_q, input_ring, in_rows, expand_weights, expand_bias, next,
-                              scratch + (next % rows) * d_row);
-        }
-        for (ky = ky_begin; ky < ky_end; ++ky) {
-            row_at[ky] = ((y0 + ky) % rows) * d_row;
-        }
-        for (ox = 0; ox < d->out_w; ++ox) {
-            const int32_t x0 = ox * d->stride_w - d->pad_left;
-            int8_t *y = output + ((int32_t)oy * pr->out_w + ox) * pr->out_c;
-            mt_nn_dw_pixel_s8(d, &dw_store, scratch, row_at, ky_begin, ky_end, x0, depthwise_weights, dw_pixel);
-            mt_nn_pointwise_pixel_s8(dw_pixel, project_weights, project_bias, &p->project_q, pr, y); /* projection */
-        }
-    }
+    /* loops: the row engine of mt_nn_ib.h, input rows pulled through read_rows */
+    mt_nn_ib_run(p, NULL, read_rows, ctx, input_ring, expand_weights, expand_bias, depthwise_weights, depthwise_bias,
+                 project_weights, project_bias, output, scratch);
     return MT_OK;
 }

@@ -6,14 +6,12 @@
  * Weight row oc is rows[oc] when rows is not NULL (a partially trained weight: its trained
  * rows in RAM, its frozen rows in flash), else weights + oc * in_c.
  */
-#include "mt_nn.h"
+#include "mt_nn_fast.h"
 
 mt_status mt_pointwise_conv2d_rows_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
                                       const int8_t *weights, const int8_t *const *rows, const int32_t *bias,
                                       int8_t *output)
 {
-    int32_t pixels, n, oc;
-    mt_nn_store store;
     mt_status st;
 
     /* read params, check consistency */
@@ -39,27 +37,8 @@ mt_status mt_pointwise_conv2d_rows_s8(const mt_conv_params *p, const mt_per_chan
         return MT_ERR_OVERFLOW;
     }
 
-    /* loops: per pixel, output channels in pairs so that each input word loaded (and offset
-     * by the zero point) feeds two accumulators (mt_nn_dot2_s8); an odd last channel alone. */
-    pixels = p->in_h * p->in_w;
-    store = mt_nn_store_of(bias, q, p);
-    for (n = 0; n < pixels; ++n) {
-        const int8_t *x = input + n * p->in_c;
-        int8_t *y = output + n * p->out_c;
-        for (oc = 0; oc < p->out_c; oc += 2) {
-            const int8_t *w0 = rows != NULL ? rows[oc] : weights + oc * p->in_c;
-            int32_t acc[2] = {0, 0};
-            int32_t k;
-            const int32_t block = p->out_c - oc < 2 ? 1 : 2;
-            if (block == 2) {
-                mt_nn_dot2_s8(x, w0, rows != NULL ? rows[oc + 1] : w0 + p->in_c, p->in_c, p->input_zero_point, acc);
-            } else {
-                acc[0] = mt_nn_dot_s8(x, w0, p->in_c, p->input_zero_point);
-            }
-            for (k = 0; k < block; ++k) { /* bias, one requantize call, offset, clamp, store */
-                y[oc + k] = mt_nn_store_s8(acc[k], &store, oc + k);
-            }
-        }
-    }
+    /* loops: output channels in pairs over pixel pairs (mt_nn_fast.h: the zero point folded
+     * into the weight sums, the fast store where the channel's constants allow it) */
+    mt_nn_pointwise_fast_s8(p, q, input, p->in_c, p->in_h * p->in_w, weights, rows, bias, output, p->out_c, 1);
     return MT_OK;
 }

@@ -1,0 +1,307 @@
+/*
+ * mt_nn_dw.h: the fast depthwise paths of the runtime (internal, static inline), bit-exact with
+ * the reference loop (mt_nn_dw_row_s8 + mt_nn_store_s8): integer sums are exact, padded taps
+ * add (z - z) * w = 0 whether skipped or read as z, and the fast store (mt_nn_fast.h) gives the
+ * reference's integers wherever a channel's constants qualify.
+ *
+ * Two layouts. NHWC (a tensor in the arena): four channels at a time, one word load per tap,
+ * SMLABB/SMLATT per channel (mt_nn_dw_row_fast_s8). Channel-planar "plane rows" (the fused
+ * block's ring, or a channel gathered by the standalone kernel): the window of one channel is
+ * contiguous, so a word of x holds four columns and SMLAD sums two taps per instruction; a 3x3
+ * window with stride 1 gets two outputs from each word (mt_nn_dw_plane_row_s8).
+ */
+#ifndef MT_NN_DW_H
+#define MT_NN_DW_H
+
+#include "mt_nn_fast.h"
+
+/* ---------------------------------------------------------------------------------------- */
+/* Depthwise convolution, NHWC input                                                        */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Largest kernel window (kernel_h * kernel_w) of the fast depthwise path (7x7). */
+#define MT_NN_DW_TAPS_MAX 49
+
+#if MT_NN_DSP
+/* a[k] += (x - z) * w over n consecutive taps of four channels: x at the first tap's channel c,
+ * the next tap C bytes on; w the packed weights (two words per tap: (c, c+2) and (c+1, c+3) as
+ * int16 lanes); lanes = -z in both lanes. Up to 7 taps written out. */
+#define MT_NN_DW4_TAP                                                                                             \
+    do {                                                                                                          \
+        const uint32_t v = mt_nn_load4(x);                                                                        \
+        const int32_t e02 = __sxtab16(lanes, (int32_t)v), e13 = mt_nn_sxtab16_ror8(lanes, v);                     \
+        a0 = __smlabb(e02, w[0], a0);                                                                             \
+        a2 = __smlatt(e02, w[0], a2);                                                                             \
+        a1 = __smlabb(e13, w[1], a1);                                                                             \
+        a3 = __smlatt(e13, w[1], a3);                                                                             \
+        x += C;                                                                                                   \
+        w += 2;                                                                                                   \
+    } while (0)
+
+MT_NN_INLINE void mt_nn_dw4_taps(const int8_t *x, int32_t C, const int32_t *w, int32_t n, int32_t lanes,
+                                 int32_t a[4])
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    for (; n > 7; --n) {
+        MT_NN_DW4_TAP;
+    }
+    switch (n) { /* the remaining 0-7 taps, falling through */
+    case 7:
+        MT_NN_DW4_TAP; /* fall through */
+    case 6:
+        MT_NN_DW4_TAP; /* fall through */
+    case 5:
+        MT_NN_DW4_TAP; /* fall through */
+    case 4:
+        MT_NN_DW4_TAP; /* fall through */
+    case 3:
+        MT_NN_DW4_TAP; /* fall through */
+    case 2:
+        MT_NN_DW4_TAP; /* fall through */
+    case 1:
+        MT_NN_DW4_TAP; /* fall through */
+    default:
+        break;
+    }
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+}
+#endif
+
+/* One output row of a depthwise conv d (every channel): input row ky of the window at src_row[ky]
+ * for ky in [ky_begin, ky_end) (the rows inside the input), y = the output row. On DSP cores the
+ * channels go four at a time: their weights are packed once per group as int16 lanes, (c, c+2)
+ * and (c+1, c+3) per tap, and each tap inside the input costs one word load of the four
+ * channels, two SXTAB16 (x - z in int16 lanes, the same lane order) and four SMLABB/SMLATT;
+ * taps in the padding are skipped (they add (z - z) * w = 0), as in the reference. Groups whose
+ * fast-store constants do not qualify, leftover channels, and builds without DSP take the
+ * reference loop. */
+static inline void mt_nn_dw_row_fast_s8(const mt_conv_params *d, const mt_nn_store *s, const int8_t *const *src_row,
+                                        int32_t ky_begin, int32_t ky_end, const int8_t *weights, int8_t *y)
+{
+    const int32_t C = d->in_c, K = d->kernel_h * d->kernel_w, kw = d->kernel_w, z = d->input_zero_point;
+    int32_t c0 = 0, ox, ky;
+#if MT_NN_DSP
+    if (K <= MT_NN_DW_TAPS_MAX) {
+        const int32_t lanes = mt_nn_lane_offset(z);
+        const int64_t bound = (int64_t)K * 32640;
+        const int32_t zo = d->output_zero_point, lo = d->act_min, hi = d->act_max;
+        const int full = lo == -128 && hi == 127;
+        int32_t wp[2 * MT_NN_DW_TAPS_MAX];
+        int32_t t, k;
+        for (; c0 + 4 <= C; c0 += 4) {
+            const int8_t *w0 = weights + c0 * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+            mt_nn_fast_store f[4];
+            int ok = 1;
+            for (k = 0; k < 4; ++k) {
+                ok &= mt_nn_fast_store_of(s->bias != NULL ? s->bias[c0 + k] : 0, 0, s->multiplier[c0 + k],
+                                          s->shift[c0 + k], bound, bound, &f[k]);
+            }
+            if (!ok) {
+                break; /* this group and the rest: the reference loop */
+            }
+            for (t = 0; t < K; ++t) {
+                wp[2 * t] = (int32_t)((uint32_t)(uint16_t)(int16_t)w0[t] | ((uint32_t)(uint16_t)(int16_t)w2[t] << 16));
+                wp[2 * t + 1] = (int32_t)((uint32_t)(uint16_t)(int16_t)w1[t] | ((uint32_t)(uint16_t)(int16_t)w3[t] << 16));
+            }
+            for (ox = 0; ox < d->out_w; ++ox) {
+                const int32_t x0 = ox * d->stride_w - d->pad_left;
+                const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+                const int32_t kx_end = d->in_w - x0 < kw ? d->in_w - x0 : kw;
+                const int32_t taps = kx_end - kx_begin;
+                int32_t a[4] = {0, 0, 0, 0};
+                int8_t *yo = y + ox * C + c0;
+                for (ky = ky_begin; ky < ky_end; ++ky) {
+                    mt_nn_dw4_taps(src_row[ky] + (x0 + kx_begin) * C + c0, C, wp + 2 * (ky * kw + kx_begin), taps,
+                                   lanes, a);
+                }
+                if (full) {
+                    for (k = 0; k < 4; ++k) {
+                        yo[k] = mt_nn_fast_out(a[k], f[k].bias2, f[k].multiplier, f[k].round, f[k].right, zo, lo, hi, 1);
+                    }
+                } else {
+                    for (k = 0; k < 4; ++k) {
+                        yo[k] = mt_nn_fast_out(a[k], f[k].bias2, f[k].multiplier, f[k].round, f[k].right, zo, lo, hi, 0);
+                    }
+                }
+            }
+        }
+    }
+#endif
+    /* the reference loop: the channels from c0 on */
+    for (ox = 0; c0 < C && ox < d->out_w; ++ox) {
+        const int32_t x0 = ox * d->stride_w - d->pad_left;
+        const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+        const int32_t kx_end = d->in_w - x0 < kw ? d->in_w - x0 : kw;
+        int32_t c;
+        for (c = c0; c < C; ++c) {
+            const int8_t *w = weights + c * K;
+            int32_t acc = 0;
+            for (ky = ky_begin; ky < ky_end; ++ky) {
+                acc += mt_nn_dw_row_s8(src_row[ky] + (x0 + kx_begin) * C + c, C, w + ky * kw + kx_begin,
+                                       kx_end - kx_begin, z);
+            }
+            y[ox * C + c] = mt_nn_store_s8(acc, s, c);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Depthwise convolution, channel-planar padded rows                                        */
+/* ---------------------------------------------------------------------------------------- */
+
+/* A "plane row" is one channel of one input row, stored contiguously with the zero point in the
+ * padding: pad_left bytes of z, in_w values, pad_right bytes of z, and at least 3 readable bytes
+ * after it (the 4-byte loads of the last window may read past the row; those lanes are
+ * multiplied by zero weights). Output column ox reads plane-row columns [ox * stride_w,
+ * ox * stride_w + kernel_w). Padded taps hold z, so (x - z) * w = 0 for them, as the reference's
+ * skipping gives; rows in the padding are skipped. */
+
+/* Widest kernel row of the planar path, and its packed weights per channel: per window row,
+ * ceil(kernel_w / 4) groups of two words (taps (4j, 4j+2) and (4j+1, 4j+3) as int16 lanes, the
+ * lanes SXTB16 / SXTB16 ROR 8 give of a word of x; taps past kernel_w are 0). */
+#define MT_NN_DW_PLANE_KW_MAX 8
+#define MT_NN_DW_PLANE_WORDS (MT_NN_IB_MAX_KERNEL * 2 * ((MT_NN_DW_PLANE_KW_MAX + 3) / 4))
+
+static inline int32_t mt_nn_pack16(int32_t lo, int32_t hi)
+{
+    return (int32_t)((uint32_t)(uint16_t)(int16_t)lo | ((uint32_t)(uint16_t)(int16_t)hi << 16));
+}
+
+/* Whether the planar path applies to depthwise conv d. */
+static inline int mt_nn_dw_plane_ok(const mt_conv_params *d)
+{
+    return MT_NN_DSP && d->kernel_w <= MT_NN_DW_PLANE_KW_MAX && d->kernel_h <= MT_NN_IB_MAX_KERNEL;
+}
+
+static inline void mt_nn_dw_plane_pack(const int8_t *w, int32_t kh, int32_t kw, int32_t *wp)
+{
+    int32_t ky, j;
+    for (ky = 0; ky < kh; ++ky) {
+        for (j = 0; j < kw; j += 4) {
+            const int8_t *r = w + ky * kw + j;
+            *wp++ = mt_nn_pack16(r[0], j + 2 < kw ? r[2] : 0);
+            *wp++ = mt_nn_pack16(j + 1 < kw ? r[1] : 0, j + 3 < kw ? r[3] : 0);
+        }
+    }
+}
+
+#if MT_NN_DSP
+/* sum over one window row of (x - z) * w: x the row's first tap, wp its packed weights, groups = ceil(kw / 4). */
+MT_NN_INLINE int32_t mt_nn_dw_plane_taps(const int8_t *x, const int32_t *wp, int32_t groups, int32_t lanes,
+                                         int32_t acc)
+{
+    int32_t j;
+    for (j = 0; j < groups; ++j) {
+        const uint32_t v = mt_nn_load4(x + 4 * j);
+        acc = __smlad(__sxtab16(lanes, (int32_t)v), wp[2 * j], acc);
+        acc = __smlad(mt_nn_sxtab16_ror8(lanes, v), wp[2 * j + 1], acc);
+    }
+    return acc;
+}
+
+/* One output row of one channel with the fast store: y[ox * y_stride]. kh, kw, sw: the kernel
+ * height, width and stride when the caller passes them as constants (the loops are then unrolled;
+ * the window's rows all inside: ky_begin = 0, ky_end = kh), or 0 with the runtime ones. */
+MT_NN_INLINE void mt_nn_dw_plane_row_fast_s8(const mt_conv_params *d, const int8_t *const *prow, int32_t ky_begin,
+                                             int32_t ky_end, const int32_t *wp, int32_t lanes,
+                                             const mt_nn_fast_store *f, int8_t *y, int32_t y_stride, int full,
+                                             const int kh, const int kw, const int sw)
+{
+    const int32_t KW = kw ? kw : d->kernel_w, SW = sw ? sw : d->stride_w, out_w = d->out_w, groups = (KW + 3) / 4;
+    const int32_t kb = kh ? 0 : ky_begin, ke = kh ? kh : ky_end;
+    const int32_t zo = d->output_zero_point, lo = d->act_min, hi = d->act_max;
+    const int32_t b2 = f->bias2, m = f->multiplier, rd = f->round, rt = f->right;
+    int32_t ox = 0, ky;
+    if (KW == 3 && SW == 1) {
+        /* two outputs per word: bytes (0..3) at column ox give taps (0,1,2) of ox and (1,2,3) of ox + 1 */
+        for (; ox + 1 < out_w; ox += 2) {
+            int32_t a0 = 0, a1 = 0;
+            for (ky = kb; ky < ke; ++ky) {
+                const uint32_t v = mt_nn_load4(prow[ky] + ox);
+                const int32_t e = __sxtab16(lanes, (int32_t)v), o = mt_nn_sxtab16_ror8(lanes, v);
+                const int32_t w02 = wp[2 * ky], w1 = wp[2 * ky + 1];
+                a0 = __smlabb(o, w1, __smlad(e, w02, a0));
+                a1 = __smlatb(e, w1, __smlad(o, w02, a1));
+            }
+            y[ox * y_stride] = mt_nn_fast_out(a0, b2, m, rd, rt, zo, lo, hi, full);
+            y[(ox + 1) * y_stride] = mt_nn_fast_out(a1, b2, m, rd, rt, zo, lo, hi, full);
+        }
+    }
+    for (; ox < out_w; ++ox) {
+        int32_t a = 0;
+        for (ky = kb; ky < ke; ++ky) {
+            a = mt_nn_dw_plane_taps(prow[ky] + ox * SW, wp + 2 * groups * ky, groups, lanes, a);
+        }
+        y[ox * y_stride] = mt_nn_fast_out(a, b2, m, rd, rt, zo, lo, hi, full);
+    }
+}
+
+/* The fast row with the common shapes as constants (3x3, 5x5, 7x7; stride 1 or 2; every window
+ * row inside the input), else the runtime loop. */
+MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_t *const *prow, int32_t ky_begin,
+                                            int32_t ky_end, const int32_t *wp, int32_t lanes,
+                                            const mt_nn_fast_store *f, int8_t *y, int32_t y_stride, int full)
+{
+    const int32_t k = d->kernel_w, sw = d->stride_w;
+    if (d->kernel_h == k && ky_begin == 0 && ky_end == k && (sw == 1 || sw == 2) && (k == 3 || k == 5 || k == 7)) {
+        if (k == 3) {
+            if (sw == 1) {
+                mt_nn_dw_plane_row_fast_s8(d, prow, 0, 3, wp, lanes, f, y, y_stride, full, 3, 3, 1);
+            } else {
+                mt_nn_dw_plane_row_fast_s8(d, prow, 0, 3, wp, lanes, f, y, y_stride, full, 3, 3, 2);
+            }
+        } else if (k == 5) {
+            if (sw == 1) {
+                mt_nn_dw_plane_row_fast_s8(d, prow, 0, 5, wp, lanes, f, y, y_stride, full, 5, 5, 1);
+            } else {
+                mt_nn_dw_plane_row_fast_s8(d, prow, 0, 5, wp, lanes, f, y, y_stride, full, 5, 5, 2);
+            }
+        } else {
+            if (sw == 1) {
+                mt_nn_dw_plane_row_fast_s8(d, prow, 0, 7, wp, lanes, f, y, y_stride, full, 7, 7, 1);
+            } else {
+                mt_nn_dw_plane_row_fast_s8(d, prow, 0, 7, wp, lanes, f, y, y_stride, full, 7, 7, 2);
+            }
+        }
+        return;
+    }
+    mt_nn_dw_plane_row_fast_s8(d, prow, ky_begin, ky_end, wp, lanes, f, y, y_stride, full, 0, 0, 0);
+}
+#endif
+
+/* One output row of channel c (weights w, kernel_h * kernel_w) of depthwise conv d from plane
+ * rows: the fast store when the channel's constants allow it, else the reference. */
+static inline void mt_nn_dw_plane_row_s8(const mt_conv_params *d, const mt_nn_store *s, int32_t c,
+                                         const int8_t *const *prow, int32_t ky_begin, int32_t ky_end,
+                                         const int8_t *w, int8_t *y, int32_t y_stride)
+{
+    int32_t ox, ky;
+#if MT_NN_DSP
+    const int64_t bound = (int64_t)d->kernel_h * d->kernel_w * 32640;
+    mt_nn_fast_store f;
+    if (mt_nn_fast_store_of(s->bias != NULL ? s->bias[c] : 0, 0, s->multiplier[c], s->shift[c], bound, bound, &f)) {
+        int32_t wp[MT_NN_DW_PLANE_WORDS];
+        const int32_t lanes = mt_nn_lane_offset(d->input_zero_point);
+        mt_nn_dw_plane_pack(w, d->kernel_h, d->kernel_w, wp);
+        if (d->act_min == -128 && d->act_max == 127) {
+            mt_nn_dw_plane_row_any_s8(d, prow, ky_begin, ky_end, wp, lanes, &f, y, y_stride, 1);
+        } else {
+            mt_nn_dw_plane_row_any_s8(d, prow, ky_begin, ky_end, wp, lanes, &f, y, y_stride, 0);
+        }
+        return;
+    }
+#endif
+    for (ox = 0; ox < d->out_w; ++ox) {
+        int32_t acc = 0;
+        for (ky = ky_begin; ky < ky_end; ++ky) {
+            acc += mt_nn_dw_row_s8(prow[ky] + ox * d->stride_w, 1, w + ky * d->kernel_w, d->kernel_w,
+                                   d->input_zero_point);
+        }
+        y[ox * y_stride] = mt_nn_store_s8(acc, s, c);
+    }
+}
+
+#endif /* MT_NN_DW_H */

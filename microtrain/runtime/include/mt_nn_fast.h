@@ -1,0 +1,398 @@
+/*
+ * mt_nn_fast.h: the fast int8 forward path of the runtime (internal, static inline).
+ *
+ * Two pieces, each bit-exact with the reference arithmetic of mt_nn.h / mt_requantize:
+ *
+ * 1. The fast output store. The reference store of a conv output is
+ *        clamp(requantize(sat32(acc + bias), M, shift) + z_y)
+ *    with requantize = RoundingDivideByPOT(SRDHM(x * 2^left, M), right). When left == 0,
+ *    right >= 1 (shift <= -1: every conv of the zoo models) and |acc + bias| < 2^30, nothing
+ *    saturates and SRDHM(t, M) = (t * M + 2^30) >> 31 = (2t * M + 2^31) >> 32, which is one
+ *    SMMULR of 2t (|2t| < 2^31); |SRDHM| <= |t| + 1 <= 2^30, so the rounding shift
+ *    (h + 2^(right-1) - [h < 0]) >> right cannot overflow either, and it equals
+ *    RoundingDivideByPOT (floor((h + half) / 2^right) for h >= 0, floor((h + half - 1) / 2^right)
+ *    below). The constants are derived per channel before a channel's loop (mt_nn_fast_store_of),
+ *    which also checks the bound from the dot length: a channel that does not qualify takes the
+ *    reference store (mt_nn_store_s8), so every input gives the reference's integers.
+ *
+ * 2. The 1x1 convolution as a small matrix product (mt_nn_pointwise_fast_s8), blocked over
+ *    two output channels x two pixels, with the input zero point folded into a per-channel
+ *    weight sum: sum (x - z) w = sum x w - z * sum w, so the inner loop is a raw int8 dot
+ *    product. On cores with the DSP extension the two weight rows of a channel pair are
+ *    sign-extended once per call into int16 pairs (SXTB16 order, see mt_nn.h) and the inner
+ *    loop is one LDM of four weight words, one word of each pixel, four SXTB16 and eight SMLAD
+ *    per 4 input channels (16 MACs in 17 instructions); elsewhere (the host) the same blocking
+ *    in portable C. Integer sums are exact, so the order of the products does not matter.
+ */
+#ifndef MT_NN_FAST_H
+#define MT_NN_FAST_H
+
+#include "mt_nn.h"
+
+/* The hand-scheduled inner loops (GNU asm) need 13 registers: optimised DSP builds only (at -O0
+ * r7 is the frame pointer and gcc cannot allocate them); -O0 builds run the C loops. */
+#if MT_NN_DSP && defined(__OPTIMIZE__)
+#define MT_NN_DSP_ASM 1
+#else
+#define MT_NN_DSP_ASM 0
+#endif
+
+/* SMMULR: (a * b + 2^31) >> 32, the rounding high multiply. */
+static inline int32_t mt_nn_smmulr(int32_t a, int32_t b)
+{
+#if MT_NN_DSP
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+#endif
+}
+
+/* The constants of one channel's fast store. */
+typedef struct {
+    int32_t bias2;      /* 2 * (bias - folded), folded = z_x * sum of the channel's weights (or 0) */
+    int32_t multiplier; /* M */
+    int32_t round;      /* 2^(right - 1) */
+    int32_t right;      /* -shift, >= 1 */
+} mt_nn_fast_store;
+
+#define MT_NN_FAST_LIMIT ((int64_t)1 << 30)
+
+static inline int64_t mt_nn_abs64(int64_t v)
+{
+    return v < 0 ? -v : v;
+}
+
+/* Whether the outputs of a channel may take the fast store, and its constants. The kernel
+ * accumulates raw = sum of its products; the reference value is raw - folded (folded = z_x * sum w
+ * when the zero point is folded out of the inner loop, else 0). raw_bound bounds |raw| and
+ * true_bound |raw - folded| (the reference accumulator) for every possible input. */
+static inline int mt_nn_fast_store_of(int32_t bias, int64_t folded, int32_t multiplier, int32_t shift,
+                                      int64_t raw_bound, int64_t true_bound, mt_nn_fast_store *f)
+{
+    const int64_t beff = (int64_t)bias - folded;
+    if (shift > -1 || shift < -31 || multiplier < 0) {
+        return 0;
+    }
+    /* |raw - folded + bias| < 2^30 (no saturation, 2t fits) and raw + beff cannot overflow int32 */
+    if (mt_nn_abs64(bias) + true_bound >= MT_NN_FAST_LIMIT || mt_nn_abs64(beff) + raw_bound >= MT_NN_FAST_LIMIT) {
+        return 0;
+    }
+    f->bias2 = (int32_t)(2 * beff);
+    f->multiplier = multiplier;
+    f->right = -shift;
+    f->round = (int32_t)1 << (-shift - 1);
+    return 1;
+}
+
+/* requantize(sat32(true + bias), M, shift) for raw = true + folded (see the top of the file). */
+static inline int32_t mt_nn_fast_requantize(int32_t raw, const mt_nn_fast_store *f)
+{
+    const int32_t h = mt_nn_smmulr(f->bias2 + raw * 2, f->multiplier);
+    return (h + f->round + (h >> 31)) >> f->right;
+}
+
+/* Offset and clamp of a requantized value r (|r| <= 2^30, so r + z cannot overflow). With
+ * full = 1 (act range [-128, 127], the caller's constant) one SSAT on DSP cores. */
+static inline int8_t mt_nn_fast_clamp(int32_t r, int32_t zero_point, int32_t act_min, int32_t act_max, int full)
+{
+    int32_t v = r + zero_point;
+#if MT_NN_DSP
+    if (full) {
+        return (int8_t)__ssat(v, 8);
+    }
+#else
+    if (full) {
+        return (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+    }
+#endif
+    return (int8_t)(v < act_min ? act_min : v > act_max ? act_max : v);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* 1x1 convolution                                                                          */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Longest input row whose two pre-extended weight rows fit the stack buffer (4 bytes per
+ * input channel); longer rows take the same blocking with on-the-fly extension. */
+#define MT_NN_PW_EXTEND_MAX 256
+
+/* The sum of a weight row (for the folded zero point). */
+static inline int32_t mt_nn_row_sum_s8(const int8_t *w, int32_t n)
+{
+    int32_t s = 0, i;
+    for (i = 0; i < n; ++i) {
+        s += w[i];
+    }
+    return s;
+}
+
+#if MT_NN_DSP_ASM
+/* Rows w0, w1 (n4 = n rounded down to 4) as int16 pairs: per 4 inputs the words
+ * [w0 (0,2)] [w0 (1,3)] [w1 (0,2)] [w1 (1,3)], the lanes SXTB16 / SXTB16 ROR 8 give of x. */
+static inline void mt_nn_extend2_s8(const int8_t *w0, const int8_t *w1, int32_t n4, int32_t *wb)
+{
+    int32_t i;
+    for (i = 0; i < n4; i += 4) {
+        uint32_t v = mt_nn_load4(w0 + i);
+        wb[0] = __sxtb16((int32_t)v);
+        wb[1] = mt_nn_sxtb16_ror8(v);
+        v = mt_nn_load4(w1 + i);
+        wb[2] = __sxtb16((int32_t)v);
+        wb[3] = mt_nn_sxtb16_ror8(v);
+        wb += 4;
+    }
+}
+
+/* acc[2][2] += x_p . w_c for pixels x0, x1 and the extended rows in wb, over n4 inputs
+ * (n4 > 0, a multiple of 4). Per 4 inputs one LDM of four weight words, one word of each
+ * pixel, four SXTB16, eight SMLAD (16 MACs in 15 instructions), unrolled twice (an odd count
+ * of 4-input steps enters at the second half); the loop end is read from memory so that the
+ * asm needs 13 registers (r7 may be the frame pointer, at -O0). */
+#define MT_NN_DOT2X2_STEP                                                                                        \
+    "ldmia %[wb]!, {r4, r5, r6, r8}\n\t"                                                                       \
+    "ldr %[t0], [%[x0]], #4\n\t"                                                                              \
+    "sxtb16 %[t1], %[t0]\n\t"                                                                                 \
+    "sxtb16 %[t0], %[t0], ror #8\n\t"                                                                         \
+    "smlad %[a00], %[t1], r4, %[a00]\n\t"                                                                     \
+    "smlad %[a00], %[t0], r5, %[a00]\n\t"                                                                     \
+    "smlad %[a01], %[t1], r6, %[a01]\n\t"                                                                     \
+    "smlad %[a01], %[t0], r8, %[a01]\n\t"                                                                     \
+    "ldr %[t0], [%[x1]], #4\n\t"                                                                              \
+    "sxtb16 %[t1], %[t0]\n\t"                                                                                 \
+    "sxtb16 %[t0], %[t0], ror #8\n\t"                                                                         \
+    "smlad %[a10], %[t1], r4, %[a10]\n\t"                                                                     \
+    "smlad %[a10], %[t0], r5, %[a10]\n\t"                                                                     \
+    "smlad %[a11], %[t1], r6, %[a11]\n\t"                                                                     \
+    "smlad %[a11], %[t0], r8, %[a11]\n\t"
+
+static inline void mt_nn_dot2x2_ext_s8(const int8_t *x0, const int8_t *x1, const int32_t *wb, int32_t n4,
+                                       int32_t acc[4])
+{
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    int32_t t0 = n4, t1;
+    const int8_t *end = x0 + n4;
+    __asm__ volatile("tst %[t0], #4\n\t"
+                     "bne 2f\n\t"
+                     "1:\n\t" MT_NN_DOT2X2_STEP "2:\n\t" MT_NN_DOT2X2_STEP "ldr %[t0], %[end]\n\t"
+                     "cmp %[x0], %[t0]\n\t"
+                     "bne 1b\n\t"
+                     : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [wb] "+r"(wb),
+                       [x0] "+r"(x0), [x1] "+r"(x1), [t0] "+&r"(t0), [t1] "=&r"(t1)
+                     : [end] "m"(end)
+                     : "r4", "r5", "r6", "r8", "cc", "memory");
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+#endif
+
+/* acc[2][2] += x_p . w_c, raw int8 products, for pixels x0, x1 and rows w0, w1 over [i, n). */
+static inline void mt_nn_dot2x2_s8(const int8_t *x0, const int8_t *x1, const int8_t *w0, const int8_t *w1, int32_t i,
+                                   int32_t n, int32_t acc[4])
+{
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+#if MT_NN_DSP
+    for (; i + 4 <= n; i += 4) {
+        uint32_t v = mt_nn_load4(w0 + i);
+        const int32_t wa = __sxtb16((int32_t)v), wb = mt_nn_sxtb16_ror8(v);
+        uint32_t u = mt_nn_load4(w1 + i);
+        const int32_t ua = __sxtb16((int32_t)u), ub = mt_nn_sxtb16_ror8(u);
+        v = mt_nn_load4(x0 + i);
+        int32_t xa = __sxtb16((int32_t)v), xb = mt_nn_sxtb16_ror8(v);
+        a00 = __smlad(xa, wa, __smlad(xb, wb, a00));
+        a01 = __smlad(xa, ua, __smlad(xb, ub, a01));
+        v = mt_nn_load4(x1 + i);
+        xa = __sxtb16((int32_t)v);
+        xb = mt_nn_sxtb16_ror8(v);
+        a10 = __smlad(xa, wa, __smlad(xb, wb, a10));
+        a11 = __smlad(xa, ua, __smlad(xb, ub, a11));
+    }
+#endif
+    for (; i < n; ++i) {
+        const int32_t p = x0[i], r = x1[i], u = w0[i], v = w1[i];
+        a00 += p * u;
+        a01 += p * v;
+        a10 += r * u;
+        a11 += r * v;
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+/* Inlined into every caller, so that a constant `full` selects the clamp at compile time. */
+#if defined(__GNUC__)
+#define MT_NN_INLINE static inline __attribute__((always_inline))
+#else
+#define MT_NN_INLINE static inline
+#endif
+
+/* The fast store of one output: requantize (mt_nn_fast_requantize), offset, clamp. */
+MT_NN_INLINE int8_t mt_nn_fast_out(int32_t raw, int32_t bias2, int32_t multiplier, int32_t round, int32_t right,
+                                   int32_t zero_point, int32_t act_min, int32_t act_max, int full)
+{
+    const int32_t h = mt_nn_smmulr(bias2 + raw * 2, multiplier);
+    return mt_nn_fast_clamp((h + round + (h >> 31)) >> right, zero_point, act_min, act_max, full);
+}
+
+/* The outputs of one channel pair (c, c + 1) over pixels [0, pixels) with the fast store:
+ * x pixel p at x + p * x_stride; output (p, c + k) at y + p * y_stride + k * y_cstride; wb the
+ * extended rows (or NULL). full: act range [-128, 127] (a constant at each call site). */
+MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride, int32_t pixels, const int8_t *w0,
+                                               const int8_t *w1, const int32_t *wb, int32_t n,
+                                               const mt_nn_fast_store *f0, const mt_nn_fast_store *f1,
+                                               const mt_conv_params *p, int8_t *y, int32_t y_stride,
+                                               int32_t y_cstride, int full)
+{
+    const int32_t n4 = wb != NULL ? n & ~3 : 0;
+    const int32_t z = p->output_zero_point, lo = p->act_min, hi = p->act_max;
+    const int32_t b0 = f0->bias2, m0 = f0->multiplier, r0 = f0->round, s0 = f0->right;
+    const int32_t b1 = f1->bias2, m1 = f1->multiplier, r1 = f1->round, s1 = f1->right;
+    int32_t px;
+    for (px = 0; px < pixels; px += 2) {
+        const int8_t *x0 = x + px * x_stride;
+        const int8_t *x1 = px + 1 < pixels ? x0 + x_stride : x0; /* an odd last pixel: computed twice, stored once */
+        int8_t *y0 = y + px * y_stride;
+        int32_t acc[4] = {0, 0, 0, 0};
+#if MT_NN_DSP_ASM
+        if (n4 > 0) {
+            mt_nn_dot2x2_ext_s8(x0, x1, wb, n4, acc);
+        }
+#else
+        (void)wb;
+#endif
+        if (n4 < n) {
+            mt_nn_dot2x2_s8(x0, x1, w0, w1, n4, n, acc);
+        }
+        y0[0] = mt_nn_fast_out(acc[0], b0, m0, r0, s0, z, lo, hi, full);
+        y0[y_cstride] = mt_nn_fast_out(acc[1], b1, m1, r1, s1, z, lo, hi, full);
+        if (x1 != x0) {
+            y0[y_stride] = mt_nn_fast_out(acc[2], b0, m0, r0, s0, z, lo, hi, full);
+            y0[y_stride + y_cstride] = mt_nn_fast_out(acc[3], b1, m1, r1, s1, z, lo, hi, full);
+        }
+    }
+}
+
+/* A 1x1 conv (p: in_c inputs, out_c outputs, zero points, act range) over `pixels` pixels:
+ * y[px * y_stride + c * y_cstride] from x[px * x_stride + i] and weight row c (rows[c] when rows
+ * is not NULL, else w + c * in_c), bias (may be NULL) and q. NHWC output: y_cstride 1; a
+ * channel-planar row (the fused block's ring): y_stride 1, y_cstride the plane row. The caller has checked p, q and the
+ * accumulator bound (in_c <= MT_NN_MAX_DOT_LENGTH). Channel pairs whose constants allow it
+ * take the fast store, the others (and an odd last channel) the reference store. */
+static inline void mt_nn_pointwise_fast_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *x,
+                                           int32_t x_stride, int32_t pixels, const int8_t *w,
+                                           const int8_t *const *rows, const int32_t *bias, int8_t *y, int32_t y_stride,
+                                           int32_t y_cstride)
+{
+    const int32_t n = p->in_c, out_c = p->out_c, z = p->input_zero_point;
+    const int64_t raw_bound = (int64_t)n * 16384, true_bound = (int64_t)n * 32640;
+    const int full = p->act_min == -128 && p->act_max == 127;
+    const mt_nn_store s = mt_nn_store_of(bias, q, p);
+    int32_t oc, px;
+#if MT_NN_DSP_ASM
+    int32_t wbuf[MT_NN_PW_EXTEND_MAX];
+#else
+    const int32_t *wbuf = NULL;
+#endif
+    for (oc = 0; oc < out_c; oc += 2) {
+        const int8_t *w0 = rows != NULL ? rows[oc] : w + oc * n;
+        if (oc + 1 < out_c) {
+            const int8_t *w1 = rows != NULL ? rows[oc + 1] : w0 + n;
+            mt_nn_fast_store f0, f1;
+            const int32_t b0 = bias != NULL ? bias[oc] : 0, b1 = bias != NULL ? bias[oc + 1] : 0;
+            if (mt_nn_fast_store_of(b0, (int64_t)z * mt_nn_row_sum_s8(w0, n), q->multiplier[oc], q->shift[oc],
+                                    raw_bound, true_bound, &f0) &&
+                mt_nn_fast_store_of(b1, (int64_t)z * mt_nn_row_sum_s8(w1, n), q->multiplier[oc + 1],
+                                    q->shift[oc + 1], raw_bound, true_bound, &f1)) {
+                const int32_t *wb = NULL;
+#if MT_NN_DSP_ASM
+                if (n <= MT_NN_PW_EXTEND_MAX) {
+                    mt_nn_extend2_s8(w0, w1, n & ~3, wbuf);
+                    wb = wbuf;
+                }
+#endif
+                if (full) {
+                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, &f0, &f1, p, y + oc * y_cstride,
+                                                 y_stride, y_cstride, 1);
+                } else {
+                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, &f0, &f1, p, y + oc * y_cstride,
+                                                 y_stride, y_cstride, 0);
+                }
+                continue;
+            }
+            for (px = 0; px < pixels; ++px) { /* the reference store for this pair */
+                int32_t acc[2] = {0, 0};
+                mt_nn_dot2_s8(x + px * x_stride, w0, w1, n, z, acc);
+                y[px * y_stride + oc * y_cstride] = mt_nn_store_s8(acc[0], &s, oc);
+                y[px * y_stride + (oc + 1) * y_cstride] = mt_nn_store_s8(acc[1], &s, oc + 1);
+            }
+        } else {
+            for (px = 0; px < pixels; ++px) {
+                y[px * y_stride + oc * y_cstride] = mt_nn_store_s8(mt_nn_dot_s8(x + px * x_stride, w0, n, z), &s, oc);
+            }
+        }
+    }
+    (void)wbuf;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* ADD                                                                                      */
+/* ---------------------------------------------------------------------------------------- */
+
+/* requantize(x, M, shift) for shift <= 0 and |x| < 2^30 (nothing saturates; right may be 0). */
+typedef struct {
+    int32_t multiplier, round, right, negmask;
+} mt_nn_fast_rq;
+
+static inline int mt_nn_fast_rq_of(int32_t multiplier, int32_t shift, mt_nn_fast_rq *r)
+{
+    if (shift > 0 || shift < -31 || multiplier < 0) {
+        return 0;
+    }
+    r->multiplier = multiplier;
+    r->right = -shift;
+    r->round = shift < 0 ? (int32_t)1 << (-shift - 1) : 0;
+    r->negmask = shift < 0 ? -1 : 0;
+    return 1;
+}
+
+MT_NN_INLINE int32_t mt_nn_fast_rq_apply(int32_t x, int32_t multiplier, int32_t round, int32_t right,
+                                         int32_t negmask)
+{
+    const int32_t h = mt_nn_smmulr(x * 2, multiplier);
+    return (h + round + ((h >> 31) & negmask)) >> right;
+}
+
+/* y[i] = ADD(a[i], b[i]) (mt_add_s8's arithmetic) for i < n with the fast requantization, when
+ * p qualifies: left_shift <= 20 (|(x - z) 2^left_shift| < 2^28, so each rescaled term is below
+ * 2^28 and their sum below 2^30: the reference's saturating add never saturates) and every shift
+ * <= 0. Returns 0 (nothing written) when p does not qualify. y may alias a or b. */
+static inline int mt_nn_add_fast_s8(const mt_add_params *p, const int8_t *a, const int8_t *b, int8_t *y, int32_t n)
+{
+    mt_nn_fast_rq ra, rb, ro;
+    int32_t i;
+    if (p->left_shift < 0 || p->left_shift > 20 || !mt_nn_fast_rq_of(p->a_multiplier, p->a_shift, &ra) ||
+        !mt_nn_fast_rq_of(p->b_multiplier, p->b_shift, &rb) ||
+        !mt_nn_fast_rq_of(p->output_multiplier, p->output_shift, &ro)) {
+        return 0;
+    }
+    {
+        const int32_t ls = p->left_shift, za = p->a_zero_point, zb = p->b_zero_point, zo = p->output_zero_point;
+        const int32_t lo = p->act_min, hi = p->act_max;
+        for (i = 0; i < n; ++i) {
+            const int32_t sa = ((int32_t)a[i] - za) * ((int32_t)1 << ls);
+            const int32_t sb = ((int32_t)b[i] - zb) * ((int32_t)1 << ls);
+            const int32_t total = mt_nn_fast_rq_apply(sa, ra.multiplier, ra.round, ra.right, ra.negmask) +
+                                  mt_nn_fast_rq_apply(sb, rb.multiplier, rb.round, rb.right, rb.negmask);
+            y[i] = mt_nn_fast_clamp(mt_nn_fast_rq_apply(total, ro.multiplier, ro.round, ro.right, ro.negmask), zo,
+                                    lo, hi, 0);
+        }
+    }
+    return 1;
+}
+
+#endif /* MT_NN_FAST_H */

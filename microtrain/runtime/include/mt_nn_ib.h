@@ -1,0 +1,203 @@
+/*
+ * mt_nn_ib.h: the row engine of the fused inverted-bottleneck kernels (mt_inverted_bottleneck_s8,
+ * mt_inverted_bottleneck_stream_s8), internal, static inline.
+ *
+ *     [expand CONV2D, groups 1] -> depthwise CONV2D -> 1x1 CONV2D [-> ADD(input)]
+ *
+ * Per depthwise output row: (1) the expanded rows it still needs, each computed once, into a
+ * ring of min(kernel_h, in_h) rows stored channel-planar with the depthwise padding (plane rows
+ * of mt_nn_dw.h: pad_left + in_w + pad_right bytes per channel, the padding holding the zero
+ * point); (2) the depthwise output row, every channel, into one NHWC row; (3) its projection, a
+ * 1x1 conv over the row's pixels, straight into the output row, or (4) with a residual into one
+ * row that the ADD then combines with the block input's row. Without an expansion the
+ * depthwise reads the block input (NHWC) directly. Every element is the same integer sum with
+ * the same requantization as the reference kernels (mt_nn_fast.h, mt_nn_dw.h), so the block is
+ * bit-exact with running its ops one after the other.
+ *
+ * Scratch layout (mt_inverted_bottleneck_get_buffer_size, Python twin in runtime/twins.py):
+ *   ring      rows * in_c * (pad_left + in_w + pad_right) bytes + 4 (with an expansion)
+ *   dw row    out_w * in_c bytes (the depthwise output row)
+ *   pr row    out_w * out_c bytes (the projection output row, with a residual)
+ */
+#ifndef MT_NN_IB_H
+#define MT_NN_IB_H
+
+#include "mt_nn_dw.h"
+
+/* Output pixels per patch strip of a small-window expansion conv (the 3x3 RGB first conv):
+ * their receptive fields are gathered into a strip of at most MT_NN_IB_STRIP_BYTES on the
+ * stack, then the strip is one 1x1 conv (mt_nn_pointwise_fast_s8) over window-long rows. */
+#define MT_NN_IB_STRIP_BYTES 512
+
+/* Bytes of one plane row of depthwise conv d in the ring. */
+static inline int32_t mt_nn_ib_seg(const mt_conv_params *d)
+{
+    return d->pad_left + d->in_w + d->pad_right;
+}
+
+/* Output row r of conv e (groups 1) into dst (pixel ox, channel c at dst[ox * y_stride + c * y_cstride]);
+ * input row y at src + (y % rows_held) * in_w * in_c (a whole tensor: rows_held = in_h). */
+static inline void mt_nn_ib_conv_row_s8(const mt_conv_params *e, const mt_per_channel_quant *q, const int8_t *src,
+                                        int32_t rows_held, const int8_t *weights, const int32_t *bias, int32_t r,
+                                        int8_t *dst, int32_t y_stride, int32_t y_cstride)
+{
+    const int32_t y0 = r * e->stride_h - e->pad_top;
+    const int32_t ky_begin = y0 < 0 ? -y0 : 0;
+    const int32_t ky_end = e->in_h - y0 < e->kernel_h ? e->in_h - y0 : e->kernel_h;
+    const int32_t window = e->kernel_h * e->kernel_w * e->in_c; /* weights per output channel */
+    const int32_t in_row = e->in_w * e->in_c;
+    const int8_t *row[MT_NN_IB_MAX_KERNEL];
+    int32_t ox, oc, ky;
+    if (e->kernel_h == 1 && e->kernel_w == 1 && e->stride_w == 1 && e->pad_left == 0 && e->pad_right == 0 &&
+        e->pad_top == 0) { /* 1x1: input row y0 itself */
+        mt_nn_pointwise_fast_s8(e, q, src + ((y0 % rows_held) * in_row), e->in_c, e->out_w, weights, NULL, bias,
+                                dst, y_stride, y_cstride);
+        return;
+    }
+    for (ky = ky_begin; ky < ky_end; ++ky) {
+        row[ky] = src + ((y0 + ky) % rows_held) * in_row;
+    }
+    if (window <= MT_NN_PATCH_MAX) {
+        /* strips of patches (padding = the zero point), each strip one 1x1 conv of window-long rows */
+        int8_t strip[MT_NN_IB_STRIP_BYTES];
+        const int32_t per_strip = MT_NN_IB_STRIP_BYTES / window;
+        mt_conv_params as_1x1 = *e;
+        as_1x1.in_c = window;
+        for (ox = 0; ox < e->out_w; ox += per_strip) {
+            const int32_t n = e->out_w - ox < per_strip ? e->out_w - ox : per_strip;
+            int32_t k;
+            for (k = 0; k < n; ++k) {
+                const int32_t x0 = (ox + k) * e->stride_w - e->pad_left;
+                const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+                const int32_t kx_end = e->in_w - x0 < e->kernel_w ? e->in_w - x0 : e->kernel_w;
+                mt_nn_patch_s8(strip + k * window, row, ky_begin, ky_end, kx_begin, kx_end, x0, e);
+            }
+            mt_nn_pointwise_fast_s8(&as_1x1, q, strip, window, n, weights, NULL, bias, dst + ox * y_stride, y_stride,
+                                    y_cstride);
+        }
+        return;
+    }
+    {
+        const mt_nn_store s = mt_nn_store_of(bias, q, e);
+        for (ox = 0; ox < e->out_w; ++ox) {
+            const int32_t x0 = ox * e->stride_w - e->pad_left;
+            const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+            const int32_t kx_end = e->in_w - x0 < e->kernel_w ? e->in_w - x0 : e->kernel_w;
+            /* output channels in pairs (mt_nn_dot2_s8: each input word feeds both), an odd last one alone */
+            for (oc = 0; oc < e->out_c; oc += 2) {
+                const int32_t pair = e->out_c - oc > 1;
+                const int8_t *w = weights + (int32_t)oc * window;
+                int32_t acc[2] = {0, 0};
+                for (ky = ky_begin; ky < ky_end; ++ky) { /* the window row inside the input: contiguous */
+                    const int8_t *x = row[ky] + (x0 + kx_begin) * e->in_c;
+                    const int8_t *wk = w + (ky * e->kernel_w + kx_begin) * e->in_c;
+                    if (pair) {
+                        mt_nn_dot2_s8(x, wk, wk + window, (kx_end - kx_begin) * e->in_c, e->input_zero_point, acc);
+                    } else {
+                        acc[0] += mt_nn_dot_s8(x, wk, (kx_end - kx_begin) * e->in_c, e->input_zero_point);
+                    }
+                }
+                dst[ox * y_stride + oc * y_cstride] = mt_nn_store_s8(acc[0], &s, oc);
+                if (pair) {
+                    dst[ox * y_stride + (oc + 1) * y_cstride] = mt_nn_store_s8(acc[1], &s, oc + 1);
+                }
+            }
+        }
+    }
+}
+
+/* The ADD of one row: y[i] = ADD(a[i], b[i]) with mt_add_s8's arithmetic. */
+static inline void mt_nn_ib_add_row(const mt_add_params *a, const int8_t *x, const int8_t *z, int8_t *y, int32_t n)
+{
+    int32_t i;
+    if (mt_nn_add_fast_s8(a, x, z, y, n)) {
+        return;
+    }
+    for (i = 0; i < n; ++i) {
+        const int32_t sa = ((int32_t)x[i] - a->a_zero_point) * ((int32_t)1 << a->left_shift);
+        const int32_t sb = ((int32_t)z[i] - a->b_zero_point) * ((int32_t)1 << a->left_shift);
+        const int32_t total = mt_nn_sat_add_s32(mt_requantize(sa, a->a_multiplier, a->a_shift),
+                                                mt_requantize(sb, a->b_multiplier, a->b_shift));
+        y[i] = mt_nn_offset_clamp(mt_requantize(total, a->output_multiplier, a->output_shift), a->output_zero_point,
+                                  a->act_min, a->act_max);
+    }
+}
+
+/* The whole block (parameters checked by the caller). Input rows come from `input` (the whole
+ * tensor), or, when read_rows is not NULL (a block with an expansion and no residual), are pulled
+ * in order into input_ring, min(expand kernel_h, in_h) rows, each row exactly once. */
+static inline void mt_nn_ib_run(const mt_inverted_bottleneck_params *p, const int8_t *input, mt_read_rows_fn read_rows,
+                                void *ctx, int8_t *input_ring, const int8_t *expand_weights,
+                                const int32_t *expand_bias, const int8_t *depthwise_weights,
+                                const int32_t *depthwise_bias, const int8_t *project_weights,
+                                const int32_t *project_bias, int8_t *output, int8_t *scratch)
+{
+    const mt_conv_params *e = &p->expand, *d = &p->depthwise, *pr = &p->project;
+    const int32_t C = d->in_c, K = d->kernel_h * d->kernel_w, seg = mt_nn_ib_seg(d);
+    const int32_t rows = d->kernel_h < d->in_h ? d->kernel_h : d->in_h;
+    const int32_t plane = C * seg; /* one ring row */
+    const int32_t ring_bytes = p->has_expand ? rows * plane + 4 : 0;
+    const int32_t out_row = pr->out_w * pr->out_c;
+    const int32_t in_rows = read_rows != NULL ? (e->kernel_h < e->in_h ? e->kernel_h : e->in_h) : e->in_h;
+    int8_t *dw_row = scratch + ring_bytes;
+    int8_t *pr_row = dw_row + d->out_w * C;
+    const mt_nn_store dw_store = mt_nn_store_of(depthwise_bias, &p->depthwise_q, d);
+    const int8_t *e_src = read_rows != NULL ? input_ring : input;
+    int32_t next = 0, loaded = 0, oy, ky, c, k;
+
+    if (p->has_expand) { /* the ring's padding columns hold the zero point, once for all rows */
+        for (k = 0; k < rows * C; ++k) {
+            memset(scratch + k * seg, (int)(int8_t)d->input_zero_point, (size_t)d->pad_left);
+            memset(scratch + k * seg + d->pad_left + d->in_w, (int)(int8_t)d->input_zero_point, (size_t)d->pad_right);
+        }
+        memset(scratch + rows * plane, 0, 4); /* the slack the last plane row's word loads may read */
+    }
+    for (oy = 0; oy < d->out_h; ++oy) {
+        const int32_t y0 = oy * d->stride_h - d->pad_top;
+        const int32_t ky_begin = y0 < 0 ? -y0 : 0;
+        const int32_t ky_end = d->in_h - y0 < d->kernel_h ? d->in_h - y0 : d->kernel_h;
+        const int8_t *src_row[MT_NN_IB_MAX_KERNEL];
+        int8_t *y = output + oy * out_row;
+        /* (1) the expanded rows this output row still needs, into ring slot next % rows */
+        for (; p->has_expand && next < y0 + ky_end; ++next) {
+            if (read_rows != NULL) {
+                const int32_t e0 = next * e->stride_h - e->pad_top;
+                const int32_t need = e0 + e->kernel_h < e->in_h ? e0 + e->kernel_h : e->in_h;
+                for (; loaded < need; ++loaded) { /* expanded rows go up, so their input windows do too */
+                    read_rows(input_ring + (loaded % in_rows) * e->in_w * e->in_c, loaded, 1, ctx);
+                }
+            }
+            mt_nn_ib_conv_row_s8(e, &p->expand_q, e_src, in_rows, expand_weights, expand_bias, next,
+                                 scratch + (next % rows) * plane + d->pad_left, 1, seg);
+        }
+        /* (2) the depthwise output row */
+        if (p->has_expand) {
+            for (c = 0; c < C; ++c) {
+                for (ky = ky_begin; ky < ky_end; ++ky) {
+                    src_row[ky] = scratch + ((y0 + ky) % rows) * plane + c * seg;
+                }
+                mt_nn_dw_plane_row_s8(d, &dw_store, c, src_row, ky_begin, ky_end, depthwise_weights + c * K,
+                                      dw_row + c, C);
+            }
+        } else {
+            for (ky = ky_begin; ky < ky_end; ++ky) {
+                src_row[ky] = input + (y0 + ky) * d->in_w * C;
+            }
+            mt_nn_dw_row_fast_s8(d, &dw_store, src_row, ky_begin, ky_end, depthwise_weights, dw_row);
+        }
+        /* (3) its projection; (4) the residual ADD with the block input's row, read before the
+         * (possibly aliased) output row is written, element by element */
+        mt_nn_pointwise_fast_s8(pr, &p->project_q, dw_row, C, pr->out_w, project_weights, NULL, project_bias,
+                                p->has_residual ? pr_row : y, pr->out_c, 1);
+        if (p->has_residual) {
+            const int8_t *s = input + oy * out_row;
+            if (p->shortcut_first) {
+                mt_nn_ib_add_row(&p->add, s, pr_row, y, out_row);
+            } else {
+                mt_nn_ib_add_row(&p->add, pr_row, s, y, out_row);
+            }
+        }
+    }
+}
+
+#endif /* MT_NN_IB_H */
