@@ -24,7 +24,7 @@ def test_one_public_function_per_file_named_after_it():
     assert declared == set(files), f"declared without a file: {declared - set(files)}; " \
                                    f"files not declared: {set(files) - declared}"
     for name, path in files.items():
-        assert path.parent.name in {"quant", "forward", "backward", "update", "checkpoint"}, path
+        assert path.parent.name in {"quant", "forward", "backward", "update", "checkpoint", "math"}, path
         # external definitions only: file-local helpers are `static` (and named mt_nn_*)
         defined = re.findall(r"^(?!static\b)\w[\w ]*?\b(mt_\w+)\(", path.read_text(), flags=re.M)
         assert defined == [name], f"{path.name} defines {defined}, expected exactly [{name}]"

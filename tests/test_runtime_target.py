@@ -4,8 +4,8 @@ tests/runtime_harness/kernel_suite.c runs every kernel on fixed data and writes 
 it is built with gcc and run natively, and built with arm-none-eabi-gcc (the target helper's
 toolchain, start-up and linker script) and run on QEMU mps2-an500 through semihosting. The
 two result files must be byte-identical (int8 kernels, requantization, fp32 gradients in
-their documented order, the stochastic/nearest updates); the loss kernel, whose expf/logf
-come from each platform's libm, is compared within 4 ulp. The host results themselves are
+their documented order, the stochastic/nearest updates, the loss with its libm-free
+exp/log, the learning-rate schedule). The host results themselves are
 checked against the reference interpreter and torch by the other test_runtime_* files."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
 
 from microtrain.runtime import cbind
@@ -66,10 +65,5 @@ def test_kernels_bit_identical_on_cortex_m7(tmp_path):
     host_bytes = (host_dir / "mt_kernels_out.bin").read_bytes()
     target_bytes = (target_dir / "run" / "mt_kernels_out.bin").read_bytes()
     assert host_bytes == target_bytes, _first_mismatch(host_bytes, target_bytes, sections)
-
-    libm_host = np.frombuffer((host_dir / "mt_kernels_libm.bin").read_bytes(), np.float32)
-    libm_target = np.frombuffer((target_dir / "run" / "mt_kernels_libm.bin").read_bytes(), np.float32)
-    ulp = np.abs(libm_host.view(np.int32).astype(np.int64) - libm_target.view(np.int32).astype(np.int64))
-    assert ulp.max() <= 4, f"loss kernel differs by {ulp.max()} ulp between host and target libm"
     # the per-kernel Cortex-M7 instruction counts, for the record (-s shows them)
     print("\n".join(line for line in run.stdout.splitlines() if line.startswith("cost ")))

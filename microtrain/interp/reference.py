@@ -103,11 +103,10 @@ def _dequantize(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> l
 
 
 def _softmax_cross_entropy(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    logits = values[node.inputs[0]].astype(np.float32)[0]
-    label = int(values[node.inputs[1]][0])
-    shifted = logits - logits.max()
-    log_sum = np.log(np.sum(np.exp(shifted)))
-    return [np.array([log_sum - shifted[label]], dtype=np.float32)]
+    from microtrain.runtime.losses import softmax_cross_entropy  # the device's float32 arithmetic, written once
+
+    loss, _ = softmax_cross_entropy(values[node.inputs[0]].astype(np.float32), values[node.inputs[1]][:1])
+    return [loss]
 
 
 def _fused_inverted_bottleneck(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:

@@ -6,8 +6,8 @@ backward, in-place updates) and returns the loss and the updated parameters.
 
 Float arithmetic is float32 and follows the evaluation order documented for each kernel in
 ``runtime/include/mt_runtime.h`` (loops are vectorised only across elements that do not
-share an accumulator), so the generated C can match this evaluator bit for bit apart from
-the transcendental functions (expf/logf of the loss), whose last bit is libm's choice.
+share an accumulator), so the generated C matches this evaluator bit for bit (the loss's exp/log are the device's
+libm-free ``mt_expf``/``mt_logf``, ``runtime/fmath.py``).
 """
 
 from __future__ import annotations
@@ -32,16 +32,10 @@ def _deq_x(x: np.ndarray, zero: int) -> np.ndarray:
 
 
 def _loss_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    logits = values[node.inputs[0]].astype(F32)[0]
-    label = int(values[node.inputs[1]][0])
-    # expf computed in float64 and rounded once: the correctly rounded float32 result.
-    e = np.exp((logits - logits.max()).astype(np.float64)).astype(F32)
-    s = F32(0.0)
-    for v in e:  # sequential sum, ascending, as the C kernel
-        s = F32(s + v)
-    g = (e * (F32(1.0) / s)).astype(F32)
-    g[label] = F32(g[label] - F32(1.0))
-    return [g[None]]
+    from microtrain.runtime.losses import softmax_cross_entropy  # the device's float32 arithmetic, written once
+
+    _, g = softmax_cross_entropy(values[node.inputs[0]].astype(F32), values[node.inputs[1]][:1])
+    return [g]
 
 
 def _clamp_mask(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:

@@ -127,6 +127,11 @@ class UpdateParams(ctypes.Structure):
                 ("step", ctypes.c_uint32), ("tensor_id", ctypes.c_uint32)]
 
 
+class LrSchedule(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int32), ("base_lr", ctypes.c_float), ("warmup", ctypes.c_uint32),
+                ("total", ctypes.c_uint32)]
+
+
 class InvertedBottleneckParams(ctypes.Structure):
     _fields_ = [("has_expand", ctypes.c_int32), ("expand", ConvParams), ("expand_q", PerChannelQuant),
                 ("depthwise", ConvParams), ("depthwise_q", PerChannelQuant), ("project", ConvParams),
@@ -221,6 +226,10 @@ PROTOTYPES: dict[str, tuple[type, list[type]]] = {
     "mt_inverted_bottleneck_grad_get_buffer_size": (_I, [_P(InvertedBottleneckGradParams)]),
     "mt_inverted_bottleneck_grad_f32": (_I, [_P(InvertedBottleneckGradParams), _f32, _i8, _f32, _u8, _i8, _f32, _u8,
                                              _i8, _P(_i8), _f32, _i8, _P(ExpandUpdate), _f32, _f32, _f32, _f32]),
+    "mt_expf": (_F, [_F]),
+    "mt_logf": (_F, [_F]),
+    "mt_cos_pi": (_F, [_F]),
+    "mt_learning_rate": (_F, [_P(LrSchedule), _U]),
     "mt_crc32": (_U, [_U, _u8, _U]),
     "mt_checkpoint_slot_pages": (_U, [_P(Flash), _U]),
     "mt_checkpoint_scan": (_I, [_P(Flash), _U, _U, _P(CheckpointInfo)]),

@@ -1,7 +1,7 @@
 /*
  * kernel_suite.c: runs every runtime kernel on fixed pseudo-random data and writes the
- * results to mt_kernels_out.bin (and the loss kernel, whose expf/logf are libm's choice, to
- * mt_kernels_libm.bin). Built twice by tests/test_runtime_target.py, with gcc for the host and
+ * results to mt_kernels_out.bin (the loss included: its mt_expf/mt_logf are libm-free, the
+ * same bits everywhere). Built twice by tests/test_runtime_target.py, with gcc for the host and
  * with arm-none-eabi-gcc for Cortex-M7 (run on QEMU through semihosting): the two files must
  * be identical byte for byte, which shows the kernels compute the same bits on the target
  * as on the host (where the other tests check them against the reference and torch).
@@ -29,8 +29,8 @@ extern uint64_t mt_target_instructions(void);
 #define C_IN 56
 #define C_MID 336
 
-static FILE *out_main, *out_libm;
-static long offset_main, offset_libm;
+static FILE *out_main;
+static long offset_main;
 static int failures;
 
 static void emit(FILE *f, long *offset, const char *name, const void *data, size_t bytes)
@@ -136,12 +136,40 @@ static void block_cases(void)
     { MT_T0(); check(mt_pointwise_conv2d_grad_weight_f32(&pw1, 0.02f, x_in, g_in, &some_mid, g_w), "pw1 gw"); MT_COST("mt_pointwise_conv2d_grad_weight_f32 56 x 84 channels"); }
     EMIT("pointwise_grad_weight_2", g_w, 84 * C_IN * sizeof(float));
 
-    /* the loss: expf/logf are libm's, compared with a tolerance */
+    /* the loss */
     check(mt_dequantize_s8_f32(y_pool, 10, 0.137f, -7, logits), "deq");
     EMIT("dequantize", logits, sizeof logits);
     { MT_T0(); check(mt_softmax_cross_entropy_f32(logits, 10, 3, &loss, logits), "ce"); MT_COST("mt_softmax_cross_entropy_f32 10"); }
-    emit(out_libm, &offset_libm, "softmax_grad", logits, sizeof logits);
-    emit(out_libm, &offset_libm, "softmax_loss", &loss, sizeof loss);
+    EMIT("softmax_grad", logits, sizeof logits);
+    EMIT("softmax_loss", &loss, sizeof loss);
+}
+
+/* the libm-free float functions and the learning-rate schedule over their whole useful ranges */
+static void math_cases(void)
+{
+    static float ex[2048], lg[2048], cs[512], lr[600];
+    const mt_lr_schedule cosine = {MT_LR_COSINE, 0.05f, 37, 590};
+    const mt_lr_schedule constant = {MT_LR_CONSTANT, 0.003f, 0, 0};
+    int32_t i;
+    uint32_t bits;
+    float v;
+
+    for (i = 0; i < 2048; ++i) {
+        ex[i] = mt_expf(-90.0f + (float)i * (180.0f / 2047.0f) + next_f32() * 0.01f);
+        bits = 0x00000100u + (next_u32() % 0x7F000000u); /* positive: subnormal to huge */
+        memcpy(&v, &bits, sizeof v);
+        lg[i] = mt_logf(i < 1024 ? v : 1.0f + (float)i * 0.01f);
+    }
+    EMIT("mt_expf", ex, sizeof ex);
+    EMIT("mt_logf", lg, sizeof lg);
+    for (i = 0; i < 512; ++i) {
+        cs[i] = mt_cos_pi((float)i / 511.0f);
+    }
+    EMIT("mt_cos_pi", cs, sizeof cs);
+    for (i = 0; i < 600; ++i) {
+        lr[i] = mt_learning_rate(i < 595 ? &cosine : &constant, (uint32_t)i);
+    }
+    EMIT("mt_learning_rate", lr, sizeof lr);
 }
 
 static void small_cases(void)
@@ -203,8 +231,7 @@ int main(void)
 {
     int32_t i;
     out_main = fopen("mt_kernels_out.bin", "wb");
-    out_libm = fopen("mt_kernels_libm.bin", "wb");
-    if (out_main == NULL || out_libm == NULL) {
+    if (out_main == NULL) {
         printf("error cannot open output files\n");
         return 1;
     }
@@ -222,8 +249,8 @@ int main(void)
     for (i = 0; i < HW * C_IN; ++i) g_out[i] = next_f32() * 0.1f;
     block_cases();
     small_cases();
+    math_cases();
     fclose(out_main);
-    fclose(out_libm);
     printf("done failures %d\n", failures);
     return failures != 0;
 }

@@ -130,6 +130,33 @@ typedef struct {
     uint32_t tensor_id;  /* index of the tensor in the scheme's order of trained tensors */
 } mt_update_params;
 
+/* Learning-rate schedule of on-device training (Python twin microtrain/runtime/schedule.py). */
+typedef enum {
+    MT_LR_CONSTANT = 0,  /* base_lr at every update */
+    MT_LR_COSINE = 1     /* linear warm-up, then cosine decay to 0 at update `total` */
+} mt_lr_kind;
+
+typedef struct {
+    int32_t kind;     /* mt_lr_kind */
+    float base_lr;
+    uint32_t warmup;  /* MT_LR_COSINE: updates of linear warm-up */
+    uint32_t total;   /* MT_LR_COSINE: updates of the whole schedule (rate 0 from there on) */
+} mt_lr_schedule;
+
+/* ------------------------------------------------------------------------------------ */
+/* math/ (float32 by fixed sequences of IEEE operations, no libm: the same bits on every  */
+/* target; Python twins in microtrain/runtime/fmath.py)                                  */
+/* ------------------------------------------------------------------------------------ */
+
+/* e^x within 2 ulp; 0 for x < -86.5, +infinity for x > 88.7, NaN for NaN. */
+float mt_expf(float x);
+
+/* log(x) within 2 ulp; NaN for x < 0 or NaN, -infinity for 0, +infinity for +infinity. */
+float mt_logf(float x);
+
+/* cos(pi * u) for u clamped to [0, 1], within 2e-7, exactly 1 at 0 and -1 at 1; NaN for NaN. */
+float mt_cos_pi(float u);
+
 /* ------------------------------------------------------------------------------------ */
 /* quant/                                                                               */
 /* ------------------------------------------------------------------------------------ */
@@ -201,8 +228,8 @@ mt_status mt_global_avg_pool_s8(const mt_avg_pool_params *p, const int8_t *input
 mt_status mt_dequantize_s8_f32(const int8_t *x, int32_t n, float scale, int32_t zero_point, float *out);
 
 /* Softmax cross-entropy of logits [n] (real, fp32) against label, numerically stable:
- *   m = max_i logits[i]; e_i = expf(logits[i] - m); S = sum_i e_i (sequential, i ascending)
- *   *loss = logf(S) - (logits[label] - m)
+ *   m = max_i logits[i]; e_i = mt_expf(logits[i] - m); S = sum_i e_i (sequential, i ascending)
+ *   *loss = mt_logf(S) - (logits[label] - m)
  *   grad_logits[i] = e_i * (1.0f / S) - (i == label)   (e_i recomputed; grad_logits may be NULL)
  * grad_logits may alias logits. */
 mt_status mt_softmax_cross_entropy_f32(const float *logits, int32_t n, int32_t label, float *loss,
@@ -341,6 +368,14 @@ mt_status mt_sgd_update_s8(int8_t *weights, int32_t weights_sliced, int32_t chan
  * grad [(end-begin)] from mt_bias_grad_f32 with the same ch; bias is the full [out_c] vector. */
 mt_status mt_sgd_update_s32(int32_t *bias, const float *factor, const float *grad, const mt_channels *ch,
                             const mt_update_params *u);
+
+/* The learning rate of update t (0-based) under schedule s:
+ *   MT_LR_CONSTANT: base_lr
+ *   MT_LR_COSINE:   t < warmup: base_lr * ((float)(t + 1) / (float)warmup)
+ *                   otherwise:  base_lr * (0.5f * (1.0f + mt_cos_pi((float)(t - warmup) / (float)d))),
+ *                               d = total - warmup if total > warmup, else 1 (mt_cos_pi clamps at 1)
+ * 0.0f for a NULL schedule or an unknown kind. */
+float mt_learning_rate(const mt_lr_schedule *s, uint32_t t);
 
 /* ------------------------------------------------------------------------------------ */
 /* forward/ fused frozen block (compiler/fuse_frozen_blocks.py, ir/fused_blocks.py)       */

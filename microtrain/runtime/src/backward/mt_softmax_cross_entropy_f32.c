@@ -1,10 +1,9 @@
 /*
  * mt_softmax_cross_entropy_f32: loss = -log softmax(logits)[label] and its gradient
  * softmax(logits) - onehot(label). Numerically stable: the maximum is subtracted before
- * expf, so every exponential is in (0, 1] and the sum in [1, n]; logf(S) never sees 0.
+ * the exponential, so every exponential is in (0, 1] and the sum in [1, n]; the log never sees 0.
+ * mt_expf / mt_logf, not libm's: the loss and its gradient are the same bits on every target.
  */
-#include <math.h>
-
 #include "mt_nn.h"
 
 mt_status mt_softmax_cross_entropy_f32(const float *logits, int32_t n, int32_t label, float *loss,
@@ -30,14 +29,14 @@ mt_status mt_softmax_cross_entropy_f32(const float *logits, int32_t n, int32_t l
     }
     sum = 0.0f;
     for (i = 0; i < n; ++i) {
-        sum += expf(logits[i] - m);
+        sum += mt_expf(logits[i] - m);
     }
     /* Read the label's logit before grad_logits (which may alias logits) is written. */
-    *loss = logf(sum) - (logits[label] - m);
+    *loss = mt_logf(sum) - (logits[label] - m);
     if (grad_logits != NULL) {
         inv = 1.0f / sum;
         for (i = 0; i < n; ++i) {
-            grad_logits[i] = expf(logits[i] - m) * inv;
+            grad_logits[i] = mt_expf(logits[i] - m) * inv;
         }
         grad_logits[label] -= 1.0f;
     }
