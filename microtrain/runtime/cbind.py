@@ -124,7 +124,9 @@ class Channels(ctypes.Structure):
 
 class UpdateParams(ctypes.Structure):
     _fields_ = [("lr", ctypes.c_float), ("rounding", ctypes.c_int32), ("seed", ctypes.c_uint32),
-                ("step", ctypes.c_uint32), ("tensor_id", ctypes.c_uint32)]
+                ("step", ctypes.c_uint32), ("tensor_id", ctypes.c_uint32), ("accum", ctypes.POINTER(ctypes.c_float)),
+                ("apply", ctypes.c_int32), ("accum_scale", ctypes.c_float),
+                ("momentum", ctypes.POINTER(ctypes.c_float)), ("momentum_coef", ctypes.c_float)]
 
 
 class LrSchedule(ctypes.Structure):

@@ -81,3 +81,28 @@ def apply_update(w: np.ndarray, direction: np.ndarray, lr: float, factors: np.nd
         r = np.floor((v + u).astype(np.float32))
     lo, hi = WEIGHT_RANGE if kind == "weight" else BIAS_RANGE
     return np.clip(r.astype(np.float64), lo, hi).astype(w.dtype)
+
+
+def optimizer_direction(grad: np.ndarray, accum: np.ndarray | None = None, apply: bool = True, scale: float = 1.0,
+                        momentum: np.ndarray | None = None, mu: float = 0.0) -> np.ndarray | None:
+    """The optimizer state step of the update kernels (mt_update_params), element-wise; the
+    buffers (float32 arrays shaped like ``grad``) are updated in place::
+
+        accum:     a = accum + g;  not apply: accum = a, return None (no update on this sample)
+                   apply: accum = 0, g = a * float32(scale)           (scale = 1/K)
+        momentum:  m = float32(mu) * momentum + g;  momentum = m;  g = m
+
+    Returns the direction that goes into ``apply_update``."""
+    g = np.asarray(grad, dtype=np.float32)
+    if accum is not None:
+        a = (accum + g).astype(np.float32)
+        if not apply:
+            accum[...] = a
+            return None
+        accum[...] = 0.0
+        g = (a * np.float32(scale)).astype(np.float32)
+    if momentum is not None:
+        m = ((np.float32(mu) * momentum).astype(np.float32) + g).astype(np.float32)
+        momentum[...] = m
+        g = m
+    return g

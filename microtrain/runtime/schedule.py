@@ -5,8 +5,9 @@ float32 rates bit for bit.
 ``constant``: ``base`` at every update. ``cosine``: linear warm-up over ``warmup`` updates, then
 a cosine decay to 0 at update ``total``::
 
-    t < warmup:  base * ((float)(t + 1) / (float)warmup)
-    otherwise:   base * (0.5 * (1 + cos_pi((t - warmup) / d))),  d = total - warmup (>= 1)
+    t < warmup:       base * ((float)(t + 1) / (float)warmup)
+    total <= warmup:  base   (no length known: warm-up, then constant)
+    otherwise:        base * (0.5 * (1 + cos_pi((t - warmup) / (total - warmup))))
 
 every operation in float32, ``cos_pi`` the device's (``runtime/fmath.py``).
 """
@@ -31,6 +32,7 @@ def learning_rate(kind: str, base: float, t: int, warmup: int = 0, total: int = 
         return float(b)
     if t < warmup:
         return float(F32(b * F32(F32(t + 1) / F32(warmup))))
-    d = total - warmup if total > warmup else 1
-    u = F32(F32(t - warmup) / F32(d))
+    if total <= warmup:
+        return float(b)
+    u = F32(F32(t - warmup) / F32(total - warmup))
     return float(F32(b * F32(F32(0.5) * F32(F32(1.0) + fmath.cos_pi(u)))))

@@ -380,6 +380,27 @@ static inline uint32_t mt_nn_noise_at(uint32_t base, uint32_t index)
 /* The update rounding, written once (mt_round_update and the update kernels use it):
  * nearest floorf(v + 0.5f); stochastic floorf(v + u), u = noise * 2^-24 (exact). The float
  * additions are float32 operations (FLT_EVAL_METHOD 0, checked above). */
+/* The optimizer state step of one element (mt_update_params): turns the sample's gradient *g of
+ * buffer element `at` into the update direction. Returns 0 when this call only accumulates. */
+static inline int mt_nn_direction(const mt_update_params *u, uint32_t at, float *g)
+{
+    if (u->accum != NULL) {
+        const float a = u->accum[at] + *g;
+        if (!u->apply) {
+            u->accum[at] = a;
+            return 0;
+        }
+        u->accum[at] = 0.0f;
+        *g = a * u->accum_scale;
+    }
+    if (u->momentum != NULL) {
+        const float m = u->momentum_coef * u->momentum[at] + *g;
+        u->momentum[at] = m;
+        *g = m;
+    }
+    return 1;
+}
+
 static inline float mt_nn_round(float v, int32_t rounding, uint32_t noise_base, uint32_t index)
 {
     if (rounding == MT_ROUND_NEAREST) {

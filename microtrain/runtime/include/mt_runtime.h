@@ -121,13 +121,26 @@ typedef enum {
     MT_ROUND_STOCHASTIC = 1  /* floor(v + u), u = mt_update_noise(...) / 2^24 */
 } mt_rounding;
 
-/* SGD step parameters shared by the update kernels. */
+/* SGD step parameters shared by the update kernels, and the optimizer state of the tensor:
+ * gradient accumulation over K samples and momentum, each optional (NULL buffer = off). A
+ * buffer holds one float per kept element, list entry j of the kept channels at row j
+ * ([count][channel_size]; biases [count]), zero before the first sample. Per element, with g
+ * the gradient of this sample (Python twin: microtrain/runtime/rounding.py optimizer_direction):
+ *   accum:     a = accum + g;  apply == 0: accum = a, and nothing else happens (no update);
+ *              apply == 1: accum = 0, g = a * accum_scale           (accum_scale = float32(1/K))
+ *   momentum:  m = momentum_coef * momentum + g;  momentum = m;  g = m
+ *   then the update of g with lr and the rounding below. */
 typedef struct {
     float lr;            /* learning rate of this step */
     int32_t rounding;    /* mt_rounding */
     uint32_t seed;       /* stochastic rounding seed */
-    uint32_t step;       /* 0-based training step counter */
+    uint32_t step;       /* 0-based update counter (updates, not samples, when accumulating) */
     uint32_t tensor_id;  /* index of the tensor in the scheme's order of trained tensors */
+    float *accum;        /* gradient accumulation buffer, or NULL (K = 1) */
+    int32_t apply;       /* with accum: 1 on the K-th sample (update), 0 before (accumulate only) */
+    float accum_scale;   /* with accum: float32(1/K) */
+    float *momentum;     /* momentum buffer, or NULL (plain SGD) */
+    float momentum_coef; /* with momentum: mu in [0, 1) */
 } mt_update_params;
 
 /* Learning-rate schedule of on-device training (Python twin microtrain/runtime/schedule.py). */
@@ -140,7 +153,7 @@ typedef struct {
     int32_t kind;     /* mt_lr_kind */
     float base_lr;
     uint32_t warmup;  /* MT_LR_COSINE: updates of linear warm-up */
-    uint32_t total;   /* MT_LR_COSINE: updates of the whole schedule (rate 0 from there on) */
+    uint32_t total;   /* MT_LR_COSINE: updates of the whole schedule (rate 0 from there on); 0 = open-ended */
 } mt_lr_schedule;
 
 /* ------------------------------------------------------------------------------------ */
@@ -351,8 +364,9 @@ mt_status mt_global_avg_pool_grad_f32(int32_t h, int32_t w, int32_t c, const flo
  * elements per output channel (kh*kw*I for conv, in_c for FC). grad [(end-begin)][channel_size]
  * = gradient w.r.t. the REAL weights (from a *_grad_weight_f32 kernel with the same ch).
  * factor[o] (indexed by the full output channel o) = float32(1/s_w[o]) with QAS, float32(s_w[o])
- * without. For each selected channel o and element e, with i = o*channel_size + e (the flat
- * index in the FULL tensor, whatever the storage):
+ * without. For each selected channel o = index[j] and element e, with i = o*channel_size + e (the
+ * flat index in the FULL tensor, whatever the storage), g = grad[j - begin][e] taken through the
+ * optimizer state (mt_update_params, element j*channel_size + e of its buffers) when there is one:
  *   v = (float)w - (u->lr * g) * factor[o]                  (float32, in this order)
  *   r = mt_round_update(v, u->rounding, u->seed, u->step, u->tensor_id, i)
  *   w = r < -127 ? -127 : r > 127 ? 127 : (int8_t)r        (NaN leaves w unchanged)
@@ -361,7 +375,7 @@ mt_status mt_global_avg_pool_grad_f32(int32_t h, int32_t w, int32_t c, const flo
 mt_status mt_sgd_update_s8(int8_t *weights, int32_t weights_sliced, int32_t channel_size, const float *factor,
                            const float *grad, const mt_channels *ch, const mt_update_params *u);
 
-/* In-place update of the int32 biases of the selected channels (i = o):
+/* In-place update of the int32 biases of the selected channels (i = o; optimizer state element j):
  *   v = (float)b - (u->lr * g) * factor[o];  r = mt_round_update(v, ..., i = o)
  *   b = r >= 2^31 ? INT32_MAX : r < -2^31 ? INT32_MIN : (int32_t)r    (NaN leaves b unchanged)
  * factor[o] = float32(1/(s_w[o]*s_x)) with QAS, float32(s_w[o]*s_x) without.
@@ -371,9 +385,10 @@ mt_status mt_sgd_update_s32(int32_t *bias, const float *factor, const float *gra
 
 /* The learning rate of update t (0-based) under schedule s:
  *   MT_LR_CONSTANT: base_lr
- *   MT_LR_COSINE:   t < warmup: base_lr * ((float)(t + 1) / (float)warmup)
- *                   otherwise:  base_lr * (0.5f * (1.0f + mt_cos_pi((float)(t - warmup) / (float)d))),
- *                               d = total - warmup if total > warmup, else 1 (mt_cos_pi clamps at 1)
+ *   MT_LR_COSINE:   t < warmup:       base_lr * ((float)(t + 1) / (float)warmup)
+ *                   total <= warmup:  base_lr   (no length known: warm-up, then constant)
+ *                   otherwise:        base_lr * (0.5f * (1.0f + mt_cos_pi((float)(t - warmup) / (float)(total - warmup))))
+ *                                     (mt_cos_pi clamps at 1: rate 0 from update `total` on)
  * 0.0f for a NULL schedule or an unknown kind. */
 float mt_learning_rate(const mt_lr_schedule *s, uint32_t t);
 

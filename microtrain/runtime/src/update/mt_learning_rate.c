@@ -21,6 +21,9 @@ float mt_learning_rate(const mt_lr_schedule *s, uint32_t t)
     if (t < s->warmup) {
         return s->base_lr * ((float)(t + 1u) / (float)s->warmup);
     }
-    d = s->total > s->warmup ? s->total - s->warmup : 1u;
+    if (s->total <= s->warmup) {
+        return s->base_lr; /* no length given: warm-up, then constant */
+    }
+    d = s->total - s->warmup;
     return s->base_lr * (0.5f * (1.0f + mt_cos_pi((float)(t - s->warmup) / (float)d)));
 }

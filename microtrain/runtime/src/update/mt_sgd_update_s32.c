@@ -2,7 +2,8 @@
  * mt_sgd_update_s32: fused SGD (+QAS) step on int32 biases, in place:
  * v = (float)b - (lr * g) * f_c, rounded as mt_round_update does (mt_nn_round; element index =
  * channel),
- * saturated to the int32 range. (float)b rounds large biases to 24 significant bits:
+ * saturated to the int32 range, the gradient first taken through the optimizer state (accumulation,
+ * momentum; mt_nn_direction) when the tensor has one. (float)b rounds large biases to 24 significant bits:
  * that is the documented rule, shared with the simulator.
  */
 #include "mt_nn.h"
@@ -33,7 +34,11 @@ mt_status mt_sgd_update_s32(int32_t *bias, const float *factor, const float *gra
     noise_base = mt_nn_noise_base(u->seed, u->step, u->tensor_id);
     for (j = ch->begin; j < ch->end; ++j) {
         const int32_t o = mt_nn_channel(ch, j);
-        const float v = (float)bias[o] - (u->lr * grad[j - ch->begin]) * factor[o];
+        float d = grad[j - ch->begin];
+        if (!mt_nn_direction(u, (uint32_t)j, &d)) {
+            continue; /* accumulating: no update on this sample */
+        }
+        const float v = (float)bias[o] - (u->lr * d) * factor[o];
         const float r = mt_nn_round(v, u->rounding, noise_base, (uint32_t)o);
         if (r != r) {
             continue; /* NaN gradient: keep the bias */

@@ -1,8 +1,9 @@
 /*
  * mt_sgd_update_s8: fused SGD (+QAS) step on int8 weights, in place, for selected output
  * channels: v = (float)w - (lr * g) * f_c, rounded as mt_round_update does (mt_nn_round),
- * saturated to [-127, 127]. No float master copy exists: the int8 tensor is the only state, exactly as
- * the simulator (microtrain/runtime/rounding.py) models it.
+ * saturated to [-127, 127], the gradient first taken through the optimizer state (accumulation,
+ * momentum; mt_nn_direction) when the tensor has one. No float master copy exists: the int8
+ * tensor is the only state, exactly as the simulator (microtrain/runtime/rounding.py) models it.
  */
 #include "mt_nn.h"
 
@@ -44,7 +45,11 @@ mt_status mt_sgd_update_s8(int8_t *weights, int32_t weights_sliced, int32_t chan
         for (e = 0; e < channel_size; ++e) {
             /* flat index of the element in the FULL tensor, whatever the storage */
             const uint32_t i = (uint32_t)o * (uint32_t)channel_size + (uint32_t)e;
-            const float v = (float)w[e] - (u->lr * g[e]) * f;
+            float d = g[e];
+            if (!mt_nn_direction(u, (uint32_t)j * (uint32_t)channel_size + (uint32_t)e, &d)) {
+                continue; /* accumulating: no update on this sample */
+            }
+            const float v = (float)w[e] - (u->lr * d) * f;
             const float r = mt_nn_round(v, u->rounding, noise_base, i);
             if (r != r) {
                 continue; /* NaN gradient: keep the weight */
