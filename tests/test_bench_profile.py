@@ -109,11 +109,14 @@ def test_driver_compiles_against_the_contract_and_prints_what_parse_run_reads(tm
         "#include <stdint.h>\n#define MT_INPUT_BYTES 4\n#define MT_NUM_CLASSES 3\n#define MT_NUM_TRAINABLE 1\n"
         "typedef struct { const char *name; void *data; uint32_t bytes; } mt_tensor_ref;\n"
         "extern const mt_tensor_ref mt_trainable[];\nvoid mt_init(void);\n"
-        "float mt_train_step(const int8_t *input, int32_t label, float lr);\n")
+        "void mt_set_schedule(int32_t kind, float base_lr, uint32_t warmup, uint32_t total);\n"
+        "float mt_train_step(const int8_t *input, int32_t label);\n")
     (proj / "src" / "fake.c").write_text(
         '#include "mt_model.h"\nstatic int8_t w[2];\nconst mt_tensor_ref mt_trainable[] = {{"w", w, 2}};\n'
-        "void mt_init(void) { w[0] = 1; w[1] = 2; }\n"
-        "float mt_train_step(const int8_t *input, int32_t label, float lr) {\n"
+        "static float lr;\nvoid mt_init(void) { w[0] = 1; w[1] = 2; }\n"
+        "void mt_set_schedule(int32_t kind, float base_lr, uint32_t warmup, uint32_t total) {\n"
+        "    (void)kind; (void)warmup; (void)total; lr = base_lr; }\n"
+        "float mt_train_step(const int8_t *input, int32_t label) {\n"
         "    w[0] = (int8_t)(w[0] + input[0] + label); return lr * 100.0f; }\n")
     exe = hp.build(proj, ("-O2",), tmp_path / "drv")
     out = subprocess.run([str(exe), "3"], capture_output=True, text=True, check=True).stdout

@@ -190,14 +190,17 @@ FAKE_HEADER = """#ifndef MT_MODEL_H
 #define MT_NUM_CLASSES 10
 #define MT_ARENA_BYTES 4096u
 void mt_init(void);
-float mt_train_step(const int8_t *input, int32_t label, float lr);
+void mt_set_schedule(int32_t kind, float base_lr, uint32_t warmup, uint32_t total);
+float mt_train_step(const int8_t *input, int32_t label);
 #endif
 """
 FAKE_MODEL = """#include "mt_model.h"
 static float arena[MT_ARENA_BYTES / 4];
-static float w = 1.0f;
+static float w = 1.0f, lr = 0.0f;
 void mt_init(void) { w = 1.0f; }
-float mt_train_step(const int8_t *input, int32_t label, float lr) {
+void mt_set_schedule(int32_t kind, float base_lr, uint32_t warmup, uint32_t total) {
+    (void)kind; (void)warmup; (void)total; lr = base_lr; }
+float mt_train_step(const int8_t *input, int32_t label) {
     unsigned i; float s = 0.0f;
     for (i = 0; i < MT_ARENA_BYTES / 4; i++) arena[i] = (float)input[i % MT_INPUT_BYTES] * w;
     for (i = 0; i < MT_ARENA_BYTES / 4; i++) s += arena[i];

@@ -72,8 +72,11 @@ def test_cos_pi_twin_and_accuracy(tmp_path_factory):
     assert fmath.cos_pi(0.0) == 1.0 and fmath.cos_pi(1.0) == -1.0
 
 
-@pytest.mark.parametrize("kind,base,warmup,total", [("cosine", 0.05, 10, 100), ("cosine", 0.01, 0, 7),
-                                                    ("cosine", 0.1, 5, 3), ("cosine", 0.1, 0, 0), ("constant", 0.003, 4, 9)])
+SCHEDULES = [("cosine", 0.05, 10, 100), ("cosine", 0.01, 0, 7), ("cosine", 0.1, 5, 3), ("cosine", 0.1, 0, 0),
+             ("constant", 0.003, 4, 9)]
+
+
+@pytest.mark.parametrize("kind,base,warmup,total", SCHEDULES)
 def test_learning_rate_twin(tmp_path_factory, kind, base, warmup, total):
     lib = runtime(tmp_path_factory)
     s = cbind.LrSchedule(schedule.KINDS[kind], base, warmup, total)

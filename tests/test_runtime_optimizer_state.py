@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from runtime_harness.rt import assert_equal_first, channels, ptr, runtime
 
-from microtrain.runtime import cbind, twins
-from microtrain.train import rounding
+from microtrain.runtime import cbind, rounding, twins
 
 pytestmark = pytest.mark.host_c
 F32 = np.float32

@@ -287,7 +287,7 @@ int main(void)
     float loss = 0.0f;
     check(mt_softmax_cross_entropy_f32(logits, 10, 3, &loss, gl), "softmax_ce"); put(&loss, 4); put(gl, sizeof gl);
     for (int r = 0; r < 2; r++) {
-        mt_update_params u = {0.37f, r, 42u, 5u, 1u};
+        mt_update_params u = {0.37f, r, 42u, 5u, 1u, NULL, 0, 1.0f, NULL, 0.0f};
         check(mt_sgd_update_s8(wts, 0, K * K * C, factor, gw, &all, &u), "sgd_s8"); put(wts, sizeof wts);
         memcpy(bias32, bias, sizeof bias);
         check(mt_sgd_update_s32(bias32, factor, gl, &all, &u), "sgd_s32"); put(bias32, sizeof bias32);

@@ -30,7 +30,8 @@ typedef struct { const char *name; void *data; uint32_t bytes; } mt_tensor_ref;
 extern const mt_tensor_ref mt_trainable[];
 void mt_init(void);
 int mt_infer(const int8_t *input, int8_t *logits);
-float mt_train_step(const int8_t *input, int32_t label, float lr);
+void mt_set_schedule(int32_t kind, float base_lr, uint32_t warmup, uint32_t total);
+float mt_train_step(const int8_t *input, int32_t label);
 #endif
 """
 
@@ -58,7 +59,11 @@ int mt_infer(const int8_t *x, int8_t *logits) {
     }
     return best;
 }
-float mt_train_step(const int8_t *x, int32_t label, float lr) {
+static float lr;
+void mt_set_schedule(int32_t kind, float base_lr, uint32_t warmup, uint32_t total) {
+    (void)kind; (void)warmup; (void)total; lr = base_lr;
+}
+float mt_train_step(const int8_t *x, int32_t label) {
     float *z = mt_arena, s = 0.0f, m;
     logits_f(x, z); m = z[0];
     for (int o = 1; o < MT_NUM_CLASSES; o++) if (z[o] > m) m = z[o];
@@ -86,10 +91,11 @@ int main(void) {
     FILE *fx = fopen("mt_train_x.bin", "rb"), *fy = fopen("mt_train_y.bin", "rb");
     if (!fx || !fy) return 4;
     mt_init();
+    mt_set_schedule(0, lr, 0u, 0u);
     for (unsigned i = 0; i < steps; i++) {
         int32_t y;
         if (fread(x, 1, MT_INPUT_BYTES, fx) != MT_INPUT_BYTES || fread(&y, 4, 1, fy) != 1) return 5;
-        float loss = mt_train_step(x, y, lr);
+        float loss = mt_train_step(x, y);
         uint32_t bits; memcpy(&bits, &loss, 4);
         printf("step %u loss %.6f bits %08lx\n", i, (double)loss, (unsigned long)bits);
     }

@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from microtrain.runtime.rounding import apply_update, update_factors
+from microtrain.runtime.schedule import learning_rate
 from microtrain.scheme import make_scheme
 from microtrain.sim.random_graph import random_graph, random_inputs
 from microtrain.sim.simulator import Simulator
-from microtrain.train.loop import TrainConfig, Trainer, cosine_lr
+from microtrain.train.loop import TrainConfig, Trainer
 from microtrain.train.optim import Int8Optimizer
 
 
@@ -85,11 +86,14 @@ def test_float_shadow_accumulates_small_updates_nearest_drops_them():
 
 
 def test_cosine_schedule_with_warmup():
-    assert cosine_lr(0, 100, 1.0, 10) == 0.1
-    assert cosine_lr(9, 100, 1.0, 10) == 1.0
-    assert cosine_lr(10, 100, 1.0, 10) == 1.0
-    assert abs(cosine_lr(55, 100, 1.0, 10) - 0.5) < 1e-12
-    assert cosine_lr(100, 100, 1.0, 10) < 1e-12
+    """The simulator's schedule is the device's float32 one (runtime/schedule.py)."""
+    f32 = lambda v: float(np.float32(v))  # noqa: E731
+    assert learning_rate("cosine", 1.0, 0, 10, 100) == f32(0.1)
+    assert learning_rate("cosine", 1.0, 9, 10, 100) == 1.0
+    assert learning_rate("cosine", 1.0, 10, 10, 100) == 1.0
+    assert abs(learning_rate("cosine", 1.0, 55, 10, 100) - 0.5) < 1e-7
+    assert learning_rate("cosine", 1.0, 100, 10, 100) == 0.0
+    assert learning_rate("constant", 0.3, 55, 10, 100) == f32(0.3)
 
 
 def test_accumulation_equals_bigger_batch_for_sgd():

@@ -60,15 +60,16 @@ int main(int argc, char **argv) {
         input[i] = (int8_t)(s >> 24);
     }
     mt_init();
+    mt_set_schedule(0, lr, 0u, 0u); /* a constant learning rate */
     rss_build = status_kb("VmRSS");
     for (i = 0; i < warmup; i++) {
-        last = mt_train_step(input, 3, lr);
+        last = mt_train_step(input, 3);
         if (i == 0) first = last;
     }
     reset_ok = reset_peak();
     for (i = 0; i < steps; i++) {
         double t0 = now_ms();
-        last = mt_train_step(input, 3, lr);
+        last = mt_train_step(input, 3);
         times_ms[i] = now_ms() - t0;
         if (warmup == 0 && i == 0) first = last;
     }

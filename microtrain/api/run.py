@@ -54,12 +54,38 @@ def samples(data: str, split: str, count: int, graph: Graph, seed: int) -> tuple
     return preprocess(ds.images[order], graph), ds.labels[order].astype(np.int32)
 
 
-def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr: float = 0.01, eval_samples: int = 0,
+def run_schedule(report: dict, steps: int, lr: float | None, kind: str | None, warmup: float | None) -> dict:
+    """The learning-rate schedule of a run of ``steps`` samples: the project's compiled recipe
+    (report.json) with the run's overrides, spanning the run's updates (steps // accumulate)."""
+    from microtrain.compiler.pipeline import schedule_updates
+    from microtrain.runtime.schedule import KINDS
+
+    base = report.get("lr_schedule", {})
+    opts = report.get("options", {})
+    fraction = warmup if warmup is not None else base.get("warmup_fraction", 0.1)
+    if not 0 <= fraction < 1:
+        raise UserError(f"--warmup {fraction}: give the fraction of the updates spent warming up, in [0, 1)")
+    rate = lr if lr is not None else base.get("lr", 0.01)
+    if not rate > 0:
+        raise UserError(f"--lr {rate}: the learning rate must be positive")
+    kind = kind or base.get("kind", "cosine")
+    if kind not in KINDS:
+        raise UserError(f"--schedule {kind}: choose {' or '.join(KINDS)}")
+    k = int(opts.get("accumulate", 1))
+    w, total = schedule_updates(steps, k, fraction)
+    return {"kind": kind, "lr": rate, "warmup_updates": w, "total_updates": total, "warmup_fraction": fraction,
+            "accumulate": k}
+
+
+def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr: float | None = None,
+        schedule: str | None = None, warmup: float | None = None, eval_samples: int = 0,
         seed: int = 0, workdir: str | Path | None = None, export: str | Path | None = None,
         sram: str | int | None = None, flash: str | int | None = None) -> RunResult:
     """Build the project ``compile`` wrote for ``target``, stream ``steps`` training samples of
     ``data`` through it at batch 1, evaluate on ``eval_samples`` test samples, and export the trained
-    model (``export``, default ``project/trained_model``: .json + .npz)."""
+    model (``export``, default ``project/trained_model``: .json + .npz). The device computes the
+    learning rate of each update: ``schedule`` (cosine | constant) from ``lr`` with ``warmup`` (a
+    fraction) over the run's updates; each defaults to the project's compiled recipe."""
     project = Path(project)
     if not (project / "report.json").exists() or not (project / "model.json").exists():
         raise UserError(f"{project} is not a compiled project (no report.json/model.json); "
@@ -78,7 +104,10 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
     if eval_samples:
         x_test, y_test = samples(data, "test", eval_samples, graph, seed + 1)
     work = Path(workdir) if workdir else project / "run"
-    write_driver_files(work, x_train, y_train, steps, lr, seed, x_test, y_test, eval_samples)
+    sched = run_schedule(rep, steps, lr, schedule, warmup)
+    lr = sched["lr"]
+    write_driver_files(work, x_train, y_train, steps, lr, seed, x_test, y_test, eval_samples,
+                       schedule=(sched["kind"], sched["warmup_updates"], sched["total_updates"]))
     log(f"building and running on {target} in {work}")
     try:
         budgets = {k: v for k, v in (("sram", sram), ("flash", flash)) if v}
@@ -95,7 +124,7 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
                                       "target": target, "scheme": rep.get("scheme", {}).get("name", "")}}
     export = Path(export) if export else project / "trained_model"
     save_graph(graph.replace(tensors=tensors, meta=meta), export)
-    doc = {"project": str(project), "target": target, "steps": steps, "lr": lr,
+    doc = {"project": str(project), "target": target, "steps": steps, "lr": lr, "lr_schedule": sched,
            "losses": res.losses, "loss_bits": [f"{b:08x}" for b in res.loss_bits],
            "eval_correct": res.eval_correct, "eval_total": res.eval_total,
            "accuracy": (res.eval_correct / res.eval_total) if res.eval_total else None,

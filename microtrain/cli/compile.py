@@ -35,8 +35,23 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="apply each update as soon as its gradient exists (default on)")
     p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                    help="with --reorder: compute, apply and free one output channel's gradient at a time")
-    p.add_argument("--rounding", choices=ROUNDINGS, default="nearest",
-                   help="rounding of the int8/int32 update (default nearest)")
+    p.add_argument("--rounding", choices=ROUNDINGS, default="stochastic",
+                   help="rounding of the int8/int32 update (default stochastic, as finetune and plan)")
+    recipe = p.add_argument_group("training recipe (the simulator's, computed by the generated step)")
+    recipe.add_argument("--accumulate", type=int, default=1, metavar="K",
+                        help="update every K samples with the mean of their gradients (default 1); the "
+                             "accumulation buffers (fp32, one per trained element) are in the memory plan")
+    recipe.add_argument("--momentum", type=float, default=0.0, metavar="MU",
+                        help="SGD momentum (default 0: none; else an fp32 buffer per trained element)")
+    recipe.add_argument("--lr", type=float, default=0.01, help="base learning rate compiled in (default 0.01; "
+                        "`run --lr` sets it per run)")
+    recipe.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                        help="learning-rate schedule: linear warm-up then cosine decay (default), or constant")
+    recipe.add_argument("--warmup", type=float, default=0.1, metavar="FRACTION",
+                        help="fraction of the schedule's updates spent warming up (default 0.1)")
+    recipe.add_argument("--steps", type=int, default=0, metavar="N",
+                        help="samples the compiled schedule spans (default 0: set at run time; without it the "
+                             "schedule is warm-up, then constant)")
     p.add_argument("--no-qas", action="store_true", help="disable quantization-aware scaling of the update")
     p.add_argument("--seed", type=int, default=0, help="default stochastic-rounding seed and head seed")
     p.add_argument("--budget", default=None, metavar="BYTES",
@@ -60,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     result = microtrain.compile(args.model, args.scheme, args.out, classes=args.classes, seed=args.seed,
                                 reorder=args.reorder, per_channel=args.per_channel, rounding=args.rounding,
                                 qas=not args.no_qas, stream_input=args.stream_input, budget=args.budget,
+                                accumulate=args.accumulate, momentum=args.momentum, lr=args.lr,
+                                schedule=args.schedule, warmup=args.warmup, steps=args.steps,
                                 plot=args.plot, target=args.target, sram=args.sram, flash=args.flash,
                                 verbose=args.verbose)
     doc, out = result.report, result.out
@@ -67,8 +84,16 @@ def run(args: argparse.Namespace) -> int:
     def human() -> None:
         bd = doc["breakdown"]
         print(f"wrote {out}")
+        state = (f" + optimizer state {doc['optimizer_state_bytes'] / 1024:.1f} KB"
+                 if doc["optimizer_state_bytes"] else "")
         print(f"peak memory {doc['peak_bytes']} B ({doc['peak_bytes'] / 1024:.1f} KB) = arena "
-              f"{doc['arena_bytes'] / 1024:.1f} KB + trained tensors in RAM {doc['trainable_bytes'] / 1024:.1f} KB")
+              f"{doc['arena_bytes'] / 1024:.1f} KB + trained tensors in RAM {doc['trainable_bytes'] / 1024:.1f} KB"
+              f"{state}")
+        sched = doc["lr_schedule"]
+        print(f"recipe: update every {args.accumulate} sample(s), momentum {args.momentum:g}, {args.rounding} "
+              f"rounding; learning rate {sched['kind']} from {sched['lr']:g}"
+              + (f" over {sched['total_updates']} updates ({sched['warmup_updates']} warm-up)"
+                 if sched["total_updates"] else " (length set at run time)"))
         print("at the peak: " + ", ".join(f"{k} {v / 1024:.1f} KB" for k, v in bd.items() if v))
         print(f"inference alone: arena {result.inference.arena_bytes / 1024:.1f} KB")
         if args.plot:

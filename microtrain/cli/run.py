@@ -29,7 +29,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz of images and labels")
     p.add_argument("--steps", type=int, required=True, metavar="N", help="training steps (one sample each)")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="base learning rate (default: the one the project was compiled with)")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default=None,
+                   help="learning-rate schedule over the run's updates (default: the project's, cosine with "
+                        "warm-up unless compiled otherwise); the device computes each update's rate")
+    p.add_argument("--warmup", type=float, default=None, metavar="FRACTION",
+                   help="fraction of the updates spent warming up (default: the project's, 0.1)")
     p.add_argument("--eval", type=int, default=0, metavar="N", help="test samples to evaluate after training")
     p.add_argument("--seed", type=int, default=0, help="sample order and stochastic-rounding seed (default 0)")
     p.add_argument("--workdir", default=None, metavar="DIR", help="where the data files go (default DIR/run)")
@@ -45,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     result = microtrain.run(args.project, args.data, args.steps, target=args.target, lr=args.lr,
+                            schedule=args.schedule, warmup=args.warmup,
                             eval_samples=args.eval, seed=args.seed, workdir=args.workdir, export=args.export,
                             sram=args.sram, flash=args.flash)
     doc = result.doc

@@ -56,6 +56,7 @@ class CContext:
         self.trainable = {n.inputs[0] for n in graph.nodes if n.op in UPDATE_OPS}
         self._offsets = {t: b.offset for b in plan.buffers for t in b.tensors}
         self.split = ram_rows(graph)  # weight -> kept rows (RAM); the other rows stay in flash
+        self.state_arrays: list[tuple[str, int, str]] = []  # (symbol, bytes, "<tensor>:<kind>"), declaration order
 
     # --- names ----------------------------------------------------------------------------
     def ident(self, prefix: str, name: str) -> str:
@@ -133,6 +134,17 @@ class CContext:
     def stored_bytes(self, tensor: str) -> int:
         """RAM bytes of a trained tensor as stored (kept rows only for a split weight)."""
         return stored_bytes(self.graph, tensor, self.split)
+
+    def state_array(self, tensor: str, kind: str, size: int) -> str:
+        """The optimizer state buffer ``kind`` ("accum" | "momentum") of a trained tensor: a zeroed
+        static float array of ``size`` bytes (RAM, kept across steps; ``mt_init`` clears it)."""
+        key = ("state", tensor, kind)
+        if key not in self._memo:
+            sym = self.ident("S" + kind[0].upper(), tensor)
+            self.decls.append(f"static float {sym}[{size // 4}];")
+            self._memo[key] = sym
+            self.state_arrays.append((sym, size, f"{tensor}:{kind}"))
+        return self._memo[key]
 
     # --- constants ------------------------------------------------------------------------
     def const_array(self, prefix: str, name: str, ctype: str, values) -> str:

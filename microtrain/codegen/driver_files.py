@@ -26,7 +26,12 @@ DTYPES = {"int8": np.int8, "int32": np.dtype("<i4"), "float32": np.dtype("<f4"),
 
 def write_driver_files(workdir: str | Path, x_train: np.ndarray, y_train: np.ndarray, steps: int, lr: float,
                        seed: int = 0, x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
-                       eval_count: int = 0, weights_in: bool = False) -> Path:
+                       eval_count: int = 0, weights_in: bool = False, schedule: tuple[str, int, int] | None = None,
+                       extra: dict[str, int] | None = None) -> Path:
+    """``schedule`` = (kind, warm-up updates, total updates) sets the learning-rate schedule (else
+    the compiled one, with ``lr`` as its base rate); ``extra`` adds ``key value`` config lines."""
+    from microtrain.runtime.schedule import KINDS
+
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     np.ascontiguousarray(x_train, dtype=np.int8).tofile(work / "mt_train_x.bin")
@@ -39,7 +44,10 @@ def write_driver_files(workdir: str | Path, x_train: np.ndarray, y_train: np.nda
     (work / "mt_config.txt").write_text(
         f"steps {int(steps)}\nlr_bits {int(np.float32(lr).view(np.uint32)):08x}\nlr {float(np.float32(lr))!r}\n"
         f"seed {int(seed)}\neval {int(eval_count)}\n"
-        f"train_count {len(y_train)}\ntest_count {test_n}\n" + ("weights_in 1\n" if weights_in else ""))
+        f"train_count {len(y_train)}\ntest_count {test_n}\n" + ("weights_in 1\n" if weights_in else "")
+        + (f"lr_schedule {KINDS[schedule[0]]}\nwarmup {int(schedule[1])}\ntotal {int(schedule[2])}\n"
+           if schedule else "")
+        + "".join(f"{k} {int(v)}\n" for k, v in (extra or {}).items()))
     return work
 
 

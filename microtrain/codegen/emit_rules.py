@@ -183,9 +183,19 @@ def _update_call(upd: Node, ctx: CContext, grad_ptr: str) -> str:
     return _try(ctx, "mt_sgd_update_s32", ctx.ptr(p.name), factors, grad_ptr, "&ch", "&u")
 
 
-def _update_params(upd: Node) -> str:
-    rounding = twins.ROUNDING_MODES[upd.attrs.get("rounding", "nearest")]
-    return f"    const mt_update_params u = {{lr, {rounding}, mt_seed, mt_step, {upd.attrs['tensor_id']}u}};"
+def _update_params(upd: Node, ctx: CContext) -> str:
+    """The update's mt_update_params: lr, rounding, seed, update counter, tensor id, and its
+    optimizer state (insert_updates.optimizer_state): the accumulation buffer with this sample's
+    apply flag and 1/K, the momentum buffer with mu."""
+    from microtrain.runtime.rounding import accumulate_scale, optimizer_state
+
+    rounding = twins.ROUNDING_MODES[upd.attrs.get("rounding", "stochastic")]
+    state = optimizer_state(upd, ctx.graph)
+    k, mu = int(upd.attrs.get("accumulate", 1)), float(upd.attrs.get("momentum", 0.0))
+    accum = ctx.state_array(upd.inputs[0], "accum", state["accum"]) if "accum" in state else "NULL"
+    mom = ctx.state_array(upd.inputs[0], "momentum", state["momentum"]) if "momentum" in state else "NULL"
+    return (f"    const mt_update_params u = {{lr, {rounding}, mt_seed, mt_update, {upd.attrs['tensor_id']}u, "
+            f"{accum}, mt_apply, {c_float(accumulate_scale(k))}, {mom}, {c_float(mu)}}};")
 
 
 def _grad_weight(node: Node, ctx: CContext) -> list[str]:
@@ -209,7 +219,7 @@ def _grad_weight(node: Node, ctx: CContext) -> list[str]:
         return ["{", f"    const mt_channels ch = {{{index}, {count}, 0, {count}}};", "    " + call(gw), "}"]
     upd = next(n for n in ctx.graph.nodes if n.inputs[1:2] == (node.outputs[0],))
     step = int(node.attrs["chunk"])
-    return ["{", "    int32_t j;", _update_params(upd),
+    return ["{", "    int32_t j;", _update_params(upd, ctx),
             f"    for (j = 0; j < {count}; j += {step}) {{",
             f"        const mt_channels ch = {{{index}, {count}, j, j + {step} < {count} ? j + {step} : {count}}};",
             "        " + call(gw), "        " + _update_call(upd, ctx, gw), "    }", "}"]
@@ -228,7 +238,7 @@ def _update(node: Node, ctx: CContext) -> list[str]:
         return [f"/* {node.name}: applied per channel together with its gradient above */"]
     p = ctx.graph.tensors[node.inputs[0]]
     index, count = ctx.channels(f"{p.name}.upd", node.attrs["channels"], p.shape[0])
-    return ["{", f"    const mt_channels ch = {{{index}, {count}, 0, {count}}};", _update_params(node),
+    return ["{", f"    const mt_channels ch = {{{index}, {count}, 0, {count}}};", _update_params(node, ctx),
             "    " + _update_call(node, ctx, ctx.ptr(node.inputs[1])), "}"]
 
 
@@ -300,7 +310,7 @@ def _inverted_bottleneck_grad(node: Node, ctx: CContext) -> list[str]:
         layer = node.attrs["layers"]["expand"]
         index, count = ctx.channels(f"{layer}.weight", node.attrs["channels"], ctx.graph.tensors[w_e].shape[0])
         factors = ctx.const_array("F", w_e, "float", upd.attrs["factors"])
-        lines += [_update_params(upd),
+        lines += [_update_params(upd, ctx),
                   f"    const mt_expand_update eu = {{.weights = {ctx.ptr(w_e)}, .weights_sliced = "
                   f"{1 if rows is not None else 0}, .factor = {factors}, .index = {index}, .count = {count}, "
                   f".u = u, .grad_row = {ctx.ptr(outs['grad_weight'])}}};"]

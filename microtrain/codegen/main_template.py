@@ -1,7 +1,9 @@
 """The portable driver ``main/mt_main.c`` (CONTRACTS.md): stdio only, host and semihosting.
 
 Reads ``mt_config.txt`` (``key value`` lines: steps, lr, seed, eval, train_count,
-test_count), streams one sample at a time from ``mt_train_x.bin`` / ``mt_train_y.bin``
+test_count; lr_schedule (0 constant, 1 cosine), warmup and total (updates) set the learning-rate
+schedule, each defaulting to the compiled one), streams one sample at a time from
+``mt_train_x.bin`` / ``mt_train_y.bin``
 (int8 samples, int32 little-endian labels; sample i of step i modulo train_count), prints
 ``step <i> loss <%.6f> bits <%08lx>`` per step and ``eval correct <c> total <n>``, and
 writes the trained tensors in ``mt_trainable`` order to ``mt_weights.bin``. With ``weights_in 1``
@@ -137,7 +139,9 @@ static int read_sample(FILE *fx, FILE *fy, long index, int32_t *label)
 int main(void)
 {
     long steps = 0, eval_n = 0, train_n = 0, test_n = 0, weights_in = 0, i;
-    float lr = 0.01f;
+    long lr_kind = MT_LR_KIND;
+    unsigned long warmup = MT_LR_WARMUP, total = MT_LR_TOTAL;
+    float lr = MT_LR_BASE;
     unsigned long seed = 0;
     char key[64], value[64];
     FILE *cfg, *fx, *fy, *fw;
@@ -167,10 +171,14 @@ int main(void)
         else if (strcmp(key, "train_count") == 0) train_n = strtol(value, NULL, 10);
         else if (strcmp(key, "test_count") == 0) test_n = strtol(value, NULL, 10);
         else if (strcmp(key, "weights_in") == 0) weights_in = strtol(value, NULL, 10);
+        else if (strcmp(key, "lr_schedule") == 0) lr_kind = strtol(value, NULL, 10);
+        else if (strcmp(key, "warmup") == 0) warmup = strtoul(value, NULL, 10);
+        else if (strcmp(key, "total") == 0) total = strtoul(value, NULL, 10);
     }
     fclose(cfg);
     mt_init();
     mt_set_seed((uint32_t)seed);
+    mt_set_schedule((int32_t)lr_kind, lr, (uint32_t)warmup, (uint32_t)total);
     if (weights_in) { /* continue from trained tensors given in mt_trainable order (exact size) */
         fw = open_file("mt_weights_in.bin", "rb", mt_file_buf, sizeof mt_file_buf);
         if (fw == NULL) {
@@ -210,7 +218,7 @@ int main(void)
                 printf("error cannot read training sample %ld\n", i % train_n);
                 return 1;
             }
-            loss = mt_train_step(MT_SAMPLE, label, lr);
+            loss = mt_train_step(MT_SAMPLE, label);
 #ifdef MT_STREAM_INPUT
             if (source.failed) {
                 printf("error cannot read training sample %ld\n", i % train_n);

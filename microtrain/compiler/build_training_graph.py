@@ -4,7 +4,8 @@ Appends DEQUANTIZE(logits) and SOFTMAX_CROSS_ENTROPY, adds the graph inputs ``la
 (int32 [1]) and ``lr`` (float32 [1]), and records in ``meta["training"]`` what the later
 passes need: the trained tensors in *tensor_id order* (layers in execution order, weight
 before bias: the order the stochastic rounding counter and ``mt_trainable`` use), the kept
-channels of each weight, the QAS switch and the rounding mode.
+channels of each weight, the QAS switch, the rounding mode and the optimizer state (samples
+accumulated per update, momentum).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def trained_tensors(graph: Graph, scheme: UpdateScheme) -> list[dict]:
     return out
 
 
-def build_training_graph(graph: Graph, scheme: UpdateScheme, rounding: str = "nearest", seed: int = 0,
-                         qas: bool = True) -> Graph:
+def build_training_graph(graph: Graph, scheme: UpdateScheme, rounding: str = "stochastic", seed: int = 0,
+                         qas: bool = True, accumulate: int = 1, momentum: float = 0.0) -> Graph:
     try:
         check_scheme(scheme, graph)
     except ValueError as e:
@@ -73,7 +74,8 @@ def build_training_graph(graph: Graph, scheme: UpdateScheme, rounding: str = "ne
     ]
     meta = dict(graph.meta)
     meta["training"] = {"scheme": scheme.to_dict(), "trained": trained_tensors(graph, scheme),
-                        "rounding": rounding, "seed": int(seed), "qas": bool(qas), "logits": logits.name}
+                        "rounding": rounding, "seed": int(seed), "qas": bool(qas), "logits": logits.name,
+                        "accumulate": int(accumulate), "momentum": float(momentum)}
     out = graph.replace(tensors=tensors, nodes=tuple(nodes), inputs=graph.inputs + ("label", "lr"),
                         outputs=("loss",), meta=meta)
     return verify_graph(out)

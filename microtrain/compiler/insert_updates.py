@@ -5,6 +5,10 @@ end); ``reorder_updates`` moves them. The update factors are compile-time consta
 computed in float64 and cast once to float32 by ``runtime.rounding.update_factors`` (the
 COMMON update rule, shared with the simulator's optimizers).
 They are indexed by the full output channel, as ``mt_sgd_update_s8`` takes them.
+``accumulate`` (K) and ``momentum`` (mu) say which optimizer state the update keeps
+(``runtime/rounding.optimizer_state``): with K > 1 a float per kept element summing the
+gradients of K samples, with mu > 0 a float per kept element of momentum; both live in RAM
+beside the trained tensors, across steps.
 """
 
 from __future__ import annotations
@@ -31,5 +35,6 @@ def insert_updates(graph: Graph) -> Graph:
                           {"in_place": True, "channels": tuple(range(graph.tensors[t["name"]].shape[0])),
                            "factors": tuple(layer_factors(graph, layer, t["kind"], info["qas"])),
                            "tensor_id": tensor_id, "rounding": info["rounding"], "seed": info["seed"],
-                           "layer": t["layer"]}))
+                           "layer": t["layer"], "accumulate": int(info.get("accumulate", 1)),
+                           "momentum": float(info.get("momentum", 0.0))}))
     return verify_graph(graph.replace(nodes=tuple(nodes)))

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
+
+import numpy as np
 
 from microtrain.compiler.build_training_graph import CompileError, build_training_graph
 from microtrain.compiler.differentiate import differentiate
@@ -47,9 +50,15 @@ class CompileOptions:
     fuse_blocks: bool = True    # frozen inverted-bottleneck blocks run row by row (one fused node each)
     bands: bool = True          # run the leading high-resolution convs band by band when that lowers the peak
     stream_input: bool = False  # the first fused block pulls input rows through a callback (no input buffer)
-    rounding: str = "nearest"   # update rounding: nearest | stochastic
+    rounding: str = "stochastic"  # update rounding: stochastic (the default everywhere) | nearest
     seed: int = 0               # stochastic rounding seed (the generated code can override it)
     qas: bool = True            # quantization-aware scaling of the update
+    accumulate: int = 1         # samples per update: gradients summed over K samples, then averaged
+    momentum: float = 0.0       # SGD momentum (0: none; else one fp32 buffer per trained element)
+    lr: float = 0.01            # base learning rate the generated code starts with (the driver may set it)
+    lr_schedule: str = "cosine"  # cosine (linear warm-up, cosine decay) | constant
+    warmup: float = 0.1         # fraction of the schedule's updates spent warming up
+    steps: int = 0              # samples the schedule spans (0: unknown until run time: warm-up, then constant)
     algorithm: str = "greedy_by_size"
     budget: int | None = None   # bytes; CompileError if the peak exceeds it
     measure_passes: bool = False  # re-plan after each pass to log its effect on the peak (compile -v)
@@ -67,12 +76,45 @@ def _peak(g: Graph) -> int:
     return plan_memory(g).peak_bytes
 
 
+MAX_ACCUMULATE = 65536
+"""The largest K: the update counter is a sample counter divided by K, both uint32 on the device."""
+
+
+def check_recipe(opt: CompileOptions) -> None:
+    """CompileError unless the device can hold the options' training recipe."""
+    from microtrain.runtime.schedule import KINDS
+
+    if opt.lr_schedule not in KINDS:
+        raise CompileError(f"learning-rate schedule {opt.lr_schedule!r} cannot run on the device; "
+                           f"choose {' or '.join(KINDS)}")
+    if not (isinstance(opt.accumulate, int) and 1 <= opt.accumulate <= MAX_ACCUMULATE):
+        raise CompileError(f"accumulate {opt.accumulate!r} is not a number of samples the device can count; "
+                           f"give an integer from 1 (no accumulation) to {MAX_ACCUMULATE}")
+    if not 0.0 <= opt.momentum < 1.0:
+        raise CompileError(f"momentum {opt.momentum} must be in [0, 1) (0: plain SGD)")
+    if not (math.isfinite(opt.lr) and opt.lr > 0 and math.isfinite(float(np.float32(opt.lr)))):
+        raise CompileError(f"learning rate {opt.lr} must be a positive float32")
+    if not 0.0 <= opt.warmup < 1.0:
+        raise CompileError(f"warm-up {opt.warmup} must be a fraction of the schedule in [0, 1)")
+    if not (isinstance(opt.steps, int) and 0 <= opt.steps < 2**32):
+        raise CompileError(f"steps {opt.steps!r} must be a sample count in [0, 2^32) (0: set at run time)")
+
+
+def schedule_updates(steps: int, accumulate: int, warmup: float) -> tuple[int, int]:
+    """(warm-up updates, total updates) of a schedule over ``steps`` samples: the one formula the
+    generated code's defaults, ``microtrain run`` and the simulator's ``TrainConfig`` all use."""
+    total = steps // accumulate
+    return int(warmup * total), total
+
+
 def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions | None = None) -> CompiledStep:
     opt = options or CompileOptions()
+    check_recipe(opt)
     passes: list[tuple[str, bool, Callable[[Graph], Graph], str]] = [
         # forward + DEQUANTIZE(logits) + softmax cross-entropy; inputs label, lr; trained tensors
         ("build_training_graph", True,
-         lambda g: build_training_graph(g, scheme, opt.rounding, opt.seed, opt.qas), "nodes"),
+         lambda g: build_training_graph(g, scheme, opt.rounding, opt.seed, opt.qas, opt.accumulate, opt.momentum),
+         "nodes"),
         # backward from the loss toward the trained tensors only (VJP rule table)
         ("differentiate", True, differentiate, "nodes"),
         # SGD+QAS update of each trained tensor, after the whole backward (optimizer.step position)
@@ -119,9 +161,12 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
     if opt.budget is not None and plan.peak_bytes > opt.budget:
         bd = plan.peak_breakdown()
         parts = ", ".join(f"{k} {v / 1024:.1f} KB" for k, v in bd.items() if k != "at_step" and v)
+        state = (f"; the optimizer state (accumulation over {opt.accumulate} samples, momentum {opt.momentum:g}) "
+                 f"alone takes {plan.state_bytes / 1024:.1f} KB: --accumulate 1 and no --momentum need none"
+                 if plan.state_bytes else "")
         raise CompileError(f"peak memory {plan.peak_bytes / 1024:.1f} KB exceeds the budget "
                            f"{opt.budget / 1024:.1f} KB ({parts}); update fewer or later layers or lower "
-                           f"their ratios{'' if opt.reorder else ', or enable --reorder'}")
+                           f"their ratios{'' if opt.reorder else ', or enable --reorder'}{state}")
     return CompiledStep(g, plan, opt, lines)
 
 

@@ -23,7 +23,9 @@
 
 Constants are not in the arena: frozen weights stay in flash, trained weights and biases
 are static RAM (reported as ``trainable``; of a weight split by ``split_trained_rows`` only
-its kept rows). ``label`` and ``lr`` are scalar arguments.
+its kept rows), and so is the optimizer state that lives across steps: gradient accumulation
+and momentum buffers, fp32 per kept element (reported as ``optimizer_state``,
+``runtime/rounding.optimizer_state``). ``label`` and ``lr`` are scalar arguments.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from microtrain.compiler.inplace import inplace_operands, overwrite_ok
 from microtrain.compiler.split_trained_rows import ram_rows, stored_bytes
 from microtrain.ir.graph import Graph
 from microtrain.ir.ops import UPDATE_OPS, Op
+from microtrain.runtime.rounding import optimizer_state
 
 ALIGN = 8
 SCALAR_INPUTS = ("label", "lr")
@@ -64,6 +67,12 @@ class MemoryPlan:
     trainable_bytes: int
     steps: list[str]
     trainable: dict[str, int]
+    state: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Optimizer state in static RAM: "<tensor>:accum" / "<tensor>:momentum" -> bytes."""
+
+    @property
+    def state_bytes(self) -> int:
+        return sum(self.state.values())
 
     @property
     def no_reuse_bytes(self) -> int:
@@ -102,12 +111,14 @@ class MemoryPlan:
             if self._counted(b, step):
                 out[b.kind] = out.get(b.kind, 0) + b.size
         out["trainable"] = self.trainable_bytes
+        if self.state:
+            out["optimizer_state"] = self.state_bytes
         out["at_step"] = step
         return out
 
     @property
     def peak_bytes(self) -> int:
-        return self.arena_bytes + self.trainable_bytes
+        return self.arena_bytes + self.trainable_bytes + self.state_bytes
 
 
 def _align(n: int) -> int:
@@ -333,13 +344,15 @@ def plan_memory(graph: Graph, algorithm: str = "greedy_by_size") -> MemoryPlan:
     updated = {n.inputs[0] for n in graph.nodes if n.op in UPDATE_OPS}
     split = ram_rows(graph)  # partially trained weights: only the kept rows are in RAM
     trainable = {n: stored_bytes(graph, n, split) for n in sorted(updated)}
-    return MemoryPlan(buffers, arena, sum(trainable.values()), [n.name for n in graph.nodes], trainable)
+    state = {f"{n.inputs[0]}:{kind}": size for n in graph.nodes if n.op in UPDATE_OPS
+             for kind, size in optimizer_state(n, graph).items()}
+    return MemoryPlan(buffers, arena, sum(trainable.values()), [n.name for n in graph.nodes], trainable, state)
 
 
 def format_plan(plan: MemoryPlan, limit: int = 60) -> str:
     """One line per buffer, by offset: [offset, end) size kind lifetime tensors."""
     lines = [f"arena {plan.arena_bytes} B ({plan.arena_bytes / 1024:.1f} KB), trainable in RAM "
-             f"{plan.trainable_bytes} B, peak {plan.peak_bytes / 1024:.1f} KB"]
+             f"{plan.trainable_bytes} B, optimizer state {plan.state_bytes} B, peak {plan.peak_bytes / 1024:.1f} KB"]
     for b in sorted(plan.buffers, key=lambda b: (b.offset, b.first))[:limit]:
         names = ", ".join(b.tensors[:3]) + (" ..." if len(b.tensors) > 3 else "")
         lines.append(f"  [{b.offset:>8}, {b.offset + b.size:>8}) {b.size:>8} {b.kind:<16} "

@@ -99,7 +99,9 @@ def _reshape(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list
 
 def _dequantize(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     x_t = graph.tensors[node.inputs[0]]
-    return [quant.dequantize(values[node.inputs[0]], x_t.quant.s, x_t.quant.z).astype(np.float32)]
+    # (float)(q - z) * float32(s) in float32, exactly as mt_dequantize_s8_f32 (no double on the device)
+    q = values[node.inputs[0]].astype(np.int32) - np.int32(x_t.quant.z)
+    return [(q.astype(np.float32) * np.float32(x_t.quant.s)).astype(np.float32)]
 
 
 def _softmax_cross_entropy(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:

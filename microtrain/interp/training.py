@@ -156,13 +156,38 @@ def _slice_channels(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) 
     return [values[node.inputs[0]][..., list(node.attrs["channels"])].copy()]
 
 
+def optimizer_state_values(graph: Graph) -> dict[str, np.ndarray]:
+    """Zeroed optimizer state of every update of a training graph (what ``mt_init`` leaves), keyed
+    "<tensor>:accum" / "<tensor>:momentum"; pass them to ``run_training_graph`` with the parameters."""
+    from microtrain.runtime.rounding import optimizer_state
+
+    out = {}
+    for node in graph.nodes:
+        if node.op in (Op.UPDATE_WEIGHT, Op.UPDATE_BIAS):
+            for kind, size in optimizer_state(node, graph).items():
+                out[f"{node.inputs[0]}:{kind}"] = np.zeros(size // 4, dtype=F32)
+    return out
+
+
 def _update(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """The COMMON update rule on the kept channels, via the one Python copy in runtime/rounding.py."""
+    """The COMMON update rule on the kept channels, via the one Python copy in runtime/rounding.py,
+    after the optimizer state step (accumulation over K samples, momentum) when the node has one.
+    The state arrays in ``values`` ("<tensor>:accum", "<tensor>:momentum") are updated in place."""
+    from microtrain.runtime.rounding import accumulate_scale, optimizer_direction
+
     p = values[node.inputs[0]]
     g = values[node.inputs[1]]
     lr = F32(values[node.inputs[2]][0])
     factors = np.asarray(node.attrs["factors"], dtype=F32)
     kind = "weight" if node.op == Op.UPDATE_WEIGHT else "bias"
+    k, mu = int(node.attrs.get("accumulate", 1)), float(node.attrs.get("momentum", 0.0))
+    if k > 1 or mu > 0:
+        name = node.inputs[0]
+        accum = values[f"{name}:accum"].reshape(g.shape) if k > 1 else None
+        mom = values[f"{name}:momentum"].reshape(g.shape) if mu > 0 else None
+        g = optimizer_direction(g, accum, bool(values.get("__apply__", True)), float(accumulate_scale(k)), mom, mu)
+        if g is None:
+            return [p]
     out = p.copy()
     per_channel = int(np.prod(p.shape[1:], dtype=np.int64)) if p.ndim > 1 else 1
     for row, oc in enumerate(node.attrs["channels"]):
@@ -214,10 +239,13 @@ ALL_EVAL_RULES: dict[Op, EvalRule] = {**EVAL_RULES, **TRAINING_EVAL_RULES}
 
 
 def run_training_graph(graph: Graph, feeds: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray] | None = None,
-                       step: int = 0, verify: bool = True) -> dict[str, np.ndarray]:
+                       step: int = 0, verify: bool = True, apply: bool = True) -> dict[str, np.ndarray]:
     """Evaluate a training graph once; returns every value (parameters after their update).
 
-    ``params`` overrides constant values (the current trainable weights between steps).
+    ``params`` overrides constant values (the current trainable weights between steps) and holds
+    the optimizer state (``optimizer_state_values``), which the updates modify in place. ``step`` is
+    the update counter (of the rounding hash), ``apply`` False on the samples of an accumulating
+    step before the K-th (their gradients are only added up).
     """
     if verify:
         verify_graph(graph)
@@ -225,6 +253,7 @@ def run_training_graph(graph: Graph, feeds: Mapping[str, np.ndarray], params: Ma
     values.update(params or {})
     values.update({k: np.asarray(v) for k, v in feeds.items()})
     values["__step__"] = np.asarray(step)
+    values["__apply__"] = np.asarray(apply)
     for node in graph.nodes:
         rule = ALL_EVAL_RULES.get(node.op)
         if rule is None:

@@ -21,7 +21,7 @@ Forward, integer (inference and the forward half of training):
   RESHAPE          y = x with attrs shape; quantization unchanged.
 
 Float (loss and training; fp32 unless noted):
-  DEQUANTIZE       y = s * (q - z), int8 -> float32, same shape.
+  DEQUANTIZE       y = (float)(q - z) * float32(s) in float32, int8 -> float32, same shape.
   SOFTMAX_CROSS_ENTROPY
                    inputs (logits f32 [1,K], label int32 [1]) -> loss f32 [1]:
                    -log softmax(logits)[label].

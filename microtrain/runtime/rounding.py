@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from microtrain.ir.graph import Graph, Node
+
 ROUNDINGS = ("nearest", "stochastic")
 """The rounding names, in the order of the C enum ``mt_rounding`` (MT_ROUND_NEAREST = 0, ...)."""
 WEIGHT_RANGE = (-127, 127)
@@ -83,6 +85,11 @@ def apply_update(w: np.ndarray, direction: np.ndarray, lr: float, factors: np.nd
     return np.clip(r.astype(np.float64), lo, hi).astype(w.dtype)
 
 
+def accumulate_scale(k: int) -> np.float32:
+    """1/K of gradient accumulation over K samples, a float32 division (mt_update_params.accum_scale)."""
+    return np.float32(1.0) / np.float32(k)
+
+
 def optimizer_direction(grad: np.ndarray, accum: np.ndarray | None = None, apply: bool = True, scale: float = 1.0,
                         momentum: np.ndarray | None = None, mu: float = 0.0) -> np.ndarray | None:
     """The optimizer state step of the update kernels (mt_update_params), element-wise; the
@@ -106,3 +113,17 @@ def optimizer_direction(grad: np.ndarray, accum: np.ndarray | None = None, apply
         momentum[...] = m
         g = m
     return g
+
+
+def optimizer_state(update: Node, graph: Graph) -> dict[str, int]:
+    """The optimizer state buffers of one UPDATE node: kind ("accum", "momentum") -> bytes (fp32,
+    one per kept element: list entry j of the kept channels at row j)."""
+    p = graph.tensors[update.inputs[0]]
+    per_row = p.size // p.shape[0]
+    n = len(update.attrs["channels"]) * per_row * 4
+    out = {}
+    if int(update.attrs.get("accumulate", 1)) > 1:
+        out["accum"] = n
+    if float(update.attrs.get("momentum", 0.0)) > 0:
+        out["momentum"] = n
+    return out

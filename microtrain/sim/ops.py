@@ -36,6 +36,11 @@ from microtrain.runtime.twins import add_params, avg_pool_params, output_multipl
 from microtrain.sim.fixed_point import requantize
 
 
+def dequantize32(q: torch.Tensor, scale: float, zero: int) -> torch.Tensor:
+    """(float)(q - z) * float32(s) in float32: mt_dequantize_s8_f32 and the interpreter's DEQUANTIZE."""
+    return (q - zero).to(torch.float32) * torch.tensor(scale, dtype=torch.float32)
+
+
 @dataclasses.dataclass
 class Act:
     """One activation: int codes and (lazily) its dequantized real value."""
@@ -48,8 +53,7 @@ class Act:
     @property
     def real(self) -> torch.Tensor:
         if self._real is None:
-            # float64 then one cast, as the interpreter's DEQUANTIZE does.
-            self._real = ((self.q.to(torch.float64) - self.zero) * self.scale).to(torch.float32)
+            self._real = dequantize32(self.q, self.scale, self.zero)
         return self._real
 
 
@@ -134,7 +138,7 @@ class WeightedFn(torch.autograd.Function):
         ctx.node = node
         ctx.save_for_backward(x_real, w_real, b_real, clamp_mask(y_q, node))
         ctx.mark_non_differentiable(y_q)
-        y_real = ((y_q.to(torch.float64) - y_t.quant.z) * y_t.quant.s).to(torch.float32)
+        y_real = dequantize32(y_q, y_t.quant.s, y_t.quant.z)
         return y_real, y_q
 
     @staticmethod
@@ -200,7 +204,7 @@ class AddFn(torch.autograd.Function):
         y_t = graph.tensors[node.outputs[0]]
         ctx.save_for_backward(clamp_mask(y_q, node))
         ctx.mark_non_differentiable(y_q)
-        return ((y_q.to(torch.float64) - y_t.quant.z) * y_t.quant.s).to(torch.float32), y_q
+        return dequantize32(y_q, y_t.quant.s, y_t.quant.z), y_q
 
     @staticmethod
     def backward(ctx, grad_y, _grad_q):  # type: ignore[override]
@@ -240,7 +244,7 @@ class PoolFn(torch.autograd.Function):
         ctx.save_for_backward(clamp_mask(y_q, node))
         ctx.hw = (x_q.shape[1], x_q.shape[2])
         ctx.mark_non_differentiable(y_q)
-        return ((y_q.to(torch.float64) - y_t.quant.z) * y_t.quant.s).to(torch.float32), y_q
+        return dequantize32(y_q, y_t.quant.s, y_t.quant.z), y_q
 
     @staticmethod
     def backward(ctx, grad_y, _grad_q):  # type: ignore[override]

@@ -1,6 +1,11 @@
 """Training loop: optimizer choice, cosine schedule with warm-up, batches, gradient
 accumulation, evaluation and resumable checkpoints.
 
+The recipe is the device's, to the bit at batch 1: the loss and its logit gradient are
+``train/device_loss.py``'s, the learning rate of update t is ``runtime/schedule.py``'s (float32),
+the gradients of the ``accumulate`` micro-batches of an update are summed in order and
+multiplied by float32(1/K), momentum is ``rounding.optimizer_direction``'s.
+
 Optimizer names (``OPTIMIZERS``): ``sgd``, ``sgdm``, ``adam`` update the int8 tensors
 without QAS; the ``-qas`` variants with it; ``float-shadow`` (SGD+QAS) and
 ``float-shadow-sgdm`` keep the paper's float shadow weights; ``fp32-sgd``, ``fp32-sgdm``,
@@ -19,12 +24,14 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from microtrain.ir.graph import Graph
+from microtrain.runtime.rounding import accumulate_scale
+from microtrain.runtime.schedule import learning_rate
 from microtrain.scheme import UpdateScheme
 from microtrain.sim.float_model import FloatModel
 from microtrain.sim.simulator import Simulator
+from microtrain.train.device_loss import device_cross_entropy
 from microtrain.train.optim import Int8Optimizer
 
 OPTIMIZERS: dict[str, tuple[str, bool, str]] = {
@@ -48,12 +55,7 @@ class TrainConfig:
     seed: int = 0
     warmup_fraction: float = 0.1  # of all optimizer steps, linear warm-up then cosine to 0
     momentum: float = 0.9
-
-
-def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return base * 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    schedule: str = "cosine"  # cosine | constant: the device's schedule (runtime/schedule.py), in float32
 
 
 def _torch_optimizer(kind: str, params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -131,17 +133,27 @@ class Trainer:
             for pg in opt.param_groups:
                 pg["lr"] = lr
         total = 0.0
+        self.sample_losses = []
         for idx in group:
             logits = self.logits(self._take(cache, idx))
-            loss = F.cross_entropy(logits, torch.from_numpy(labels[idx])) / len(group)
-            loss.backward()
-            total += float(loss.detach())
+            per_sample = device_cross_entropy(logits, torch.from_numpy(labels[idx]).to(torch.int64))
+            per_sample.mean().backward()  # batch 1: exactly the device's logit gradient
+            self.sample_losses.extend(per_sample.detach().tolist())
+            total += float(per_sample.detach().mean()) / len(group)
+        # The gradients of the group's micro-batches were summed (autograd accumulates in order,
+        # as the device's accumulation buffer does); the update uses their mean, sum * float32(1/K).
+        scale = accumulate_scale(len(group))
         if self.float_model is not None:
             self.float_model.mask_grads()
         for opt in self.torch_opts:
+            if len(group) > 1:
+                for pg in opt.param_groups:
+                    for p in pg["params"]:
+                        if p.grad is not None:
+                            p.grad.mul_(float(scale))
             opt.step()
         if self.int8_opt is not None:
-            self.int8_opt.step(lr)
+            self.int8_opt.step(lr, scale)
         return total
 
     def fit(self, train: dict[str, torch.Tensor], y_train: np.ndarray, test: dict[str, torch.Tensor] | None = None,
@@ -160,8 +172,8 @@ class Trainer:
             if self.batch_in_epoch == 0:
                 self.epoch_losses = []
             for s in range(self.batch_in_epoch, per_epoch):
-                loss = self._step(train, y_train, groups[s], cosine_lr(self.epoch * per_epoch + s, total, cfg.lr,
-                                                                        warmup))
+                lr = learning_rate(cfg.schedule, cfg.lr, self.epoch * per_epoch + s, warmup, total)
+                loss = self._step(train, y_train, groups[s], lr)
                 self.epoch_losses.append(loss)
                 self.batch_in_epoch = s + 1
                 if on_step is not None:

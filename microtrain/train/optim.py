@@ -5,7 +5,7 @@ w.r.t. the real tensor and applies ``rounding.apply_update`` to the integer code
 scheme's kept elements only (the kept output channels of a sub-tensor weight update).
 
 * ``sgd``   direction = g,                          factor f_c (QAS or not)
-* ``sgdm``  direction = m, m <- mu*m + g (fp32 buffer), factor f_c
+* ``sgdm``  direction = m, m <- mu*m + g (fp32 buffer, zero at first; optimizer_direction), factor f_c
 * ``adam``  direction = Adam(g * f_c) (bias-corrected m/(sqrt(v)+eps) of the int-unit
             gradient, which is G_Wq = s_w g without QAS, the QAS-scaled g / s_w with it),
             factor 1: the step is in integer units, as Adam on the int8 tensor would be.
@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from microtrain.runtime.rounding import apply_update, update_factors
+from microtrain.runtime.rounding import apply_update, optimizer_direction, update_factors
 from microtrain.scheme import trained_tensor_order
 from microtrain.sim.simulator import Simulator
 
@@ -80,16 +80,18 @@ class Int8Optimizer:
             return np.zeros(slot.index.shape, dtype=np.float32)
         return leaf.grad.detach().numpy()[slot.rows].astype(np.float32)
 
-    def step(self, lr: float) -> None:
+    def step(self, lr: float, scale: float = 1.0) -> None:
+        """One update; the leaves' gradients are the sum over the accumulated micro-batches, used
+        times ``scale`` (float32 1/K, as the device's accumulation buffer)."""
         for slot in self.slots:
-            g = self._grad(slot)
+            g = (self._grad(slot) * np.float32(scale)).astype(np.float32)
             factors = slot.factors
             if self.kind == "sgd":
                 d = g
             elif self.kind == "sgdm":
-                m = slot.state.get("m")
-                m = g.copy() if m is None else (np.float32(self.momentum) * m + g).astype(np.float32)
-                slot.state["m"] = d = m
+                if "m" not in slot.state:
+                    slot.state["m"] = np.zeros_like(g)
+                d = optimizer_direction(g, momentum=slot.state["m"], mu=self.momentum)
             else:
                 gq = (g * factors).astype(np.float32)
                 b1, b2 = self.betas

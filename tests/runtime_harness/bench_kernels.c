@@ -43,7 +43,7 @@ int main(void)
     mt_channels all_mid = {NULL, C_MID, 0, C_MID};
     mt_channels all_out = {NULL, C_IN, 0, C_IN};
     mt_channels one = {kept, C_MID, 0, 1};
-    mt_update_params up = {0.01f, MT_ROUND_STOCHASTIC, 1u, 0u, 0u};
+    mt_update_params up = {0.01f, MT_ROUND_STOCHASTIC, 1u, 0u, 0u, NULL, 0, 1.0f, NULL, 0.0f};
 
     for (i = 0; i < HW * C_IN; ++i) x_in[i] = next_byte();
     for (i = 0; i < C_MID * C_IN; ++i) { w_pw1[i] = next_byte(); w_pw2[i] = next_byte(); }

@@ -80,8 +80,11 @@ static void block_cases(void)
     mt_channels all_out = {NULL, C_IN, 0, C_IN};
     mt_channels some_mid = {kept_mid, 84, 0, 84};
     mt_channels some_out = {kept_out, 14, 0, 14};
-    mt_update_params up_s = {0.01f, MT_ROUND_STOCHASTIC, 7u, 3u, 2u};
-    mt_update_params up_n = {0.05f, MT_ROUND_NEAREST, 0u, 0u, 0u};
+    static float acc[2 * C_MID], mom[2 * C_MID];
+    mt_channels two_out = {kept_out, 2, 0, 2};
+    mt_update_params up_s = {0.01f, MT_ROUND_STOCHASTIC, 7u, 3u, 2u, NULL, 0, 1.0f, NULL, 0.0f};
+    mt_update_params up_n = {0.05f, MT_ROUND_NEAREST, 0u, 0u, 0u, NULL, 0, 1.0f, NULL, 0.0f};
+    mt_update_params up_am = {0.02f, MT_ROUND_STOCHASTIC, 9u, 4u, 1u, acc, 0, 1.0f / 3.0f, mom, 0.9f};
     int8_t y_pool[C_IN];
     float logits[10], loss;
 
@@ -115,6 +118,15 @@ static void block_cases(void)
     EMIT("sgd_update_s8_stochastic", w_pw2, sizeof w_pw2);
     { MT_T0(); check(mt_sgd_update_s8(w_pw2, 0, C_MID, factor, g_w, &some_out, &up_n), "upd pw2 n"); MT_COST("mt_sgd_update_s8 nearest 14 x 336"); }
     EMIT("sgd_update_s8_nearest", w_pw2, sizeof w_pw2);
+    /* accumulation over 3 samples (two accumulate-only calls, then the update) with momentum, twice */
+    for (i = 0; i < 6; ++i) {
+        up_am.apply = i % 3 == 2;
+        up_am.step = 4u + (uint32_t)(i / 3);
+        check(mt_sgd_update_s8(w_pw2, 0, C_MID, factor, g_w, &two_out, &up_am), "upd accum momentum");
+    }
+    EMIT("sgd_update_s8_accum_momentum", w_pw2, sizeof w_pw2);
+    EMIT("sgd_update_state", acc, sizeof acc);
+    EMIT("sgd_update_momentum", mom, sizeof mom);
     { MT_T0(); check(mt_bias_grad_f32(g_out, HW, C_IN, &all_out, g_w), "bias grad"); MT_COST("mt_bias_grad_f32 16 x 56"); }
     EMIT("bias_grad", g_w, C_IN * sizeof(float));
     { MT_T0(); check(mt_sgd_update_s32(bias, factor, g_w, &all_out, &up_s), "upd bias"); MT_COST("mt_sgd_update_s32 56"); }

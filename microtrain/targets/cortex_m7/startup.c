@@ -121,15 +121,15 @@ static void mt_report_memory(void)
 
 /* ---- optional wrappers that measure one call each ---- */
 #ifdef MT_WRAP_MODEL
-extern float __real_mt_train_step(const int8_t *input, int32_t label, float lr);
+extern float __real_mt_train_step(const int8_t *input, int32_t label);
 extern int __real_mt_infer(const int8_t *input, int8_t *logits);
 static unsigned long mt_step_index, mt_infer_index;
 
-float __wrap_mt_train_step(const int8_t *input, int32_t label, float lr);
-float __wrap_mt_train_step(const int8_t *input, int32_t label, float lr)
+float __wrap_mt_train_step(const int8_t *input, int32_t label);
+float __wrap_mt_train_step(const int8_t *input, int32_t label)
 {
     uint64_t t0 = mt_target_instructions();
-    float loss = __real_mt_train_step(input, label, lr);
+    float loss = __real_mt_train_step(input, label);
     uint64_t t1 = mt_target_instructions();
     char buf[21];
     printf("cost train_step %lu instructions %s\n", mt_step_index++, mt_u64(t1 - t0, buf));
