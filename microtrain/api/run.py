@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from microtrain.api.messages import log
-from microtrain.codegen.driver_files import read_weights, write_driver_files
+from microtrain.codegen.driver_files import parse_checkpoints, read_weights, write_driver_files
 from microtrain.data.datasets import check_fits, load_dataset
 from microtrain.data.preprocess import preprocess
 from microtrain.errors import UserError
@@ -80,18 +80,30 @@ def run_schedule(report: dict, steps: int, lr: float | None, kind: str | None, w
 def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr: float | None = None,
         schedule: str | None = None, warmup: float | None = None, eval_samples: int = 0,
         seed: int = 0, workdir: str | Path | None = None, export: str | Path | None = None,
-        sram: str | int | None = None, flash: str | int | None = None) -> RunResult:
+        sram: str | int | None = None, flash: str | int | None = None, checkpoint_every: int = 0,
+        flash_page_size: int = 2048, flash_write_unit: int = 8) -> RunResult:
     """Build the project ``compile`` wrote for ``target``, stream ``steps`` training samples of
     ``data`` through it at batch 1, evaluate on ``eval_samples`` test samples, and export the trained
     model (``export``, default ``project/trained_model``: .json + .npz). The device computes the
     learning rate of each update: ``schedule`` (cosine | constant) from ``lr`` with ``warmup`` (a
-    fraction) over the run's updates; each defaults to the project's compiled recipe."""
+    fraction) over the run's updates; each defaults to the project's compiled recipe.
+
+    ``checkpoint_every`` N > 0: the trained state is saved to flash every N samples (the driver's
+    file-backed flash ``workdir/mt_flash.bin``, pages of ``flash_page_size`` bytes programmed in
+    units of ``flash_write_unit``), and the run first restores the newest valid checkpoint found
+    there and continues from its sample count, so a second run with the same ``workdir`` picks up
+    where the first stopped (a foreign or corrupt checkpoint is ignored with a message)."""
     project = Path(project)
     if not (project / "report.json").exists() or not (project / "model.json").exists():
         raise UserError(f"{project} is not a compiled project (no report.json/model.json); "
                         "run `microtrain compile MODEL --scheme ... --out DIR` first")
-    if steps < 0 or eval_samples < 0:
-        raise UserError("--steps and --eval must be >= 0")
+    if steps < 0 or eval_samples < 0 or checkpoint_every < 0:
+        raise UserError("--steps, --eval and --checkpoint-every must be >= 0")
+    from microtrain.runtime.flash_image import slot_pages
+
+    if checkpoint_every and not slot_pages(flash_page_size, flash_write_unit, 1):
+        raise UserError(f"flash page size {flash_page_size} / write unit {flash_write_unit}: the write unit must be a "
+                        "power of two from 1 to 256 that divides the page size")
     try:
         module = get_target(target)
     except KeyError as e:
@@ -106,8 +118,10 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
     work = Path(workdir) if workdir else project / "run"
     sched = run_schedule(rep, steps, lr, schedule, warmup)
     lr = sched["lr"]
+    ckpt = ({"checkpoint_every": checkpoint_every, "restore": 1, "flash_page_size": flash_page_size,
+             "flash_write_unit": flash_write_unit} if checkpoint_every else {})
     write_driver_files(work, x_train, y_train, steps, lr, seed, x_test, y_test, eval_samples,
-                       schedule=(sched["kind"], sched["warmup_updates"], sched["total_updates"]))
+                       schedule=(sched["kind"], sched["warmup_updates"], sched["total_updates"]), extra=ckpt)
     log(f"building and running on {target} in {work}")
     try:
         budgets = {k: v for k, v in (("sram", sram), ("flash", flash)) if v}
@@ -129,6 +143,8 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
            "eval_correct": res.eval_correct, "eval_total": res.eval_total,
            "accuracy": (res.eval_correct / res.eval_total) if res.eval_total else None,
            "exported": str(export.with_suffix(".json"))}
+    if checkpoint_every:
+        doc["checkpoints"] = parse_checkpoints(res.stdout)
     if getattr(res, "memory", None):  # emulated target: memory from the ELF + measured stack, cost per step
         doc["memory"] = res.memory
         doc["cost"] = res.to_dict()["cost"]

@@ -41,6 +41,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=None, metavar="DIR", help="where the data files go (default DIR/run)")
     p.add_argument("--export", default=None, metavar="PATH",
                    help="trained model path stem (default DIR/trained_model -> .json + .npz)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="save the trained state to flash every N samples (the driver's file-backed flash "
+                        "WORKDIR/mt_flash.bin: two slots, sequence numbers, CRC); the run first restores the newest "
+                        "valid checkpoint there and continues from it (default 0: no checkpoints)")
+    p.add_argument("--flash-page-size", type=int, default=2048, metavar="B", help="erase page of the flash (2048)")
+    p.add_argument("--flash-write-unit", type=int, default=8, metavar="B", help="program unit of the flash (8)")
     p.add_argument("--sram", default=None, metavar="SIZE",
                    help="cortex-m7/qemu: SRAM budget the firmware is linked at (default 256KB)")
     p.add_argument("--flash", default=None, metavar="SIZE",
@@ -51,14 +57,29 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     result = microtrain.run(args.project, args.data, args.steps, target=args.target, lr=args.lr,
-                            schedule=args.schedule, warmup=args.warmup,
+                            schedule=args.schedule, warmup=args.warmup, checkpoint_every=args.checkpoint_every,
+                            flash_page_size=args.flash_page_size, flash_write_unit=args.flash_write_unit,
                             eval_samples=args.eval, seed=args.seed, workdir=args.workdir, export=args.export,
                             sram=args.sram, flash=args.flash)
     doc = result.doc
 
     def human() -> None:
+        ck = doc.get("checkpoints")
+        if ck:
+            for slot, why in ck["ignored"]:
+                print(f"checkpoint slot {slot} ignored: {why}")
+            if ck["restored"]:
+                r = ck["restored"]
+                print(f"restored checkpoint {r['seq']}: continuing after sample {r['samples']}")
+            elif ck["none"]:
+                print("no checkpoint in flash: training starts from the model's weights")
+        first = ck["restored"]["samples"] if ck and ck["restored"] else 0
         for i, loss in enumerate(doc["losses"]):
-            print(f"step {i} loss {loss:.6f}")
+            print(f"step {first + i} loss {loss:.6f}")
+        if ck and ck["saves"]:
+            s = ck["saves"][-1]
+            print(f"{len(ck['saves'])} checkpoints saved, the last: sequence {s['seq']} after sample {s['samples']}, "
+                  f"{s['bytes']} bytes programmed, {s['pages']} pages erased")
         if doc["eval_total"]:
             print(f"eval {doc['eval_correct']}/{doc['eval_total']} = "
                   f"{100 * doc['eval_correct'] / doc['eval_total']:.1f} %")

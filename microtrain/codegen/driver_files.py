@@ -15,6 +15,7 @@ weights_in=True)``): the import path of trained tensors, as ``read_weights`` is 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,24 @@ def write_weights(project_dir: str | Path, tensors: dict[str, np.ndarray], path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"".join(parts))
     return path
+
+
+_SAVED = re.compile(r"^checkpoint saved seq (\d+) slot (\d+) samples (\d+) bytes (\d+) pages (\d+) flash_ops (\d+)$",
+                    re.M)
+_RESTORED = re.compile(r"^checkpoint restored seq (\d+) slot (\d+) samples (\d+)$", re.M)
+_IGNORED = re.compile(r"^checkpoint slot (\d+) ignored: (.*)$", re.M)
+_CUT = re.compile(r"^power_cut flash_op (\d+) (erase|program) page (\d+)$", re.M)
+
+
+def parse_checkpoints(stdout: str) -> dict:
+    """The checkpoint lines of the driver (``codegen/flash_template.py``): the saves (sequence, slot,
+    samples, bytes programmed, pages erased, flash operations since boot at the commit), the restore
+    (or None), the slots ignored and why, and the flash operation a power cut stopped (or None)."""
+    out = stdout.replace("\r\n", "\n")
+    saves = [dict(zip(("seq", "slot", "samples", "bytes", "pages", "flash_ops"), map(int, m), strict=True))
+             for m in _SAVED.findall(out)]
+    m = _RESTORED.search(out)
+    restored = dict(zip(("seq", "slot", "samples"), map(int, m.groups()), strict=True)) if m else None
+    cut = _CUT.search(out)
+    return {"saves": saves, "restored": restored, "ignored": [(int(k), why) for k, why in _IGNORED.findall(out)],
+            "none": "checkpoint none:" in out, "power_cut": int(cut.group(1)) if cut else None}
