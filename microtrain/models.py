@@ -6,6 +6,7 @@ A MODEL is one of:
                        a pretrained MCU-zoo model from the shared models folder
                        ($MICROTRAIN_MODELS, else ../shared/models next to the project)
   path/to/file.pkl     an MCU-zoo file (loaded with the safe unpickler)
+  path/to/model.tflite an int8 TensorFlow Lite model (frontend/tflite.py; TFLM's arithmetic kept)
   path/to/model.json   a microtrain graph (.json + .npz side by side)
 """
 
@@ -16,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from microtrain.frontend.mcu_zoo import import_zoo_model
-from microtrain.ir import Graph, load_graph
+from microtrain.frontend.tflite import import_tflite
+from microtrain.ir import Graph, load_graph, save_graph
 
 ZOO_NAMES = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -49,11 +51,37 @@ def _zoo_file(path: Path) -> Graph:
 
 IMPORTERS: dict[str, Callable[[Path], Graph]] = {
     ".pkl": _zoo_file,     # an MCU-zoo checkpoint (frontend/mcu_zoo.py)
+    ".tflite": import_tflite,  # an int8 TensorFlow Lite flatbuffer (frontend/tflite.py)
     ".json": load_graph,   # a microtrain model (model.json + model.npz)
     ".npz": load_graph,
 }
 """Model file suffix -> the importer that turns the file into a verified int8 Graph. A new
 format is one line here (and its importer in ``frontend/``)."""
+
+
+def _save_tflite(graph: Graph, path: Path) -> Path:
+    from microtrain.frontend.tflite_export import save_tflite
+
+    return save_tflite(graph, path)
+
+
+def _save_microtrain(graph: Graph, path: Path) -> Path:
+    stem = path.with_suffix("") if path.suffix in (".json", ".npz") else path
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    json_path, _ = save_graph(graph, stem)
+    return json_path
+
+
+EXPORTERS: dict[str, Callable[[Graph, Path], Path]] = {
+    ".tflite": _save_tflite,  # back into the .tflite the graph was imported from (frontend/tflite_export.py)
+}
+"""Model file suffix -> the writer of that format; any other path is a microtrain .json + .npz stem."""
+
+
+def save_model(graph: Graph, path: str | Path) -> Path:
+    """Write ``graph`` as ``path``: a .tflite (for a graph imported from one) or a microtrain model."""
+    path = Path(path)
+    return EXPORTERS.get(path.suffix, _save_microtrain)(graph, path)
 
 
 def load_model(spec: str | Path) -> Graph:

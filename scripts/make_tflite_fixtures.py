@@ -16,9 +16,10 @@ MobileNetV2-0.35 and a small CNN actually trained on Fashion-MNIST; small edge-c
 models exercise single ops (asymmetric padding, pooling windows that overhang the input,
 depth multipliers, PAD, CONCATENATION) and the bad inputs the importer must refuse.
 
-The architecture-only models are not trained for a task: one epoch on random labels sets
-their batch-norm statistics and weights to something other than the initialisation, so
-that the folded, quantized layers are not trivially regular. The representative data are
+The architecture-only models are not trained for a task: one epoch on random labels moves
+their weights off the initialisation and sets their batch-norm statistics to those of the
+data (momentum 0), so that the folded, quantized layers are not trivially regular and their
+quantization ranges are those of a normalising network. The representative data are
 uniform random inputs in the model's input range (and training images for the trained
 CNN). ``tests/fixtures/tflite/PROVENANCE.md`` is rewritten with the versions, the command
 and each file's size and SHA-256.
@@ -72,8 +73,14 @@ def dw_bn_relu(x, strides=1, kernel=3):
 
 
 def settle(model, x_shape, classes, loss="sparse_categorical_crossentropy"):
-    """One epoch on random data: batch-norm statistics and weights move off their initial values."""
+    """One epoch on random data: weights move off their initial values, and batch norm keeps the
+    statistics of the last batch (momentum 0), so that the folded layers normalise their outputs
+    as a trained network's do and the quantization ranges are realistic (not the tiny ones an
+    untouched moving variance of 1 would give)."""
     rng = np.random.default_rng(SEED)
+    for layer in model._flatten_layers():
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = 0.0
     x = rng.uniform(0, 1, (64, *x_shape)).astype(np.float32)
     if loss == "mse":
         y = x
@@ -199,7 +206,7 @@ def fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 @fixture("ops_pool_pad", note="edge cases: 'same' average and max pools whose windows overhang the input (TFLM "
                               "divides by the in-image count), explicit asymmetric PAD, depth multiplier 2, a 3x1 "
-                              "kernel, MEAN keeping dims, ReLU6, a 7x5 input")
+                              "kernel, MEAN keeping dims, ReLU6, a 7x5 input, a dense chain ending without bias")
 def ops_pool_pad():
     inp = keras.Input((7, 5, 3), batch_size=1)
     x = layers.ZeroPadding2D(((1, 2), (0, 1)))(inp)
@@ -213,7 +220,8 @@ def ops_pool_pad():
     x = layers.MaxPooling2D(2, strides=1)(x)
     x = layers.Lambda(lambda t: tf.reduce_mean(t, axis=[1, 2], keepdims=True))(x)
     x = layers.Flatten()(x)
-    out = layers.Dense(4)(x)
+    x = layers.Dense(8, activation="relu")(x)
+    out = layers.Dense(4, use_bias=False)(x)
     return settle(keras.Model(inp, out), (7, 5, 3), 4)
 
 

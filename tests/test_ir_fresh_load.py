@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import zoo_path_or_skip
+from test_tflite_autodiff import _window_graph
 
 import microtrain
 from microtrain.compiler.fuse_frozen_blocks import fuse_frozen_blocks
 from microtrain.compiler.pipeline import CompileOptions, compile_training
 from microtrain.compiler.toy_graphs import toy_mbnet
+from microtrain.frontend.tflite import import_tflite
 from microtrain.ir import save_graph
 from microtrain.ir.ops import Op
 from microtrain.scheme import make_scheme
@@ -46,6 +49,19 @@ def _stages(tmp_path) -> list[str]:
         step = compile_training(graph, make_scheme(graph, biases, weights), CompileOptions())
         paths.append(tmp_path / f"training{k}.json")
         save_graph(step.graph, paths[-1])
+    # imported .tflite models: pools, PAD, CONCAT, SOFTMAX (inference) and their gradients (training)
+    for name in ("ops_pool_pad", "fashion_mnist_cnn"):
+        tfl = import_tflite(Path(__file__).parent / "fixtures" / "tflite" / f"{name}.tflite")
+        paths.append(tmp_path / f"{name}.json")
+        save_graph(tfl, paths[-1])
+        layers = [n.name for n in tfl.weighted_nodes()]
+        step = compile_training(tfl, make_scheme(tfl, layers, dict.fromkeys(layers, 1.0)), CompileOptions())
+        paths.append(tmp_path / f"{name}_training.json")
+        save_graph(step.graph, paths[-1])
+    padded = _window_graph(1, Op.PAD, (1, 1), (1, 1), (1, 0, 2, 1), (-128, 127))  # PAD after a trained conv
+    step = compile_training(padded, make_scheme(padded, ["conv"], {"conv": 1.0}), CompileOptions())
+    paths.append(tmp_path / "pad_training.json")
+    save_graph(step.graph, paths[-1])
     return [str(p) for p in paths]
 
 

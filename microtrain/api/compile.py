@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from microtrain.api.messages import log
-from microtrain.api.models import ModelSpec, SchemeSpec, prepare
+from microtrain.api.models import InputRange, ModelSpec, SchemeSpec, prepare
 from microtrain.codegen.generate_project import generate_project, report
 from microtrain.compiler.build_training_graph import CompileError
 from microtrain.compiler.pipeline import CompiledStep, CompileOptions, compile_inference, compile_training
@@ -46,7 +46,8 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
             stream_input: bool = False, budget: str | int | None = None, plot: bool = False,
             target: str | None = None, sram: str | int | None = None, flash: str | int | None = None,
             verbose: bool = False, accumulate: int = 1, momentum: float = 0.0, lr: float = 0.01,
-            schedule: str = "cosine", warmup: float = 0.1, steps: int = 0) -> CompileResult:
+            schedule: str = "cosine", warmup: float = 0.1, steps: int = 0,
+            input_range: InputRange = None) -> CompileResult:
     """Derive the training step of ``model`` (with a new ``classes``-way head if given) for ``scheme``,
     plan its memory, write the C project to ``out`` and, for a cross ``target`` (cortex-m7), link
     it at the ``sram``/``flash`` budgets and report its memory from the ELF. ``budget``: fail
@@ -55,7 +56,7 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
     or constant) from ``lr`` with ``warmup`` (a fraction) over ``steps`` samples (0: set at run
     time). ``verbose``: log one line per compiler pass to stderr (logger
     ``microtrain.compiler``) with its effect on the peak (the planner then runs after every pass)."""
-    prepared = prepare(model, classes, scheme, seed)
+    prepared = prepare(model, classes, scheme, seed, input_range)
     graph = prepared.graph
     options = CompileOptions(reorder=reorder, per_channel=per_channel, rounding=rounding, seed=seed, qas=qas,
                              stream_input=stream_input, measure_passes=verbose, accumulate=accumulate,

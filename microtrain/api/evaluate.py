@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from microtrain.api.messages import log
-from microtrain.api.models import ModelSpec, load_model
+from microtrain.api.models import InputRange, ModelSpec, load_model
 from microtrain.data.datasets import check_fits, load_dataset
 from microtrain.data.preprocess import preprocess, preprocess_spec
 from microtrain.errors import UserError
@@ -54,9 +54,10 @@ def per_class(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> 
 
 
 def evaluate(model: ModelSpec, data: str, *, split: str = "test", limit: int | None = None, seed: int = 0,
-             engine: str = "reference") -> dict[str, Any]:
-    """Top-1 accuracy of an int8 model on a dataset split, overall and per class (the ``eval --json`` document)."""
-    graph = load_model(model)
+             engine: str = "reference", input_range: InputRange = None) -> dict[str, Any]:
+    """Top-1 accuracy of an int8 model on a dataset split, overall and per class, and the class predicted
+    for each image (the ``eval --json`` document)."""
+    graph = load_model(model, input_range)
     try:
         ds = load_dataset(data, split, limit=limit, seed=seed)
         notes = check_fits(ds, graph)
@@ -67,7 +68,7 @@ def evaluate(model: ModelSpec, data: str, *, split: str = "test", limit: int | N
     preds = predict_int8(graph, preprocess(ds.images, graph), engine=engine)
     return {"model": str(model), "data": data, "split": split, "samples": len(ds), "engine": engine,
             "accuracy": float(np.mean(preds == ds.labels)), "correct": int(np.sum(preds == ds.labels)),
-            "per_class": per_class(ds.labels, preds, ds.class_names)}
+            "per_class": per_class(ds.labels, preds, ds.class_names), "predictions": preds.tolist()}
 
 
 def read_image(path: str | Path, channels: int) -> np.ndarray:
@@ -86,13 +87,13 @@ def read_image(path: str | Path, channels: int) -> np.ndarray:
     return arr if arr.ndim == 3 else arr[..., None]
 
 
-def predict(model: ModelSpec, images: list[str | Path], top: int = 5) -> dict[str, Any]:
+def predict(model: ModelSpec, images: list[str | Path], top: int = 5, input_range: InputRange = None) -> dict[str, Any]:
     """The ``top`` classes of each image under an int8 model (the ``predict --json`` document): each
     image preprocessed as the model expects, run by the reference interpreter, the logits
     dequantized and their softmax probabilities; ties go to the lower class index."""
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
-    graph = load_model(model)
+    graph = load_model(model, input_range)
     n_classes = graph.tensors[graph.outputs[0]].shape[-1]
     top = min(top, n_classes)
     log(f"predict: {model} ({n_classes} classes), {len(images)} image(s)")

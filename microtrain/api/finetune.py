@@ -22,7 +22,16 @@ import torch
 from tqdm import tqdm
 
 from microtrain.api.messages import log
-from microtrain.api.models import ModelSpec, SchemeSpec, load_model, resolve_scheme, with_head
+from microtrain.api.models import (
+    InputRange,
+    ModelSpec,
+    SchemeSpec,
+    check_export,
+    load_model,
+    resolve_scheme,
+    save_model,
+    with_head,
+)
 from microtrain.data.datasets import check_fits, load_dataset
 from microtrain.data.preprocess import preprocess
 from microtrain.errors import UserError
@@ -66,12 +75,15 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
              epochs: int = 5, lr: float = 0.01, batch_size: int = 16, accumulate: int = 1,
              rounding: str = "stochastic", seed: int = 0, resolution: int | None = None, limit: int | None = None,
              test_limit: int | None = None, checkpoint_every: int = 0, resume: bool = False, restart: bool = False,
-             stop_after: int | None = None, threads: int | None = None) -> FinetuneResult:
+             stop_after: int | None = None, threads: int | None = None, input_range: InputRange = None,
+             export: str | Path | None = None) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` (see the module doc). ``classes``: a new N-class head (needed
     when the dataset's classes differ); ``head``: int8 (default) or fp32 classifier training;
     ``resolution``: train and evaluate at R x R; ``limit``/``test_limit``: class-balanced subsets;
     ``stop_after``: stop after K optimizer steps as an interruption would (to try resuming);
-    ``threads``: torch threads (default: torch's choice)."""
+    ``threads``: torch threads (default: torch's choice); ``input_range``: the real input values of
+    pixels 0..1 (stored in the model written); ``export``: also write the trained model there (a
+    .tflite for a model imported from one, else a .json + .npz stem)."""
     if threads:
         torch.set_num_threads(threads)
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("accumulate", accumulate)):
@@ -79,7 +91,8 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
     if not lr > 0:
         raise UserError("--lr must be > 0")
-    graph = load_model(model)
+    graph = load_model(model, input_range)
+    check_export(graph, export)
     try:
         train = load_dataset(data, "train", limit=limit, seed=seed)
         test = load_dataset(data, "test", limit=test_limit, seed=seed)
@@ -113,6 +126,8 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
                  "optimizer": optimizer, "epochs": epochs, "lr": lr, "batch_size": batch_size,
                  "accumulate": accumulate, "rounding": rounding, "seed": seed, "resolution": resolution,
                  "limit": limit, "test_limit": test_limit}
+    if input_range is not None:
+        signature["input_range"] = str(input_range)
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not restart:
         saved = torch.load(ckpt, weights_only=True)
@@ -160,11 +175,12 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
     else:
         final = trainer.final_graph()
     save_graph(final, out / "model")
+    exported = str(save_model(final, export)) if export is not None else None
     history = trainer.history
     (out / "history.json").write_text(json.dumps(history, indent=1))
     accuracy = history[-1]["test_accuracy"] if history else float("nan")
     doc = {"model": str(model), "data": data, "scheme": plan.name or str(scheme), "optimizer": optimizer,
            "rounding": rounding, "epochs": history, "test_accuracy": accuracy, "train_samples": len(train),
            "test_samples": len(test), "out": str(out), "model_file": str(out / "model.json"),
-           "trained_layers": sorted(plan.updated_layers())}
+           "trained_layers": sorted(plan.updated_layers()), "exported": exported}
     return FinetuneResult(doc, final)

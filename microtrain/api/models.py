@@ -15,38 +15,73 @@ from microtrain import models
 from microtrain.errors import UserError
 from microtrain.frontend.heads import new_head
 from microtrain.interp.batched import infer_batch
-from microtrain.ir import Graph, IRError, ModelFileError, save_graph
+from microtrain.ir import Graph, IRError, ModelFileError
 from microtrain.scheme import SchemeError, UpdateScheme, check_scheme
 from microtrain.sparse.presets import load_scheme
 
 ModelSpec = str | Path | Graph
 """'default', a zoo name (mcunet-5fps, mbv2-w0.35, proxyless-w0.3), a model file whose suffix
-``microtrain.models.IMPORTERS`` knows (a zoo .pkl, a microtrain .json + .npz), or a Graph."""
+``microtrain.models.IMPORTERS`` knows (a zoo .pkl, an int8 .tflite, a microtrain .json + .npz),
+or a Graph."""
+
+InputRange = str | tuple[float, float] | None
+"""The real values of pixel values 0..1 at the model's input: (LO, HI) or the text "LO,HI";
+None keeps what the model records ([0, 1] for a .tflite that says nothing)."""
 
 SchemeSpec = str | Path | UpdateScheme
 """A preset name (full, bias-only, classifier-only, last-k:<k>, last-blocks:<n>,
 <model>/<budget>), a scheme JSON file, or an UpdateScheme."""
 
 
-def load_model(spec: ModelSpec) -> Graph:
-    """The verified int8 Graph of a model spec (a Graph is returned as it is)."""
-    if isinstance(spec, Graph):
-        return spec
-    try:
-        return models.load_model(spec)
-    except (models.ModelNotFound, FileNotFoundError) as e:
-        raise UserError(str(e)) from None
-    except (ModelFileError, IRError) as e:
-        raise UserError(f"cannot load model {str(spec)!r}: {e}") from None
+def load_model(spec: ModelSpec, input_range: InputRange = None) -> Graph:
+    """The verified int8 Graph of a model spec (a Graph is returned as it is), with ``input_range``
+    (``with_input_range``) when given."""
+    if not isinstance(spec, Graph):
+        try:
+            spec = models.load_model(spec)
+        except (models.ModelNotFound, FileNotFoundError) as e:
+            raise UserError(str(e)) from None
+        except (ModelFileError, IRError) as e:
+            raise UserError(f"cannot load model {str(spec)!r}: {e}") from None
+    return with_input_range(spec, input_range)
+
+
+def with_input_range(graph: Graph, input_range: InputRange) -> Graph:
+    """``graph`` whose preprocessing maps pixel values 0..1 onto [LO, HI] (``meta["preprocess"]["range"]``,
+    kept by every model file microtrain writes); None: unchanged."""
+    if input_range is None:
+        return graph
+    if isinstance(input_range, str):
+        try:
+            lo, hi = (float(v) for v in input_range.split(","))
+        except ValueError:
+            raise UserError(f"--input-range {input_range!r}: give two numbers LO,HI such as 0,1 or -1,1") from None
+    else:
+        lo, hi = (float(v) for v in input_range)
+    if not lo < hi:
+        raise UserError(f"--input-range {lo:g},{hi:g}: LO must be below HI")
+    pre = graph.meta.get("preprocess")
+    if pre is None:
+        raise UserError("--input-range: the model's input is not an image (it has no preprocessing to set)")
+    return graph.replace(meta={**graph.meta, "preprocess": {**pre, "range": [lo, hi]}})
 
 
 def save_model(graph: Graph, path: str | Path) -> Path:
-    """Write ``graph`` as ``<path>.json`` + ``<path>.npz`` (a .json/.npz suffix is dropped); the .json path."""
-    path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".json", ".npz") else path
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    json_path, _ = save_graph(graph, stem)
-    return json_path
+    """Write ``graph``: as a .tflite when ``path`` ends in .tflite (a graph imported from one: the same
+    file with its tensors, ``frontend/tflite_export.py``), else as ``<path>.json`` + ``<path>.npz`` (a
+    .json/.npz suffix is dropped). Returns the path written (the .json of a microtrain model)."""
+    try:
+        return models.save_model(graph, path)
+    except ModelFileError as e:
+        raise UserError(f"cannot write {path}: {e}") from None
+
+
+def check_export(graph: Graph, path: str | Path | None) -> None:
+    """Refuse, before any work, an export the model cannot be written as (a .tflite needs a graph imported
+    from one)."""
+    if path is not None and str(path).endswith(".tflite") and not graph.meta.get("tflite"):
+        raise UserError(f"--export {path}: this model was not imported from a .tflite, so there is no file to "
+                        "write its trained tensors into; export to a .json path stem instead")
 
 
 def run_int8(graph: Graph, x: np.ndarray) -> np.ndarray:
@@ -91,9 +126,9 @@ class Prepared:
 
 
 def prepare(model: ModelSpec, classes: int | None = None, scheme: SchemeSpec | None = None,
-            seed: int = 0) -> Prepared:
-    """Model + head + scheme, resolved once for every verb: load ``model``; with ``classes``, give it
-    a new ``classes``-way head seeded by ``seed`` (transfer to a new task); resolve ``scheme``
-    against the resulting graph."""
-    graph = with_head(load_model(model), classes, seed)
+            seed: int = 0, input_range: InputRange = None) -> Prepared:
+    """Model + head + scheme, resolved once for every verb: load ``model`` (with ``input_range``);
+    with ``classes``, give it a new ``classes``-way head seeded by ``seed`` (transfer to a new task);
+    resolve ``scheme`` against the resulting graph."""
+    graph = with_head(load_model(model, input_range), classes, seed)
     return Prepared(graph, resolve_scheme(scheme, graph) if scheme is not None else None)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from microtrain.api.messages import log
-from microtrain.api.models import ModelSpec, load_model
+from microtrain.api.models import InputRange, ModelSpec, load_model
 from microtrain.compiler.pipeline import CompiledStep, compile_training
 from microtrain.errors import UserError
 from microtrain.ir import Graph
@@ -76,7 +76,7 @@ def plan(model: ModelSpec, data: str, budget: str | int, *, classes: int | None 
          lr: float | str = "auto", candidates: int = 12, evaluations: int = 200, population: int = 20,
          workers: int | None = None, backend: str = "local", analysis: str | Path | None = None,
          out: str | Path = "scheme.json", plot: str | Path | None = None, seed: int = 0,
-         progress: Progress | None = None) -> PlanResult:
+         progress: Progress | None = None, input_range: InputRange = None) -> PlanResult:
     """Measure the contributions on ``data``, search the best scheme within ``budget`` (bytes, or
     text such as 160KB), write it to ``out`` and the frontier plot (see the module doc)."""
     budget = parse_size(budget, "budget")
@@ -87,7 +87,7 @@ def plan(model: ModelSpec, data: str, budget: str | int, *, classes: int | None 
     rate = _learning_rate(lr)
     bar = progress or (lambda desc: None)
     cfg = AnalysisConfig(epochs=epochs, lr=rate or 0.01, seed=seed, candidates=candidates)
-    graph = load_model(model)
+    graph = load_model(model, input_range)
     name = str(model)
     try:
         data_ = prepare(graph, data, limit, test_limit, resolution, classes, cfg, name=name)

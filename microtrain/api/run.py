@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from microtrain.api.messages import log
+from microtrain.api.models import check_export, save_model
 from microtrain.codegen.driver_files import parse_checkpoints, read_weights, write_driver_files
 from microtrain.data.datasets import check_fits, load_dataset
 from microtrain.data.preprocess import preprocess
 from microtrain.errors import UserError
-from microtrain.ir import Graph, load_graph, save_graph
+from microtrain.ir import Graph, load_graph
 from microtrain.targets import get_target
 
 
@@ -84,7 +85,8 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
         flash_page_size: int = 2048, flash_write_unit: int = 8) -> RunResult:
     """Build the project ``compile`` wrote for ``target``, stream ``steps`` training samples of
     ``data`` through it at batch 1, evaluate on ``eval_samples`` test samples, and export the trained
-    model (``export``, default ``project/trained_model``: .json + .npz). The device computes the
+    model (``export``, default ``project/trained_model``: .json + .npz; a path ending in .tflite: the
+    .tflite the model was imported from, with the trained tensors). The device computes the
     learning rate of each update: ``schedule`` (cosine | constant) from ``lr`` with ``warmup`` (a
     fraction) over the run's updates; each defaults to the project's compiled recipe.
 
@@ -109,6 +111,7 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
     except KeyError as e:
         raise UserError(str(e)) from None
     graph = load_graph(project / "model")
+    check_export(graph, export)
     rep = json.loads((project / "report.json").read_text())
     log(f"preparing {steps} training samples of {data} for {graph.meta.get('name', 'the model')}")
     x_train, y_train = samples(data, "train", max(1, steps), graph, seed)
@@ -137,12 +140,12 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
     meta = {**graph.meta, "trained": {"steps": steps, "lr": lr, "data": data,
                                       "target": target, "scheme": rep.get("scheme", {}).get("name", "")}}
     export = Path(export) if export else project / "trained_model"
-    save_graph(graph.replace(tensors=tensors, meta=meta), export)
+    written = save_model(graph.replace(tensors=tensors, meta=meta), export)
     doc = {"project": str(project), "target": target, "steps": steps, "lr": lr, "lr_schedule": sched,
            "losses": res.losses, "loss_bits": [f"{b:08x}" for b in res.loss_bits],
            "eval_correct": res.eval_correct, "eval_total": res.eval_total,
            "accuracy": (res.eval_correct / res.eval_total) if res.eval_total else None,
-           "exported": str(export.with_suffix(".json"))}
+           "exported": str(written)}
     if checkpoint_every:
         doc["checkpoints"] = parse_checkpoints(res.stdout)
     if getattr(res, "memory", None):  # emulated target: memory from the ELF + measured stack, cost per step

@@ -13,7 +13,7 @@ import numpy as np
 from microtrain.api.messages import log
 from microtrain.errors import UserError
 
-__all__ = ["UserError", "emit", "log"]
+__all__ = ["UserError", "add_input_range", "emit", "log"]
 
 
 def _default(o: Any) -> Any:
@@ -37,3 +37,11 @@ def emit(args: Any, doc: dict, human: Callable[[], None]) -> None:
         human()
 
 
+
+
+def add_input_range(parser) -> None:
+    """``--input-range LO,HI``: the real input values of pixels 0..1, for a model whose file does not say."""
+    parser.add_argument("--input-range", default=None, metavar="LO,HI",
+                        help="real values the model expects for pixel values 0..1 (e.g. --input-range=-1,1); "
+                             "default: what the model records, [0, 1] for a .tflite without preprocessing metadata. "
+                             "Stored in the models this command writes")

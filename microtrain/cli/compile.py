@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import emit
+from microtrain.cli.common import add_input_range, emit
 from microtrain.report.memory import format_memory
 from microtrain.runtime.rounding import ROUNDINGS
 
@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "project (include/, src/, runtime/, main/mt_main.c, report.json) to --out.",
     )
     p.add_argument("model", metavar="MODEL",
-                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl or a microtrain .json")
+                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl, an int8 .tflite or a "
+                        "microtrain .json")
     p.add_argument("--scheme", required=True, metavar="FILE|PRESET",
                    help="a scheme JSON file or a preset (full, bias-only, classifier-only, last-k:<k>, "
                         "last-blocks:<n>, <model>/<budget> for the published schemes)")
@@ -67,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(cortex-m7: arm-none-eabi-gcc at the --sram/--flash budgets)")
     p.add_argument("--sram", default=None, metavar="SIZE", help="with --target cortex-m7: SRAM budget (256KB)")
     p.add_argument("--flash", default=None, metavar="SIZE", help="with --target cortex-m7: flash budget (1MB)")
+    add_input_range(p)
     p.set_defaults(func=run)
     return p
 
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                                 accumulate=args.accumulate, momentum=args.momentum, lr=args.lr,
                                 schedule=args.schedule, warmup=args.warmup, steps=args.steps,
                                 plot=args.plot, target=args.target, sram=args.sram, flash=args.flash,
-                                verbose=args.verbose)
+                                verbose=args.verbose, input_range=args.input_range)
     doc, out = result.report, result.out
 
     def human() -> None:

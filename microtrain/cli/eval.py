@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import emit
+from microtrain.cli.common import add_input_range, emit
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "interpreter at batch 1 (progress on stderr).",
     )
     p.add_argument("model", metavar="MODEL",
-                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl or a microtrain .json")
+                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl, an int8 .tflite or a "
+                        "microtrain .json")
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz of images and labels")
     p.add_argument("--split", default="test", choices=("train", "test", "all"), help="dataset split (default test)")
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default 0)")
     p.add_argument("--engine", choices=("reference", "batched"), default="reference",
                    help="reference (batch 1, default) or batched (same integers, faster)")
+    add_input_range(p)
     p.set_defaults(func=run)
     return p
 
@@ -47,7 +49,7 @@ def format_per_class(rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     doc = microtrain.evaluate(args.model, args.data, split=args.split, limit=args.limit, seed=args.seed,
-                              engine=args.engine)
+                              engine=args.engine, input_range=args.input_range)
     emit(args, doc, lambda: print(f"{args.model} on {args.data} ({args.split}, {doc['samples']} images, "
                                   f"{args.engine}): accuracy {100 * doc['accuracy']:.2f} %\n"
                                   f"{format_per_class(doc['per_class'])}"))

@@ -21,7 +21,7 @@ import numpy as np
 
 import microtrain
 from microtrain.api.finetune import OPTIMIZERS
-from microtrain.cli.common import emit
+from microtrain.cli.common import add_input_range, emit
 from microtrain.runtime.rounding import ROUNDINGS
 
 
@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "and test accuracy per epoch, writes the trained int8 model, the scheme and a checkpoint "
                     "(resumable) to --out.")
     p.add_argument("model", metavar="MODEL",
-                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl or a microtrain .json")
+                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl, an int8 .tflite or a "
+                        "microtrain .json")
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz of images and labels")
     p.add_argument("--classes", type=int, default=None, metavar="N",
@@ -61,12 +62,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
                    help="also checkpoint every K optimizer steps within an epoch (default: per epoch only)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--export", default=None, metavar="PATH",
+                   help="also write the trained model here: a .tflite (for a model imported from one: the same "
+                        "file with the trained tensors and new head) or a path stem for .json + .npz")
     p.add_argument("--resume", action="store_true",
                    help="continue from DIR/checkpoint.pt (also automatic when it exists and matches)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in DIR")
     p.add_argument("--stop-after", type=int, default=None, metavar="K",
                    help="stop after K optimizer steps of this invocation, as an interruption would (to try --resume)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    add_input_range(p)
     p.set_defaults(func=run)
     return p
 
@@ -77,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         accumulate=args.accumulate, rounding=args.rounding, seed=args.seed, resolution=args.resolution,
         limit=args.limit, test_limit=args.test_limit, checkpoint_every=args.checkpoint_every, resume=args.resume,
-        restart=args.restart, stop_after=args.stop_after, threads=args.threads)
+        restart=args.restart, stop_after=args.stop_after, threads=args.threads, input_range=args.input_range,
+        export=args.export)
     doc = result.doc
     if doc.get("stopped"):
         emit(args, doc, lambda: None)
@@ -89,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         for row in result.history:
             print(f"{row['epoch']:>5}  {row['train_loss']:>10.4f}  {100 * row['test_accuracy']:>7.2f}%")
         print(f"trained int8 model: {out / 'model.json'} (scheme {out / 'scheme.json'})")
+        if doc.get("exported"):
+            print(f"exported: {doc['exported']}")
 
     emit(args, doc, human)
     return 0 if np.isfinite(doc["test_accuracy"]) else 1

@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "nodes run in graph order and every live tensor has its own buffer.",
     )
     p.add_argument("model", metavar="MODEL",
-                   help="'default', a zoo name (mcunet-5fps, mbv2-w0.35, proxyless-w0.3), a zoo .pkl file or a "
-                        "microtrain model .json (with its .npz)")
+                   help="'default', a zoo name (mcunet-5fps, mbv2-w0.35, proxyless-w0.3), a zoo .pkl file, an int8 "
+                        ".tflite or a microtrain model .json (with its .npz)")
     p.set_defaults(func=run)
     return p
 

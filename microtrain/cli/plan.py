@@ -9,7 +9,7 @@ import argparse
 import sys
 
 import microtrain
-from microtrain.cli.common import emit
+from microtrain.cli.common import add_input_range, emit
 from microtrain.report.tables import Column, fmt_kb, render
 
 
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "Writes the scheme JSON (--out) and a frontier plot.",
     )
     p.add_argument("model", metavar="MODEL",
-                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl or a microtrain .json")
+                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl, an int8 .tflite or a "
+                        "microtrain .json")
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz (see `microtrain eval`)")
     p.add_argument("--budget", required=True, metavar="SIZE",
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", default="scheme.json", metavar="FILE", help="scheme file to write (default scheme.json)")
     p.add_argument("--plot", default=None, metavar="PNG", help="frontier plot (default: <out>.frontier.png)")
     p.add_argument("--seed", type=int, default=0, help="seed of the runs, the head and the searches")
+    add_input_range(p)
     p.set_defaults(func=run)
     return p
 
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                              limit=args.limit, test_limit=args.test_limit, epochs=args.epochs, lr=args.lr,
                              candidates=args.candidates, evaluations=args.evaluations, population=args.population,
                              workers=args.workers, backend=args.backend, analysis=args.analysis, out=args.out,
-                             plot=args.plot, seed=args.seed, progress=_bar)
+                             plot=args.plot, seed=args.seed, progress=_bar, input_range=args.input_range)
     doc, d, plan = result.doc, result.description, result.step.plan
     peak, budget, breakdown = doc["peak_bytes"], doc["budget_bytes"], doc["breakdown"]
     evo, rnd = doc["search"]["evolutionary"], doc["search"]["random"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import emit
+from microtrain.cli.common import add_input_range, emit
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,15 +24,17 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "the K classes with the largest logits are printed.",
     )
     p.add_argument("model", metavar="MODEL",
-                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl or a microtrain .json")
+                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl, an int8 .tflite or a "
+                        "microtrain .json")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ... anything PIL reads)")
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes to list per image (default 5)")
+    add_input_range(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    doc = microtrain.predict(args.model, args.images, args.top)
+    doc = microtrain.predict(args.model, args.images, args.top, input_range=args.input_range)
     results = doc["predictions"]
 
     def human() -> None:

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sample order and stochastic-rounding seed (default 0)")
     p.add_argument("--workdir", default=None, metavar="DIR", help="where the data files go (default DIR/run)")
     p.add_argument("--export", default=None, metavar="PATH",
-                   help="trained model path stem (default DIR/trained_model -> .json + .npz)")
+                   help="where the trained model goes: a .tflite (for a model imported from one: the same file "
+                        "with the trained tensors) or a path stem for .json + .npz (default DIR/trained_model)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                    help="save the trained state to flash every N samples (the driver's file-backed flash "
                         "WORKDIR/mt_flash.bin: two slots, sequence numbers, CRC); the run first restores the newest "

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from microtrain.codegen.context import CContext, c_float
+from microtrain.codegen.emit_window import WINDOW_EMIT_RULES
 from microtrain.compiler.stream_input import input_ring_bytes
 from microtrain.ir.buffer_sizes import depthwise_conv2d_grad_input_inplace_get_buffer_size
 from microtrain.ir.conv_kinds import is_depthwise, is_pointwise
@@ -346,4 +347,5 @@ EMIT_RULES: dict[Op, EmitRule] = {
     Op.UPDATE_BIAS: _update,
     Op.FUSED_INVERTED_BOTTLENECK: _fused_inverted_bottleneck,
     Op.INVERTED_BOTTLENECK_GRAD: _inverted_bottleneck_grad,
+    **WINDOW_EMIT_RULES,  # pools, PAD, CONCAT, SOFTMAX and their gradients (codegen/emit_window.py)
 }

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from microtrain import quant
 from microtrain.codegen.context import CContext, c_float
 from microtrain.codegen.emit_rules import EMIT_RULES
 from microtrain.codegen.flash_template import FLASH_FILE_C, FLASH_FILE_H
@@ -143,7 +144,8 @@ extern const mt_tensor_ref mt_trainable[];
 /* Reset the sample counter, the optimizer state and the error state (the trained tensors keep
  * their values). */
 void mt_init(void);
-/* int8 inference of one sample; writes MT_NUM_CLASSES int8 logits, returns the argmax class. */
+/* int8 inference of one sample; writes the MT_NUM_CLASSES int8 outputs of the model (the logits,
+ * or the int8 SOFTMAX of them when the model ends in one), returns the argmax class. */
 int mt_infer(const int8_t *input, int8_t *logits);
 /* Train on one sample: forward, backward, and on every MT_ACCUMULATE-th sample the update, at the
  * schedule's rate for that update; returns the loss (-1.0f on a kernel error, see mt_last_error). */
@@ -191,6 +193,15 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
     infer = _body(infer_nodes, ctx)
     train = _body(g.nodes, ctx)
     x, logits = g.inputs[0], info["logits"]
+    output = ctx.ptr(logits)
+    if info.get("softmax"):  # the model ends in an int8 SOFTMAX: inference outputs TFLM's probabilities
+        lt = g.tensors[logits]
+        mult, shift, diff_min = quant.softmax_params(info["softmax"]["beta"], lt.quant.s)
+        fields = {"rows": 1, "size": lt.shape[-1], "input_multiplier": mult, "input_left_shift": shift,
+                  "diff_min": diff_min}
+        sm = ctx.struct("mt_softmax_params", "SM", info["softmax"]["name"], fields)
+        infer.append(f"    MT_TRY({ctx.kernel('mt_softmax_s8')}(&{sm}, {output}, mt_outputs));")
+        output = "mt_outputs"
     refs = ",\n".join(f'    {{"{t["name"]}", {ctx.param_array(t["name"])}, {ctx.stored_bytes(t["name"])}u}}'
                       for t in info["trained"])
     src = [
@@ -216,7 +227,8 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
                 "static void mt_select_reader(const int8_t *input)", "{",
                 "    mt_read = input != NULL ? mt_read_memory : mt_reader;",
                 "    mt_read_ctx = input != NULL ? (void *)(uintptr_t)input : mt_reader_ctx;", "}", ""]
-    src += ctx.decls + [""]
+    src += ctx.decls + ([f"static int8_t mt_outputs[{g.tensors[logits].shape[-1]}];"] if info.get("softmax") else [])
+    src += [""]
     src += ["static mt_status run_infer(void)", "{"] + infer + ["    return MT_OK;", "}", ""]
     src += ["static mt_status run_train(int32_t label, float lr)", "{"] + train + ["    return MT_OK;", "}", ""]
     ctx.kernel("mt_learning_rate")
@@ -248,7 +260,7 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
             _take_input(ctx, x, stream),
             "    st = run_infer();", "    if (st != MT_OK) {", "        mt_error = (int)st;",
             "        return -1;", "    }",
-            f"    memcpy(logits, {ctx.ptr(logits)}, MT_NUM_CLASSES);",
+            f"    memcpy(logits, {output}, MT_NUM_CLASSES);",
             "    for (k = 1; k < MT_NUM_CLASSES; ++k) {", "        if (logits[k] > logits[best]) best = k;", "    }",
             "    return (int)best;", "}", "",
             "float mt_train_step(const int8_t *input, int32_t label)", "{", "    mt_status st;",

@@ -1,6 +1,8 @@
 """Pass 1: inference graph + UpdateScheme -> forward + loss graph with the training inputs.
 
-Appends DEQUANTIZE(logits) and SOFTMAX_CROSS_ENTROPY, adds the graph inputs ``label``
+Drops an int8 SOFTMAX that ends the model (``ir/logits.py``; ``meta["training"]["softmax"]``
+keeps it for the inference entry point), appends DEQUANTIZE(logits) and
+SOFTMAX_CROSS_ENTROPY, adds the graph inputs ``label``
 (int32 [1]) and ``lr`` (float32 [1]), and records in ``meta["training"]`` what the later
 passes need: the trained tensors in *tensor_id order* (layers in execution order, weight
 before bias: the order the stochastic rounding counter and ``mt_trainable`` use), the kept
@@ -11,6 +13,7 @@ accumulated per update, momentum).
 from __future__ import annotations
 
 from microtrain.ir.graph import Graph, Node, Tensor
+from microtrain.ir.logits import logits_graph, trailing_softmax
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
 from microtrain.runtime.rounding import ROUNDINGS
@@ -43,6 +46,8 @@ def trained_tensors(graph: Graph, scheme: UpdateScheme) -> list[dict]:
 
 def build_training_graph(graph: Graph, scheme: UpdateScheme, rounding: str = "stochastic", seed: int = 0,
                          qas: bool = True, accumulate: int = 1, momentum: float = 0.0) -> Graph:
+    soft = trailing_softmax(graph)
+    graph = logits_graph(graph)  # an int8 SOFTMAX ending the model is not trained through: the loss takes the logits
     try:
         check_scheme(scheme, graph)
     except ValueError as e:
@@ -76,6 +81,8 @@ def build_training_graph(graph: Graph, scheme: UpdateScheme, rounding: str = "st
     meta["training"] = {"scheme": scheme.to_dict(), "trained": trained_tensors(graph, scheme),
                         "rounding": rounding, "seed": int(seed), "qas": bool(qas), "logits": logits.name,
                         "accumulate": int(accumulate), "momentum": float(momentum)}
+    if soft is not None:  # inference still ends in it (mt_infer): its parameters, on the logits
+        meta["training"]["softmax"] = {"beta": float(soft.attrs.get("beta", 1.0)), "name": soft.name}
     out = graph.replace(tensors=tensors, nodes=tuple(nodes), inputs=graph.inputs + ("label", "lr"),
                         outputs=("loss",), meta=meta)
     return verify_graph(out)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from microtrain.compiler.build_training_graph import CompileError
+from microtrain.compiler.vjp_window import WINDOW_VJP_RULES
 from microtrain.ir.buffer_sizes import clamp_mask_get_buffer_size as mask_bytes
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import TRAINING_OPS, Op
@@ -124,11 +125,13 @@ VJP_RULES: dict[Op, VjpRule] = {
     Op.RESHAPE: _reshape,
     Op.DEQUANTIZE: _dequantize,
     Op.SOFTMAX_CROSS_ENTROPY: _softmax_cross_entropy,
+    **WINDOW_VJP_RULES,  # AVG_POOL2D, MAX_POOL2D, PAD, CONCAT (compiler/vjp_window.py)
 }
 
-VJP_EXEMPT = TRAINING_OPS | frozenset(op for op in Op if op.name.startswith("FUSED_"))
+VJP_EXEMPT = TRAINING_OPS | frozenset(op for op in Op if op.name.startswith("FUSED_")) | {Op.SOFTMAX}
 """Training ops are never differentiated (no second-order gradients); fused ops only ever
-replace frozen blocks (compiler/fuse_frozen_blocks.py), through which no gradient flows."""
+replace frozen blocks (compiler/fuse_frozen_blocks.py), through which no gradient flows; an
+int8 SOFTMAX only ends a graph, and training takes the logits before it (``ir.logits``)."""
 
 
 def differentiate(graph: Graph) -> Graph:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from microtrain import quant
+from microtrain.interp.window_ops import WINDOW_BATCH_RULES
 from microtrain.ir.conv_kinds import depthwise
 from microtrain.ir.fused_blocks import block_subgraph
 from microtrain.ir.graph import Graph, Node, Tensor
@@ -88,7 +89,7 @@ def _global_avg_pool(node: Node, graph: Graph, values: Mapping[str, np.ndarray])
     x_t = graph.tensors[node.inputs[0]]
     y_t = graph.tensors[node.outputs[0]]
     acc = (values[node.inputs[0]].astype(np.int64) - x_t.quant.z).sum(axis=(1, 2), keepdims=True)
-    mult, shift = avg_pool_params(x_t, y_t)
+    mult, shift = avg_pool_params(x_t, y_t, node.attrs.get("rule", "multiplier"))
     return [_store(quant.requantize(acc, mult, shift), y_t, node)]
 
 
@@ -115,6 +116,7 @@ BATCH_RULES: dict[Op, BatchRule] = {
     Op.GLOBAL_AVG_POOL: _global_avg_pool,
     Op.RESHAPE: _reshape,
     Op.FUSED_INVERTED_BOTTLENECK: _fused_inverted_bottleneck,
+    **{Op[name]: rule for name, rule in WINDOW_BATCH_RULES.items()},  # pools, PAD, CONCAT, SOFTMAX
 }
 # A batched evaluator of int8 inference graphs (whole test sets); float and training ops
 # never occur in the graphs it is given.

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from microtrain import quant
+from microtrain.interp.window_ops import WINDOW_EVAL_RULES
 from microtrain.ir.fused_blocks import block_subgraph
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import Op
@@ -89,7 +90,7 @@ def _global_avg_pool(node: Node, graph: Graph, values: Mapping[str, np.ndarray])
     y_t = graph.tensors[node.outputs[0]]
     x = values[node.inputs[0]]
     acc = (x.astype(np.int64) - x_t.quant.z).sum(axis=(1, 2), keepdims=True)
-    mult, shift = avg_pool_params(x_t, y_t)
+    mult, shift = avg_pool_params(x_t, y_t, node.attrs.get("rule", "multiplier"))
     return [_clamp_store(quant.requantize(acc, mult, shift), y_t, node)]
 
 
@@ -132,6 +133,7 @@ EVAL_RULES: dict[Op, EvalRule] = {
     Op.DEQUANTIZE: _dequantize,
     Op.SOFTMAX_CROSS_ENTROPY: _softmax_cross_entropy,
     Op.FUSED_INVERTED_BOTTLENECK: _fused_inverted_bottleneck,
+    **{Op[name]: rule for name, rule in WINDOW_EVAL_RULES.items()},  # pools, PAD, CONCAT, SOFTMAX
 }
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from microtrain.interp.reference import EVAL_RULES, EvalRule
+from microtrain.interp.window_ops import WINDOW_GRAD_EVAL_RULES
 from microtrain.ir.block_grads import OUTPUT_ROLES, sub_nodes
 from microtrain.ir.conv_kinds import depthwise
 from microtrain.ir.graph import Graph, Node
@@ -231,6 +232,7 @@ TRAINING_EVAL_RULES: dict[Op, EvalRule] = {
     Op.UPDATE_WEIGHT: _update,
     Op.UPDATE_BIAS: _update,
     Op.INVERTED_BOTTLENECK_GRAD: _inverted_bottleneck_grad,
+    **{Op[name]: rule for name, rule in WINDOW_GRAD_EVAL_RULES.items()},  # pools, PAD, CONCAT
 }
 
 ALL_EVAL_RULES: dict[Op, EvalRule] = {**EVAL_RULES, **TRAINING_EVAL_RULES}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from microtrain.ir.graph import DTYPES, Graph, Node, Tensor
-from microtrain.ir.ops import VIEW_OPS, Op
+from microtrain.ir.ops import SAME_QUANT_OPS, Op
 
 
 class IRError(ValueError):
@@ -122,9 +122,11 @@ def check_graph(graph: Graph, rules: Mapping[Op, ShapeRule]) -> Graph:
             if (dtype == "int8" and out.quant is not None and out.quant.is_per_channel
                     and not node.attrs.get("in_place", False)):
                 raise fail(node, f"output {out_name!r} is an int8 activation and needs per-tensor quantization")
-            if node.op in VIEW_OPS and out.quant != graph.tensors[node.inputs[0]].quant:
-                raise fail(node, f"output {out_name!r} must keep the quantization of its input "
-                                  f"{node.inputs[0]!r} ({node.op.value} only reinterprets bytes)")
+            if node.op in SAME_QUANT_OPS:
+                for src in node.inputs:
+                    if out.quant != graph.tensors[src].quant:
+                        raise fail(node, f"output {out_name!r} must keep the quantization of its input "
+                                          f"{src!r} ({node.op.value} copies int8 values, it does not rescale)")
             defined.add(out_name)
     for name in graph.outputs:
         if name not in defined:

@@ -17,8 +17,23 @@ Forward, integer (inference and the forward half of training):
                    act_min, act_max. Depthwise is groups == C == O.
   FULLY_CONNECTED  the same with x [1,C], w [O,C], b [O]; y [1,O].
   ADD              y = clamp(requant(s_a(a - z_a) + s_b(b - z_b)) + z_y) (TFLite int8 ADD).
-  GLOBAL_AVG_POOL  y[1,1,1,C] = requant(sum_hw (x - z_x), s_x / (s_y * H * W)) + z_y.
+  GLOBAL_AVG_POOL  y[1,1,1,C] = requant(sum_hw (x - z_x), M) + z_y, M from attrs rule:
+                   "multiplier" (default) M = s_x / (s_y * H * W) quantized once; "tflm" (TFLM's
+                   MEAN) s_x / s_y quantized, then its multiplier divided by H * W in integers.
   RESHAPE          y = x with attrs shape; quantization unchanged.
+  The window and copy ops below are TFLite Micro's int8 kernels (definitions in
+  ``interp/window_ops.py`` and ``quant.py``); input and output share one quantization
+  except for SOFTMAX:
+  AVG_POOL2D       y[oy,ox,c] = clamp(round(sum x / n)) over the window of attrs filter=(fh,fw),
+                   stride, padding=(top,left,bottom,right) clipped to the input, n = pixels in it
+                   (attrs count_include_pad: fh*fw), halves away from zero; act_min, act_max.
+  MAX_POOL2D       y[oy,ox,c] = clamp(max x) over the same clipped window.
+  PAD              y = x placed at offset attrs pads[d][0] of every axis, attrs pad_value elsewhere;
+                   pads = ((before, after) per axis, batch (0, 0)).
+  CONCAT           y = the inputs side by side along attrs axis (all one quantization).
+  SOFTMAX          int8 softmax over the last axis in TFLM's fixed point (attrs beta); y has
+                   scale 1/256 and zero point -128. Only at a graph's output: training takes the
+                   logits before it.
 
 Float (loss and training; fp32 unless noted):
   DEQUANTIZE       y = (float)(q - z) * float32(s) in float32, int8 -> float32, same shape.
@@ -40,6 +55,12 @@ operands are dequantized inside the op. Shape rules in ``ir/shapes_training.py``
   FC_GRAD_WEIGHT   (g f32 [1,O], x int8 [1,C]) -> dw f32 [K,C] for attrs channels.
   BIAS_GRAD        (g f32 [1,...,O]) -> db f32 [O]: sum over all but the last axis.
   AVG_POOL_GRAD    (g f32 [1,1,1,C]) -> dx f32 [1,H,W,C] = g / (H*W) broadcast (attrs shape).
+  AVG_POOL2D_GRAD  (g f32 [1,OH,OW,C]) -> dx f32 [1,H,W,C]: each window's pixels get g / n
+                   (attrs of the forward node and input_shape).
+  MAX_POOL2D_GRAD  (g f32 [1,OH,OW,C], x int8 [1,H,W,C]) -> dx f32: g goes to the first maximum of
+                   each window (row-major window order).
+  PAD_GRAD         (g f32 padded) -> dx f32: the inner block (attrs pads).
+  CONCAT_GRAD      (g f32) -> dx f32: the slice [offset, offset + size) along attrs axis.
   GRAD_ACCUMULATE  (a f32, b f32) -> a + b (fan-out of a forward tensor), in place into a.
   SLICE_CHANNELS   (x int8 [1,H,W,C]) -> x[..., attrs channels] (a saved sub-tensor).
   UPDATE_WEIGHT    (w int8, dw f32 [K,...], lr f32 [1]) -> w updated in place on attrs channels:
@@ -72,6 +93,11 @@ class Op(enum.Enum):
     ADD = "add"
     GLOBAL_AVG_POOL = "global_avg_pool"
     RESHAPE = "reshape"
+    AVG_POOL2D = "avg_pool2d"
+    MAX_POOL2D = "max_pool2d"
+    PAD = "pad"
+    CONCAT = "concat"
+    SOFTMAX = "softmax"
     # float
     DEQUANTIZE = "dequantize"
     SOFTMAX_CROSS_ENTROPY = "softmax_cross_entropy"
@@ -85,6 +111,10 @@ class Op(enum.Enum):
     FC_GRAD_WEIGHT = "fc_grad_weight"
     BIAS_GRAD = "bias_grad"
     AVG_POOL_GRAD = "avg_pool_grad"
+    AVG_POOL2D_GRAD = "avg_pool2d_grad"
+    MAX_POOL2D_GRAD = "max_pool2d_grad"
+    PAD_GRAD = "pad_grad"
+    CONCAT_GRAD = "concat_grad"
     GRAD_ACCUMULATE = "grad_accumulate"
     SLICE_CHANNELS = "slice_channels"
     UPDATE_WEIGHT = "update_weight"
@@ -97,6 +127,7 @@ class Op(enum.Enum):
 
 # Property groups, in the tinygrad manner: sets of ops that share a behaviour.
 INT8_OPS = frozenset({Op.CONV2D, Op.FULLY_CONNECTED, Op.ADD, Op.GLOBAL_AVG_POOL, Op.RESHAPE,
+                      Op.AVG_POOL2D, Op.MAX_POOL2D, Op.PAD, Op.CONCAT, Op.SOFTMAX,
                       Op.FUSED_INVERTED_BOTTLENECK})
 """Ops of an int8 inference graph: what the importers produce and the interpreter runs."""
 
@@ -108,10 +139,14 @@ FLOAT_OPS = frozenset({Op.DEQUANTIZE, Op.SOFTMAX_CROSS_ENTROPY})
 VIEW_OPS = frozenset({Op.RESHAPE})
 """Ops that reinterpret their input's bytes: the output keeps the input's quantization."""
 
+SAME_QUANT_OPS = VIEW_OPS | frozenset({Op.AVG_POOL2D, Op.MAX_POOL2D, Op.PAD, Op.CONCAT})
+"""Ops whose int8 output keeps the quantization of every input (they move or pick int8 values)."""
+
 TRAINING_OPS = frozenset({
     Op.LOSS_GRAD, Op.CLAMP_MASK, Op.MASK_GRAD, Op.CONV2D_GRAD_INPUT, Op.CONV2D_GRAD_WEIGHT,
     Op.FC_GRAD_INPUT, Op.FC_GRAD_WEIGHT, Op.BIAS_GRAD, Op.AVG_POOL_GRAD, Op.GRAD_ACCUMULATE,
-    Op.SLICE_CHANNELS, Op.UPDATE_WEIGHT, Op.UPDATE_BIAS, Op.INVERTED_BOTTLENECK_GRAD})
+    Op.SLICE_CHANNELS, Op.UPDATE_WEIGHT, Op.UPDATE_BIAS, Op.INVERTED_BOTTLENECK_GRAD,
+    Op.AVG_POOL2D_GRAD, Op.MAX_POOL2D_GRAD, Op.PAD_GRAD, Op.CONCAT_GRAD})
 """Ops the compiler adds for the backward pass and the in-place update (fp32 unless noted)."""
 
 UPDATE_OPS = frozenset({Op.UPDATE_WEIGHT, Op.UPDATE_BIAS})

@@ -29,7 +29,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from microtrain.ir import block_grads, fused_blocks, shapes_forward, shapes_training
+from microtrain.ir import block_grads, fused_blocks, shapes_forward, shapes_training, shapes_window
 from microtrain.ir.buffer_sizes import (
     clamp_mask_get_buffer_size,
     conv2d_grad_weight_get_buffer_size,
@@ -43,6 +43,7 @@ from microtrain.ir.ops import Op
 SHAPE_RULES: dict[Op, ShapeRule] = {
     **shapes_forward.FORWARD_SHAPE_RULES,
     **shapes_training.TRAINING_SHAPE_RULES,
+    **shapes_window.WINDOW_SHAPE_RULES,
     Op.FUSED_INVERTED_BOTTLENECK: fused_blocks.fused_shape,
     Op.INVERTED_BOTTLENECK_GRAD: block_grads.block_grad_shape,
 }

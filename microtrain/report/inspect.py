@@ -63,6 +63,11 @@ MACS_RULES: dict[Op, MacsRule] = {
     Op.DEQUANTIZE: _no_macs,
     Op.SOFTMAX_CROSS_ENTROPY: _no_macs,
     Op.FUSED_INVERTED_BOTTLENECK: _fused_macs,
+    Op.AVG_POOL2D: _no_macs,
+    Op.MAX_POOL2D: _no_macs,
+    Op.PAD: _no_macs,
+    Op.CONCAT: _no_macs,
+    Op.SOFTMAX: _no_macs,
 }
 
 MACS_RULES_EXEMPT = frozenset(op for op in Op if op not in INT8_OPS | FLOAT_OPS)

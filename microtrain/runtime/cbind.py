@@ -153,6 +153,23 @@ class ExpandUpdate(ctypes.Structure):
                 ("count", ctypes.c_int32), ("u", UpdateParams), ("grad_row", ctypes.POINTER(ctypes.c_float))]
 
 
+class PoolParams(ctypes.Structure):
+    _fields_ = _fields("in_h in_w c out_h out_w filter_h filter_w stride_h stride_w pad_top pad_left act_min act_max "
+                       "count_include_pad")
+
+
+class PadParams(ctypes.Structure):
+    _fields_ = _fields("in_h in_w in_c pad_top pad_bottom pad_left pad_right pad_front pad_back pad_value")
+
+
+class ConcatParams(ctypes.Structure):
+    _fields_ = _fields("outer in_inner out_inner offset")
+
+
+class SoftmaxParams(ctypes.Structure):
+    _fields_ = _fields("rows size input_multiplier input_left_shift diff_min")
+
+
 # --- mt_flash.h: the flash driver and the checkpoint's state spans and report -----------------
 FlashErase = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
 FlashProgram = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint8),
@@ -232,6 +249,15 @@ PROTOTYPES: dict[str, tuple[type, list[type]]] = {
     "mt_logf": (_F, [_F]),
     "mt_cos_pi": (_F, [_F]),
     "mt_learning_rate": (_F, [_P(LrSchedule), _U]),
+    "mt_avg_pool2d_s8": (_I, [_P(PoolParams), _i8, _i8]),
+    "mt_max_pool2d_s8": (_I, [_P(PoolParams), _i8, _i8]),
+    "mt_pad_s8": (_I, [_P(PadParams), _i8, _i8]),
+    "mt_concat_part_s8": (_I, [_P(ConcatParams), _i8, _i8]),
+    "mt_softmax_s8": (_I, [_P(SoftmaxParams), _i8, _i8]),
+    "mt_avg_pool2d_grad_f32": (_I, [_P(PoolParams), _f32, _f32]),
+    "mt_max_pool2d_grad_f32": (_I, [_P(PoolParams), _i8, _f32, _f32]),
+    "mt_pad_grad_f32": (_I, [_P(PadParams), _f32, _f32]),
+    "mt_concat_part_grad_f32": (_I, [_P(ConcatParams), _f32, _f32]),
     "mt_crc32": (_U, [_U, _u8, _U]),
     "mt_checkpoint_slot_pages": (_U, [_P(Flash), _U]),
     "mt_checkpoint_scan": (_I, [_P(Flash), _U, _U, _P(CheckpointInfo)]),

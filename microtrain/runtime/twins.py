@@ -53,8 +53,14 @@ def add_params(a: Tensor, b: Tensor, y: Tensor) -> dict[str, int]:
             "y_mult": my, "y_shift": sy}
 
 
-def avg_pool_params(x: Tensor, y: Tensor) -> tuple[int, int]:
+def avg_pool_params(x: Tensor, y: Tensor, rule: str = "multiplier") -> tuple[int, int]:
+    """(multiplier, shift) of GLOBAL_AVG_POOL: ``s_x / (s_y * H * W)`` quantized once, or with
+    ``rule="tflm"`` TFLM's MEAN (``quant.tflm_mean_multiplier``: the division by H * W in integers)."""
     count = x.shape[1] * x.shape[2]
+    if rule == "tflm":
+        return quant.tflm_mean_multiplier(x.quant.s, y.quant.s, count)
+    if rule != "multiplier":
+        raise ValueError(f"GLOBAL_AVG_POOL rule {rule!r}: 'multiplier' or 'tflm'")
     return quant.quantize_multiplier(x.quant.s / (y.quant.s * count))
 
 
@@ -107,10 +113,45 @@ def add_params_struct(node: Node, graph: Graph) -> dict[str, int]:
 def avg_pool_params_struct(node: Node, graph: Graph) -> dict[str, int]:
     """Fields of ``mt_avg_pool_params`` for a GLOBAL_AVG_POOL node."""
     x, y = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
-    mult, shift = avg_pool_params(x, y)
+    mult, shift = avg_pool_params(x, y, node.attrs.get("rule", "multiplier"))
     return {"in_h": x.shape[1], "in_w": x.shape[2], "c": x.shape[3],
             "input_zero_point": x.quant.z, "output_zero_point": y.quant.z, "multiplier": mult, "shift": shift,
             "act_min": int(node.attrs.get("act_min", -128)), "act_max": int(node.attrs.get("act_max", 127))}
+
+
+def pool_params_struct(node: Node, shape: tuple[int, ...], out_shape: tuple[int, ...]) -> dict[str, int]:
+    """Fields of ``mt_pool_params`` for an AVG_POOL2D / MAX_POOL2D node (or its gradient) on ``shape``."""
+    fh, fw = node.attrs["filter"]
+    sh, sw = node.attrs.get("stride", (1, 1))
+    top, left, _, _ = node.attrs.get("padding", (0, 0, 0, 0))
+    return {"in_h": shape[1], "in_w": shape[2], "c": shape[3], "out_h": out_shape[1], "out_w": out_shape[2],
+            "filter_h": int(fh), "filter_w": int(fw), "stride_h": int(sh), "stride_w": int(sw), "pad_top": int(top),
+            "pad_left": int(left), "act_min": int(node.attrs.get("act_min", -128)),
+            "act_max": int(node.attrs.get("act_max", 127)),
+            "count_include_pad": int(bool(node.attrs.get("count_include_pad", False)))}
+
+
+def pad_params_struct(node: Node, shape: tuple[int, ...]) -> dict[str, int]:
+    """Fields of ``mt_pad_params`` for a PAD node (or its gradient) on an NHWC ``shape``."""
+    (_, _), (top, bottom), (left, right), (front, back) = node.attrs["pads"]
+    return {"in_h": shape[1], "in_w": shape[2], "in_c": shape[3], "pad_top": int(top), "pad_bottom": int(bottom),
+            "pad_left": int(left), "pad_right": int(right), "pad_front": int(front), "pad_back": int(back),
+            "pad_value": int(node.attrs.get("pad_value", 0))}
+
+
+def concat_part_struct(out_shape: tuple[int, ...], axis: int, offset: int, size: int) -> dict[str, int]:
+    """Fields of ``mt_concat_params`` for the input of CONCAT at [offset, offset + size) along ``axis``."""
+    inner = int(np.prod(out_shape[axis + 1:], dtype=np.int64))
+    return {"outer": int(np.prod(out_shape[:axis], dtype=np.int64)), "in_inner": size * inner,
+            "out_inner": out_shape[axis] * inner, "offset": offset * inner}
+
+
+def softmax_params_struct(node: Node, graph: Graph) -> dict[str, int]:
+    """Fields of ``mt_softmax_params`` for a SOFTMAX node (``quant.softmax_params``)."""
+    x = graph.tensors[node.inputs[0]]
+    mult, shift, diff_min = quant.softmax_params(node.attrs.get("beta", 1.0), x.quant.s)
+    return {"rows": x.size // x.shape[-1], "size": x.shape[-1], "input_multiplier": mult,
+            "input_left_shift": shift, "diff_min": diff_min}
 
 
 # --- FUSED_INVERTED_BOTTLENECK (mt_inverted_bottleneck_s8; compiler/fuse_frozen_blocks.py) ---

@@ -230,7 +230,7 @@ def pool_int(node: Node, graph: Graph, x_q: torch.Tensor) -> torch.Tensor:
     x_t = graph.tensors[node.inputs[0]]
     y_t = graph.tensors[node.outputs[0]]
     acc = (x_q - x_t.quant.z).sum(dim=(1, 2), keepdim=True)
-    mult, shift = avg_pool_params(x_t, y_t)
+    mult, shift = avg_pool_params(x_t, y_t, node.attrs.get("rule", "multiplier"))
     return _clamp_store(requantize(acc, mult, shift), y_t, node)
 
 
@@ -278,6 +278,8 @@ def _dequantize(node: Node, graph: Graph, env: Mapping[str, Act], params: Mappin
 
 SimRule = Callable[[Node, Graph, Mapping[str, Act], Mapping[str, LayerParams]], list[Act]]
 
+from microtrain.sim.window_ops import WINDOW_SIM_RULES  # noqa: E402 - after Act, which its rules build
+
 SIM_RULES: dict[Op, SimRule] = {
     Op.CONV2D: _weighted,
     Op.FULLY_CONNECTED: _weighted,
@@ -285,6 +287,7 @@ SIM_RULES: dict[Op, SimRule] = {
     Op.GLOBAL_AVG_POOL: _pool,
     Op.RESHAPE: _reshape,
     Op.DEQUANTIZE: _dequantize,
+    **{Op[name]: rule for name, rule in WINDOW_SIM_RULES.items()},  # pools, PAD, CONCAT, SOFTMAX
 }
 """SOFTMAX_CROSS_ENTROPY is exempt: the simulator computes the loss on the logits itself."""
 

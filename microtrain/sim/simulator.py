@@ -13,6 +13,10 @@ Heads (``scheme.head``): ``int8`` keeps the graph's classifier and takes the deq
 int8 logits; ``fp32`` replaces the classifier (the last weighted layer, whose output must
 be the graph output) by a float linear layer on its dequantized input features,
 initialised from the dequantized int8 classifier and trained in float.
+
+An int8 SOFTMAX ending the graph (imported .tflite classifiers) is not trained through: the
+simulator trains ``ir.logits.logits_graph`` (the logits are the output) and keeps the whole
+graph for ``infer_codes`` and ``to_graph``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 
 from microtrain import quant
 from microtrain.ir.graph import Graph, QParams
+from microtrain.ir.logits import logits_graph
 from microtrain.ir.verify import verify_graph
 from microtrain.scheme import UpdateScheme, check_scheme
 from microtrain.sim.ops import SIM_RULES, Act, LayerParams, real_weights, to_codes
@@ -33,7 +38,8 @@ from microtrain.sim.ops import SIM_RULES, Act, LayerParams, real_weights, to_cod
 class Simulator:
     def __init__(self, graph: Graph, scheme: UpdateScheme | None = None) -> None:
         verify_graph(graph)
-        self.graph = graph
+        self.full_graph = graph  # with an int8 SOFTMAX ending it, if it has one (inference, export)
+        self.graph = graph = logits_graph(graph)  # what trains: its output is the logits
         self.scheme = check_scheme(scheme or UpdateScheme(), graph)
         self.layers = graph.weighted_nodes()
         self.params: dict[str, LayerParams] = {
@@ -130,12 +136,13 @@ class Simulator:
         """Integer forward of every tensor (no autograd), as numpy arrays in the IR dtypes."""
         env = self._feed(x_q)
         with torch.no_grad():
-            for node in self.graph.nodes:
-                for name, act in zip(node.outputs, SIM_RULES[node.op](node, self.graph, env, self.params), strict=True):
+            for node in self.full_graph.nodes:
+                for name, act in zip(node.outputs, SIM_RULES[node.op](node, self.full_graph, env, self.params),
+                                     strict=True):
                     env[name] = act
         out = {}
         for name, act in env.items():
-            t = self.graph.tensors[name]
+            t = self.full_graph.tensors[name]
             if t.dtype == "float32":
                 out[name] = act.real.detach().numpy()
             else:
@@ -148,11 +155,16 @@ class Simulator:
         y_t = self.graph.tensors[c.outputs[0]]
         w = self.head_w.detach().double().numpy().reshape(w_t.shape)
         wq, scales = quant.quantize_weights_per_channel(w)
-        bq = quant.quantize_bias(self.head_b.detach().double().numpy(), x_t.quant.s, scales)
         rng = logit_range if logit_range is not None else y_t.quant.s * (127 - y_t.quant.z)
+        y_scale = max(rng, 1e-6) / 127.0
+        if self.graph.meta.get("scale_dtype") == "float32":  # a .tflite model: scales as the file stores them
+            scales = scales.astype(np.float32).astype(np.float64)
+            wq = np.clip(np.round(w / scales.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127).astype(np.int8)
+            y_scale = float(np.float32(y_scale))
+        bq = quant.quantize_bias(self.head_b.detach().double().numpy(), x_t.quant.s, scales)
         return {w_t.name: dataclasses.replace(w_t, quant=QParams.per_channel(scales), data=wq),
                 b_t.name: b_t.with_data(bq),
-                y_t.name: dataclasses.replace(y_t, quant=QParams.per_tensor(max(rng, 1e-6) / 127.0, 0))}
+                y_t.name: dataclasses.replace(y_t, quant=QParams.per_tensor(y_scale, 0))}
 
     # --- export -------------------------------------------------------------------------
     def to_graph(self, logit_range: float | None = None) -> Graph:
@@ -162,7 +174,7 @@ class Simulator:
         int32 bias on s_x * s_w[c], and logits per-tensor symmetric covering +-``logit_range``
         (default: the classifier's present output range).
         """
-        tensors = dict(self.graph.tensors)
+        tensors = dict(self.full_graph.tensors)
         if self.head_w is not None:
             tensors.update(self._quantized_head(logit_range))
         for node in self.layers:
@@ -172,7 +184,7 @@ class Simulator:
             for name, codes in ((node.inputs[1], p.w_q), (node.inputs[2], p.b_q)):
                 t = tensors[name]
                 tensors[name] = t.with_data(codes.numpy().astype(t.dtype))
-        return self.graph.replace(tensors=tensors)
+        return self.full_graph.replace(tensors=tensors)
 
 
 

@@ -239,6 +239,45 @@ static void small_cases(void)
     EMIT("requantize", req, sizeof req);
 }
 
+/* The window and copy ops of imported .tflite models: overhanging pool windows (3x2 filter,
+ * stride 2x1, 1-pixel top/left padding on a 7x5 image), PAD, CONCAT parts, SOFTMAX, gradients. */
+static void window_cases(void)
+{
+    static int8_t x[7 * 5 * 6], yp[4 * 5 * 6], ypad[10 * 7 * 8], ycat[7 * 5 * 12], ysm[2 * 12], logits_s8[2 * 12];
+    static float g[4 * 5 * 6], gx[7 * 5 * 6], gpad[10 * 7 * 8], gcat[7 * 5 * 12];
+    const mt_pool_params pp = {7, 5, 6, 4, 5, 3, 2, 2, 1, 1, 1, -100, 120, 0};
+    const mt_pad_params pd = {7, 5, 6, 1, 2, 0, 2, 1, 1, -7};
+    const mt_concat_params c0 = {35, 6, 12, 0}, c1 = {35, 6, 12, 6};
+    const mt_softmax_params sm = {2, 12, 1717986918, 4, -248};
+    int32_t i;
+    for (i = 0; i < 7 * 5 * 6; ++i) x[i] = (int8_t)(next_i8() / 8);  /* a narrow range: ties for the max */
+    for (i = 0; i < 4 * 5 * 6; ++i) g[i] = next_f32();
+    for (i = 0; i < 10 * 7 * 8; ++i) gpad[i] = next_f32();
+    for (i = 0; i < 7 * 5 * 12; ++i) gcat[i] = next_f32();
+    for (i = 0; i < 2 * 12; ++i) logits_s8[i] = next_i8();
+    MT_T0();
+    check(mt_avg_pool2d_s8(&pp, x, yp), "avg_pool2d_s8");
+    MT_COST("avg_pool2d_s8");
+    EMIT("avg_pool2d_s8", yp, sizeof yp);
+    check(mt_max_pool2d_s8(&pp, x, yp), "max_pool2d_s8");
+    EMIT("max_pool2d_s8", yp, sizeof yp);
+    check(mt_pad_s8(&pd, x, ypad), "pad_s8");
+    EMIT("pad_s8", ypad, sizeof ypad);
+    check(mt_concat_part_s8(&c0, x, ycat), "concat_part_s8");
+    check(mt_concat_part_s8(&c1, x, ycat), "concat_part_s8_2");
+    EMIT("concat_part_s8", ycat, sizeof ycat);
+    check(mt_softmax_s8(&sm, logits_s8, ysm), "softmax_s8");
+    EMIT("softmax_s8", ysm, sizeof ysm);
+    check(mt_avg_pool2d_grad_f32(&pp, g, gx), "avg_pool2d_grad_f32");
+    EMIT("avg_pool2d_grad_f32", gx, sizeof gx);
+    check(mt_max_pool2d_grad_f32(&pp, x, g, gx), "max_pool2d_grad_f32");
+    EMIT("max_pool2d_grad_f32", gx, sizeof gx);
+    check(mt_pad_grad_f32(&pd, gpad, gx), "pad_grad_f32");
+    EMIT("pad_grad_f32", gx, sizeof gx);
+    check(mt_concat_part_grad_f32(&c1, gcat, gx), "concat_part_grad_f32");
+    EMIT("concat_part_grad_f32", gx, sizeof gx);
+}
+
 int main(void)
 {
     int32_t i;
@@ -262,6 +301,7 @@ int main(void)
     block_cases();
     small_cases();
     math_cases();
+    window_cases();
     fclose(out_main);
     printf("done failures %d\n", failures);
     return failures != 0;

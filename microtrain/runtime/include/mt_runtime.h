@@ -498,6 +498,80 @@ mt_status mt_inverted_bottleneck_grad_f32(const mt_inverted_bottleneck_grad_para
                                           const mt_expand_update *update, float *grad_input,
                                           float *depthwise_bias_grad, float *expand_bias_grad, float *scratch);
 
+/* ------------------------------------------------------------------------------------ */
+/* forward/ and backward/ of the window and copy ops of imported .tflite models          */
+/* (TFLite Micro's int8 reference kernels; Python: interp/window_ops.py, quant.py) */
+/* ------------------------------------------------------------------------------------ */
+
+/* AVG_POOL2D / MAX_POOL2D: input [in_h][in_w][c] -> output [out_h][out_w][c]. The window of
+ * output (oy, ox) covers rows oy*stride_h - pad_top + [0, filter_h) (likewise columns),
+ * clipped to the input; input and output share one quantization (no requantization). */
+typedef struct {
+    int32_t in_h, in_w, c;
+    int32_t out_h, out_w;
+    int32_t filter_h, filter_w;
+    int32_t stride_h, stride_w;
+    int32_t pad_top, pad_left;
+    int32_t act_min, act_max;   /* clamp range, -128 <= act_min <= act_max <= 127 */
+    int32_t count_include_pad;  /* AVG_POOL2D: 1 divides by filter_h*filter_w, 0 (TFLM) by the clipped count */
+} mt_pool_params;
+
+/* PAD of an [in_h][in_w][in_c] tensor: output [pad_top+in_h+pad_bottom][pad_left+in_w+pad_right]
+ * [pad_front+in_c+pad_back], the input at offset (pad_top, pad_left, pad_front), pad_value elsewhere. */
+typedef struct {
+    int32_t in_h, in_w, in_c;
+    int32_t pad_top, pad_bottom, pad_left, pad_right, pad_front, pad_back;
+    int32_t pad_value;  /* int8 */
+} mt_pad_params;
+
+/* One input of a CONCAT, seen as [outer][in_inner] placed at column offset of [outer][out_inner]. */
+typedef struct {
+    int32_t outer, in_inner, out_inner, offset;
+} mt_concat_params;
+
+/* SOFTMAX (int8 in, int8 out with scale 1/256 and zero point -128) of rows of size elements;
+ * constants from quant_softmax.softmax_params: input_left_shift >= 0, diff_min <= 0. */
+typedef struct {
+    int32_t rows, size;
+    int32_t input_multiplier, input_left_shift, diff_min;
+} mt_softmax_params;
+
+/* AVG_POOL2D, TFLM's int8 kernel: acc = sum of the int8 values of the clipped window, n = their
+ * count (or filter_h*filter_w with count_include_pad); y = acc > 0 ? (acc + n/2) / n
+ * : (acc - n/2) / n (C division), clamped. Requires filter_h*filter_w <= 2^23. */
+mt_status mt_avg_pool2d_s8(const mt_pool_params *p, const int8_t *input, int8_t *output);
+
+/* MAX_POOL2D, TFLM's int8 kernel: the maximum of the clipped window (-128 if empty), clamped. */
+mt_status mt_max_pool2d_s8(const mt_pool_params *p, const int8_t *input, int8_t *output);
+
+/* PAD (TFLM's int8 kernel). output may not alias input. */
+mt_status mt_pad_s8(const mt_pad_params *p, const int8_t *input, int8_t *output);
+
+/* One input of CONCAT: output[k * out_inner + offset + j] = input[k * in_inner + j]. Called once
+ * per input (offsets ascending), it builds the concatenation; input may not overlap output. */
+mt_status mt_concat_part_s8(const mt_concat_params *p, const int8_t *input, int8_t *output);
+
+/* SOFTMAX, TFLM's int8 reference kernel (gemmlowp fixed point), bit-exact with
+ * microtrain/quant.py softmax_s8. output may not alias input. */
+mt_status mt_softmax_s8(const mt_softmax_params *p, const int8_t *input, int8_t *output);
+
+/* Gradient of AVG_POOL2D w.r.t. its real input (rounding straight-through):
+ *   grad_input = 0; for oy, ox ascending, for c: share = grad_output[oy][ox][c] / (float)n
+ *     (n the forward's divisor); grad_input[y][x][c] += share for y, x of the clipped window, ascending. */
+mt_status mt_avg_pool2d_grad_f32(const mt_pool_params *p, const float *grad_output, float *grad_input);
+
+/* Gradient of MAX_POOL2D w.r.t. its real input, from the saved int8 input:
+ *   grad_input = 0; for oy, ox ascending, for c: grad_input[first maximum of the clipped window,
+ *   row-major] += grad_output[oy][ox][c]. */
+mt_status mt_max_pool2d_grad_f32(const mt_pool_params *p, const int8_t *input, const float *grad_output,
+                                 float *grad_input);
+
+/* Gradient of PAD w.r.t. its input: the inner block of grad_output (a copy). */
+mt_status mt_pad_grad_f32(const mt_pad_params *p, const float *grad_output, float *grad_input);
+
+/* Gradient of one CONCAT input: grad_input[k * in_inner + j] = grad_output[k * out_inner + offset + j]. */
+mt_status mt_concat_part_grad_f32(const mt_concat_params *p, const float *grad_output, float *grad_input);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,79 @@
+"""The generated C of every imported .tflite fixture gives TFLite Micro's int8 outputs bit for
+bit, on the host (gcc) and on the emulated Cortex-M7 (QEMU mps2-an500), for random and real
+inputs: the compiled project's inference entry point (``mt_infer``: the int8 forward, and
+TFLM's int8 SOFTMAX when the model ends in one) against the ``tflite-micro`` interpreter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import require_tool
+from tflite_oracle import FIXTURES, fixture_path, inputs, tflm_interpreter
+
+from microtrain import quant
+from microtrain.codegen.driver_files import write_driver_files
+from microtrain.codegen.generate_project import generate_project
+from microtrain.compiler.pipeline import CompileOptions, compile_training
+from microtrain.frontend.tflite import import_tflite
+from microtrain.ir.logits import logits_name
+from microtrain.scheme import make_scheme
+from microtrain.targets import cortex_m7, host
+
+pytestmark = [pytest.mark.host_c]
+
+
+def _outputs(stdout: str) -> np.ndarray:
+    rows = [line.split()[2:] for line in stdout.splitlines() if line.startswith("logits ")]
+    return np.array(rows, dtype=np.int64)
+
+
+def _tflm_outputs(graph, samples) -> np.ndarray:
+    interp = tflm_interpreter(fixture_path(graph.meta["model"]))
+    edge = graph.meta["tflite"]["edges"]["output"]
+    out = []
+    for _, fed in samples:
+        interp.set_input(fed, 0)
+        interp.invoke()
+        y = interp.get_output(0).reshape(-1)
+        if edge["float"]:  # TFLM dequantized its int8 output; compare the codes (dequantize is injective)
+            codes = np.round(y.astype(np.float64) / edge["scale"]).astype(np.int64) + edge["zero_point"]
+            assert np.array_equal(quant.dequantize_tflm(codes, edge["scale"], edge["zero_point"]), y)
+            y = codes
+        out.append(y.astype(np.int64))
+    return np.array(out)
+
+
+def _project(tmp_path, name):
+    graph = import_tflite(fixture_path(name))
+    last = graph.weighted_nodes()[-1].name
+    step = compile_training(graph, make_scheme(graph, [last], {}), CompileOptions())
+    assert step.graph.meta["training"]["logits"] == logits_name(graph)
+    return graph, generate_project(step, graph, tmp_path / "proj")
+
+
+def _workdir(tmp_path, graph, samples, sub):
+    x = np.concatenate([s for s, _ in samples])
+    y = np.zeros(len(x), np.int32)
+    return write_driver_files(tmp_path / sub, x, y, steps=0, lr=0.0, x_test=x, y_test=y, eval_count=len(x))
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_host_c_equals_tflm(tmp_path, name):
+    require_tool("gcc", "gcc")
+    graph, project = _project(tmp_path, name)
+    samples = inputs(graph, 2, seed=5)
+    run = host.run(project, _workdir(tmp_path, graph, samples, "host"),
+                   exe=host.build(project, defines=("MT_DEBUG_LOGITS",)))
+    np.testing.assert_array_equal(_outputs(run.stdout), _tflm_outputs(graph, samples), err_msg=name)
+
+
+@pytest.mark.target
+@pytest.mark.parametrize("name", ["kws_ds_cnn", "fashion_mnist_cnn", "ops_pool_pad", "ic_resnet8", "ad_autoencoder",
+                                  "vww_mobilenet_v1_025", "mobilenet_v2_035"])
+def test_cortex_m7_equals_tflm(tmp_path, name):
+    require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi")
+    require_tool("qemu-system-arm", "qemu-system-arm")
+    graph, project = _project(tmp_path, name)
+    samples = inputs(graph, 1, seed=6)
+    run = cortex_m7.run(project, _workdir(tmp_path, graph, samples, "qemu"), defines=("MT_DEBUG_LOGITS",))
+    np.testing.assert_array_equal(_outputs(run.stdout), _tflm_outputs(graph, samples), err_msg=name)
