@@ -39,7 +39,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
     .venv/bin/pip install -q --upgrade pip
     # torch first and pinned, so that nothing pulls a CUDA build.
     .venv/bin/pip install -q "torch==2.13.0"
-    # ray: the tests check that `microtrain plan --backend ray` gives the local backend's numbers.
-    .venv/bin/pip install -q -e ".[dev,ray]"
+    # ray: the tests check that `microtrain plan --backend ray` gives the local backend's numbers;
+    # fleet: Flower, for `microtrain fleet` and its tests.
+    .venv/bin/pip install -q -e ".[dev,ray,fleet]"
     touch "$stamp"
 fi

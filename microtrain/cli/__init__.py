@@ -25,6 +25,7 @@ VERB_MODULES = [
     "run",
     "finetune",
     "plan",
+    "fleet",
 ]
 
 

@@ -1,0 +1,145 @@
+"""A fleet run's fixed parts, prepared once by the server and read by every device process.
+
+``FleetSpec`` holds everything that determines a run's result (its ``signature``, stored in the
+round checkpoint). ``prepare(spec, directory)`` loads the model, gives it a new head and the
+resolution asked for, resolves the scheme, splits the training set over the devices
+(Dirichlet, ``partition.py``) and writes ``DIR/setup/`` (``model.json/.npz``, ``scheme.json``,
+``partition.npz``, ``spec.json``). ``load_setup(DIR)`` reads it back in any process (a Ray
+worker, a device on another machine with the same files), without redoing the work.
+
+A device's samples: ``device_samples(setup, device)`` -> int8 inputs and labels of its share
+of the training split, preprocessed for the model (only that device's images, so a process
+serving a few devices never holds the whole dataset at the model's resolution).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from microtrain.fleet.partition import dirichlet_partition
+from microtrain.fleet.update import Manifest
+from microtrain.ir.graph import Graph
+from microtrain.sparse.scheme import UpdateScheme
+
+SETUP_DIR = "setup"
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetSpec:
+    model: str = "default"
+    data: str = "digits"
+    classes: int | None = 10  # a new N-class head (None: keep the model's classifier)
+    scheme: str = "last-k:2"
+    resolution: int | None = None
+    devices: int = 10
+    alpha: float = 0.1  # Dirichlet concentration of the non-IID split
+    local_steps: int = 20  # K: steps per device per round, batch 1
+    lr: float = 0.01
+    rounding: str = "stochastic"
+    rule: str = "fedavg"
+    server_lr: float = 1.0
+    server_momentum: float = 0.9
+    trim: float = 0.2
+    per_round: int | None = None  # devices per round (None: all)
+    seed: int = 0
+    train_limit: int | None = None  # class-balanced subset of the training split before partitioning
+    test_limit: int | None = None  # class-balanced subset of the test split for evaluation
+    qemu: int = 0  # devices 0..qemu-1 are firmware devices on QEMU
+    faults: tuple[str, ...] = ()  # "device:kind@round", see faults.py
+
+    def signature(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Setup:
+    spec: FleetSpec
+    graph: Graph
+    scheme: UpdateScheme
+    manifest: Manifest
+    parts: list[np.ndarray]  # per device: indices into the (limited) training split
+    directory: Path
+
+
+def prepare_model(spec: FleetSpec) -> tuple[Graph, UpdateScheme]:
+    from microtrain.models import load_model
+    from microtrain.sim.resolution import with_resolution
+    from microtrain.sparse.presets import load_scheme
+
+    graph = load_model(spec.model)
+    if spec.classes is not None:
+        from microtrain.frontend.heads import new_head
+
+        graph = new_head(graph, spec.classes, seed=spec.seed)
+    if spec.resolution is not None:
+        graph = with_resolution(graph, spec.resolution)
+    scheme = load_scheme(spec.scheme, graph)
+    if scheme.head != "int8":
+        raise ValueError("a fleet trains the int8 classifier the device holds; use a scheme with head 'int8'")
+    return graph, scheme
+
+
+def _train_split(spec: FleetSpec):
+    from microtrain.data.datasets import load_dataset
+
+    return load_dataset(spec.data, "train", limit=spec.train_limit, seed=spec.seed)
+
+
+def prepare(spec: FleetSpec, directory: str | Path) -> Setup:
+    from microtrain.data.datasets import check_fits
+    from microtrain.ir import save_graph
+
+    directory = Path(directory) / SETUP_DIR
+    graph, scheme = prepare_model(spec)
+    train = _train_split(spec)
+    check_fits(train, graph, new_head=False)
+    parts = dirichlet_partition(train.labels, spec.devices, spec.alpha, seed=spec.seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_graph(graph, directory / "model")
+    scheme.save(directory / "scheme.json")
+    np.savez(directory / "partition.npz", **{f"d{i}": p for i, p in enumerate(parts)})
+    (directory / "spec.json").write_text(json.dumps(spec.signature(), indent=1))
+    return Setup(spec, graph, scheme, Manifest.build(graph, scheme), parts, directory)
+
+
+def load_setup(directory: str | Path) -> Setup:
+    from microtrain.ir import load_graph
+
+    directory = Path(directory)
+    if directory.name != SETUP_DIR:
+        directory = directory / SETUP_DIR
+    doc = json.loads((directory / "spec.json").read_text())
+    doc["faults"] = tuple(doc.get("faults", ()))
+    spec = FleetSpec(**doc)
+    graph = load_graph(directory / "model")
+    scheme = UpdateScheme.load(directory / "scheme.json")
+    with np.load(directory / "partition.npz", allow_pickle=False) as z:
+        parts = [z[f"d{i}"] for i in range(spec.devices)]
+    return Setup(spec, graph, scheme, Manifest.build(graph, scheme), parts, directory)
+
+
+_TRAIN_CACHE: dict[tuple, object] = {}
+
+
+def device_samples(setup: Setup, device: int) -> tuple[np.ndarray, np.ndarray]:
+    """The device's int8 model inputs and int64 labels, in partition order."""
+    from microtrain.data.preprocess import preprocess
+
+    key = (setup.spec.data, setup.spec.train_limit, setup.spec.seed)
+    if key not in _TRAIN_CACHE:  # one copy per process, at the dataset's own (small) resolution
+        _TRAIN_CACHE.clear()
+        _TRAIN_CACHE[key] = _train_split(setup.spec)
+    train = _TRAIN_CACHE[key]
+    idx = setup.parts[device]
+    return preprocess(train.images[idx], setup.graph), train.labels[idx].astype(np.int64)
+
+
+def test_split(spec: FleetSpec):
+    """The union test set: the dataset's whole test split (or its class-balanced ``test_limit``)."""
+    from microtrain.data.datasets import load_dataset
+
+    return load_dataset(spec.data, "test", limit=spec.test_limit, seed=spec.seed)

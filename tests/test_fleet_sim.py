@@ -1,0 +1,149 @@
+"""Fleet learning through Flower: a small fleet under Flower's simulation engine (Ray) with
+misbehaving devices computes exactly the rounds the definition gives (the same K steps per
+device, the accepted updates aggregated in real units and requantized), rejects every bad update
+by name, survives a dropout; a server killed mid-round and restarted resumes to the same final
+model as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+flwr = pytest.importorskip("flwr", reason="fleet learning needs flwr (the [fleet] extra)")
+
+from microtrain.fleet import FleetSpec, run_fleet  # noqa: E402
+from microtrain.fleet.aggregate import AggregateConfig, aggregate_real, requantize  # noqa: E402
+from microtrain.fleet.device import SimDevice, device_seed, round_order, server_seed  # noqa: E402
+from microtrain.fleet.setup import device_samples, load_setup  # noqa: E402
+
+pytestmark = [pytest.mark.fleet, pytest.mark.slow]
+SPEC = FleetSpec(model="default", data="digits", classes=10, scheme="last-k:2", devices=5, alpha=0.1,
+                 local_steps=6, lr=0.02, train_limit=200, test_limit=100,
+                 faults=("1:nan@1", "2:drop@1", "3:stale@2", "4:shape@2"))
+ROUNDS = 2
+
+
+def reference_rounds(out, rounds: int, accepted: dict[int, list[int]]) -> list[np.ndarray]:
+    """The fleet's rounds computed directly from the definition, without Flower: every accepted device
+    trains K steps from the round's global rows (its samples, order and seed as ``device.py`` says), the
+    server takes the fedavg in real units and requantizes with the device's rounding."""
+    setup = load_setup(out)
+    spec, m = setup.spec, setup.manifest
+    sim = SimDevice(setup.graph, setup.scheme, spec.rounding)
+    arrays = m.extract(setup.graph)
+    data = {}
+    for r in range(1, rounds + 1):
+        updates, counts = [], []
+        for d in accepted[r]:
+            if d not in data:
+                x, y = device_samples(setup, d)
+                data[d] = (sim.prefix(x), y)
+            cache, y = data[d]
+            order = round_order(len(y), spec.seed, d, r, spec.local_steps)
+            got, _ = sim.train(arrays, cache, y, order, spec.lr, device_seed(spec.seed, r, d))
+            updates.append(m.to_real(got))
+            counts.append(spec.local_steps)
+        real, _ = aggregate_real(AggregateConfig(spec.rule), updates, counts, m.to_real(arrays), None)
+        arrays = requantize(m, real, spec.rounding, server_seed(spec.seed), r)
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fleet_sim")
+    return out, run_fleet(SPEC, ROUNDS, out, transport="simulation", workers=2)
+
+
+def test_bad_updates_are_rejected_by_name_and_dropouts_survived(simulated):
+    _, res = simulated
+    h = {row["round"]: row for row in res.history}
+    assert h[1]["accepted"] == [0, 3, 4] and h[1]["dropped"] == [2]
+    assert [(x["device"], x["check"]) for x in h[1]["rejected"]] == [(1, "finite")]
+    assert "NaN" in h[1]["rejected"][0]["reason"]
+    assert h[2]["accepted"] == [0, 1, 2] and h[2]["dropped"] == []
+    assert sorted((x["device"], x["check"]) for x in h[2]["rejected"]) == [(3, "round"), (4, "shape")]
+    assert res.rounds == ROUNDS and res.resumed_from == 0
+
+
+def test_flower_rounds_equal_the_definition(simulated):
+    out, res = simulated
+    setup = load_setup(out)
+    want = reference_rounds(out, ROUNDS, {1: [0, 3, 4], 2: [0, 1, 2]})
+    got = setup.manifest.extract(load_graph_of(res))
+    for s, a, b in zip(setup.manifest.slices, got, want, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=s.name)
+    start = setup.manifest.extract(setup.graph)
+    assert any(np.any(a != b) for a, b in zip(got, start, strict=True)), "the fleet changed nothing"
+
+
+def test_frozen_weights_never_move_and_only_trained_rows_travel(simulated):
+    out, res = simulated
+    setup = load_setup(out)
+    final = load_graph_of(res)
+    trained = {s.name: set(s.rows) for s in setup.manifest.slices}
+    for name, t in setup.graph.tensors.items():
+        if t.data is None:
+            continue
+        a, b = np.asarray(t.data), np.asarray(final.tensors[name].data)
+        if name not in trained:
+            np.testing.assert_array_equal(a, b, err_msg=f"frozen tensor {name} moved")
+        else:
+            frozen = [c for c in range(a.shape[0]) if c not in trained[name]]
+            np.testing.assert_array_equal(a[frozen], b[frozen], err_msg=f"frozen rows of {name} moved")
+    b = res.bytes
+    assert b["payload_bytes_per_device_per_round"] == setup.manifest.payload_bytes < b["int8_model_bytes"]
+    assert b["payload_bytes_per_device_per_round"] <= b["up_bytes_per_device_per_round"] \
+        < b["payload_bytes_per_device_per_round"] + 200 * len(setup.manifest.slices)
+
+
+def load_graph_of(res):
+    from microtrain.ir import load_graph
+
+    return load_graph(res.model_file)
+
+
+def _cli(out, *extra, timeout=900):
+    """The fleet verb in its own process group (so that a killed server leaves no helper behind)."""
+    cmd = [sys.executable, "-m", "microtrain.cli", "fleet", "default", "--data", "digits", "--devices", "4",
+           "--alpha", "0.1", "--rounds", "3", "--local-steps", "5", "--lr", "0.02", "--rule", "fedavgm",
+           "--train-limit", "160", "--test-limit", "100",
+           "--fault", "1:nan@2", "--transport", "grpc", "--out", str(out), "--json", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return proc.returncode, stdout, stderr
+
+
+def test_server_killed_mid_round_resumes_to_the_uninterrupted_model(tmp_path):
+    rc, _, err = _cli(tmp_path / "killed", "--kill-in-round", "2")
+    assert rc == -signal.SIGKILL, err[-2000:]
+    assert "killing the server" in err
+    with np.load(tmp_path / "killed" / "fleet_state.npz", allow_pickle=False) as z:
+        assert int(z["round"]) == 1  # round 2 was under way: its updates had arrived, nothing was saved
+    rc, out, err = _cli(tmp_path / "killed")
+    assert rc == 0, err[-2000:]
+    resumed = json.loads(out)
+    assert resumed["resumed_from"] == 1 and [h["round"] for h in resumed["history"]] == [0, 1, 2, 3]
+    assert [x["device"] for x in resumed["history"][2]["rejected"]] == [1]
+    rc, out, err = _cli(tmp_path / "straight")
+    assert rc == 0, err[-2000:]
+    straight = json.loads(out)
+    assert straight["resumed_from"] == 0
+    with np.load(tmp_path / "killed" / "model.npz") as a, np.load(tmp_path / "straight" / "model.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert [h["accuracy"] for h in resumed["history"]] == [h["accuracy"] for h in straight["history"]]
+    with np.load(tmp_path / "killed" / "fleet_state.npz") as z:
+        assert "m0" in z.files  # fedavgm's server momentum was restored too
