@@ -15,7 +15,7 @@ from microtrain.fleet.faults import CHECK_OF, KINDS, DeviceDropout, Fault, apply
 from microtrain.fleet.partition import dirichlet_partition, label_histogram
 from microtrain.fleet.update import Manifest, model_bytes
 from microtrain.fleet.validate import UpdateRejected, check_update
-from microtrain.sparse.scheme import make_scheme
+from microtrain.scheme import make_scheme
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,8 @@ def test_values_outside_the_device_types_are_rejected(model):
     graph, _, m = model
     arrays, n, meta = _honest(m, graph)
     meta = {**meta, "examples": n}
-    for bad, check in ((np.clip(arrays[0], -100, 100).astype(np.float64) + 0.5, "integral"), (arrays[0].astype(np.int16), "dtype"),
+    for bad, check in ((np.clip(arrays[0], -100, 100).astype(np.float64) + 0.5, "integral"),
+                       (arrays[0].astype(np.int16), "dtype"),
                        (arrays[0].astype(np.int64) - 300, "range"),
                        (np.array(arrays[0], dtype=object), "dtype")):
         with pytest.raises(UpdateRejected) as e:

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("compiler", {"compiler"}),
     ("codegen", {"codegen"}),
     ("targets", {"targets"}),
-    ("orchestration", {"sparse", "train", "report"}),       # analysis, search, training loops, reports
+    ("orchestration", {"sparse", "train", "report", "fleet"}),  # analysis, search, training loops, reports, fleet
     ("api", {"api", "__init__"}),                            # microtrain/__init__.py: the public Python API
     ("cli", {"cli", "demo", "demo_ondevice"}),
 ]

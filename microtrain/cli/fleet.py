@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from microtrain.fleet.checkpoint import CheckpointError
     from microtrain.ir import IRError, ModelFileError
     from microtrain.models import ModelNotFound
-    from microtrain.sparse.scheme import SchemeError
+    from microtrain.scheme import SchemeError
 
     try:
         res = run_fleet(spec, args.rounds, out, transport=args.transport, workers=args.workers,

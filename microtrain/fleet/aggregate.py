@@ -28,7 +28,7 @@ import dataclasses
 import numpy as np
 
 from microtrain.fleet.update import Manifest
-from microtrain.train.rounding import BIAS_RANGE, ROUNDINGS, WEIGHT_RANGE, stochastic_offsets
+from microtrain.runtime.rounding import BIAS_RANGE, ROUNDINGS, WEIGHT_RANGE, stochastic_offsets
 
 RULES = ("fedavg", "fedavgm", "fedmedian", "trimmed-mean")
 

@@ -27,7 +27,7 @@ import torch
 
 from microtrain.fleet.update import Manifest
 from microtrain.ir.graph import Graph
-from microtrain.sparse.scheme import UpdateScheme
+from microtrain.scheme import UpdateScheme
 
 
 def device_seed(fleet_seed: int, round_: int, device: int) -> int:

@@ -13,7 +13,7 @@ import torch
 
 from microtrain.fleet.device import SimDevice, take
 from microtrain.ir.graph import Graph
-from microtrain.sparse.scheme import UpdateScheme
+from microtrain.scheme import UpdateScheme
 
 
 class Evaluator:

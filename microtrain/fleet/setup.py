@@ -23,7 +23,7 @@ import numpy as np
 from microtrain.fleet.partition import dirichlet_partition
 from microtrain.fleet.update import Manifest
 from microtrain.ir.graph import Graph
-from microtrain.sparse.scheme import UpdateScheme
+from microtrain.scheme import UpdateScheme
 
 SETUP_DIR = "setup"
 

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from microtrain.ir.graph import Graph
-from microtrain.sparse.scheme import UpdateScheme
-from microtrain.train.rounding import trained_tensor_order
+from microtrain.runtime.rounding import trained_tensor_order
+from microtrain.scheme import UpdateScheme
 
 
 @dataclasses.dataclass(frozen=True)
