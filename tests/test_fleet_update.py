@@ -212,3 +212,26 @@ def test_checkpoint_round_trip_and_refusals(model, tmp_path):
     with pytest.raises(CheckpointError, match="unreadable"):
         load_state(tmp_path, sig, m)
     assert load_state(tmp_path / "empty", sig, m) is None
+
+
+# --- the shared prefix cache ------------------------------------------------------------------------
+def test_prefix_cache_holds_exactly_the_computed_codes(model, tmp_path):
+    from microtrain.fleet.device import SimDevice
+    from microtrain.fleet.prefix import prefix_codes, prefix_key
+
+    graph, scheme, _ = model
+    sim = SimDevice(graph, scheme, "nearest")
+    shape = graph.tensors[graph.inputs[0]].shape
+    images = np.random.default_rng(2).integers(0, 256, (25, shape[1], shape[2], shape[3])).astype(np.uint8)
+    direct = prefix_codes(graph, scheme, images, {"data": "x"}, None, sim.prefix, chunk=10)
+    stored = prefix_codes(graph, scheme, images, {"data": "x"}, tmp_path, sim.prefix, chunk=10)
+    again = prefix_codes(graph, scheme, images, {"data": "x"}, tmp_path, lambda x: 1 / 0, chunk=10)  # from disk
+    assert set(direct) == set(stored) == set(again) and len(list(tmp_path.iterdir())) == 1
+    for k in direct:
+        assert direct[k].dtype == np.int8 and len(direct[k]) == 25
+        np.testing.assert_array_equal(direct[k], stored[k])
+        np.testing.assert_array_equal(direct[k], again[k])
+    names = [n.name for n in graph.weighted_nodes()]
+    other = make_scheme(graph, names[-2:], {"classifier": 1.0})  # another cut: another key
+    assert prefix_key(graph, other, {"data": "x"}) != prefix_key(graph, scheme, {"data": "x"})
+    assert prefix_key(graph, scheme, {"data": "y"}) != prefix_key(graph, scheme, {"data": "x"})

@@ -25,7 +25,7 @@ from flwr.client import NumPyClient
 
 from microtrain.fleet.device import QemuDevice, SimDevice, device_seed, round_order
 from microtrain.fleet.faults import apply_fault, faults_for
-from microtrain.fleet.setup import Setup, device_samples, load_setup
+from microtrain.fleet.setup import Setup, device_samples, load_setup, train_prefix, train_split
 
 
 class FleetClient(NumPyClient):
@@ -54,8 +54,13 @@ class SimRunner:
 
     def __init__(self, device: int, sim: SimDevice, setup: Setup) -> None:
         self.device, self.sim = device, sim
-        x_q, self.labels = device_samples(setup, device)
-        self.cache = sim.prefix(x_q)
+        if setup.prefix_cache is not None:  # slice the shared prefix of the whole training split
+            idx = setup.parts[device]
+            self.cache = {k: np.asarray(v[idx]) for k, v in train_prefix(setup, sim.prefix).items()}
+            self.labels = train_split(setup.spec).labels[idx].astype(np.int64)
+        else:
+            x_q, self.labels = device_samples(setup, device)
+            self.cache = sim.prefix(x_q)
 
     def train(self, arrays, round_: int, steps: int, lr: float, fleet_seed: int):
         order = round_order(len(self.labels), fleet_seed, self.device, round_, steps)

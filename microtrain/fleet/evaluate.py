@@ -18,13 +18,13 @@ from microtrain.scheme import UpdateScheme
 
 class Evaluator:
     def __init__(self, graph: Graph, scheme: UpdateScheme, images: np.ndarray, labels: np.ndarray,
-                 chunk: int = 1000) -> None:
-        from microtrain.data.preprocess import preprocess
+                 data_id: dict | None = None, cache_dir=None) -> None:
+        from microtrain.fleet.prefix import prefix_codes
 
         self.sim = SimDevice(graph, scheme, "nearest")
         self.labels = np.asarray(labels, dtype=np.int64)
-        parts = [self.sim.prefix(preprocess(images[i:i + chunk], graph)) for i in range(0, len(labels), chunk)]
-        self.cache = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        self.cache = prefix_codes(graph, scheme, images, data_id or {}, cache_dir if data_id else None,
+                                  self.sim.prefix)
 
     def predictions(self, arrays: list[np.ndarray], chunk: int = 1000) -> np.ndarray:
         sim = self.sim.trainer.sim

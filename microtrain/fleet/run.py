@@ -37,7 +37,7 @@ from microtrain.fleet.aggregate import AggregateConfig
 from microtrain.fleet.checkpoint import ServerState, load_state
 from microtrain.fleet.device import server_seed
 from microtrain.fleet.faults import Fault
-from microtrain.fleet.setup import FleetSpec, Setup, prepare, test_split
+from microtrain.fleet.setup import FleetSpec, Setup, data_id, prepare, test_split
 from microtrain.fleet.update import model_bytes
 
 log = logging.getLogger("microtrain.fleet")
@@ -101,9 +101,10 @@ def run_fleet(spec: FleetSpec, rounds: int, out: str | Path, *, transport: str |
               workers: int = 2, address: str | None = None, project: str | Path | None = None,
               min_devices: int | None = None, external_devices: bool = False, round_timeout: float | None = None,
               wait_timeout: float = 600.0, crash_in_round: int | None = None,
-              keep_updates: bool = False) -> FleetResult:
+              keep_updates: bool = False, prefix_cache: str | Path | None = None) -> FleetResult:
     """Run (or resume) a fleet; see the module doc. ``external_devices``: serve on ``address`` and wait for
-    devices started elsewhere (``run_device``) instead of starting them here."""
+    devices started elsewhere (``run_device``) instead of starting them here. ``prefix_cache``: a folder where the
+    frozen prefix of the training and test splits is kept across runs (``prefix.py``)."""
     from microtrain.fleet.evaluate import Evaluator
     from microtrain.fleet.server import FleetStrategy
 
@@ -115,14 +116,19 @@ def run_fleet(spec: FleetSpec, rounds: int, out: str | Path, *, transport: str |
         raise ValueError("firmware (QEMU) devices connect over the network: use the grpc transport")
     out = Path(out)
     start = time.time()
-    setup = prepare(spec, out)
+    setup = prepare(spec, out, prefix_cache)
     if spec.qemu and project is None and not external_devices:
         from microtrain.fleet.device import compile_project
 
         log.info("compiling the fleet's training step for the firmware devices into %s", out / "project")
         project = compile_project(setup.graph, setup.scheme, spec.rounding, out / "project")
     test = test_split(spec)
-    evaluator = Evaluator(setup.graph, setup.scheme, test.images, test.labels)
+    evaluator = Evaluator(setup.graph, setup.scheme, test.images, test.labels, data_id(spec, "test"), prefix_cache)
+    if prefix_cache is not None:  # the devices' share of it, before Ray workers would each compute it
+        from microtrain.fleet.device import SimDevice
+        from microtrain.fleet.setup import train_prefix
+
+        train_prefix(setup, SimDevice(setup.graph, setup.scheme, spec.rounding).prefix)
     signature = spec.signature()
     state = load_state(out, signature, setup.manifest)
     if state is None:
@@ -199,6 +205,7 @@ def run_device(setup_dir: str | Path, device: int, address: str, project: str | 
     from microtrain.fleet.faults import DeviceDropout
 
     client = make_client(setup_dir, device, project, shared_sim=shared_sim)
+    wait_for_server(address, max_wait or 600.0)
     try:
         fl.client.start_client(server_address=address, client=client.to_client(), insecure=True,
                                max_wait_time=max_wait)
@@ -206,6 +213,21 @@ def run_device(setup_dir: str | Path, device: int, address: str, project: str | 
         if not quiet:
             raise
         log.info("%s", e)
+
+
+def wait_for_server(address: str, timeout: float) -> None:
+    """Block until something listens on ``address`` (Flower's client gives up on a refused first
+    connection instead of retrying it)."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2.0):
+                return
+        except OSError:
+            if time.time() > deadline:
+                raise RuntimeError(f"no fleet server listens on {address} (waited {timeout:.0f} s)") from None
+            time.sleep(0.2)
 
 
 def _finish(setup: Setup, state: ServerState, out: Path, rounds: int, resumed_from: int, seconds: float,

@@ -63,6 +63,7 @@ class Setup:
     manifest: Manifest
     parts: list[np.ndarray]  # per device: indices into the (limited) training split
     directory: Path
+    prefix_cache: Path | None = None  # shared on-disk prefix codes (``prefix.py``), if any
 
 
 def prepare_model(spec: FleetSpec) -> tuple[Graph, UpdateScheme]:
@@ -83,27 +84,29 @@ def prepare_model(spec: FleetSpec) -> tuple[Graph, UpdateScheme]:
     return graph, scheme
 
 
-def _train_split(spec: FleetSpec):
+def _load_train(spec: FleetSpec):
     from microtrain.data.datasets import load_dataset
 
     return load_dataset(spec.data, "train", limit=spec.train_limit, seed=spec.seed)
 
 
-def prepare(spec: FleetSpec, directory: str | Path) -> Setup:
+def prepare(spec: FleetSpec, directory: str | Path, prefix_cache: str | Path | None = None) -> Setup:
     from microtrain.data.datasets import check_fits
     from microtrain.ir import save_graph
 
     directory = Path(directory) / SETUP_DIR
     graph, scheme = prepare_model(spec)
-    train = _train_split(spec)
+    train = _load_train(spec)
     check_fits(train, graph, new_head=False)
     parts = dirichlet_partition(train.labels, spec.devices, spec.alpha, seed=spec.seed)
     directory.mkdir(parents=True, exist_ok=True)
     save_graph(graph, directory / "model")
     scheme.save(directory / "scheme.json")
     np.savez(directory / "partition.npz", **{f"d{i}": p for i, p in enumerate(parts)})
-    (directory / "spec.json").write_text(json.dumps(spec.signature(), indent=1))
-    return Setup(spec, graph, scheme, Manifest.build(graph, scheme), parts, directory)
+    cache = Path(prefix_cache).resolve() if prefix_cache is not None else None
+    (directory / "runtime.json").write_text(json.dumps({"prefix_cache": str(cache) if cache else None}))
+    (directory / "spec.json").write_text(json.dumps(spec.signature(), indent=1))  # last: the setup is complete
+    return Setup(spec, graph, scheme, Manifest.build(graph, scheme), parts, directory, cache)
 
 
 def load_setup(directory: str | Path) -> Setup:
@@ -119,21 +122,42 @@ def load_setup(directory: str | Path) -> Setup:
     scheme = UpdateScheme.load(directory / "scheme.json")
     with np.load(directory / "partition.npz", allow_pickle=False) as z:
         parts = [z[f"d{i}"] for i in range(spec.devices)]
-    return Setup(spec, graph, scheme, Manifest.build(graph, scheme), parts, directory)
+    runtime = json.loads((directory / "runtime.json").read_text()) if (directory / "runtime.json").exists() else {}
+    cache = Path(runtime["prefix_cache"]) if runtime.get("prefix_cache") else None
+    return Setup(spec, graph, scheme, Manifest.build(graph, scheme), parts, directory, cache)
 
 
 _TRAIN_CACHE: dict[tuple, object] = {}
+
+
+def data_id(spec: FleetSpec, split: str) -> dict:
+    """What identifies a split's images (for the prefix cache key)."""
+    limit = spec.train_limit if split == "train" else spec.test_limit
+    return {"data": spec.data, "split": split, "limit": limit, "seed": spec.seed if limit else None}
+
+
+def train_split(spec: FleetSpec):
+    """The (limited) training split, loaded once per process."""
+    key = (spec.data, spec.train_limit, spec.seed)
+    if key not in _TRAIN_CACHE:  # one copy per process, at the dataset's own (small) resolution
+        _TRAIN_CACHE.clear()
+        _TRAIN_CACHE[key] = _load_train(spec)
+    return _TRAIN_CACHE[key]
+
+
+def train_prefix(setup: Setup, compute) -> dict[str, np.ndarray]:
+    """Prefix codes of the whole training split (memory-mapped from the shared cache)."""
+    from microtrain.fleet.prefix import prefix_codes
+
+    return prefix_codes(setup.graph, setup.scheme, train_split(setup.spec).images, data_id(setup.spec, "train"),
+                        setup.prefix_cache, compute)
 
 
 def device_samples(setup: Setup, device: int) -> tuple[np.ndarray, np.ndarray]:
     """The device's int8 model inputs and int64 labels, in partition order."""
     from microtrain.data.preprocess import preprocess
 
-    key = (setup.spec.data, setup.spec.train_limit, setup.spec.seed)
-    if key not in _TRAIN_CACHE:  # one copy per process, at the dataset's own (small) resolution
-        _TRAIN_CACHE.clear()
-        _TRAIN_CACHE[key] = _train_split(setup.spec)
-    train = _TRAIN_CACHE[key]
+    train = train_split(setup.spec)
     idx = setup.parts[device]
     return preprocess(train.images[idx], setup.graph), train.labels[idx].astype(np.int64)
 
