@@ -8,7 +8,7 @@ The public Python API (docs/api.md)::
     run = mt.run("out/step", "digits", steps=3, target="qemu")  # losses, memory, cost per step
 
 Functions: load_model, save_model, run_int8, quantize, quantize_checkpoint, prepare, compile,
-run, finetune, plan, evaluate, predict, inspect; errors a user can fix are ``UserError``.
+run, finetune, plan, evaluate, predict, inspect, run_fleet, join_fleet; errors a user can fix are ``UserError``.
 The names are loaded on first use, so that ``import microtrain.ir`` (the IR alone) stays
 free of torch and of every layer above the IR.
 """
@@ -30,17 +30,19 @@ _API: dict[str, str] = {
     "plan": "microtrain.api.plan", "PlanResult": "microtrain.api.plan",
     "evaluate": "microtrain.api.evaluate", "predict": "microtrain.api.evaluate", "inspect": "microtrain.api.evaluate",
     "UserError": "microtrain.errors", "Graph": "microtrain.ir", "UpdateScheme": "microtrain.scheme",
+    "run_fleet": "microtrain.api.fleet", "join_fleet": "microtrain.api.fleet",
 }
 __all__ = [
     "CompileResult", "FinetuneResult", "Graph", "PlanResult", "Prepared", "RunResult", "UpdateScheme", "UserError",
     "__version__", "compile", "evaluate", "finetune", "inspect", "load_model", "plan", "predict", "prepare",
-    "quantize", "quantize_checkpoint", "run", "run_int8", "save_model",
+    "join_fleet", "quantize", "quantize_checkpoint", "run", "run_fleet", "run_int8", "save_model",
 ]
 
 if TYPE_CHECKING:
     from microtrain.api.compile import CompileResult, compile
     from microtrain.api.evaluate import evaluate, inspect, predict
     from microtrain.api.finetune import FinetuneResult, finetune
+    from microtrain.api.fleet import join_fleet, run_fleet
     from microtrain.api.models import Prepared, load_model, prepare, run_int8, save_model
     from microtrain.api.plan import PlanResult, plan
     from microtrain.api.quantize import quantize, quantize_checkpoint

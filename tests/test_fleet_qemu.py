@@ -12,13 +12,13 @@ from test_host_codegen import assert_trained_equal
 
 pytest.importorskip("flwr", reason="fleet learning needs flwr (the [fleet] extra)")
 
-from microtrain.fleet import FleetSpec, run_fleet  # noqa: E402
+import microtrain as mt  # noqa: E402
 from microtrain.fleet.device import SimDevice, device_seed, round_order  # noqa: E402
 from microtrain.fleet.setup import device_samples, load_setup  # noqa: E402
 
 pytestmark = [pytest.mark.fleet, pytest.mark.target, pytest.mark.slow]
-SPEC = FleetSpec(model="default", data="digits", classes=10, scheme="last-k:2", devices=4, alpha=1.0,
-                 local_steps=6, lr=0.02, train_limit=120, test_limit=100, qemu=2)
+SPEC = dict(classes=10, scheme="last-k:2", devices=4, alpha=1.0, local_steps=6, lr=0.02, train_limit=120,
+            test_limit=100, qemu=2)
 ROUNDS = 2
 
 
@@ -30,7 +30,7 @@ def _load(path, n):
 def test_qemu_and_simulated_devices_share_a_round_and_agree(tmp_path):
     require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi")
     require_tool("qemu-system-arm", "qemu-system-arm")
-    res = run_fleet(SPEC, ROUNDS, tmp_path, transport="grpc", keep_updates=True)
+    res = mt.run_fleet("default", "digits", tmp_path, rounds=ROUNDS, transport="grpc", keep_updates=True, **SPEC)
     assert res.transport == "grpc" and res.rounds == ROUNDS
     for row in res.history[1:]:
         assert row["accepted"] == [0, 1, 2, 3] and row["firmware"] == [0, 1], row

@@ -11,21 +11,22 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 
 flwr = pytest.importorskip("flwr", reason="fleet learning needs flwr (the [fleet] extra)")
 
-from microtrain.fleet import FleetSpec, run_fleet  # noqa: E402
+import microtrain as mt  # noqa: E402
 from microtrain.fleet.aggregate import AggregateConfig, aggregate_real, requantize  # noqa: E402
 from microtrain.fleet.device import SimDevice, device_seed, round_order, server_seed  # noqa: E402
 from microtrain.fleet.setup import device_samples, load_setup  # noqa: E402
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
-SPEC = FleetSpec(model="default", data="digits", classes=10, scheme="last-k:2", devices=5, alpha=0.1,
-                 local_steps=6, lr=0.02, train_limit=200, test_limit=100,
-                 faults=("1:nan@1", "2:drop@1", "3:stale@2", "4:shape@2"))
+SPEC = dict(classes=10, scheme="last-k:2", devices=5, alpha=0.1, local_steps=6, lr=0.02, train_limit=200,
+            test_limit=100, faults=("1:nan@1", "2:drop@1", "3:stale@2", "4:shape@2"))
 ROUNDS = 2
 
 
@@ -57,7 +58,7 @@ def reference_rounds(out, rounds: int, accepted: dict[int, list[int]]) -> list[n
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     out = tmp_path_factory.mktemp("fleet_sim")
-    return out, run_fleet(SPEC, ROUNDS, out, transport="simulation", workers=2)
+    return out, mt.run_fleet("default", "digits", out, rounds=ROUNDS, transport="simulation", workers=2, **SPEC)
 
 
 def test_bad_updates_are_rejected_by_name_and_dropouts_survived(simulated):
@@ -108,42 +109,65 @@ def load_graph_of(res):
     return load_graph(res.model_file)
 
 
-def _cli(out, *extra, timeout=900):
-    """The fleet verb in its own process group (so that a killed server leaves no helper behind)."""
-    cmd = [sys.executable, "-m", "microtrain.cli", "fleet", "default", "--data", "digits", "--devices", "4",
-           "--alpha", "0.1", "--rounds", "3", "--local-steps", "5", "--lr", "0.02", "--rule", "fedavgm",
-           "--train-limit", "160", "--test-limit", "100",
-           "--fault", "1:nan@2", "--transport", "grpc", "--out", str(out), "--json", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+KILL_SPEC = dict(classes=10, scheme="last-k:2", devices=4, alpha=0.1, local_steps=5, lr=0.02, rule="fedavgm",
+                 train_limit=160, test_limit=100, faults=("1:nan@2",))
+KILL_ARGS = ["--devices", "4", "--alpha", "0.1", "--local-steps", "5", "--lr", "0.02", "--rule", "fedavgm",
+             "--train-limit", "160", "--test-limit", "100", "--fault", "1:nan@2"]
+
+
+def _server(out, address, *extra):
+    """The fleet server (``fleet --listen``) in its own process group."""
+    cmd = [sys.executable, "-m", "microtrain.cli", "fleet", "default", "--data", "digits", "--rounds", "3",
+           *KILL_ARGS, "--listen", address, "--out", str(out), "--json", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait(proc, timeout=900):
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
+        return proc.communicate(timeout=timeout)
     finally:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)  # anything the server left behind in its own group
         except ProcessLookupError:
             pass
-    return proc.returncode, stdout, stderr
 
 
 def test_server_killed_mid_round_resumes_to_the_uninterrupted_model(tmp_path):
-    rc, _, err = _cli(tmp_path / "killed", "--kill-in-round", "2")
-    assert rc == -signal.SIGKILL, err[-2000:]
+    """Devices keep running (threads here) while the server process is killed mid-round and started
+    again: they reconnect, the restarted server resumes after its last completed round, and the final
+    model is the one an uninterrupted run with the same seed reaches."""
+    from microtrain.fleet.run import free_port, run_device
+
+    out, address = tmp_path / "killed", f"127.0.0.1:{free_port()}"
+    server = _server(out, address, "--kill-in-round", "2")
+    deadline = time.time() + 600
+    while not (out / "setup" / "spec.json").exists():
+        assert server.poll() is None and time.time() < deadline, "the server did not write its setup"
+        time.sleep(0.2)
+    devices = [threading.Thread(target=run_device, args=(out / "setup", d, address),
+                                kwargs={"shared_sim": False, "quiet": True}, daemon=True) for d in range(4)]
+    for t in devices:
+        t.start()
+    _, err = _wait(server)
+    assert server.returncode == -signal.SIGKILL, err[-2000:]
     assert "killing the server" in err
-    with np.load(tmp_path / "killed" / "fleet_state.npz", allow_pickle=False) as z:
+    with np.load(out / "fleet_state.npz", allow_pickle=False) as z:
         assert int(z["round"]) == 1  # round 2 was under way: its updates had arrived, nothing was saved
-    rc, out, err = _cli(tmp_path / "killed")
-    assert rc == 0, err[-2000:]
-    resumed = json.loads(out)
+    restarted = _server(out, address)
+    stdout, err = _wait(restarted)
+    assert restarted.returncode == 0, err[-2000:]
+    for t in devices:
+        t.join(timeout=60)
+        assert not t.is_alive(), "a device did not see the end of the run"
+    resumed = json.loads(stdout)
     assert resumed["resumed_from"] == 1 and [h["round"] for h in resumed["history"]] == [0, 1, 2, 3]
     assert [x["device"] for x in resumed["history"][2]["rejected"]] == [1]
-    rc, out, err = _cli(tmp_path / "straight")
-    assert rc == 0, err[-2000:]
-    straight = json.loads(out)
-    assert straight["resumed_from"] == 0
-    with np.load(tmp_path / "killed" / "model.npz") as a, np.load(tmp_path / "straight" / "model.npz") as b:
+    straight = mt.run_fleet("default", "digits", tmp_path / "straight", rounds=3, transport="grpc", **KILL_SPEC)
+    assert straight.resumed_from == 0
+    with np.load(out / "model.npz") as a, np.load(tmp_path / "straight" / "model.npz") as b:
         assert sorted(a.files) == sorted(b.files)
         for k in a.files:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    assert [h["accuracy"] for h in resumed["history"]] == [h["accuracy"] for h in straight["history"]]
-    with np.load(tmp_path / "killed" / "fleet_state.npz") as z:
+    assert [h["accuracy"] for h in resumed["history"]] == [h["accuracy"] for h in straight.history]
+    with np.load(out / "fleet_state.npz") as z:
         assert "m0" in z.files  # fedavgm's server momentum was restored too

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from microtrain.cli.common import UserError, emit, log
 
@@ -91,45 +90,32 @@ def _logging(verbose: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from microtrain.fleet.setup import FleetSpec
+    import microtrain
 
     _logging(args.verbose)
-    out = Path(args.out)
     if args.join:
-        return _join(args, out)
-    spec = FleetSpec(model=args.model, data=args.data, classes=args.classes or None, scheme=args.scheme,
-                     resolution=args.resolution, devices=args.devices, alpha=args.alpha, local_steps=args.local_steps,
-                     lr=args.lr, rounding=args.rounding, rule=args.rule, server_lr=args.server_lr,
-                     server_momentum=args.server_momentum, trim=args.trim, per_round=args.per_round, seed=args.seed,
-                     train_limit=args.train_limit, test_limit=args.test_limit, qemu=args.qemu,
-                     faults=tuple(args.fault))
-    if args.restart:
-        (out / "fleet_state.npz").unlink(missing_ok=True)
-    try:
-        from microtrain.fleet.run import run_fleet
-    except ImportError as e:
-        raise UserError(f"fleet learning needs Flower: pip install 'microtrain[fleet]' ({e})") from None
-    from microtrain.fleet.checkpoint import CheckpointError
-    from microtrain.ir import IRError, ModelFileError
-    from microtrain.models import ModelNotFound
-    from microtrain.scheme import SchemeError
-
-    try:
-        res = run_fleet(spec, args.rounds, out, transport=args.transport, workers=args.workers,
-                        address=args.listen, project=args.project, min_devices=args.min_devices,
-                        external_devices=args.listen is not None, round_timeout=args.round_timeout,
-                        crash_in_round=args.kill_in_round, keep_updates=args.keep_updates)
-    except (ModelNotFound, FileNotFoundError, ModelFileError, IRError, SchemeError, CheckpointError) as e:
-        raise UserError(str(e)) from None
-    except ValueError as e:
-        raise UserError(str(e)) from None
+        if args.device is None:
+            raise UserError("--join needs --device I (this device's id in the fleet)")
+        doc = microtrain.join_fleet(args.out, args.device, args.join, args.project)
+        log(f"device {args.device}: the server ended the run")
+        emit(args, doc, lambda: None)
+        return 0
+    res = microtrain.run_fleet(
+        args.model, args.data, args.out, classes=args.classes or None, scheme=args.scheme,
+        resolution=args.resolution, devices=args.devices, alpha=args.alpha, rounds=args.rounds,
+        local_steps=args.local_steps, lr=args.lr, rounding=args.rounding, rule=args.rule, server_lr=args.server_lr,
+        server_momentum=args.server_momentum, trim=args.trim, per_round=args.per_round, seed=args.seed,
+        train_limit=args.train_limit, test_limit=args.test_limit, qemu=args.qemu, project=args.project,
+        faults=tuple(args.fault), transport=args.transport, workers=args.workers, listen=args.listen,
+        min_devices=args.min_devices, round_timeout=args.round_timeout, kill_in_round=args.kill_in_round,
+        keep_updates=args.keep_updates, restart=args.restart)
     doc = res.to_dict()
 
     def human() -> None:
-        print(f"{'round':>5}  {'accuracy':>8}  {'devices':>7}  {'rejected':>8}  {'dropped':>7}  {'loss':>6}  {'s':>6}")
+        print(f"{'round':>5}  {'accuracy':>8}  {'accepted':>8}  {'rejected':>8}  {'dropped':>7}  {'loss':>6}  {'s':>6}")
         for h in res.history:
             loss = f"{h['train_loss']:.3f}" if h.get("train_loss") is not None else ""
-            print(f"{h['round']:>5}  {100 * h['accuracy']:>7.2f}%  {len(h.get('accepted', [])):>7}  "
+            print(f"{h['round']:>5}  {100 * h['accuracy']:>7.2f}%  {len(h.get('accepted', [])):>8}  "
                   f"{len(h.get('rejected', [])):>8}  {len(h.get('dropped', [])):>7}  {loss:>6}  "
                   f"{h.get('seconds', 0):>6.1f}")
         b = res.bytes
@@ -140,20 +126,4 @@ def run(args: argparse.Namespace) -> int:
               + (f", resumed after round {res.resumed_from})" if res.resumed_from else ")"))
 
     emit(args, doc, human)
-    return 0
-
-
-def _join(args: argparse.Namespace, out: Path) -> int:
-    if args.device is None:
-        raise UserError("--join needs --device I (this device's id in the fleet)")
-    if not (out / "setup" / "spec.json").exists():
-        raise UserError(f"{out}/setup is missing: start the server (--listen) with the same --out first")
-    from microtrain.fleet.run import run_device
-
-    try:
-        run_device(out / "setup", args.device, args.join, args.project)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    log(f"device {args.device}: the server ended the run")
-    emit(args, {"device": args.device, "server": args.join, "done": True}, lambda: None)
     return 0

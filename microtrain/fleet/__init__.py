@@ -16,17 +16,12 @@ requantizes with the device's rounding. Frozen weights never move and never trav
   setup.py       the run's fixed parts, prepared once, read by every device process
   evaluate.py    accuracy on the union test set
   server.py      the Flower Strategy;  client.py  the Flower client
-  run.py         run_fleet (simulation engine or gRPC over loopback) and run_device
+  run.py         serve (simulation engine or gRPC over loopback) and run_device
+
+The public entry points are the API's ``microtrain.run_fleet`` and ``microtrain.join_fleet``
+(``api/fleet.py``), which resolve model, head and scheme as every verb does.
 """
 
 from microtrain.fleet.setup import FleetSpec
 
-__all__ = ["FleetSpec", "run_fleet", "run_device"]
-
-
-def __getattr__(name: str):  # flwr (and Ray) are imported only when a fleet actually runs
-    if name in ("run_fleet", "run_device"):
-        from microtrain.fleet import run
-
-        return getattr(run, name)
-    raise AttributeError(name)
+__all__ = ["FleetSpec"]

@@ -1,9 +1,8 @@
-"""``run_fleet``: a fleet of devices improves one model together, through a Flower server.
+"""``serve``: a fleet of devices improves one model together, through a Flower server.
 
-    result = run_fleet(FleetSpec(model="default", data="digits", devices=100, alpha=0.1,
-                                 local_steps=20, lr=0.01), rounds=20, out="out/fleet")
-
-Prepares the run (``setup.prepare``: model + head + scheme, Dirichlet split), restores the last
+The API's ``microtrain.run_fleet`` resolves the model, head and scheme and calls
+``serve(spec, rounds, out, graph, scheme)``, which prepares the run (``setup.prepare``: the
+Dirichlet split, the setup every device process reads), restores the last
 completed round from ``out/fleet_state.npz`` if a previous run with the same spec was
 interrupted, and runs the remaining rounds with one of two transports, both speaking the same
 Flower protocol to the same ``FleetStrategy``:
@@ -24,6 +23,7 @@ here are the ones that tooling wraps (``ServerApp(server_fn=...)``, ``ClientApp(
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import signal
@@ -33,12 +33,16 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from microtrain.fleet.aggregate import AggregateConfig
 from microtrain.fleet.checkpoint import ServerState, load_state
 from microtrain.fleet.device import server_seed
 from microtrain.fleet.faults import Fault
 from microtrain.fleet.setup import FleetSpec, Setup, data_id, prepare, test_split
 from microtrain.fleet.update import model_bytes
+from microtrain.ir.graph import Graph
+from microtrain.scheme import UpdateScheme
 
 log = logging.getLogger("microtrain.fleet")
 TRANSPORTS = ("simulation", "grpc")
@@ -81,6 +85,19 @@ def check_spec(spec: FleetSpec, rounds: int) -> None:
             raise ValueError(f"fault {f!r} names a device the fleet does not have (0..{spec.devices - 1})")
 
 
+def graph_fingerprint(graph: Graph) -> str:
+    """16 hex digits naming a model's structure and constants (a checkpoint of another model is refused)."""
+    h = hashlib.sha256()
+    for node in graph.nodes:
+        h.update(json.dumps([node.name, node.op.value, list(node.inputs), list(node.outputs)]).encode())
+    for name in sorted(graph.tensors):
+        t = graph.tensors[name]
+        h.update(json.dumps([name, list(t.shape), t.dtype]).encode())
+        if t.data is not None:
+            h.update(np.ascontiguousarray(t.data).tobytes())
+    return h.hexdigest()[:16]
+
+
 def quiet_flower(level: int) -> None:
     """Flower's console log at ``level``, on stderr (stdout stays clean for --json)."""
     import flwr  # noqa: F401  (configures its logger on import)
@@ -97,11 +114,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_fleet(spec: FleetSpec, rounds: int, out: str | Path, *, transport: str | None = None,
-              workers: int = 2, address: str | None = None, project: str | Path | None = None,
-              min_devices: int | None = None, external_devices: bool = False, round_timeout: float | None = None,
-              wait_timeout: float = 600.0, crash_in_round: int | None = None,
-              keep_updates: bool = False, prefix_cache: str | Path | None = None) -> FleetResult:
+def serve(spec: FleetSpec, rounds: int, out: str | Path, graph: Graph, scheme: UpdateScheme, *,
+          transport: str | None = None,
+          workers: int = 2, address: str | None = None, project: str | Path | None = None,
+          min_devices: int | None = None, external_devices: bool = False, round_timeout: float | None = None,
+          wait_timeout: float = 600.0, crash_in_round: int | None = None,
+          keep_updates: bool = False, prefix_cache: str | Path | None = None) -> FleetResult:
     """Run (or resume) a fleet; see the module doc. ``external_devices``: serve on ``address`` and wait for
     devices started elsewhere (``run_device``) instead of starting them here. ``prefix_cache``: a folder where the
     frozen prefix of the training and test splits is kept across runs (``prefix.py``)."""
@@ -116,7 +134,7 @@ def run_fleet(spec: FleetSpec, rounds: int, out: str | Path, *, transport: str |
         raise ValueError("firmware (QEMU) devices connect over the network: use the grpc transport")
     out = Path(out)
     start = time.time()
-    setup = prepare(spec, out, prefix_cache)
+    setup = prepare(spec, out, graph, scheme, prefix_cache)
     if spec.qemu and project is None and not external_devices:
         from microtrain.fleet.device import compile_project
 
@@ -129,7 +147,7 @@ def run_fleet(spec: FleetSpec, rounds: int, out: str | Path, *, transport: str |
         from microtrain.fleet.setup import train_prefix
 
         train_prefix(setup, SimDevice(setup.graph, setup.scheme, spec.rounding).prefix)
-    signature = spec.signature()
+    signature = {**spec.signature(), "graph": graph_fingerprint(setup.graph), "manifest": setup.manifest.fingerprint}
     state = load_state(out, signature, setup.manifest)
     if state is None:
         arrays = setup.manifest.extract(setup.graph)
@@ -196,23 +214,35 @@ def _serve(setup: Setup, strategy, rounds: int, address: str, project, external:
 
 
 def run_device(setup_dir: str | Path, device: int, address: str, project: str | Path | None = None,
-               shared_sim: bool = True, quiet: bool = False, max_wait: float | None = 600.0) -> None:
+               shared_sim: bool = True, quiet: bool = False, max_wait: float | None = 600.0,
+               reconnects: int = 10) -> None:
     """One device as a Flower client of the server at ``address`` (returns when the server ends the run).
-    A device that fails mid-round (fault ``drop``) disconnects, as a device losing power would."""
+    A device that fails mid-round (fault ``drop``) disconnects, as a device losing power would; a device
+    whose server goes away waits for it and connects again (up to ``reconnects`` times): the device holds
+    nothing the server needs, so a restarted server simply sends it the next round."""
     import flwr as fl
+    import grpc
 
     from microtrain.fleet.client import make_client
     from microtrain.fleet.faults import DeviceDropout
 
     client = make_client(setup_dir, device, project, shared_sim=shared_sim)
-    wait_for_server(address, max_wait or 600.0)
-    try:
-        fl.client.start_client(server_address=address, client=client.to_client(), insecure=True,
-                               max_wait_time=max_wait)
-    except DeviceDropout as e:
-        if not quiet:
-            raise
-        log.info("%s", e)
+    for attempt in range(reconnects + 1):
+        wait_for_server(address, max_wait or 600.0)
+        try:
+            fl.client.start_client(server_address=address, client=client.to_client(), insecure=True,
+                                   max_wait_time=max_wait)
+            return  # the server ended the run
+        except DeviceDropout as e:
+            if not quiet:
+                raise
+            log.info("%s", e)
+            return
+        except grpc.RpcError as e:  # the server went away mid-run: wait for it to come back
+            if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or attempt == reconnects:
+                raise
+            log.info("device %d: lost the server (%s); reconnecting", device, e.code().name)
+            time.sleep(0.5)
 
 
 def wait_for_server(address: str, timeout: float) -> None:

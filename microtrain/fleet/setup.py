@@ -1,11 +1,12 @@
 """A fleet run's fixed parts, prepared once by the server and read by every device process.
 
 ``FleetSpec`` holds everything that determines a run's result (its ``signature``, stored in the
-round checkpoint). ``prepare(spec, directory)`` loads the model, gives it a new head and the
-resolution asked for, resolves the scheme, splits the training set over the devices
-(Dirichlet, ``partition.py``) and writes ``DIR/setup/`` (``model.json/.npz``, ``scheme.json``,
-``partition.npz``, ``spec.json``). ``load_setup(DIR)`` reads it back in any process (a Ray
-worker, a device on another machine with the same files), without redoing the work.
+round checkpoint with the fingerprints of the model and the manifest). ``prepare(spec, directory,
+graph, scheme)`` takes the model as the API resolved it (new head, resolution, scheme), splits
+the training set over the devices (Dirichlet, ``partition.py``) and writes ``DIR/setup/``
+(``model.json/.npz``, ``scheme.json``, ``partition.npz``, ``spec.json``). ``load_setup(DIR)``
+reads it back in any process (a Ray worker, a device on another machine with the same files),
+without redoing the work.
 
 A device's samples: ``device_samples(setup, device)`` -> int8 inputs and labels of its share
 of the training split, preprocessed for the model (only that device's images, so a process
@@ -66,36 +67,21 @@ class Setup:
     prefix_cache: Path | None = None  # shared on-disk prefix codes (``prefix.py``), if any
 
 
-def prepare_model(spec: FleetSpec) -> tuple[Graph, UpdateScheme]:
-    from microtrain.models import load_model
-    from microtrain.sim.resolution import with_resolution
-    from microtrain.sparse.presets import load_scheme
-
-    graph = load_model(spec.model)
-    if spec.classes is not None:
-        from microtrain.frontend.heads import new_head
-
-        graph = new_head(graph, spec.classes, seed=spec.seed)
-    if spec.resolution is not None:
-        graph = with_resolution(graph, spec.resolution)
-    scheme = load_scheme(spec.scheme, graph)
-    if scheme.head != "int8":
-        raise ValueError("a fleet trains the int8 classifier the device holds; use a scheme with head 'int8'")
-    return graph, scheme
-
-
 def _load_train(spec: FleetSpec):
     from microtrain.data.datasets import load_dataset
 
     return load_dataset(spec.data, "train", limit=spec.train_limit, seed=spec.seed)
 
 
-def prepare(spec: FleetSpec, directory: str | Path, prefix_cache: str | Path | None = None) -> Setup:
+def prepare(spec: FleetSpec, directory: str | Path, graph: Graph, scheme: UpdateScheme,
+            prefix_cache: str | Path | None = None) -> Setup:
+    """Write the setup of a fleet of ``graph`` (with its head and resolution) trained with ``scheme``."""
     from microtrain.data.datasets import check_fits
     from microtrain.ir import save_graph
 
+    if scheme.head != "int8":
+        raise ValueError("a fleet trains the int8 classifier the device holds; use a scheme with head 'int8'")
     directory = Path(directory) / SETUP_DIR
-    graph, scheme = prepare_model(spec)
     train = _load_train(spec)
     check_fits(train, graph, new_head=False)
     parts = dirichlet_partition(train.labels, spec.devices, spec.alpha, seed=spec.seed)
