@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from microtrain.ir.graph import Graph
-from microtrain.runtime.rounding import trained_tensor_order
-from microtrain.scheme import UpdateScheme
+from microtrain.scheme import UpdateScheme, trained_tensor_order
 
 
 @dataclasses.dataclass(frozen=True)
