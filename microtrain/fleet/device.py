@@ -62,7 +62,9 @@ def compact_codes(cache: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def take(cache: dict[str, np.ndarray], idx) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v[idx])).to(torch.int64) for k, v in cache.items()}
+    """The samples ``idx`` of a prefix cache as the simulator's int64 codes (a copy: the cache may be
+    a read-only memory map)."""
+    return {k: torch.from_numpy(np.array(v[idx], dtype=np.int64)) for k, v in cache.items()}
 
 
 class SimDevice:

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -173,8 +174,39 @@ def serve(spec: FleetSpec, rounds: int, out: str | Path, graph: Graph, scheme: U
     return _finish(setup, state, out, rounds, resumed_from, time.time() - start, transport)
 
 
+RAY_ATTEMPTS = 3
+
+
+def start_ray(workers: int, attempts: int = RAY_ATTEMPTS) -> None:
+    """Start a local Ray for the simulation engine, trying again when it does not come up in time.
+
+    Ray waits a fixed time for its GCS server to write its port; on a machine whose cores are all
+    busy that wait can run out. The GCS port is chosen here (``RAY_GCS_SERVER_PORT``, a free
+    loopback port) so that Ray need not wait for it, and a start that still times out is shut down
+    and tried again."""
+    import ray
+
+    args = {"num_cpus": workers, "include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    for attempt in range(1, attempts + 1):
+        saved = os.environ.get("RAY_GCS_SERVER_PORT")
+        os.environ.setdefault("RAY_GCS_SERVER_PORT", str(free_port()))
+        try:
+            ray.init(**args)
+            return
+        except RuntimeError as e:
+            ray.shutdown()
+            if attempt == attempts:
+                raise RuntimeError(f"Ray did not start in {attempts} attempts ({e})") from None
+            log.warning("Ray did not start (%s); trying again", str(e)[:120])
+            time.sleep(2.0 * attempt)
+        finally:
+            if saved is None:
+                os.environ.pop("RAY_GCS_SERVER_PORT", None)
+
+
 def _simulate(setup: Setup, strategy, rounds: int, workers: int, round_timeout: float | None) -> None:
     import flwr as fl
+    import ray
 
     setup_dir = str(setup.directory)
 
@@ -183,12 +215,15 @@ def _simulate(setup: Setup, strategy, rounds: int, workers: int, round_timeout: 
 
         return make_client(setup_dir, int(context.node_config["partition-id"])).to_client()
 
-    fl.simulation.start_simulation(
-        client_fn=client_fn, num_clients=setup.spec.devices, strategy=strategy,
-        config=fl.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout),
-        client_resources={"num_cpus": 1},
-        ray_init_args={"num_cpus": workers, "include_dashboard": False, "log_to_driver": False,
-                       "configure_logging": False})
+    start_ray(workers)
+    try:
+        fl.simulation.start_simulation(
+            client_fn=client_fn, num_clients=setup.spec.devices, strategy=strategy,
+            config=fl.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout),
+            client_resources={"num_cpus": 1}, keep_initialised=True,
+            ray_init_args={"num_cpus": workers, "include_dashboard": False, "ignore_reinit_error": True})
+    finally:
+        ray.shutdown()
 
 
 def _serve(setup: Setup, strategy, rounds: int, address: str, project, external: bool,
