@@ -20,7 +20,7 @@ every training and test image is computed once per model and dataset and shared 
 all runs (``microtrain/fleet/prefix.py``). Prints a table, draws ``docs/img/fleet.png`` and
 with ``--append-results`` appends both to docs/RESULTS.md.
 
-    flock /work/bench.lock nice -n 10 .venv/bin/python benchmarks/fleet.py --append-results
+    flock /work/bench.lock .venv/bin/python benchmarks/fleet.py --append-results
     .venv/bin/python benchmarks/fleet.py --quick           # a smoke run: 2 configs, few rounds
 """
 
@@ -309,7 +309,7 @@ def main() -> int:
     print(f"plot: {img} ({time.time() - start:.0f} s in all)")
     if a.append_results:
         now = datetime.datetime.now(datetime.UTC)
-        cmd = " ".join(["flock /work/bench.lock nice -n 10 .venv/bin/python benchmarks/fleet.py"] + sys.argv[1:])
+        cmd = " ".join(["flock /work/bench.lock .venv/bin/python benchmarks/fleet.py"] + sys.argv[1:])
         title = f"## Fleet learning with Flower: fleet vs device alone vs centralised ({now:%Y-%m-%d %H:%M} UTC)"
         text = "\n".join([title,
                           "", f"Command: `{cmd}`  ",
