@@ -249,6 +249,61 @@ static int random_shapes(void)
     return bad;
 }
 
+/* The fused block backward (mt_inverted_bottleneck_grad_f32) on random shapes, masks, passes and
+ * kept channels: its results go to out.bin, so the host and the Cortex-M7 (VMLA, cached float
+ * weights) must agree byte for byte; tests/test_host_backward_stream.py checks the host's against
+ * the unfused kernels and the Python eval rule. */
+static void random_block_grads(void)
+{
+    enum { BH = 8, BC = 12, BO = 6, BI = 6 };
+    static float go[BH * BH * BO], ps[BO], ds[BC], es[BC], gi[BH * BH * BI], db[BC], eb[BC], fac[BC], row[BI];
+    static float scr[4 * 2 * BH * BH];
+    static int8_t pw[BO * BC], dwk[BC * 49], ew[BC * BI], xin[BH * BH * BI];
+    static uint8_t dm[(BH * BH * BC + 7) / 8], em[(BH * BH * BC + 7) / 8];
+    static int32_t kept[BC];
+    static float opt[BC * BI];  /* optimizer state of the kept rows (momentum or accumulation) */
+    for (int t = 0; t < 24; t++) {
+        const int h = rnd(2, BH), w = rnd(2, BH), C = rnd(1, BC), O = rnd(1, BO), I = rnd(1, BI);
+        const int k = t % 3 == 0 ? 3 : t % 3 == 1 ? (h >= 5 && w >= 5 ? 5 : 3) : (h >= 7 && w >= 7 ? 7 : 3);
+        const int st = rnd(1, 2), pad = k / 2;
+        mt_inverted_bottleneck_grad_params p;
+        memset(&p, 0, sizeof p);
+        mt_conv_params d = {h, w, C, (h + 2 * pad - k) / st + 1, (w + 2 * pad - k) / st + 1, C, k, k, st, st,
+                            pad, pad, pad, pad, C, 0, 0, -128, 127};
+        p.depthwise = d;
+        p.project_out_c = O;
+        p.expand_in_c = I;
+        p.input_zero_point = rnd(-128, 127);
+        p.input_scale = 0.001f + (float)rnd(1, 100) * 1e-4f;
+        p.channels_per_pass = rnd(1, 4);
+        fill_f32(go, d.out_h * d.out_w * O);
+        for (int i = 0; i < O; i++) ps[i] = 0.001f + (float)rnd(1, 1000) * 1e-5f;
+        for (int i = 0; i < C; i++) {
+            ds[i] = 0.001f + (float)rnd(1, 1000) * 1e-5f;
+            es[i] = 0.001f + (float)rnd(1, 1000) * 1e-5f;
+            fac[i] = 50.0f + (float)rnd(0, 100);
+        }
+        fill_s8(pw, O * C); fill_s8(dwk, C * k * k); fill_s8(ew, C * I); fill_s8(xin, h * w * I);
+        for (int i = 0; i < (int)sizeof dm; i++) { dm[i] = (uint8_t)next(); em[i] = (uint8_t)next(); }
+        int count = 0;
+        for (int c = 0; c < C; c++) if (rnd(0, 2)) kept[count++] = c;
+        /* plain SGD, momentum, or the last of K accumulated samples (the in-kernel update goes
+         * through mt_sgd_update_s8, which reads and writes the state of row j) */
+        fill_f32(opt, BC * BI);
+        mt_update_params u = {0.37f, rnd(0, 1), 7u, (uint32_t)t, 2u, NULL, 0, 0.0f, NULL, 0.0f};
+        if (t % 4 == 1) { u.momentum = opt; u.momentum_coef = 0.9f; }
+        if (t % 4 == 2) { u.accum = opt; u.apply = 1; u.accum_scale = 0.25f; }
+        mt_expand_update up = {ew, 0, fac, t % 5 == 0 ? NULL : kept, t % 5 == 0 ? C : count, u, row};
+        check(mt_inverted_bottleneck_grad_f32(&p, go, pw, ps, dm, dwk, ds, em, ew, NULL, es, xin, &up, gi, db, eb, scr),
+              "block grads");
+        put(gi, sizeof(float) * (size_t)(h * w * I));
+        put(db, sizeof(float) * (size_t)C);
+        put(eb, sizeof(float) * (size_t)C);
+        put(ew, (size_t)(C * I));
+        put(opt, sizeof(float) * (size_t)(BC * BI));
+    }
+}
+
 int main(void)
 {
     out = fopen("out.bin", "wb");
@@ -293,6 +348,7 @@ int main(void)
         check(mt_sgd_update_s32(bias32, factor, gl, &all, &u), "sgd_s32"); put(bias32, sizeof bias32);
     }
     failures += random_shapes();
+    random_block_grads();
     fclose(out);
     printf("kernels done failures %d\n", failures);
     return failures != 0;

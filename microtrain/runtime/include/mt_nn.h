@@ -28,6 +28,14 @@
 #define MT_NN_DSP 0
 #endif
 
+/* Helpers with a stack buffer are kept out of line, so that the buffers of helpers called one
+ * after the other never add up in one inlined frame (the stack high-water counts in SRAM). */
+#if defined(__GNUC__)
+#define MT_NN_NOINLINE __attribute__((noinline, unused))
+#else
+#define MT_NN_NOINLINE
+#endif
+
 /* The float kernels document their exact float32 expressions (and the simulator reproduces
  * them): that needs float arithmetic evaluated in float32, without excess precision (and
  * without FMA contraction, which the build disables with -ffp-contract=off). */

@@ -21,7 +21,7 @@
  *     mt_pointwise_conv2d_grad_weight_f32 adds them), times the input scale, then mt_sgd_update_s8 on that row alone.
  * Expansion rows of a group are read for grad_input before they are updated, and never again.
  */
-#include "mt_nn.h"
+#include "mt_nn_grad.h"
 
 #define MT_NN_IB_BLOCK 4
 
@@ -45,30 +45,79 @@ static int32_t mt_nn_kept(const mt_expand_update *upd, int32_t c)
     return -1;
 }
 
-/* Plane b = the depthwise input gradient of plane a for channel c (scale ds, taps wd). */
-static void mt_nn_depthwise_plane(const mt_conv_params *d, const float *a, float ds, const int8_t *wd, float *b)
+/* Element (y, x) of plane b in the gathering form below: its terms a[oy][ox] * w[ky][kx] over the
+ * output pixels that read it, in ascending order from 0.0f, for oy in [oy_begin, oy_end) (the rows
+ * that read input row y, found once per row). wf: the taps as floats. */
+static inline float mt_nn_dw_gather(const mt_conv_params *d, const float *a, const float *wf, int32_t y, int32_t x,
+                                    int32_t oy_begin, int32_t oy_end)
 {
-    int32_t n, oy, ox;
-    for (n = 0; n < d->in_h * d->in_w; ++n) {
-        b[n] = 0.0f;
+    const int32_t kw = d->kernel_w, sh = d->stride_h, sw = d->stride_w, ow = d->out_w;
+    const int32_t vx = x + d->pad_left - kw + 1, tx = x + d->pad_left;
+    const int32_t ox_begin = vx <= 0 ? 0 : sw == 1 ? vx : (vx + sw - 1) / sw;
+    const int32_t ox_last = sw == 1 ? tx : tx / sw;
+    const int32_t ox_end = ox_last + 1 < ow ? ox_last + 1 : ow;
+    float s = 0.0f;
+    int32_t oy, ox;
+    for (oy = oy_begin; oy < oy_end; ++oy) {
+        const float *ar = a + oy * ow;
+        int32_t t = (y + d->pad_top - oy * sh) * kw + (tx - ox_begin * sw); /* the tap of ox_begin */
+        for (ox = ox_begin; ox < ox_end; ++ox) {
+            s = mt_nn_fmla(s, ar[ox], wf[t]);
+            t -= sw;
+        }
     }
-    for (oy = 0; oy < d->out_h; ++oy) {
-        const int32_t y0 = oy * d->stride_h - d->pad_top;
-        const int32_t ky_begin = y0 < 0 ? -y0 : 0;
-        const int32_t ky_end = d->in_h - y0 < d->kernel_h ? d->in_h - y0 : d->kernel_h;
-        for (ox = 0; ox < d->out_w; ++ox) {
-            const int32_t x0 = ox * d->stride_w - d->pad_left;
-            const int32_t kx_begin = x0 < 0 ? -x0 : 0;
-            const int32_t kx_end = d->in_w - x0 < d->kernel_w ? d->in_w - x0 : d->kernel_w;
-            const float gs = a[oy * d->out_w + ox] * ds;
-            int32_t ky, kx;
-            for (ky = ky_begin; ky < ky_end; ++ky) {
-                float *row = b + (y0 + ky) * d->in_w + x0;
-                const int8_t *w_row = wd + ky * d->kernel_w;
-                for (kx = kx_begin; kx < kx_end; ++kx) {
-                    row[kx] += gs * (float)w_row[kx];
-                }
+    return s;
+}
+
+/* Plane b = the depthwise input gradient of plane a for channel c (scale ds, taps wd), written
+ * gathering: each element of b sums its terms over the output pixels that read it, in ascending
+ * order of the output pixel from 0.0f, which is exactly the sequence of float operations the
+ * scattering form performs on it (mt_depthwise_conv2d_grad_input_f32: b zeroed, then each output
+ * pixel in ascending order adds its terms), so every value is identical. a is scaled in place
+ * first (a[o] * ds, the product the scattering form computes once per output pixel). */
+static MT_NN_NOINLINE void mt_nn_depthwise_plane(const mt_conv_params *d, float *a, float ds, const int8_t *wd,
+                                                 float *b)
+{
+    float wf[MT_NN_GRAD_CACHE];
+    const int32_t taps = d->kernel_h * d->kernel_w, ow = d->out_w, w = d->in_w;
+    const int32_t fast3 = d->kernel_h == 3 && d->kernel_w == 3 && d->stride_h == 1 && d->stride_w == 1 &&
+                          d->pad_top == 1 && d->pad_left == 1 && d->out_h == d->in_h && ow == w;
+    int32_t n, y, x, t;
+    for (n = 0; n < d->out_h * ow; ++n) {
+        a[n] = a[n] * ds;
+    }
+    for (t = 0; t < taps; ++t) {
+        wf[t] = (float)wd[t]; /* exact; taps <= MT_NN_GRAD_CACHE (checked by the kernel) */
+    }
+    for (y = 0; y < d->in_h; ++y) {
+        const int32_t sh = d->stride_h, vy = y + d->pad_top - d->kernel_h + 1, ty = y + d->pad_top;
+        const int32_t oy_begin = vy <= 0 ? 0 : sh == 1 ? vy : (vy + sh - 1) / sh;
+        const int32_t oy_last = sh == 1 ? ty : ty / sh;
+        const int32_t oy_end = oy_last + 1 < d->out_h ? oy_last + 1 : d->out_h;
+        float *row = b + y * w;
+        x = 0;
+        if (fast3 && y >= 1 && y + 1 < d->in_h && w >= 3) {
+            /* 3x3, stride 1, inside: the nine terms, output pixels ascending = taps descending */
+            const float w0 = wf[0], w1 = wf[1], w2 = wf[2], w3 = wf[3], w4 = wf[4], w5 = wf[5], w6 = wf[6],
+                        w7 = wf[7], w8 = wf[8];
+            row[0] = mt_nn_dw_gather(d, a, wf, y, 0, oy_begin, oy_end);
+            for (x = 1; x + 1 < w; ++x) {
+                const float *p0 = a + (y - 1) * ow + x - 1, *p1 = p0 + ow, *p2 = p1 + ow;
+                float s = 0.0f;
+                s = mt_nn_fmla(s, p0[0], w8);
+                s = mt_nn_fmla(s, p0[1], w7);
+                s = mt_nn_fmla(s, p0[2], w6);
+                s = mt_nn_fmla(s, p1[0], w5);
+                s = mt_nn_fmla(s, p1[1], w4);
+                s = mt_nn_fmla(s, p1[2], w3);
+                s = mt_nn_fmla(s, p2[0], w2);
+                s = mt_nn_fmla(s, p2[1], w1);
+                s = mt_nn_fmla(s, p2[2], w0);
+                row[x] = s;
             }
+        }
+        for (; x < w; ++x) {
+            row[x] = mt_nn_dw_gather(d, a, wf, y, x, oy_begin, oy_end);
         }
     }
 }
@@ -82,6 +131,119 @@ static float mt_nn_plane_sum(const float *x, int32_t n)
         s += x[k];
     }
     return s;
+}
+
+/* Row j of the expansion weight gradient for channel c (plane bk): acc[i] = (sum over n ascending,
+ * from 0.0f, of bk[n] * (float)(input[n][i] - z)) * input_scale, then mt_sgd_update_s8 of that row. */
+static mt_status mt_nn_kept_row(const mt_inverted_bottleneck_grad_params *p, const mt_expand_update *update, int32_t j,
+                                const float *bk, int32_t in_plane, const int8_t *input)
+{
+    const int32_t I = p->expand_in_c, z = p->input_zero_point;
+    float *acc = update->grad_row;
+    mt_channels ch;
+    int32_t n, i;
+    for (i = 0; i < I; ++i) {
+        acc[i] = 0.0f;
+    }
+    for (n = 0; n + 4 <= in_plane; n += 4) {
+        const float g0 = bk[n], g1 = bk[n + 1], g2 = bk[n + 2], g3 = bk[n + 3];
+        const int8_t *x0 = input + n * I;
+        const int8_t *x1 = x0 + I;
+        const int8_t *x2 = x1 + I;
+        const int8_t *x3 = x2 + I;
+        for (i = 0; i < I; ++i) {
+            float s = acc[i];
+            s = mt_nn_fmla(s, g0, (float)((int32_t)x0[i] - z));
+            s = mt_nn_fmla(s, g1, (float)((int32_t)x1[i] - z));
+            s = mt_nn_fmla(s, g2, (float)((int32_t)x2[i] - z));
+            s = mt_nn_fmla(s, g3, (float)((int32_t)x3[i] - z));
+            acc[i] = s;
+        }
+    }
+    for (; n < in_plane; ++n) {
+        const int8_t *x = input + n * I;
+        for (i = 0; i < I; ++i) {
+            acc[i] = mt_nn_fmla(acc[i], bk[n], (float)((int32_t)x[i] - z));
+        }
+    }
+    for (i = 0; i < I; ++i) {
+        acc[i] = acc[i] * p->input_scale;
+    }
+    ch.index = update->index;
+    ch.count = update->count;
+    ch.begin = j;
+    ch.end = j + 1;
+    return mt_sgd_update_s8(update->weights, update->weights_sliced, I, update->factor, acc, &ch, &update->u);
+}
+
+/* The kept rows among channels c0 .. c0 + nb - 1 (planes b). When their rows fit the free planes a
+ * (room floats; the a planes are dead once the b planes exist), the rows are summed together, so
+ * each (input[n][i] - z) is converted once for all of them: row q, element i, is still the sum over
+ * n ascending from 0.0f of b_q[n] * x, the expression and order of mt_nn_kept_row. Then each row
+ * is scaled and applied in channel order (rows of distinct channels are independent, and the
+ * update's rounding depends only on the element's index). */
+static mt_status mt_nn_kept_rows(const mt_inverted_bottleneck_grad_params *p, const mt_expand_update *update,
+                                 int32_t c0, int32_t nb, const float *b, int32_t in_plane, const int8_t *input,
+                                 float *room, int32_t room_floats)
+{
+    const int32_t I = p->expand_in_c, z = p->input_zero_point;
+    int32_t jk[MT_NN_IB_BLOCK], kk[MT_NN_IB_BLOCK], nk = 0, k, q, i, n;
+    mt_status st;
+    for (k = 0; k < nb; ++k) {
+        const int32_t j = mt_nn_kept(update, c0 + k);
+        if (j >= 0) {
+            jk[nk] = j;
+            kk[nk++] = k;
+        }
+    }
+    if (nk == 0) {
+        return MT_OK;
+    }
+    if (nk == 1 || nk * I > room_floats) {
+        for (q = 0; q < nk; ++q) {
+            if ((st = mt_nn_kept_row(p, update, jk[q], b + kk[q] * in_plane, in_plane, input)) != MT_OK) {
+                return st;
+            }
+        }
+        return MT_OK;
+    }
+    for (i = 0; i < I; ++i) {
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        const float *b0 = b + kk[0] * in_plane, *b1 = b + kk[1] * in_plane;
+        const float *b2 = b + kk[nk > 2 ? 2 : 1] * in_plane, *b3 = b + kk[nk > 3 ? 3 : 1] * in_plane;
+        const int8_t *x = input + i;
+        for (n = 0; n < in_plane; ++n) {
+            const float xf = (float)((int32_t)x[n * I] - z);
+            s0 = mt_nn_fmla(s0, b0[n], xf);
+            s1 = mt_nn_fmla(s1, b1[n], xf);
+            if (nk > 2) {
+                s2 = mt_nn_fmla(s2, b2[n], xf);
+            }
+            if (nk > 3) {
+                s3 = mt_nn_fmla(s3, b3[n], xf);
+            }
+        }
+        room[i] = s0 * p->input_scale;
+        room[I + i] = s1 * p->input_scale;
+        if (nk > 2) {
+            room[2 * I + i] = s2 * p->input_scale;
+        }
+        if (nk > 3) {
+            room[3 * I + i] = s3 * p->input_scale;
+        }
+    }
+    for (q = 0; q < nk; ++q) {
+        mt_channels ch;
+        ch.index = update->index;
+        ch.count = update->count;
+        ch.begin = jk[q];
+        ch.end = jk[q] + 1;
+        if ((st = mt_sgd_update_s8(update->weights, update->weights_sliced, I, update->factor, room + q * I, &ch,
+                                   &update->u)) != MT_OK) {
+            return st;
+        }
+    }
+    return MT_OK;
 }
 
 mt_status mt_inverted_bottleneck_grad_f32(const mt_inverted_bottleneck_grad_params *p, const float *grad_output,
@@ -112,7 +274,7 @@ mt_status mt_inverted_bottleneck_grad_f32(const mt_inverted_bottleneck_grad_para
         return MT_ERR_SHAPE;
     }
     B = p->channels_per_pass;
-    if (B < 1 || B > MT_NN_IB_BLOCK) {
+    if (B < 1 || B > MT_NN_IB_BLOCK || d->kernel_h * d->kernel_w > MT_NN_GRAD_CACHE) {
         return MT_ERR_PARAM;
     }
     if (update != NULL) {
@@ -137,34 +299,7 @@ mt_status mt_inverted_bottleneck_grad_f32(const mt_inverted_bottleneck_grad_para
         float *b = scratch + B * out_plane;  /* [nb][in_plane] */
         const int8_t *we[MT_NN_IB_BLOCK];
         /* planes a: columns c0.. of the projection's input gradient, through the depthwise mask */
-        for (n = 0; n < out_plane; ++n) {
-            const float *g = grad_output + n * O;
-            const int8_t *wp = project_weights + c0;
-            int32_t o;
-            if (nb == MT_NN_IB_BLOCK) {
-                float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-                for (o = 0; o < O; ++o) {
-                    const float gs = g[o] * project_scale[o];
-                    const int8_t *w = wp + o * C;
-                    s0 = s0 + gs * (float)w[0];
-                    s1 = s1 + gs * (float)w[1];
-                    s2 = s2 + gs * (float)w[2];
-                    s3 = s3 + gs * (float)w[3];
-                }
-                a[n] = s0;
-                a[out_plane + n] = s1;
-                a[2 * out_plane + n] = s2;
-                a[3 * out_plane + n] = s3;
-            } else {
-                for (k = 0; k < nb; ++k) {
-                    float s = 0.0f;
-                    for (o = 0; o < O; ++o) {
-                        s = s + (g[o] * project_scale[o]) * (float)wp[o * C + k];
-                    }
-                    a[k * out_plane + n] = s;
-                }
-            }
-        }
+        mt_nn_grad_columns(grad_output, O, project_scale, project_weights + c0, C, out_plane, a, out_plane, nb);
         for (k = 0; k < nb; ++k) {
             const int32_t c = c0 + k;
             float *ak = a + k * out_plane;
@@ -187,76 +322,12 @@ mt_status mt_inverted_bottleneck_grad_f32(const mt_inverted_bottleneck_grad_para
         }
         /* the group's share of the block input's gradient, with the old rows, c ascending */
         if (grad_input != NULL) {
-            for (n = 0; n < in_plane; ++n) {
-                float *gi = grad_input + n * I;
-                if (nb == MT_NN_IB_BLOCK) {
-                    const float gs0 = b[n] * expand_scale[c0];
-                    const float gs1 = b[in_plane + n] * expand_scale[c0 + 1];
-                    const float gs2 = b[2 * in_plane + n] * expand_scale[c0 + 2];
-                    const float gs3 = b[3 * in_plane + n] * expand_scale[c0 + 3];
-                    for (i = 0; i < I; ++i) {
-                        float s = gi[i];
-                        s = s + gs0 * (float)we[0][i];
-                        s = s + gs1 * (float)we[1][i];
-                        s = s + gs2 * (float)we[2][i];
-                        s = s + gs3 * (float)we[3][i];
-                        gi[i] = s;
-                    }
-                } else {
-                    for (k = 0; k < nb; ++k) {
-                        const float gs = b[k * in_plane + n] * expand_scale[c0 + k];
-                        for (i = 0; i < I; ++i) {
-                            gi[i] += gs * (float)we[k][i];
-                        }
-                    }
-                }
-            }
+            mt_nn_grad_rows(b, in_plane, expand_scale + c0, we, I, in_plane, grad_input, nb);
         }
-        /* the kept rows of the expansion weight gradient, each applied at once */
-        for (k = 0; update != NULL && k < nb; ++k) {
-            const int32_t j = mt_nn_kept(update, c0 + k);
-            const int32_t z = p->input_zero_point;
-            const float *bk = b + k * in_plane;
-            float *acc = update->grad_row;
-            mt_channels ch;
-            if (j < 0) {
-                continue;
-            }
-            for (i = 0; i < I; ++i) {
-                acc[i] = 0.0f;
-            }
-            for (n = 0; n + 4 <= in_plane; n += 4) {
-                const float g0 = bk[n], g1 = bk[n + 1], g2 = bk[n + 2], g3 = bk[n + 3];
-                const int8_t *x0 = input + n * I;
-                const int8_t *x1 = x0 + I;
-                const int8_t *x2 = x1 + I;
-                const int8_t *x3 = x2 + I;
-                for (i = 0; i < I; ++i) {
-                    float s = acc[i];
-                    s = s + g0 * (float)((int32_t)x0[i] - z);
-                    s = s + g1 * (float)((int32_t)x1[i] - z);
-                    s = s + g2 * (float)((int32_t)x2[i] - z);
-                    s = s + g3 * (float)((int32_t)x3[i] - z);
-                    acc[i] = s;
-                }
-            }
-            for (; n < in_plane; ++n) {
-                const int8_t *x = input + n * I;
-                for (i = 0; i < I; ++i) {
-                    acc[i] += bk[n] * (float)((int32_t)x[i] - z);
-                }
-            }
-            for (i = 0; i < I; ++i) {
-                acc[i] = acc[i] * p->input_scale;
-            }
-            ch.index = update->index;
-            ch.count = update->count;
-            ch.begin = j;
-            ch.end = j + 1;
-            if ((st = mt_sgd_update_s8(update->weights, update->weights_sliced, I, update->factor, acc, &ch,
-                                       &update->u)) != MT_OK) {
-                return st;
-            }
+        /* the kept rows of the expansion weight gradient, each applied at once (after the group's
+         * share of grad_input read the old rows) */
+        if (update != NULL && (st = mt_nn_kept_rows(p, update, c0, nb, b, in_plane, input, a, B * out_plane)) != MT_OK) {
+            return st;
         }
     }
     return MT_OK;
