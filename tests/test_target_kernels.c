@@ -73,7 +73,7 @@ static void naive_conv(const mt_conv_params *p, const mt_per_channel_quant *q, c
 
 enum { RH = 9, RC = 16, RK = 5 };
 static int8_t rx[RH * RH * RC + 4], rw[RC * RK * RK * RC + 4], ry[RH * RH * RC], rref[RH * RH * RC];
-static int8_t rmid[RH * RH * RC], rmid2[RH * RH * RC], rscratch[RK * (RH + RK) * RC + 4 + 2 * RH * RC];
+static int8_t rmid[RH * RH * RC], rmid2[RH * RH * RC], rscratch[4 * 64 + RK * (RH + RK) * RC + 4 + 16 * 64 + 2 * RH * RC];
 static int32_t rbias[RC], rmult[RC], rshift[RC];
 
 static void random_conv_params(mt_conv_params *p, int in_h, int in_w, int in_c, int out_c, int k, int s, int pad,

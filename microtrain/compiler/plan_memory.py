@@ -214,7 +214,7 @@ def lifetimes(graph: Graph) -> list[Buffer]:
         if overwrite_ok(graph, node) and node.inputs[0] in group and node.outputs[0] in group:
             victim, writer = buffers[root(node.inputs[0])], buffers[root(node.outputs[0])]
             if (victim is not writer and victim.last == i == writer.first and writer.size <= victim.size
-                    and node.inputs[0] not in graph.inputs and writer.used == graph.tensors[node.outputs[0]].nbytes):
+                    and writer.used == graph.tensors[node.outputs[0]].nbytes):
                 writer.overwrites = victim.name
     return list(buffers.values())
 

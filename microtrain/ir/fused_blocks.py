@@ -133,10 +133,13 @@ def scratch_bytes(node: Node, graph: Graph) -> int:
     def conv(role: str) -> dict:
         n = sub.node(stage(node, role)["name"])
         x, w, y = sub.tensors[n.inputs[0]], sub.tensors[n.inputs[1]], sub.tensors[n.outputs[0]]
-        _, left, _, right = n.attrs.get("padding", (0, 0, 0, 0))
-        return {"kernel_h": w.shape[1], "in_h": x.shape[1], "in_w": x.shape[2], "in_c": x.shape[3],
-                "out_w": y.shape[2], "out_c": y.shape[3], "pad_left": int(left), "pad_right": int(right)}
+        top, left, bottom, right = n.attrs.get("padding", (0, 0, 0, 0))
+        _, sw = n.attrs.get("stride", (1, 1))
+        return {"kernel_h": w.shape[1], "kernel_w": w.shape[2], "stride_w": int(sw), "in_h": x.shape[1],
+                "in_w": x.shape[2], "in_c": x.shape[3], "out_w": y.shape[2], "out_c": y.shape[3],
+                "pad_top": int(top), "pad_left": int(left), "pad_right": int(right)}
 
+    has_expand = stage(node, "expand") is not None
     return inverted_bottleneck_get_buffer_size({
-        "has_expand": int(stage(node, "expand") is not None), "has_residual": int(stage(node, "residual") is not None),
-        "depthwise": conv("depthwise"), "project": conv("project")})
+        "has_expand": int(has_expand), "has_residual": int(stage(node, "residual") is not None),
+        "expand": conv("expand") if has_expand else None, "depthwise": conv("depthwise"), "project": conv("project")})

@@ -78,7 +78,7 @@ MT_NN_INLINE void mt_nn_dw4_taps(const int8_t *x, int32_t C, const int32_t *w, i
  * taps in the padding are skipped (they add (z - z) * w = 0), as in the reference. Groups whose
  * fast-store constants do not qualify, leftover channels, and builds without DSP take the
  * reference loop. */
-static inline void mt_nn_dw_row_fast_s8(const mt_conv_params *d, const mt_nn_store *s, const int8_t *const *src_row,
+static MT_NN_NOINLINE void mt_nn_dw_row_fast_s8(const mt_conv_params *d, const mt_nn_store *s, const int8_t *const *src_row,
                                         int32_t ky_begin, int32_t ky_end, const int8_t *weights, int8_t *y)
 {
     const int32_t C = d->in_c, K = d->kernel_h * d->kernel_w, kw = d->kernel_w, z = d->input_zero_point;
@@ -163,6 +163,8 @@ static inline void mt_nn_dw_row_fast_s8(const mt_conv_params *d, const mt_nn_sto
  * ceil(kernel_w / 4) groups of two words (taps (4j, 4j+2) and (4j+1, 4j+3) as int16 lanes, the
  * lanes SXTB16 / SXTB16 ROR 8 give of a word of x; taps past kernel_w are 0). */
 #define MT_NN_DW_PLANE_KW_MAX 8
+/* Largest padded channel plane the standalone depthwise kernel gathers on the stack (+ 4 bytes). */
+#define MT_NN_DW_PLANE_BYTES 400
 #define MT_NN_DW_PLANE_WORDS (MT_NN_IB_MAX_KERNEL * 2 * ((MT_NN_DW_PLANE_KW_MAX + 3) / 4))
 
 static inline int32_t mt_nn_pack16(int32_t lo, int32_t hi)
@@ -188,12 +190,21 @@ static inline void mt_nn_dw_plane_pack(const int8_t *w, int32_t kh, int32_t kw, 
     }
 }
 
+/* Unrolls the window loops of the planar kernels when their bounds are constants (GCC 8+: the
+ * -O2 cost model would not unroll them completely). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define MT_NN_UNROLL _Pragma("GCC unroll 8")
+#else
+#define MT_NN_UNROLL
+#endif
+
 #if MT_NN_DSP
 /* sum over one window row of (x - z) * w: x the row's first tap, wp its packed weights, groups = ceil(kw / 4). */
 MT_NN_INLINE int32_t mt_nn_dw_plane_taps(const int8_t *x, const int32_t *wp, int32_t groups, int32_t lanes,
                                          int32_t acc)
 {
     int32_t j;
+    MT_NN_UNROLL
     for (j = 0; j < groups; ++j) {
         const uint32_t v = mt_nn_load4(x + 4 * j);
         acc = __smlad(__sxtab16(lanes, (int32_t)v), wp[2 * j], acc);
@@ -219,6 +230,7 @@ MT_NN_INLINE void mt_nn_dw_plane_row_fast_s8(const mt_conv_params *d, const int8
         /* two outputs per word: bytes (0..3) at column ox give taps (0,1,2) of ox and (1,2,3) of ox + 1 */
         for (; ox + 1 < out_w; ox += 2) {
             int32_t a0 = 0, a1 = 0;
+            MT_NN_UNROLL
             for (ky = kb; ky < ke; ++ky) {
                 const uint32_t v = mt_nn_load4(prow[ky] + ox);
                 const int32_t e = __sxtab16(lanes, (int32_t)v), o = mt_nn_sxtab16_ror8(lanes, v);
@@ -232,6 +244,7 @@ MT_NN_INLINE void mt_nn_dw_plane_row_fast_s8(const mt_conv_params *d, const int8
     }
     for (; ox < out_w; ++ox) {
         int32_t a = 0;
+        MT_NN_UNROLL
         for (ky = kb; ky < ke; ++ky) {
             a = mt_nn_dw_plane_taps(prow[ky] + ox * SW, wp + 2 * groups * ky, groups, lanes, a);
         }
@@ -272,35 +285,47 @@ MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_
 }
 #endif
 
-/* One output row of channel c (weights w, kernel_h * kernel_w) of depthwise conv d from plane
- * rows: the fast store when the channel's constants allow it, else the reference. */
-static inline void mt_nn_dw_plane_row_s8(const mt_conv_params *d, const mt_nn_store *s, int32_t c,
-                                         const int8_t *const *prow, int32_t ky_begin, int32_t ky_end,
-                                         const int8_t *w, int8_t *y, int32_t y_stride)
+/* `rows` output rows of channel c (weights w, kernel_h * kernel_w) of depthwise conv d from plane
+ * rows: output row r reads window row ky at prow[ky] + r * row_step (ky in [ky_begin, ky_end)) and
+ * writes y + r * y_row_stride + ox * y_stride. The channel's constants and packed weights are set up
+ * once; the fast store where they qualify, else the reference sums and store. */
+static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const mt_nn_store *s, int32_t c,
+                                          const int8_t *const *prow, int32_t ky_begin, int32_t ky_end, int32_t rows,
+                                          int32_t row_step, const int8_t *w, int8_t *y, int32_t y_stride,
+                                          int32_t y_row_stride)
 {
-    int32_t ox, ky;
+    int32_t ox, ky, r;
 #if MT_NN_DSP
+    const int8_t *pr[MT_NN_IB_MAX_KERNEL];
     const int64_t bound = (int64_t)d->kernel_h * d->kernel_w * 32640;
     mt_nn_fast_store f;
     if (mt_nn_fast_store_of(s->bias != NULL ? s->bias[c] : 0, 0, s->multiplier[c], s->shift[c], bound, bound, &f)) {
         int32_t wp[MT_NN_DW_PLANE_WORDS];
         const int32_t lanes = mt_nn_lane_offset(d->input_zero_point);
+        const int full = d->act_min == -128 && d->act_max == 127;
         mt_nn_dw_plane_pack(w, d->kernel_h, d->kernel_w, wp);
-        if (d->act_min == -128 && d->act_max == 127) {
-            mt_nn_dw_plane_row_any_s8(d, prow, ky_begin, ky_end, wp, lanes, &f, y, y_stride, 1);
-        } else {
-            mt_nn_dw_plane_row_any_s8(d, prow, ky_begin, ky_end, wp, lanes, &f, y, y_stride, 0);
+        for (r = 0; r < rows; ++r) {
+            for (ky = ky_begin; ky < ky_end; ++ky) {
+                pr[ky] = prow[ky] + r * row_step;
+            }
+            if (full) {
+                mt_nn_dw_plane_row_any_s8(d, pr, ky_begin, ky_end, wp, lanes, &f, y + r * y_row_stride, y_stride, 1);
+            } else {
+                mt_nn_dw_plane_row_any_s8(d, pr, ky_begin, ky_end, wp, lanes, &f, y + r * y_row_stride, y_stride, 0);
+            }
         }
         return;
     }
 #endif
-    for (ox = 0; ox < d->out_w; ++ox) {
-        int32_t acc = 0;
-        for (ky = ky_begin; ky < ky_end; ++ky) {
-            acc += mt_nn_dw_row_s8(prow[ky] + ox * d->stride_w, 1, w + ky * d->kernel_w, d->kernel_w,
-                                   d->input_zero_point);
+    for (r = 0; r < rows; ++r) {
+        for (ox = 0; ox < d->out_w; ++ox) {
+            int32_t acc = 0;
+            for (ky = ky_begin; ky < ky_end; ++ky) {
+                acc += mt_nn_dw_row_s8(prow[ky] + r * row_step + ox * d->stride_w, 1, w + ky * d->kernel_w,
+                                       d->kernel_w, d->input_zero_point);
+            }
+            y[r * y_row_stride + ox * y_stride] = mt_nn_store_s8(acc, s, c);
         }
-        y[ox * y_stride] = mt_nn_store_s8(acc, s, c);
     }
 }
 

@@ -116,7 +116,7 @@ static inline int8_t mt_nn_fast_clamp(int32_t r, int32_t zero_point, int32_t act
 
 /* Longest input row whose two pre-extended weight rows fit the stack buffer (4 bytes per
  * input channel); longer rows take the same blocking with on-the-fly extension. */
-#define MT_NN_PW_EXTEND_MAX 256
+#define MT_NN_PW_EXTEND_MAX 128
 
 /* The sum of a weight row (for the folded zero point). */
 static inline int32_t mt_nn_row_sum_s8(const int8_t *w, int32_t n)
@@ -280,24 +280,22 @@ MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride
 /* A 1x1 conv (p: in_c inputs, out_c outputs, zero points, act range) over `pixels` pixels:
  * y[px * y_stride + c * y_cstride] from x[px * x_stride + i] and weight row c (rows[c] when rows
  * is not NULL, else w + c * in_c), bias (may be NULL) and q. NHWC output: y_cstride 1; a
- * channel-planar row (the fused block's ring): y_stride 1, y_cstride the plane row. The caller has checked p, q and the
- * accumulator bound (in_c <= MT_NN_MAX_DOT_LENGTH). Channel pairs whose constants allow it
- * take the fast store, the others (and an odd last channel) the reference store. */
-static inline void mt_nn_pointwise_fast_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *x,
-                                           int32_t x_stride, int32_t pixels, const int8_t *w,
-                                           const int8_t *const *rows, const int32_t *bias, int8_t *y, int32_t y_stride,
-                                           int32_t y_cstride)
+ * channel-planar row (the fused block's ring): y_stride 1, y_cstride the plane row. wbuf: room for
+ * the pre-extended rows of a channel pair (wbuf_words >= in_c rounded down to 4 for them to be used;
+ * 4-byte aligned). The caller has checked p, q and the accumulator bound (in_c <= MT_NN_MAX_DOT_LENGTH).
+ * Channel pairs whose constants allow it take the fast store, the others (and an odd last channel)
+ * the reference store. */
+static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, const mt_per_channel_quant *q,
+                                                   const int8_t *x, int32_t x_stride, int32_t pixels, const int8_t *w,
+                                                   const int8_t *const *rows, const int32_t *bias, int8_t *y,
+                                                   int32_t y_stride, int32_t y_cstride, int32_t *wbuf,
+                                                   int32_t wbuf_words)
 {
     const int32_t n = p->in_c, out_c = p->out_c, z = p->input_zero_point;
     const int64_t raw_bound = (int64_t)n * 16384, true_bound = (int64_t)n * 32640;
     const int full = p->act_min == -128 && p->act_max == 127;
     const mt_nn_store s = mt_nn_store_of(bias, q, p);
     int32_t oc, px;
-#if MT_NN_DSP_ASM
-    int32_t wbuf[MT_NN_PW_EXTEND_MAX];
-#else
-    const int32_t *wbuf = NULL;
-#endif
     for (oc = 0; oc < out_c; oc += 2) {
         const int8_t *w0 = rows != NULL ? rows[oc] : w + oc * n;
         if (oc + 1 < out_c) {
@@ -310,7 +308,7 @@ static inline void mt_nn_pointwise_fast_s8(const mt_conv_params *p, const mt_per
                                     q->shift[oc + 1], raw_bound, true_bound, &f1)) {
                 const int32_t *wb = NULL;
 #if MT_NN_DSP_ASM
-                if (n <= MT_NN_PW_EXTEND_MAX) {
+                if (wbuf != NULL && (n & ~3) <= wbuf_words) {
                     mt_nn_extend2_s8(w0, w1, n & ~3, wbuf);
                     wb = wbuf;
                 }
@@ -337,6 +335,7 @@ static inline void mt_nn_pointwise_fast_s8(const mt_conv_params *p, const mt_per
         }
     }
     (void)wbuf;
+    (void)wbuf_words;
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -14,20 +14,63 @@
  * the same requantization as the reference kernels (mt_nn_fast.h, mt_nn_dw.h), so the block is
  * bit-exact with running its ops one after the other.
  *
- * Scratch layout (mt_inverted_bottleneck_get_buffer_size, Python twin in runtime/twins.py):
- *   ring      rows * in_c * (pad_left + in_w + pad_right) bytes + 4 (with an expansion)
- *   dw row    out_w * in_c bytes (the depthwise output row)
- *   pr row    out_w * out_c bytes (the projection output row, with a residual)
+ * Scratch layout (mt_nn_ib_layout; mt_inverted_bottleneck_get_buffer_size returns its total,
+ * Python twin ir/buffer_sizes.py inverted_bottleneck_get_buffer_size), in bytes:
+ *   wbuf   4 * max(e, pj): the pre-extended weight rows of a channel pair (mt_nn_fast.h), e = the
+ *          expansion's row length rounded down to 4 (in_c for a 1x1, the window for a patched
+ *          conv, 0 otherwise), pj = in_c of the projection rounded down to 4
+ *   ring   rows * in_c * (pad_left + in_w + pad_right) + 4 (with an expansion)
+ *   patch  min(expand out_w, MT_NN_IB_STRIP) * window (a conv expansion whose window fits
+ *          MT_NN_PATCH_MAX: the receptive fields of a strip of output pixels)
+ *   dw     min(out_w, MT_NN_IB_STRIP) * in_c (a strip of the depthwise output row)
+ *   pr     min(out_w, MT_NN_IB_STRIP) * out_c (a strip of the projection output, with a residual)
+ * The output row is computed in strips of MT_NN_IB_STRIP pixels (depthwise, projection, ADD).
  */
 #ifndef MT_NN_IB_H
 #define MT_NN_IB_H
 
 #include "mt_nn_dw.h"
 
-/* Output pixels per patch strip of a small-window expansion conv (the 3x3 RGB first conv):
- * their receptive fields are gathered into a strip of at most MT_NN_IB_STRIP_BYTES on the
- * stack, then the strip is one 1x1 conv (mt_nn_pointwise_fast_s8) over window-long rows. */
-#define MT_NN_IB_STRIP_BYTES 512
+/* Output pixels per strip: of the depthwise output row (depthwise, projection, ADD) and of a
+ * small-window expansion conv (the 3x3 RGB first conv: the strip's receptive fields gathered, then
+ * one 1x1 conv over window-long rows). */
+#define MT_NN_IB_STRIP 16
+
+/* Byte offsets of the scratch regions (layout above); total = the scratch size. */
+typedef struct {
+    int32_t wbuf_words, ring, patch, dw, pr, total;
+} mt_nn_ib_layout_t;
+
+static inline int32_t mt_nn_ib_min(int32_t a, int32_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Whether conv e is a 1x1 over whole rows (the expansion of a MobileNet block). */
+static inline int mt_nn_ib_is_1x1(const mt_conv_params *e)
+{
+    return e->kernel_h == 1 && e->kernel_w == 1 && e->stride_w == 1 && e->pad_left == 0 && e->pad_right == 0 &&
+           e->pad_top == 0;
+}
+
+static inline mt_nn_ib_layout_t mt_nn_ib_layout(const mt_inverted_bottleneck_params *p)
+{
+    const mt_conv_params *e = &p->expand, *d = &p->depthwise;
+    const int32_t window = e->kernel_h * e->kernel_w * e->in_c;
+    const int32_t patched = p->has_expand && !mt_nn_ib_is_1x1(e) && window <= MT_NN_PATCH_MAX;
+    const int32_t e4 = !p->has_expand ? 0 : mt_nn_ib_is_1x1(e) ? e->in_c & ~3 : patched ? window & ~3 : 0;
+    const int32_t pj4 = p->project.in_c & ~3, strip = mt_nn_ib_min(d->out_w, MT_NN_IB_STRIP);
+    mt_nn_ib_layout_t l;
+    l.wbuf_words = e4 > pj4 ? e4 : pj4;
+    l.ring = 4 * l.wbuf_words;
+    l.patch = l.ring + (p->has_expand ? mt_nn_ib_min(d->kernel_h, d->in_h) * d->in_c *
+                                                (d->pad_left + d->in_w + d->pad_right) + 4
+                                      : 0);
+    l.dw = l.patch + (patched ? mt_nn_ib_min(e->out_w, MT_NN_IB_STRIP) * window : 0);
+    l.pr = l.dw + strip * d->in_c;
+    l.total = l.pr + (p->has_residual ? strip * p->project.out_c : 0);
+    return l;
+}
 
 /* Bytes of one plane row of depthwise conv d in the ring. */
 static inline int32_t mt_nn_ib_seg(const mt_conv_params *d)
@@ -37,9 +80,10 @@ static inline int32_t mt_nn_ib_seg(const mt_conv_params *d)
 
 /* Output row r of conv e (groups 1) into dst (pixel ox, channel c at dst[ox * y_stride + c * y_cstride]);
  * input row y at src + (y % rows_held) * in_w * in_c (a whole tensor: rows_held = in_h). */
-static inline void mt_nn_ib_conv_row_s8(const mt_conv_params *e, const mt_per_channel_quant *q, const int8_t *src,
-                                        int32_t rows_held, const int8_t *weights, const int32_t *bias, int32_t r,
-                                        int8_t *dst, int32_t y_stride, int32_t y_cstride)
+static MT_NN_NOINLINE void mt_nn_ib_conv_row_s8(const mt_conv_params *e, const mt_per_channel_quant *q,
+                                                const int8_t *src, int32_t rows_held, const int8_t *weights,
+                                                const int32_t *bias, int32_t r, int8_t *dst, int32_t y_stride,
+                                                int32_t y_cstride, int8_t *strip, int32_t *wbuf, int32_t wbuf_words)
 {
     const int32_t y0 = r * e->stride_h - e->pad_top;
     const int32_t ky_begin = y0 < 0 ? -y0 : 0;
@@ -48,10 +92,9 @@ static inline void mt_nn_ib_conv_row_s8(const mt_conv_params *e, const mt_per_ch
     const int32_t in_row = e->in_w * e->in_c;
     const int8_t *row[MT_NN_IB_MAX_KERNEL];
     int32_t ox, oc, ky;
-    if (e->kernel_h == 1 && e->kernel_w == 1 && e->stride_w == 1 && e->pad_left == 0 && e->pad_right == 0 &&
-        e->pad_top == 0) { /* 1x1: input row y0 itself */
+    if (mt_nn_ib_is_1x1(e)) { /* input row y0 itself */
         mt_nn_pointwise_fast_s8(e, q, src + ((y0 % rows_held) * in_row), e->in_c, e->out_w, weights, NULL, bias,
-                                dst, y_stride, y_cstride);
+                                dst, y_stride, y_cstride, wbuf, wbuf_words);
         return;
     }
     for (ky = ky_begin; ky < ky_end; ++ky) {
@@ -59,8 +102,7 @@ static inline void mt_nn_ib_conv_row_s8(const mt_conv_params *e, const mt_per_ch
     }
     if (window <= MT_NN_PATCH_MAX) {
         /* strips of patches (padding = the zero point), each strip one 1x1 conv of window-long rows */
-        int8_t strip[MT_NN_IB_STRIP_BYTES];
-        const int32_t per_strip = MT_NN_IB_STRIP_BYTES / window;
+        const int32_t per_strip = MT_NN_IB_STRIP;
         mt_conv_params as_1x1 = *e;
         as_1x1.in_c = window;
         for (ox = 0; ox < e->out_w; ox += per_strip) {
@@ -73,7 +115,7 @@ static inline void mt_nn_ib_conv_row_s8(const mt_conv_params *e, const mt_per_ch
                 mt_nn_patch_s8(strip + k * window, row, ky_begin, ky_end, kx_begin, kx_end, x0, e);
             }
             mt_nn_pointwise_fast_s8(&as_1x1, q, strip, window, n, weights, NULL, bias, dst + ox * y_stride, y_stride,
-                                    y_cstride);
+                                    y_cstride, wbuf, wbuf_words);
         }
         return;
     }
@@ -133,24 +175,24 @@ static inline void mt_nn_ib_run(const mt_inverted_bottleneck_params *p, const in
                                 const int32_t *project_bias, int8_t *output, int8_t *scratch)
 {
     const mt_conv_params *e = &p->expand, *d = &p->depthwise, *pr = &p->project;
+    const mt_nn_ib_layout_t lay = mt_nn_ib_layout(p);
     const int32_t C = d->in_c, K = d->kernel_h * d->kernel_w, seg = mt_nn_ib_seg(d);
     const int32_t rows = d->kernel_h < d->in_h ? d->kernel_h : d->in_h;
     const int32_t plane = C * seg; /* one ring row */
-    const int32_t ring_bytes = p->has_expand ? rows * plane + 4 : 0;
-    const int32_t out_row = pr->out_w * pr->out_c;
+    const int32_t out_row = pr->out_w * pr->out_c, out_c = pr->out_c;
     const int32_t in_rows = read_rows != NULL ? (e->kernel_h < e->in_h ? e->kernel_h : e->in_h) : e->in_h;
-    int8_t *dw_row = scratch + ring_bytes;
-    int8_t *pr_row = dw_row + d->out_w * C;
+    int32_t *wbuf = (int32_t *)(void *)scratch; /* the scratch starts 4-byte aligned */
+    int8_t *ring = scratch + lay.ring, *patch = scratch + lay.patch, *dw = scratch + lay.dw, *prs = scratch + lay.pr;
     const mt_nn_store dw_store = mt_nn_store_of(depthwise_bias, &p->depthwise_q, d);
     const int8_t *e_src = read_rows != NULL ? input_ring : input;
-    int32_t next = 0, loaded = 0, oy, ky, c, k;
+    int32_t next = 0, loaded = 0, oy, ky, c, k, ox0;
 
     if (p->has_expand) { /* the ring's padding columns hold the zero point, once for all rows */
         for (k = 0; k < rows * C; ++k) {
-            memset(scratch + k * seg, (int)(int8_t)d->input_zero_point, (size_t)d->pad_left);
-            memset(scratch + k * seg + d->pad_left + d->in_w, (int)(int8_t)d->input_zero_point, (size_t)d->pad_right);
+            memset(ring + k * seg, (int)(int8_t)d->input_zero_point, (size_t)d->pad_left);
+            memset(ring + k * seg + d->pad_left + d->in_w, (int)(int8_t)d->input_zero_point, (size_t)d->pad_right);
         }
-        memset(scratch + rows * plane, 0, 4); /* the slack the last plane row's word loads may read */
+        memset(ring + rows * plane, 0, 4); /* the slack the last plane row's word loads may read */
     }
     for (oy = 0; oy < d->out_h; ++oy) {
         const int32_t y0 = oy * d->stride_h - d->pad_top;
@@ -168,33 +210,38 @@ static inline void mt_nn_ib_run(const mt_inverted_bottleneck_params *p, const in
                 }
             }
             mt_nn_ib_conv_row_s8(e, &p->expand_q, e_src, in_rows, expand_weights, expand_bias, next,
-                                 scratch + (next % rows) * plane + d->pad_left, 1, seg);
+                                 ring + (next % rows) * plane + d->pad_left, 1, seg, patch, wbuf, lay.wbuf_words);
         }
-        /* (2) the depthwise output row */
-        if (p->has_expand) {
-            for (c = 0; c < C; ++c) {
-                for (ky = ky_begin; ky < ky_end; ++ky) {
-                    src_row[ky] = scratch + ((y0 + ky) % rows) * plane + c * seg;
+        for (ox0 = 0; ox0 < d->out_w; ox0 += MT_NN_IB_STRIP) {
+            /* (2) a strip of the depthwise output row: d with out_w = the strip, shifted ox0 columns */
+            mt_conv_params ds = *d;
+            ds.out_w = mt_nn_ib_min(d->out_w - ox0, MT_NN_IB_STRIP);
+            if (p->has_expand) {
+                for (c = 0; c < C; ++c) {
+                    for (ky = ky_begin; ky < ky_end; ++ky) {
+                        src_row[ky] = ring + ((y0 + ky) % rows) * plane + c * seg + ox0 * d->stride_w;
+                    }
+                    mt_nn_dw_plane_rows_s8(&ds, &dw_store, c, src_row, ky_begin, ky_end, 1, 0, depthwise_weights + c * K,
+                                           dw + c, C, 0);
                 }
-                mt_nn_dw_plane_row_s8(d, &dw_store, c, src_row, ky_begin, ky_end, depthwise_weights + c * K,
-                                      dw_row + c, C);
-            }
-        } else {
-            for (ky = ky_begin; ky < ky_end; ++ky) {
-                src_row[ky] = input + (y0 + ky) * d->in_w * C;
-            }
-            mt_nn_dw_row_fast_s8(d, &dw_store, src_row, ky_begin, ky_end, depthwise_weights, dw_row);
-        }
-        /* (3) its projection; (4) the residual ADD with the block input's row, read before the
-         * (possibly aliased) output row is written, element by element */
-        mt_nn_pointwise_fast_s8(pr, &p->project_q, dw_row, C, pr->out_w, project_weights, NULL, project_bias,
-                                p->has_residual ? pr_row : y, pr->out_c, 1);
-        if (p->has_residual) {
-            const int8_t *s = input + oy * out_row;
-            if (p->shortcut_first) {
-                mt_nn_ib_add_row(&p->add, s, pr_row, y, out_row);
             } else {
-                mt_nn_ib_add_row(&p->add, pr_row, s, y, out_row);
+                ds.pad_left = d->pad_left - ox0 * d->stride_w;
+                for (ky = ky_begin; ky < ky_end; ++ky) {
+                    src_row[ky] = input + (y0 + ky) * d->in_w * C;
+                }
+                mt_nn_dw_row_fast_s8(&ds, &dw_store, src_row, ky_begin, ky_end, depthwise_weights, dw);
+            }
+            /* (3) its projection; (4) the residual ADD with the block input, read before the (possibly
+             * aliased) output is written, element by element */
+            mt_nn_pointwise_fast_s8(pr, &p->project_q, dw, C, ds.out_w, project_weights, NULL, project_bias,
+                                    p->has_residual ? prs : y + ox0 * out_c, out_c, 1, wbuf, lay.wbuf_words);
+            if (p->has_residual) {
+                const int8_t *sc = input + oy * out_row + ox0 * out_c;
+                if (p->shortcut_first) {
+                    mt_nn_ib_add_row(&p->add, sc, prs, y + ox0 * out_c, ds.out_w * out_c);
+                } else {
+                    mt_nn_ib_add_row(&p->add, prs, sc, y + ox0 * out_c, ds.out_w * out_c);
+                }
             }
         }
     }

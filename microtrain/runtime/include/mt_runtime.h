@@ -413,8 +413,10 @@ typedef struct {
     mt_add_params add;
 } mt_inverted_bottleneck_params;
 
-/* Scratch bytes: min(kernel_h, in_h) rows of the expanded tensor (with an expansion) +
- * one depthwise output pixel + one projection output pixel (with a residual). */
+/* Scratch bytes (layout in mt_nn_ib.h): the pre-extended weight rows of a channel pair, a ring
+ * of min(kernel_h, in_h) channel-planar expanded rows with the depthwise padding (with an
+ * expansion), a strip of expansion patches (a small-window conv expansion), a strip of depthwise
+ * output and one of projection output (with a residual); strips are MT_NN_IB_STRIP pixels. */
 int32_t mt_inverted_bottleneck_get_buffer_size(const mt_inverted_bottleneck_params *p);
 
 /* The block, row-streamed through the scratch ring; bit-exact with its ops run one by one.

@@ -39,10 +39,40 @@ mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_q
         return MT_ERR_PARAM;
     }
 
-    /* loops: one output row at a time (mt_nn_dw_row_fast_s8: four channels at a time with
-     * SMLAD on pairs of taps where the window lies inside the input and the fast store
-     * applies; the reference loop elsewhere, padded taps skipped) */
     store = mt_nn_store_of(bias, q, p);
+    /* loops, channel-planar: each channel's input gathered into a padded plane (the zero point in
+     * the padding, mt_nn_dw.h plane rows) on the stack, then its output rows (SMLAD on pairs of taps
+     * where the channel's constants qualify, else the reference sums) */
+    if (mt_nn_dw_plane_ok(p) && (p->in_h + p->pad_top + p->pad_bottom) * (p->in_w + p->pad_left + p->pad_right) + 4 <=
+                                    MT_NN_DW_PLANE_BYTES) {
+        int8_t plane[MT_NN_DW_PLANE_BYTES];
+        const int32_t seg = p->pad_left + p->in_w + p->pad_right, C = p->in_c, K = p->kernel_h * p->kernel_w;
+        const int32_t rows = p->in_h + p->pad_top + p->pad_bottom;
+        int32_t c, y, x;
+        memset(plane, (int)(int8_t)p->input_zero_point, (size_t)(rows * seg + 4));
+        for (c = 0; c < C; ++c) {
+            const int8_t *src = input + c;
+            for (y = 0; y < p->in_h; ++y) {
+                int8_t *dst = plane + (p->pad_top + y) * seg + p->pad_left;
+                for (x = 0; x < p->in_w; ++x) {
+                    dst[x] = src[x * C];
+                }
+                src += p->in_w * C;
+            }
+            {
+                const int8_t *prow[MT_NN_IB_MAX_KERNEL];
+                int32_t ky;
+                for (ky = 0; ky < p->kernel_h; ++ky) {
+                    prow[ky] = plane + ky * seg;
+                }
+                mt_nn_dw_plane_rows_s8(p, &store, c, prow, 0, p->kernel_h, p->out_h, p->stride_h * seg,
+                                       weights + c * K, output + c, C, p->out_w * C);
+            }
+        }
+        return MT_OK;
+    }
+    /* larger planes: one output row at a time in NHWC (mt_nn_dw_row_fast_s8: four channels at a
+     * time, padded taps skipped) */
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
         const int32_t ky_begin = y0 < 0 ? -y0 : 0;

@@ -39,6 +39,10 @@ mt_status mt_pointwise_conv2d_rows_s8(const mt_conv_params *p, const mt_per_chan
 
     /* loops: output channels in pairs over pixel pairs (mt_nn_fast.h: the zero point folded
      * into the weight sums, the fast store where the channel's constants allow it) */
-    mt_nn_pointwise_fast_s8(p, q, input, p->in_c, p->in_h * p->in_w, weights, rows, bias, output, p->out_c, 1);
+    {
+        int32_t wbuf[MT_NN_DSP_ASM ? MT_NN_PW_EXTEND_MAX : 1]; /* the pre-extended rows of a channel pair */
+        mt_nn_pointwise_fast_s8(p, q, input, p->in_c, p->in_h * p->in_w, weights, rows, bias, output, p->out_c, 1,
+                                wbuf, MT_NN_DSP_ASM ? MT_NN_PW_EXTEND_MAX : 0);
+    }
     return MT_OK;
 }
