@@ -18,7 +18,7 @@ from pathlib import Path
 
 from microtrain.frontend.mcu_zoo import import_zoo_model
 from microtrain.frontend.tflite import import_tflite
-from microtrain.ir import Graph, load_graph, save_graph
+from microtrain.ir import Graph, ModelFileError, load_graph, save_graph
 
 ZOO_NAMES = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -85,8 +85,21 @@ def save_model(graph: Graph, path: str | Path) -> Path:
 
 
 def load_model(spec: str | Path) -> Graph:
-    """'default', a zoo name, or a model file whose suffix ``IMPORTERS`` knows."""
-    spec = str(spec)
+    """'default', a zoo name, or a model file whose suffix ``IMPORTERS`` knows, checked at the
+    door: the importers verify the IR (shapes, dtypes, finite positive scales, integral zero
+    points), and every requantization multiplier must be representable
+    (``runtime.twins.check_requantization``), so that no later step (compile, run, eval) meets a
+    model it cannot execute. Problems raise ``ModelFileError`` (a ValueError) or ``ModelNotFound``."""
+    from microtrain.runtime.twins import check_requantization
+
+    graph = _load(str(spec))
+    try:
+        return check_requantization(graph)
+    except ValueError as e:
+        raise ModelFileError(f"{spec}: {e}") from None
+
+
+def _load(spec: str) -> Graph:
     if spec == "default":
         from microtrain.zoo.default_cnn import load_default_graph  # deferred: torch
 

@@ -68,7 +68,10 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
     except CompileError as e:
         raise UserError(str(e)) from None
     inference = compile_inference(graph)
-    out = generate_project(step, graph, Path(out), inference)
+    try:
+        out = generate_project(step, graph, Path(out), inference)
+    except ValueError as e:  # e.g. --out names an existing file; nothing was written
+        raise UserError(str(e)) from None
     doc = report(step, inference)
     doc["out"] = str(out)
     if plot:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from microtrain.api.checks import check_count, check_lr, check_seed
 from microtrain.api.messages import log
 from microtrain.api.models import (
     InputRange,
@@ -37,6 +37,7 @@ from microtrain.data.preprocess import preprocess
 from microtrain.errors import UserError
 from microtrain.ir import Graph, save_graph
 from microtrain.sim.resolution import with_resolution
+from microtrain.train.checkpoint import CheckpointError, restore, save_checkpoint
 from microtrain.train.loop import OPTIMIZERS, TrainConfig, Trainer
 
 CHECKPOINT = "checkpoint.pt"
@@ -64,12 +65,6 @@ class FinetuneResult:
         return self.doc.get("test_accuracy")
 
 
-def _save_checkpoint(path: Path, trainer: Trainer, signature: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"signature": json.dumps(signature, sort_keys=True), "trainer": trainer.state_dict()}, tmp)
-    os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
-
-
 def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | None = None,
              scheme: SchemeSpec = "last-k:2", head: str | None = None, optimizer: str = "sgd-qas",
              epochs: int = 5, lr: float = 0.01, batch_size: int = 16, accumulate: int = 1,
@@ -86,11 +81,13 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
     .tflite for a model imported from one, else a .json + .npz stem)."""
     if threads:
         torch.set_num_threads(threads)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("accumulate", accumulate)):
-        if value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1")
-    if not lr > 0:
-        raise UserError("--lr must be > 0")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("accumulate", accumulate),
+                        ("classes", classes), ("resolution", resolution), ("limit", limit),
+                        ("test_limit", test_limit), ("stop_after", stop_after)):
+        check_count(value, f"--{name.replace('_', '-')}")
+    check_count(checkpoint_every, "--checkpoint-every", 0)
+    check_lr(lr)
+    check_seed(seed)
     graph = load_model(model, input_range)
     check_export(graph, export)
     try:
@@ -108,9 +105,9 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
         except ValueError as e:  # includes IRError: the model cannot run at that size
             raise UserError(f"--resolution {resolution} does not fit the model: {e}") from None
     try:
-        notes = check_fits(train, graph, new_head=False)
+        notes = check_fits(train, graph, training=classes is None)
     except ValueError as e:
-        raise UserError(f"{e} (--classes {train.num_classes})" if "classes" in str(e) else str(e)) from None
+        raise UserError(str(e)) from None
     plan = resolve_scheme(scheme, graph)
     if head is not None:
         plan = dataclasses.replace(plan, head=head)
@@ -130,11 +127,10 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
         signature["input_range"] = str(input_range)
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not restart:
-        saved = torch.load(ckpt, weights_only=True)
-        if saved["signature"] != json.dumps(signature, sort_keys=True):
-            raise UserError(f"{ckpt} belongs to another run ({saved['signature']}); rerun with the same arguments, "
-                            "another --out, or --restart")
-        trainer.load_state_dict(saved["trainer"])
+        try:
+            restore(trainer, ckpt, signature)
+        except CheckpointError as e:
+            raise UserError(str(e)) from None
         log(f"resuming from {ckpt}: epoch {trainer.epoch}, step {trainer.batch_in_epoch}")
     elif resume:
         raise UserError(f"--resume: no checkpoint at {ckpt}")
@@ -161,7 +157,7 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
 
     try:
         trainer.fit(train_cache, train.labels, test_cache, test.labels, on_step=on_step, on_epoch=on_epoch,
-                    checkpoint=lambda t: _save_checkpoint(ckpt, t, signature), checkpoint_every=checkpoint_every)
+                    checkpoint=lambda t: save_checkpoint(ckpt, t, signature), checkpoint_every=checkpoint_every)
     except _Stop:
         bar.close()
         log(f"stopped after {steps_run[0]} steps (--stop-after); rerun the same command to resume from {ckpt}")

@@ -75,6 +75,8 @@ def calibration_inputs(name: str, samples: int, seed: int, spec: dict) -> np.nda
         ds = load_dataset(name, "train", limit=samples, seed=seed)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
+    for note in ds.notes:
+        log(f"note: {note}")
     return preprocess_float(ds.images, spec).transpose(0, 3, 1, 2).copy()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from microtrain.api.checks import check_count, check_lr, check_seed
 from microtrain.api.messages import log
 from microtrain.api.models import check_export, save_model
 from microtrain.codegen.driver_files import parse_checkpoints, read_weights, write_driver_files
@@ -44,13 +45,18 @@ class RunResult:
         return self.doc.get("cost")
 
 
-def samples(data: str, split: str, count: int, graph: Graph, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` samples of a seeded shuffle of ``split``, preprocessed for ``graph`` (int8), and labels."""
+def samples(data: str, split: str, count: int, graph: Graph, seed: int,
+            notes: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` samples of a seeded shuffle of ``split``, preprocessed for ``graph`` (int8), and labels.
+    The conversions that takes (resizing, gray/RGB) are stated (``notes``); training data must
+    have the head's classes."""
     try:
         ds = load_dataset(data, split=split)
-        check_fits(ds, graph)
+        found = check_fits(ds, graph, training=split == "train")
     except (ValueError, FileNotFoundError) as e:
         raise UserError(f"--data {data}: {e}") from None
+    for note in found if notes else ():
+        log(f"note: {note}")
     order = np.random.default_rng(seed).permutation(len(ds))[:count]
     return preprocess(ds.images[order], graph), ds.labels[order].astype(np.int32)
 
@@ -99,8 +105,12 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
     if not (project / "report.json").exists() or not (project / "model.json").exists():
         raise UserError(f"{project} is not a compiled project (no report.json/model.json); "
                         "run `microtrain compile MODEL --scheme ... --out DIR` first")
-    if steps < 0 or eval_samples < 0 or checkpoint_every < 0:
-        raise UserError("--steps, --eval and --checkpoint-every must be >= 0")
+    check_count(steps, "--steps", 0)
+    check_count(eval_samples, "--eval", 0)
+    check_count(checkpoint_every, "--checkpoint-every", 0)
+    if lr is not None:
+        check_lr(lr)
+    check_seed(seed)
     from microtrain.runtime.flash_image import slot_pages
 
     if checkpoint_every and not slot_pages(flash_page_size, flash_write_unit, 1):
@@ -117,7 +127,7 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
     x_train, y_train = samples(data, "train", max(1, steps), graph, seed)
     x_test = y_test = None
     if eval_samples:
-        x_test, y_test = samples(data, "test", eval_samples, graph, seed + 1)
+        x_test, y_test = samples(data, "test", eval_samples, graph, seed + 1, notes=False)
     work = Path(workdir) if workdir else project / "run"
     sched = run_schedule(rep, steps, lr, schedule, warmup)
     lr = sched["lr"]

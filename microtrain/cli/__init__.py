@@ -30,13 +30,15 @@ VERB_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from microtrain.cli.common import OneLineErrorParser
+
+    parser = OneLineErrorParser(
         prog="microtrain",
         description="On-device training for microcontrollers: import, quantize, simulate, "
                     "plan, compile to C and run on host or an emulated Cortex-M7.",
     )
     parser.add_argument("--version", action="version", version=f"microtrain {__version__}")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=OneLineErrorParser)
     sub.required = True
     for name in VERB_MODULES:
         module = importlib.import_module(f"microtrain.cli.{name.replace('-', '_')}")
@@ -48,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a command-line mistake: its one-line message is printed, return the code
+        if e.code in (0, None):
+            raise  # --help, --version
+        return int(e.code) if isinstance(e.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except UserError as e:

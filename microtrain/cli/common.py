@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +15,7 @@ import numpy as np
 
 from microtrain.api.messages import log
 from microtrain.errors import UserError
+from microtrain.units import parse_size
 
 __all__ = ["UserError", "add_input_range", "emit", "log"]
 
@@ -37,11 +41,93 @@ def emit(args: Any, doc: dict, human: Callable[[], None]) -> None:
         human()
 
 
-
-
 def add_input_range(parser) -> None:
     """``--input-range LO,HI``: the real input values of pixels 0..1, for a model whose file does not say."""
     parser.add_argument("--input-range", default=None, metavar="LO,HI",
                         help="real values the model expects for pixel values 0..1 (e.g. --input-range=-1,1); "
                              "default: what the model records, [0, 1] for a .tflite without preprocessing metadata. "
                              "Stored in the models this command writes")
+
+
+# --- argparse types: a number the verb cannot use is refused before any work starts ---------
+# Each raises argparse.ArgumentTypeError with what was wrong; the parser prints it as one line
+# (``OneLineErrorParser``) and exits with code 2.
+
+SEED_LIMIT = 2**32  # seeds reach the C driver as uint32 and numpy's default_rng needs >= 0
+
+
+def _number(text: str, kind: type) -> float | int:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates)."""
+    v = _number(text, float)
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return v
+
+
+def lr_or_auto(text: str) -> float | str:
+    """``auto`` or a learning rate (``positive_float``)."""
+    return "auto" if text.strip().lower() == "auto" else positive_float(text)
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts, sizes, epochs)."""
+    v = _number(text, int)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (an integer), got {text!r}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (steps, evaluation samples; 0 means none)."""
+    v = _number(text, int)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (an integer), got {text!r}")
+    return v
+
+
+def seed_int(text: str) -> int:
+    """A seed: an integer in [0, 2^32)."""
+    v = _number(text, int)
+    if not 0 <= v < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {SEED_LIMIT}), got {text!r}")
+    return v
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1) (e.g. the share of the updates spent warming up)."""
+    v = _number(text, float)
+    if not (math.isfinite(v) and 0 <= v < 1):
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return v
+
+
+def percentage(text: str) -> float:
+    """A number in (0, 100]."""
+    v = _number(text, float)
+    if not (math.isfinite(v) and 0 < v <= 100):
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 100], got {text!r}")
+    return v
+
+
+def positive_size(text: str) -> int:
+    """A memory size > 0 in bytes: 262144, 256KB, 1MB, 1.5MB (KB = 1024 bytes)."""
+    try:
+        return parse_size(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a command-line mistake is one line (``microtrain run: error: ...``), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        # "argument --lr: must be ..." (from the types above) reads "--lr must be ..."
+        message = re.sub(r"^argument ([^:]+): (must .*)$", r"\1 \2", message)
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")

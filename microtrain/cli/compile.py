@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import add_input_range, emit
+from microtrain.cli.common import add_input_range, emit, positive_int, positive_size, seed_int
 from microtrain.report.memory import format_memory
 from microtrain.runtime.rounding import ROUNDINGS
 
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--scheme", required=True, metavar="FILE|PRESET",
                    help="a scheme JSON file or a preset (full, bias-only, classifier-only, last-k:<k>, "
                         "last-blocks:<n>, <model>/<budget> for the published schemes)")
-    p.add_argument("--classes", type=int, default=None, metavar="N",
+    p.add_argument("--classes", type=positive_int, default=None, metavar="N",
                    help="give the model a new N-class head first (transfer to a new task)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory of the generated project")
     p.add_argument("--reorder", action=argparse.BooleanOptionalAction, default=True,
@@ -54,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="samples the compiled schedule spans (default 0: set at run time; without it the "
                              "schedule is warm-up, then constant)")
     p.add_argument("--no-qas", action="store_true", help="disable quantization-aware scaling of the update")
-    p.add_argument("--seed", type=int, default=0, help="default stochastic-rounding seed and head seed")
-    p.add_argument("--budget", default=None, metavar="BYTES",
+    p.add_argument("--seed", type=seed_int, default=0, help="default stochastic-rounding seed and head seed")
+    p.add_argument("--budget", type=positive_size, default=None, metavar="BYTES",
                    help="fail unless the peak memory fits, e.g. 256KB, 262144 (KB = 1024 bytes)")
     p.add_argument("--stream-input", action="store_true",
                    help="the first fused block pulls the input image row by row (a sensor, camera lines by DMA or "
@@ -66,8 +66,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, metavar="NAME",
                    help="also build the project for a target and report its memory from the linked ELF "
                         "(cortex-m7: arm-none-eabi-gcc at the --sram/--flash budgets)")
-    p.add_argument("--sram", default=None, metavar="SIZE", help="with --target cortex-m7: SRAM budget (256KB)")
-    p.add_argument("--flash", default=None, metavar="SIZE", help="with --target cortex-m7: flash budget (1MB)")
+    p.add_argument("--sram", type=positive_size, default=None, metavar="SIZE",
+                   help="with --target cortex-m7: SRAM budget (256KB)")
+    p.add_argument("--flash", type=positive_size, default=None, metavar="SIZE",
+                   help="with --target cortex-m7: flash budget (1MB)")
     add_input_range(p)
     p.set_defaults(func=run)
     return p

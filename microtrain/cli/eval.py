@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import add_input_range, emit
+from microtrain.cli.common import add_input_range, emit, positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz of images and labels")
     p.add_argument("--split", default="test", choices=("train", "test", "all"), help="dataset split (default test)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="evaluate a class-balanced subset of N images (seeded by --seed)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the --limit subset (default 0)")
     p.add_argument("--engine", choices=("reference", "batched"), default="reference",
                    help="reference (batch 1, default) or batched (same integers, faster)")
     add_input_range(p)

@@ -21,7 +21,7 @@ import numpy as np
 
 import microtrain
 from microtrain.api.finetune import OPTIMIZERS
-from microtrain.cli.common import add_input_range, emit
+from microtrain.cli.common import add_input_range, emit, nonnegative_int, positive_float, positive_int, seed_int
 from microtrain.runtime.rounding import ROUNDINGS
 
 
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "microtrain .json")
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz of images and labels")
-    p.add_argument("--classes", type=int, default=None, metavar="N",
+    p.add_argument("--classes", type=positive_int, default=None, metavar="N",
                    help="replace the classifier by a new N-class head (needed when the dataset's classes differ)")
     p.add_argument("--scheme", default="last-k:2", metavar="FILE|PRESET",
                    help="update scheme: a scheme JSON or a preset (full, bias-only, classifier-only, last-k:<k>, "
@@ -48,18 +48,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default="sgd-qas", choices=list(OPTIMIZERS),
                    help="int8 optimizer (sgd-qas is the on-device setting), float-shadow* for the paper's "
                         "simulation, fp32-* for the float baseline (default sgd-qas)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=0.01, help="peak learning rate (cosine schedule, 10%% warm-up)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--accumulate", type=int, default=1, metavar="K", help="micro-batches per optimizer step")
+    p.add_argument("--epochs", type=positive_int, default=5)
+    p.add_argument("--lr", type=positive_float, default=0.01, help="peak learning rate (cosine schedule, 10%% warm-up)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--accumulate", type=positive_int, default=1, metavar="K", help="micro-batches per optimizer step")
     p.add_argument("--rounding", choices=ROUNDINGS, default="stochastic",
                    help="rounding of the int8 update (default stochastic)")
-    p.add_argument("--seed", type=int, default=0, help="data order, subsets, new head and stochastic rounding")
-    p.add_argument("--resolution", type=int, default=None, metavar="R",
+    p.add_argument("--seed", type=seed_int, default=0, help="data order, subsets, new head and stochastic rounding")
+    p.add_argument("--resolution", type=positive_int, default=None, metavar="R",
                    help="train and evaluate at R x R instead of the model's resolution")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="class-balanced subset of N training images")
-    p.add_argument("--test-limit", type=int, default=None, metavar="N", help="class-balanced subset of N test images")
-    p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                   help="class-balanced subset of N training images")
+    p.add_argument("--test-limit", type=positive_int, default=None, metavar="N",
+                   help="class-balanced subset of N test images")
+    p.add_argument("--checkpoint-every", type=nonnegative_int, default=0, metavar="K",
                    help="also checkpoint every K optimizer steps within an epoch (default: per epoch only)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--export", default=None, metavar="PATH",
@@ -68,9 +70,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from DIR/checkpoint.pt (also automatic when it exists and matches)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in DIR")
-    p.add_argument("--stop-after", type=int, default=None, metavar="K",
+    p.add_argument("--stop-after", type=positive_int, default=None, metavar="K",
                    help="stop after K optimizer steps of this invocation, as an interruption would (to try --resume)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     add_input_range(p)
     p.set_defaults(func=run)
     return p

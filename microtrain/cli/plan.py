@@ -9,7 +9,7 @@ import argparse
 import sys
 
 import microtrain
-from microtrain.cli.common import add_input_range, emit
+from microtrain.cli.common import add_input_range, emit, lr_or_auto, positive_int, positive_size, seed_int
 from microtrain.report.tables import Column, fmt_kb, render
 
 
@@ -27,35 +27,36 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "microtrain .json")
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz (see `microtrain eval`)")
-    p.add_argument("--budget", required=True, metavar="SIZE",
+    p.add_argument("--budget", required=True, type=positive_size, metavar="SIZE",
                    help="peak SRAM of the compiled training step, e.g. 160KB or 163840 (KB = 1024 bytes)")
-    p.add_argument("--classes", type=int, default=None, metavar="N",
+    p.add_argument("--classes", type=positive_int, default=None, metavar="N",
                    help="use the first N classes of the data (a new N-way head when the model's differs)")
-    p.add_argument("--resolution", type=int, default=None, metavar="R",
+    p.add_argument("--resolution", type=positive_int, default=None, metavar="R",
                    help="input resolution of the analysis runs (default: the model's); memory is always planned "
                         "at the model's own resolution")
-    p.add_argument("--limit", type=int, default=500, metavar="N", help="training images per analysis run "
+    p.add_argument("--limit", type=positive_int, default=500, metavar="N", help="training images per analysis run "
                    "(class-balanced subset, default 500)")
-    p.add_argument("--val-limit", "--test-limit", dest="test_limit", type=int, default=300, metavar="N",
+    p.add_argument("--val-limit", "--test-limit", dest="test_limit", type=positive_int, default=300, metavar="N",
                    help="held-out images scoring each run, taken from the training split apart from the --limit "
                         "images, so that the test split stays unseen by the choice (default 300)")
-    p.add_argument("--epochs", type=int, default=2, help="epochs per analysis run (default 2)")
-    p.add_argument("--lr", default="auto", metavar="LR",
+    p.add_argument("--epochs", type=positive_int, default=2, help="epochs per analysis run (default 2)")
+    p.add_argument("--lr", type=lr_or_auto, default="auto", metavar="LR",
                    help="learning rate of the analysis runs (SGD+QAS), or 'auto' (default): the one of "
                         "0.001/0.003/0.01/0.03 whose base run scores best on the held-out images")
-    p.add_argument("--candidates", type=int, default=12, metavar="N",
+    p.add_argument("--candidates", type=positive_int, default=12, metavar="N",
                    help="weight-update candidates: the last N convs (default 12)")
-    p.add_argument("--evaluations", type=int, default=200, metavar="N",
+    p.add_argument("--evaluations", type=positive_int, default=200, metavar="N",
                    help="schemes compiled per search (evolutionary and random each, default 200)")
-    p.add_argument("--population", type=int, default=20, help="evolutionary population (default 20)")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="worker processes (default: CPU count)")
+    p.add_argument("--population", type=positive_int, default=20, help="evolutionary population (default 20)")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="worker processes (default: CPU count)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local process pool (default) or a Ray cluster (RAY_ADDRESS, else a local instance)")
     p.add_argument("--analysis", default=None, metavar="DIR",
                    help="analysis folder to reuse or resume (default: next to --out, named after the inputs)")
     p.add_argument("--out", default="scheme.json", metavar="FILE", help="scheme file to write (default scheme.json)")
     p.add_argument("--plot", default=None, metavar="PNG", help="frontier plot (default: <out>.frontier.png)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the runs, the head and the searches")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the runs, the head and the searches")
     add_input_range(p)
     p.set_defaults(func=run)
     return p

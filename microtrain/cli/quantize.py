@@ -14,7 +14,7 @@ import argparse
 
 import microtrain
 from microtrain.api.quantize import ARCHS
-from microtrain.cli.common import emit
+from microtrain.cli.common import emit, percentage, positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,12 +29,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--arch", required=True, choices=list(ARCHS), help="architecture of the checkpoint")
     p.add_argument("--calib-data", required=True, metavar="NAME",
                    help="calibration dataset: fashion-mnist, digits, a folder of class sub-folders or an .npz")
-    p.add_argument("--calib-samples", type=int, default=512, metavar="N",
+    p.add_argument("--calib-samples", type=positive_int, default=512, metavar="N",
                    help="class-balanced calibration images from the train split (default 512)")
     p.add_argument("--method", choices=("minmax", "percentile"), default="minmax",
                    help="activation range: observed min/max (default) or a percentile")
-    p.add_argument("--percentile", type=float, default=99.99, help="percentile for --method percentile")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset (default 0)")
+    p.add_argument("--percentile", type=percentage, default=99.99, help="percentile for --method percentile")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the calibration subset (default 0)")
     p.add_argument("--out", required=True, metavar="PATH", help="output stem: writes PATH.json and PATH.npz")
     p.set_defaults(func=run)
     return p

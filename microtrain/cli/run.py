@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import emit
+from microtrain.cli.common import emit, fraction, nonnegative_int, positive_float, positive_int, positive_size, seed_int
 from microtrain.report.memory import format_memory
 
 
@@ -28,29 +28,32 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--target", default="host", help="host (gcc), or a registered target such as qemu")
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz of images and labels")
-    p.add_argument("--steps", type=int, required=True, metavar="N", help="training steps (one sample each)")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--steps", type=nonnegative_int, required=True, metavar="N", help="training steps (one sample each)")
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="base learning rate (default: the one the project was compiled with)")
     p.add_argument("--schedule", choices=("cosine", "constant"), default=None,
                    help="learning-rate schedule over the run's updates (default: the project's, cosine with "
                         "warm-up unless compiled otherwise); the device computes each update's rate")
-    p.add_argument("--warmup", type=float, default=None, metavar="FRACTION",
+    p.add_argument("--warmup", type=fraction, default=None, metavar="FRACTION",
                    help="fraction of the updates spent warming up (default: the project's, 0.1)")
-    p.add_argument("--eval", type=int, default=0, metavar="N", help="test samples to evaluate after training")
-    p.add_argument("--seed", type=int, default=0, help="sample order and stochastic-rounding seed (default 0)")
+    p.add_argument("--eval", type=nonnegative_int, default=0, metavar="N",
+                   help="test samples to evaluate after training")
+    p.add_argument("--seed", type=seed_int, default=0, help="sample order and stochastic-rounding seed (default 0)")
     p.add_argument("--workdir", default=None, metavar="DIR", help="where the data files go (default DIR/run)")
     p.add_argument("--export", default=None, metavar="PATH",
                    help="where the trained model goes: a .tflite (for a model imported from one: the same file "
                         "with the trained tensors) or a path stem for .json + .npz (default DIR/trained_model)")
-    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+    p.add_argument("--checkpoint-every", type=nonnegative_int, default=0, metavar="N",
                    help="save the trained state to flash every N samples (the driver's file-backed flash "
                         "WORKDIR/mt_flash.bin: two slots, sequence numbers, CRC); the run first restores the newest "
                         "valid checkpoint there and continues from it (default 0: no checkpoints)")
-    p.add_argument("--flash-page-size", type=int, default=2048, metavar="B", help="erase page of the flash (2048)")
-    p.add_argument("--flash-write-unit", type=int, default=8, metavar="B", help="program unit of the flash (8)")
-    p.add_argument("--sram", default=None, metavar="SIZE",
+    p.add_argument("--flash-page-size", type=positive_int, default=2048, metavar="B",
+                   help="erase page of the flash (2048)")
+    p.add_argument("--flash-write-unit", type=positive_int, default=8, metavar="B",
+                   help="program unit of the flash (8)")
+    p.add_argument("--sram", type=positive_size, default=None, metavar="SIZE",
                    help="cortex-m7/qemu: SRAM budget the firmware is linked at (default 256KB)")
-    p.add_argument("--flash", default=None, metavar="SIZE",
+    p.add_argument("--flash", type=positive_size, default=None, metavar="SIZE",
                    help="cortex-m7/qemu: flash budget the firmware is linked at (default 1MB)")
     p.set_defaults(func=run)
     return p

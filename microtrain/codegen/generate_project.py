@@ -340,14 +340,22 @@ def report(step: CompiledStep, inference_plan=None, symbols: dict | None = None)
 
 def generate_project(step: CompiledStep, inference_graph: Graph, out_dir: str | Path,
                      inference_plan=None) -> Path:
+    """Write the project to ``out_dir`` (created, or updated in place if it is a project folder).
+
+    Everything is generated in memory first, so a model the code generator refuses leaves no
+    half-written project; ``ValueError`` when ``out_dir`` is an existing file."""
     out = Path(out_dir)
-    for sub in ("include", "src", "main", "runtime/include", "runtime/src"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a folder; give a new or project folder")
     g = step.graph
     info = g.meta["training"]
     num_classes = int(g.tensors[info["logits"]].shape[1])
     source, kernels, symbols = model_source(step)
-    (out / "include" / "mt_model.h").write_text(model_header(step, num_classes, g.tensors[g.inputs[0]].nbytes))
+    header = model_header(step, num_classes, g.tensors[g.inputs[0]].nbytes)
+    report_text = json.dumps(report(step, inference_plan, symbols), indent=1, default=_json_default)
+    for sub in ("include", "src", "main", "runtime/include", "runtime/src"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    (out / "include" / "mt_model.h").write_text(header)
     (out / "src" / "mt_model.c").write_text(source)
     (out / "main" / "mt_main.c").write_text(MAIN_C)
     (out / "main" / "mt_flash_file.c").write_text(FLASH_FILE_C)
@@ -361,7 +369,7 @@ def generate_project(step: CompiledStep, inference_graph: Graph, out_dir: str | 
         shutil.copy2(path, dest)
     save_graph(inference_graph, out / "model")
     save_graph(step.graph, out / "training_graph")  # what the device runs: loads with microtrain.ir alone
-    (out / "report.json").write_text(json.dumps(report(step, inference_plan, symbols), indent=1, default=_json_default))
+    (out / "report.json").write_text(report_text)
     return out
 
 

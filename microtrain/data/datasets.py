@@ -27,6 +27,8 @@ import dataclasses
 import gzip
 import os
 import struct
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,7 @@ FASHION_MNIST_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat",
                          "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 SPLITS = ("train", "test", "all")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+MAX_CLASSES = 100_000  # a label beyond this is not a class index (and would size a huge class list)
 _SPLIT_SEED = 20221128  # fixed: the train/test split must not move with the user's seed
 _TEST_FRACTION = 0.2
 
@@ -52,6 +55,8 @@ class Dataset:
     num_classes: int
     name: str
     class_names: list[str]
+    notes: tuple[str, ...] = ()
+    """Conversions made while loading (images resized to a common size, gray/RGB), stated to the user."""
 
     def __post_init__(self) -> None:
         _validate(self.images, self.labels, self.num_classes, self.name)
@@ -127,16 +132,19 @@ def balanced_indices(labels: np.ndarray, num_classes: int, limit: int, seed: int
     return np.sort(np.concatenate([pools[c][:taken[c]] for c in range(num_classes)]).astype(np.int64))
 
 
-def check_fits(ds: Dataset, graph: Graph, new_head: bool = False) -> list[str]:
-    """Check that ``ds`` can feed ``graph``; return notes on the conversions it needs.
+def check_fits(ds: Dataset, graph: Graph, new_head: bool = False, training: bool = False) -> list[str]:
+    """Check that ``ds`` can feed ``graph``; return notes on the conversions it needs (and
+    those made while loading, ``ds.notes``), for the caller to state.
 
     Images are resized to the model's resolution and converted between gray and RGB by
     ``data.preprocess``, so only 1 or 3 channels are accepted. The dataset's classes must
     fit the model's output (``num_classes <= model classes``) unless ``new_head`` says the
-    caller will replace the classifier. Raises ``ValueError`` naming the mismatch.
+    caller will replace the classifier; for ``training`` they must match it exactly (a
+    1000-way head trained on a 10-class task learns the wrong thing). Raises ``ValueError``
+    naming the mismatch.
     """
     spec = preprocess_spec(graph)
-    notes = []
+    notes = list(ds.notes)
     if ds.channels not in (1, 3):
         raise ValueError(f"dataset {ds.name!r} has {ds.channels} channels; only 1 (gray) or 3 (RGB) can be "
                          f"converted to the model's {spec['channels']}")
@@ -147,7 +155,11 @@ def check_fits(ds: Dataset, graph: Graph, new_head: bool = False) -> list[str]:
     model_classes = int(graph.tensors[graph.outputs[0]].shape[-1])
     if ds.num_classes > model_classes and not new_head:
         raise ValueError(f"dataset {ds.name!r} has {ds.num_classes} classes but the model outputs "
-                         f"{model_classes}; ask for a new classifier head")
+                         f"{model_classes}; ask for a new classifier head (--classes {ds.num_classes})")
+    if ds.num_classes < model_classes and not new_head and training:
+        raise ValueError(f"dataset {ds.name!r} has {ds.num_classes} classes but the model's classifier has "
+                         f"{model_classes}: training would fit a {model_classes}-way head to a {ds.num_classes}-class "
+                         f"task; give the model a new head with --classes {ds.num_classes}")
     if ds.num_classes < model_classes and not new_head:
         notes.append(f"dataset uses {ds.num_classes} of the model's {model_classes} classes")
     return notes
@@ -178,8 +190,11 @@ def _validate(images: np.ndarray, labels: np.ndarray, num_classes: int, name: st
         raise ValueError(f"dataset {name!r}: label {int(labels[i])} at index {i} is outside [0, {num_classes})")
 
 
-def _fixed_split(labels: np.ndarray, split: str) -> np.ndarray:
-    """Per-class 80/20 split with a fixed seed; returns the sorted indices of ``split``."""
+def _fixed_split(labels: np.ndarray, split: str, name: str = "the dataset") -> np.ndarray:
+    """Per-class 80/20 split with a fixed seed; returns the sorted indices of ``split``.
+
+    A split left empty (too few images per class for a 20 % test share) is a ValueError that
+    says so, rather than an "empty dataset" later."""
     if split == "all":
         return np.arange(len(labels))
     rng = np.random.default_rng(_SPLIT_SEED)
@@ -189,7 +204,13 @@ def _fixed_split(labels: np.ndarray, split: str) -> np.ndarray:
         test.append(idx[: int(round(len(idx) * _TEST_FRACTION))])
     is_test = np.zeros(len(labels), dtype=bool)
     is_test[np.concatenate(test)] = True
-    return np.flatnonzero(is_test if split == "test" else ~is_test)
+    chosen = np.flatnonzero(is_test if split == "test" else ~is_test)
+    if len(chosen) == 0:
+        most = int(np.bincount(labels).max())
+        raise ValueError(f"the {split} split of {name!r} has no images: {_TEST_FRACTION:.0%} of each class's images "
+                         f"are held out for testing, and its {len(labels)} images (at most {most} per class) leave "
+                         f"none; give at least 3 images per class, or use all of them (--split all)")
+    return chosen
 
 
 # --- loaders ------------------------------------------------------------------------------
@@ -245,30 +266,54 @@ def _digits(split: str) -> Dataset:
     bunch = load_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     labels = bunch.target.astype(np.int64)
-    idx = _fixed_split(labels, split)
+    idx = _fixed_split(labels, split, "digits")
     return Dataset(images[idx], labels[idx], 10, "digits", [str(i) for i in range(10)])
 
 
 def _npz(path: Path, split: str) -> Dataset:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    with np.load(path, allow_pickle=False) as f:
-        missing = [k for k in ("images", "labels") if k not in f.files]
-        if missing:
-            raise ValueError(f"{path}: missing array(s) {', '.join(missing)} (has {', '.join(f.files) or 'none'})")
-        images, labels = f["images"], f["labels"]
-        class_names = [str(s) for s in f["class_names"]] if "class_names" in f.files else None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise ValueError("a single .npy array, not an .npz archive")
+            missing = [k for k in ("images", "labels") if k not in f.files]
+            if missing:
+                raise ValueError(f"{path}: missing array(s) {', '.join(missing)} (has {', '.join(f.files) or 'none'})")
+            images, labels = f["images"], f["labels"]
+            names = f["class_names"] if "class_names" in f.files else None
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: cannot read it as an .npz of images and labels ({_first_line(e)}); it is "
+                         "truncated, damaged or holds Python objects (refused: reading data never runs code)") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError) as e:
+        raise ValueError(f"{path}: cannot read it as an .npz of images and labels ({type(e).__name__}: "
+                         f"{_first_line(e)}); the file is truncated or damaged") from None
+    if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
+        raise ValueError(f"{path}: class_names must be a 1-D array of strings, got {names.dtype} {names.shape}")
+    class_names = None if names is None else [str(s) for s in names]
     images = _to_uint8(images, str(path))
+    if images.ndim not in (3, 4):
+        raise ValueError(f"dataset {str(path)!r}: images must be [N,H,W] or [N,H,W,C], got shape {images.shape}")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{path}: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
     labels = labels.astype(np.int64)
     if labels.size == 0 or images.shape[0] == 0:
         raise ValueError(f"dataset {str(path)!r} is empty")
-    num_classes = len(class_names) if class_names is not None else int(labels.max()) + 1
+    if class_names is None and int(labels.max()) >= MAX_CLASSES:
+        raise ValueError(f"{path}: label {int(labels.max())} is not a class index (more than {MAX_CLASSES} classes); "
+                         "labels must be 0 .. classes-1")
+    num_classes = len(class_names) if class_names is not None else max(int(labels.max()) + 1, 1)
     _validate(images, labels, max(num_classes, 1), str(path))
     names = class_names if class_names is not None else [str(i) for i in range(num_classes)]
-    idx = _fixed_split(labels, split)
+    idx = _fixed_split(labels, split, str(path))
     return Dataset(images[idx], labels[idx], num_classes, str(path), names)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _to_uint8(images: np.ndarray, name: str) -> np.ndarray:
@@ -281,7 +326,25 @@ def _to_uint8(images: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"dataset {name!r}: images must be uint8 [0,255] or float [0,1], got {images.dtype}")
 
 
+GRAY_MODES = ("L", "1", "I;16", "I", "F")
+
+
+def _decode(path: Path):
+    """One image file, fully decoded (a truncated file fails here, not later); ValueError names it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except Exception as e:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, struct.error, ...)
+        raise ValueError(f"{path}: cannot decode this image ({type(e).__name__}: {_first_line(e)}); remove or "
+                         "replace the file") from None
+
+
 def _folder(root: Path, split: str) -> Dataset:
+    """A folder of class sub-folders. Every image is decoded here; images of another size than the
+    first are resized to it (bilinear) and gray/RGB are unified, each change stated in ``notes``."""
     from PIL import Image
 
     if split != "all" and (root / "train").is_dir() and (root / "test").is_dir():
@@ -295,20 +358,32 @@ def _folder(root: Path, split: str) -> Dataset:
     for c, cname in enumerate(classes):
         for f in sorted((base / cname).iterdir()):
             if f.suffix.lower() in IMAGE_SUFFIXES:
-                pictures.append(Image.open(f))
+                pictures.append(_decode(f))
                 labels.append(c)
     if not pictures:
         raise ValueError(f"dataset {str(root)!r} is empty: no image files ({', '.join(IMAGE_SUFFIXES)}) "
                          f"in the class folders of {base}")
-    gray = all(p.mode in ("L", "1", "I;16", "I", "F") for p in pictures)
+    gray = all(p.mode in GRAY_MODES for p in pictures)
+    mode = "L" if gray else "RGB"
     size = pictures[0].size  # every image is resized to the first one's size (bilinear)
+    notes = []
+    other_sizes = sorted({f"{p.size[1]}x{p.size[0]}" for p in pictures if p.size != size})
+    if other_sizes:
+        n = sum(p.size != size for p in pictures)
+        notes.append(f"{n} of {len(pictures)} images resized to {size[1]}x{size[0]} (the first image's size) from "
+                     f"{', '.join(other_sizes[:5])}{' ...' if len(other_sizes) > 5 else ''}")
+    converted = sorted({p.mode for p in pictures if p.mode != mode})
+    if converted:
+        n = sum(p.mode != mode for p in pictures)
+        notes.append(f"{n} of {len(pictures)} images converted to {'gray' if gray else 'RGB'} from mode "
+                     f"{', '.join(converted)}")
     arrays = []
     for p in pictures:
-        p = p.convert("L" if gray else "RGB")
+        p = p.convert(mode)
         if p.size != size:
             p = p.resize(size, Image.BILINEAR)
         arrays.append(np.asarray(p, dtype=np.uint8))
     images = np.stack(arrays)
     labels_arr = np.asarray(labels, dtype=np.int64)
-    idx = np.arange(len(labels_arr)) if own_split else _fixed_split(labels_arr, split)
-    return Dataset(images[idx], labels_arr[idx], len(classes), str(root), classes)
+    idx = np.arange(len(labels_arr)) if own_split else _fixed_split(labels_arr, split, str(root))
+    return Dataset(images[idx], labels_arr[idx], len(classes), str(root), classes, tuple(notes))

@@ -100,8 +100,16 @@ def load_torch_zip(path: str | Path) -> Any:
     if not path.is_file():
         raise ModelFileError(f"{source}: no such file")
     if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{source}: not a torch.save zip archive (truncated, or saved with the "
-                             "legacy non-zip format); re-save it with a current torch.save")
+        with path.open("rb") as f:
+            head = f.read(4)
+        if head.startswith(b"PK"):
+            what = "a truncated or damaged zip archive"
+        elif head[:1] == b"\x80":
+            what = "a bare pickle, which microtrain never unpickles"
+        else:
+            what = "neither a zip archive nor a pickle"
+        raise ModelFileError(f"{source}: not a model file microtrain accepts ({what}); an MCU-zoo model is a "
+                             "torch.save zip archive of plain data, and this is not a torch.save zip archive")
     try:
         with zipfile.ZipFile(path) as zf:
             data = zf.read(_data_pkl_name(zf, source))

@@ -468,6 +468,19 @@ def run_float_plan(plan: FloatPlan, x: torch.Tensor, record: dict[str, torch.Ten
     return values[plan.output]
 
 
+def check_finite_state(module: nn.Module) -> None:
+    """Every floating parameter and buffer must be finite: a NaN weight would quantize to a model
+    whose scales are NaN and that scores chance. Raises UnsupportedError naming the entry."""
+    for name, t in module.state_dict().items():
+        if torch.is_tensor(t) and t.is_floating_point():
+            bad = ~torch.isfinite(t)
+            if bool(bad.any()):
+                kinds = sorted({"NaN" if bool(torch.isnan(v)) else "infinity" for v in t[bad].flatten()[:100]})
+                raise UnsupportedError(f"checkpoint entry {name!r} holds {int(bad.sum())} non-finite value(s) "
+                                       f"({' and '.join(kinds)}); the float model is broken, so quantizing it "
+                                       "cannot give a working int8 model")
+
+
 def import_torch_module(module: nn.Module, example_input_shape: Sequence[int], calibration_data: Any,
                         *, method: str = "minmax", percentile: float = 99.99,
                         input_quant: tuple[float, int] | None = None, preprocess: dict | None = None,
@@ -482,6 +495,7 @@ def import_torch_module(module: nn.Module, example_input_shape: Sequence[int], c
     """
     from microtrain.frontend.ptq import calibrate, quantize_plan
 
+    check_finite_state(module)
     was_training = module.training
     module.eval()
     try:

@@ -53,15 +53,19 @@ def verify_tensor(t: Tensor) -> None:
             raise IRError(f"tensor {t.name!r}: {len(q.scale)} scales but {len(q.zero_point)} zero points")
         if q.axis is None and len(q.scale) != 1:
             raise IRError(f"tensor {t.name!r}: per-tensor quantization with {len(q.scale)} scales")
-        if q.axis is not None and (q.axis >= len(t.shape) or len(q.scale) != t.shape[q.axis]):
+        if q.axis is not None and (not 0 <= q.axis < len(t.shape) or len(q.scale) != t.shape[q.axis]):
             raise IRError(f"tensor {t.name!r}: {len(q.scale)} scales along axis {q.axis} of shape {t.shape}")
         if not all(np.isfinite(s) and s > 0 for s in q.scale):
             raise IRError(f"tensor {t.name!r}: scales must be finite and positive, got {q.scale[:4]}...")
+        if t.dtype == "int8" and not all(-128 <= z <= 127 for z in q.zero_point):
+            raise IRError(f"tensor {t.name!r}: zero point outside int8 [-128, 127]: {q.zero_point[:4]}")
     if t.data is not None:
         if tuple(t.data.shape) != t.shape:
             raise IRError(f"tensor {t.name!r}: data shape {t.data.shape} != declared {t.shape}")
         if str(t.data.dtype) != t.dtype:
             raise IRError(f"tensor {t.name!r}: data dtype {t.data.dtype} != declared {t.dtype}")
+        if t.dtype == "float32" and not np.isfinite(t.data).all():
+            raise IRError(f"tensor {t.name!r}: float data holds NaN or infinity")
 
 
 def check_graph(graph: Graph, rules: Mapping[Op, ShapeRule]) -> Graph:

@@ -73,6 +73,28 @@ def _attr_from_json(v: Any) -> Any:
     return v
 
 
+def _exact_int(v: Any, what: str) -> int:
+    """An integer as the file wrote it: 0.5, true or "3" are refused, never truncated or cast."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ModelFileError(f"{what} is {v!r}, not an integer")
+    return v
+
+
+def _real(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ModelFileError(f"{what} is {v!r}, not a number")
+    return float(v)
+
+
+def _qparams(q: Any, name: str) -> QParams:
+    if not isinstance(q, dict) or not isinstance(q.get("scale"), list) or not isinstance(q.get("zero_point"), list):
+        raise ModelFileError(f"tensor {name!r}: quant must be an object with scale and zero_point lists")
+    axis = q.get("axis")
+    return QParams(tuple(_real(s, f"tensor {name!r}: scale") for s in q["scale"]),
+                   tuple(_exact_int(z, f"tensor {name!r}: zero point") for z in q["zero_point"]),
+                   None if axis is None else _exact_int(axis, f"tensor {name!r}: quant axis"))
+
+
 def graph_from_dict(doc: dict, arrays: dict[str, np.ndarray], source: str = "<dict>") -> Graph:
     if not isinstance(doc, dict):
         raise ModelFileError(f"{source}: not a microtrain graph (the JSON document is a {type(doc).__name__}, "
@@ -85,16 +107,18 @@ def graph_from_dict(doc: dict, arrays: dict[str, np.ndarray], source: str = "<di
         tensors: dict[str, Tensor] = {}
         for e in doc["tensors"]:
             q = e.get("quant")
-            quant = None if q is None else QParams(tuple(float(s) for s in q["scale"]),
-                                                   tuple(int(z) for z in q["zero_point"]), q["axis"])
+            quant = None if q is None else _qparams(q, e["name"])
             data = None
+            if not isinstance(e["const"], bool) or not isinstance(e["name"], str) or not isinstance(e["dtype"], str):
+                raise ModelFileError(f"tensor {e['name']!r}: name and dtype must be strings, const true or false")
             if e["const"]:
                 if e["name"] not in arrays:
                     raise ModelFileError(f"{source}: constant tensor {e['name']!r} has no data in the .npz")
                 data = arrays[e["name"]]
             if e["name"] in tensors:
                 raise ModelFileError(f"{source}: tensor {e['name']!r} is defined twice")
-            tensors[e["name"]] = Tensor(e["name"], tuple(int(d) for d in e["shape"]), e["dtype"], quant, data)
+            shape = tuple(_exact_int(d, f"tensor {e['name']!r}: shape entry") for d in e["shape"])
+            tensors[e["name"]] = Tensor(e["name"], shape, e["dtype"], quant, data)
         nodes = []
         for n in doc["nodes"]:
             try:
@@ -102,10 +126,20 @@ def graph_from_dict(doc: dict, arrays: dict[str, np.ndarray], source: str = "<di
             except ValueError:
                 raise ModelFileError(f"{source}: node {n.get('name')!r} has unknown op {n['op']!r}") from None
             attrs = {k: _attr_from_json(v) for k, v in n["attrs"].items()}
-            nodes.append(Node(n["name"], op, tuple(n["inputs"]), tuple(n["outputs"]), attrs))
+            for key in ("inputs", "outputs"):
+                if not isinstance(n[key], list) or not all(isinstance(s, str) for s in n[key]):
+                    raise ModelFileError(f"node {n.get('name')!r}: {key} must be a list of tensor names")
+            nodes.append(Node(str(n["name"]), op, tuple(n["inputs"]), tuple(n["outputs"]), attrs))
+        for key in ("inputs", "outputs"):
+            if not isinstance(doc[key], list) or not all(isinstance(s, str) for s in doc[key]):
+                raise ModelFileError(f"graph {key} must be a list of tensor names")
+        if not isinstance(doc.get("meta", {}), dict):
+            raise ModelFileError("meta must be an object")
         graph = Graph(tensors, tuple(nodes), tuple(doc["inputs"]), tuple(doc["outputs"]), doc.get("meta", {}))
-    except ModelFileError:
-        raise
+    except ModelFileError as e:
+        if str(e).startswith(source):
+            raise
+        raise ModelFileError(f"{source}: malformed graph document ({e})") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         # KeyError: a missing field; the others: a field of the wrong type (e.g. a shape of strings).
         raise ModelFileError(f"{source}: malformed graph document (missing or wrong field: "

@@ -17,11 +17,14 @@ by the shape rules); the fused kernel's aliasing rule is the planner's
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from microtrain import quant
 from microtrain.ir.fused_blocks import block_subgraph, stage
 from microtrain.ir.graph import Graph, Node, Tensor
+from microtrain.ir.ops import Op
 from microtrain.runtime.rounding import ROUNDINGS
 
 # mt_status values (include/mt_runtime.h)
@@ -36,32 +39,87 @@ MAX_DOT_LENGTH = 65536
 
 # --- compile-time multipliers (fixed point) ----------------------------------------------
 
+def output_multiplier_reals(x: Tensor, w: Tensor, y: Tensor) -> np.ndarray:
+    """M_c = s_x * s_w[c] / s_y per output channel (CONV2D, FULLY_CONNECTED)."""
+    return x.quant.s * w.quant.scales() / y.quant.s
+
+
 def output_multipliers(x: Tensor, w: Tensor, y: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-channel (multiplier, shift) for M_c = s_x * s_w[c] / s_y (compile-time)."""
-    real = x.quant.s * w.quant.scales() / y.quant.s
-    return quant.quantize_multipliers(real)
+    return quant.quantize_multipliers(output_multiplier_reals(x, w, y))
+
+
+ADD_LEFT_SHIFT = 20
+
+
+def add_multiplier_reals(a: Tensor, b: Tensor, y: Tensor) -> tuple[float, float, float]:
+    """ADD's three multipliers: both inputs to 2*max(s_a, s_b) / 2^20 units, then to s_y."""
+    twice_max = 2.0 * max(a.quant.s, b.quant.s)
+    return a.quant.s / twice_max, b.quant.s / twice_max, twice_max / ((1 << ADD_LEFT_SHIFT) * y.quant.s)
 
 
 def add_params(a: Tensor, b: Tensor, y: Tensor) -> dict[str, int]:
     """TFLite int8 ADD parameters: both inputs rescaled to 2*max(s_a, s_b) / 2^20 units."""
-    left_shift = 20
-    twice_max = 2.0 * max(a.quant.s, b.quant.s)
-    ma, sa = quant.quantize_multiplier(a.quant.s / twice_max)
-    mb, sb = quant.quantize_multiplier(b.quant.s / twice_max)
-    my, sy = quant.quantize_multiplier(twice_max / ((1 << left_shift) * y.quant.s))
-    return {"left_shift": left_shift, "a_mult": ma, "a_shift": sa, "b_mult": mb, "b_shift": sb,
+    ra, rb, ry = add_multiplier_reals(a, b, y)
+    ma, sa = quant.quantize_multiplier(ra)
+    mb, sb = quant.quantize_multiplier(rb)
+    my, sy = quant.quantize_multiplier(ry)
+    return {"left_shift": ADD_LEFT_SHIFT, "a_mult": ma, "a_shift": sa, "b_mult": mb, "b_shift": sb,
             "y_mult": my, "y_shift": sy}
+
+
+def avg_pool_multiplier_real(x: Tensor, y: Tensor, rule: str = "multiplier") -> float:
+    """The real multiplier GLOBAL_AVG_POOL quantizes: ``s_x / (s_y * H * W)``, or ``s_x / s_y``
+    with ``rule="tflm"`` (TFLM's MEAN divides by H * W in integers afterwards)."""
+    if rule == "tflm":
+        return x.quant.s / y.quant.s
+    if rule != "multiplier":
+        raise ValueError(f"GLOBAL_AVG_POOL rule {rule!r}: 'multiplier' or 'tflm'")
+    return x.quant.s / (y.quant.s * x.shape[1] * x.shape[2])
 
 
 def avg_pool_params(x: Tensor, y: Tensor, rule: str = "multiplier") -> tuple[int, int]:
     """(multiplier, shift) of GLOBAL_AVG_POOL: ``s_x / (s_y * H * W)`` quantized once, or with
     ``rule="tflm"`` TFLM's MEAN (``quant.tflm_mean_multiplier``: the division by H * W in integers)."""
-    count = x.shape[1] * x.shape[2]
     if rule == "tflm":
-        return quant.tflm_mean_multiplier(x.quant.s, y.quant.s, count)
-    if rule != "multiplier":
-        raise ValueError(f"GLOBAL_AVG_POOL rule {rule!r}: 'multiplier' or 'tflm'")
-    return quant.quantize_multiplier(x.quant.s / (y.quant.s * count))
+        return quant.tflm_mean_multiplier(x.quant.s, y.quant.s, x.shape[1] * x.shape[2])
+    return quant.quantize_multiplier(avg_pool_multiplier_real(x, y, rule))
+
+
+# The real multipliers each op of an inference graph requantizes with, from its (node, inputs,
+# outputs): the table behind ``check_requantization``, computed by the helpers above.
+REQUANT_REALS: dict[Op, Callable[[Node, list[Tensor], list[Tensor]], np.ndarray]] = {
+    Op.CONV2D: lambda node, ins, outs: output_multiplier_reals(ins[0], ins[1], outs[0]),
+    Op.FULLY_CONNECTED: lambda node, ins, outs: output_multiplier_reals(ins[0], ins[1], outs[0]),
+    Op.ADD: lambda node, ins, outs: np.array(add_multiplier_reals(ins[0], ins[1], outs[0])),
+    Op.GLOBAL_AVG_POOL: lambda node, ins, outs: np.array(
+        [avg_pool_multiplier_real(ins[0], outs[0], node.attrs.get("rule", "multiplier"))]),
+}
+
+
+def check_requantization(graph: Graph) -> Graph:
+    """Every requantization multiplier of ``graph`` must be representable as int32 mantissa and
+    shift: in [2^-32, 2^30). Larger ones cannot be stored; smaller ones round to 0, so the node's
+    output would be its zero point whatever the input (scales of 1e-300 or 1e30 in a model file).
+    Raises ValueError naming the node, op and scales; returns the graph."""
+    lo, hi = 2.0**-32, 2.0**30
+    for node in graph.nodes:
+        rule = REQUANT_REALS.get(node.op)
+        if rule is None:
+            continue
+        ins = [graph.tensors[n] for n in node.inputs]
+        outs = [graph.tensors[n] for n in node.outputs]
+        with np.errstate(all="ignore"):
+            reals = np.asarray(rule(node, ins, outs), dtype=np.float64).ravel()
+        bad = ~(np.isfinite(reals) & (reals >= lo) & (reals < hi))
+        if bad.any():
+            r = float(reals[np.flatnonzero(bad)[0]])
+            scales = ", ".join(f"{t.name} {t.quant.scale[0]:.3g}" for t in (*ins, *outs)
+                               if t.quant is not None and not t.quant.is_per_channel)
+            raise ValueError(f"node {node.name!r} ({node.op.value}): requantization multiplier {r:.3g} is outside "
+                             f"the representable [2^-32, 2^30) (scales: {scales}); the model's quantization "
+                             "scales are out of range")
+    return graph
 
 
 # --- kernel parameters of IR nodes --------------------------------------------------------
