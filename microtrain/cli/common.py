@@ -73,7 +73,13 @@ def positive_float(text: str) -> float:
 
 def lr_or_auto(text: str) -> float | str:
     """``auto`` or a learning rate (``positive_float``)."""
-    return "auto" if text.strip().lower() == "auto" else positive_float(text)
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number such as 0.01, or 'auto'") from None
+    return positive_float(text)
 
 
 def positive_int(text: str) -> int:
@@ -129,5 +135,5 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         # "argument --lr: must be ..." (from the types above) reads "--lr must be ..."
-        message = re.sub(r"^argument ([^:]+): (must .*)$", r"\1 \2", message)
+        message = re.sub(r"^argument ([^:]+): ", r"\1 ", message)
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
