@@ -93,7 +93,8 @@ def _activation(doc: dict, index: int = 1) -> dict:
     (["predict", "default", "x.png", "--top", "0"], "--top"),
     (["eval", "default", "--data", "digits", "--limit=-4"], "--limit"),
 ])
-def test_bad_numbers_are_one_line_errors(capsys, argv, message):
+def test_bad_numbers_are_one_line_errors(capsys, monkeypatch, tmp_path, argv, message):
+    monkeypatch.chdir(tmp_path)  # nothing may be written, but if it were, not into the project
     code, out, err = cli(capsys, argv)
     assert code == 2 and out == ""
     line = one_line_error(err)
