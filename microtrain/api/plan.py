@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from microtrain.api.checks import check_lr
 from microtrain.api.messages import log
 from microtrain.api.models import InputRange, ModelSpec, load_model
 from microtrain.compiler.pipeline import CompiledStep, compile_training
@@ -160,8 +161,6 @@ def _learning_rate(lr: float | str) -> float | None:
         return None
     try:
         rate = float(lr)
-    except ValueError:
+    except (TypeError, ValueError):
         raise UserError(f"--lr {lr!r}: give a number such as 0.01, or 'auto'") from None
-    if not rate > 0:
-        raise UserError(f"--lr {lr}: the learning rate must be > 0")
-    return rate
+    return check_lr(rate)
