@@ -122,12 +122,17 @@ def percentage(text: str) -> float:
     return v
 
 
-def positive_size(text: str) -> int:
-    """A memory size > 0 in bytes: 262144, 256KB, 1MB, 1.5MB (KB = 1024 bytes)."""
-    try:
-        return parse_size(text)
-    except UserError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def size_arg(what: str) -> Callable[[str], int]:
+    """The argparse type of a memory size > 0 in bytes (262144, 256KB, 1MB, 1.5MB; KB = 1024
+    bytes), read by ``units.parse_size`` with ``what`` ("budget") naming it in the message."""
+
+    def size(text: str) -> int:
+        try:
+            return parse_size(text, what)
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return size
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import add_input_range, emit, positive_int, positive_size, seed_int
+from microtrain.cli.common import add_input_range, emit, positive_int, seed_int, size_arg
 from microtrain.report.memory import format_memory
 from microtrain.runtime.rounding import ROUNDINGS
 
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                              "schedule is warm-up, then constant)")
     p.add_argument("--no-qas", action="store_true", help="disable quantization-aware scaling of the update")
     p.add_argument("--seed", type=seed_int, default=0, help="default stochastic-rounding seed and head seed")
-    p.add_argument("--budget", type=positive_size, default=None, metavar="BYTES",
+    p.add_argument("--budget", type=size_arg("budget"), default=None, metavar="BYTES",
                    help="fail unless the peak memory fits, e.g. 256KB, 262144 (KB = 1024 bytes)")
     p.add_argument("--stream-input", action="store_true",
                    help="the first fused block pulls the input image row by row (a sensor, camera lines by DMA or "
@@ -66,9 +66,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, metavar="NAME",
                    help="also build the project for a target and report its memory from the linked ELF "
                         "(cortex-m7: arm-none-eabi-gcc at the --sram/--flash budgets)")
-    p.add_argument("--sram", type=positive_size, default=None, metavar="SIZE",
+    p.add_argument("--sram", type=size_arg("SRAM budget"), default=None, metavar="SIZE",
                    help="with --target cortex-m7: SRAM budget (256KB)")
-    p.add_argument("--flash", type=positive_size, default=None, metavar="SIZE",
+    p.add_argument("--flash", type=size_arg("flash budget"), default=None, metavar="SIZE",
                    help="with --target cortex-m7: flash budget (1MB)")
     add_input_range(p)
     p.set_defaults(func=run)

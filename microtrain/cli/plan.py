@@ -9,7 +9,7 @@ import argparse
 import sys
 
 import microtrain
-from microtrain.cli.common import add_input_range, emit, lr_or_auto, positive_int, positive_size, seed_int
+from microtrain.cli.common import add_input_range, emit, lr_or_auto, positive_int, seed_int, size_arg
 from microtrain.report.tables import Column, fmt_kb, render
 
 
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "microtrain .json")
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz (see `microtrain eval`)")
-    p.add_argument("--budget", required=True, type=positive_size, metavar="SIZE",
+    p.add_argument("--budget", required=True, type=size_arg("budget"), metavar="SIZE",
                    help="peak SRAM of the compiled training step, e.g. 160KB or 163840 (KB = 1024 bytes)")
     p.add_argument("--classes", type=positive_int, default=None, metavar="N",
                    help="use the first N classes of the data (a new N-way head when the model's differs)")

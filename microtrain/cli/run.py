@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import emit, fraction, nonnegative_int, positive_float, positive_int, positive_size, seed_int
+from microtrain.cli.common import emit, fraction, nonnegative_int, positive_float, positive_int, seed_int, size_arg
 from microtrain.report.memory import format_memory
 
 
@@ -51,9 +51,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="erase page of the flash (2048)")
     p.add_argument("--flash-write-unit", type=positive_int, default=8, metavar="B",
                    help="program unit of the flash (8)")
-    p.add_argument("--sram", type=positive_size, default=None, metavar="SIZE",
+    p.add_argument("--sram", type=size_arg("SRAM budget"), default=None, metavar="SIZE",
                    help="cortex-m7/qemu: SRAM budget the firmware is linked at (default 256KB)")
-    p.add_argument("--flash", type=positive_size, default=None, metavar="SIZE",
+    p.add_argument("--flash", type=size_arg("flash budget"), default=None, metavar="SIZE",
                    help="cortex-m7/qemu: flash budget the firmware is linked at (default 1MB)")
     p.set_defaults(func=run)
     return p
