@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from microtrain.api.checks import check_lr
 from microtrain.api.messages import log
 from microtrain.api.models import InputRange, ModelSpec, SchemeSpec, prepare
 from microtrain.codegen.generate_project import generate_project, report
@@ -56,6 +57,7 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
     or constant) from ``lr`` with ``warmup`` (a fraction) over ``steps`` samples (0: set at run
     time). ``verbose``: log one line per compiler pass to stderr (logger
     ``microtrain.compiler``) with its effect on the peak (the planner then runs after every pass)."""
+    check_lr(lr)
     prepared = prepare(model, classes, scheme, seed, input_range)
     graph = prepared.graph
     options = CompileOptions(reorder=reorder, per_channel=per_channel, rounding=rounding, seed=seed, qas=qas,

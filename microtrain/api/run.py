@@ -72,9 +72,7 @@ def run_schedule(report: dict, steps: int, lr: float | None, kind: str | None, w
     fraction = warmup if warmup is not None else base.get("warmup_fraction", 0.1)
     if not 0 <= fraction < 1:
         raise UserError(f"--warmup {fraction}: give the fraction of the updates spent warming up, in [0, 1)")
-    rate = lr if lr is not None else base.get("lr", 0.01)
-    if not rate > 0:
-        raise UserError(f"--lr {rate}: the learning rate must be positive")
+    rate = check_lr(lr if lr is not None else base.get("lr", 0.01))
     kind = kind or base.get("kind", "cosine")
     if kind not in KINDS:
         raise UserError(f"--schedule {kind}: choose {' or '.join(KINDS)}")

@@ -10,7 +10,16 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import add_input_range, emit, positive_int, seed_int, size_arg
+from microtrain.cli.common import (
+    add_input_range,
+    emit,
+    fraction,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    seed_int,
+    size_arg,
+)
 from microtrain.report.memory import format_memory
 from microtrain.runtime.rounding import ROUNDINGS
 
@@ -39,18 +48,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--rounding", choices=ROUNDINGS, default="stochastic",
                    help="rounding of the int8/int32 update (default stochastic, as finetune and plan)")
     recipe = p.add_argument_group("training recipe (the simulator's, computed by the generated step)")
-    recipe.add_argument("--accumulate", type=int, default=1, metavar="K",
+    recipe.add_argument("--accumulate", type=positive_int, default=1, metavar="K",
                         help="update every K samples with the mean of their gradients (default 1); the "
                              "accumulation buffers (fp32, one per trained element) are in the memory plan")
-    recipe.add_argument("--momentum", type=float, default=0.0, metavar="MU",
+    recipe.add_argument("--momentum", type=fraction, default=0.0, metavar="MU",
                         help="SGD momentum (default 0: none; else an fp32 buffer per trained element)")
-    recipe.add_argument("--lr", type=float, default=0.01, help="base learning rate compiled in (default 0.01; "
+    recipe.add_argument("--lr", type=positive_float, default=0.01, help="base learning rate compiled in (default 0.01; "
                         "`run --lr` sets it per run)")
     recipe.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                         help="learning-rate schedule: linear warm-up then cosine decay (default), or constant")
-    recipe.add_argument("--warmup", type=float, default=0.1, metavar="FRACTION",
+    recipe.add_argument("--warmup", type=fraction, default=0.1, metavar="FRACTION",
                         help="fraction of the schedule's updates spent warming up (default 0.1)")
-    recipe.add_argument("--steps", type=int, default=0, metavar="N",
+    recipe.add_argument("--steps", type=nonnegative_int, default=0, metavar="N",
                         help="samples the compiled schedule spans (default 0: set at run time; without it the "
                              "schedule is warm-up, then constant)")
     p.add_argument("--no-qas", action="store_true", help="disable quantization-aware scaling of the update")
