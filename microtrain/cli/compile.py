@@ -48,10 +48,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--rounding", choices=ROUNDINGS, default="stochastic",
                    help="rounding of the int8/int32 update (default stochastic, as finetune and plan)")
     recipe = p.add_argument_group("training recipe (the simulator's, computed by the generated step)")
-    recipe.add_argument("--accumulate", type=positive_int, default=1, metavar="K",
+    recipe.add_argument("--accumulate", type=int, default=1, metavar="K",
                         help="update every K samples with the mean of their gradients (default 1); the "
                              "accumulation buffers (fp32, one per trained element) are in the memory plan")
-    recipe.add_argument("--momentum", type=fraction, default=0.0, metavar="MU",
+    recipe.add_argument("--momentum", type=float, default=0.0, metavar="MU",
                         help="SGD momentum (default 0: none; else an fp32 buffer per trained element)")
     recipe.add_argument("--lr", type=positive_float, default=0.01, help="base learning rate compiled in (default 0.01; "
                         "`run --lr` sets it per run)")
