@@ -420,4 +420,21 @@ static inline float mt_nn_round(float v, int32_t rounding, uint32_t noise_base, 
     return v;
 }
 
+/* The shape fields of a pooling window are usable: sizes and strides >= 1, padding >= 0. */
+static inline int mt_nn_pool_shape_ok(const mt_pool_params *p)
+{
+    return p->in_h >= 1 && p->in_w >= 1 && p->c >= 1 && p->out_h >= 1 && p->out_w >= 1 && p->filter_h >= 1 &&
+           p->filter_w >= 1 && p->stride_h >= 1 && p->stride_w >= 1 && p->pad_top >= 0 && p->pad_left >= 0;
+}
+
+/* The window of output position o along one axis, clipped to the input: [*begin, *end)
+ * (empty when *begin >= *end). The window starts at o * stride - pad and is filter long. */
+static inline void mt_nn_window_1d(int32_t o, int32_t stride, int32_t pad, int32_t filter, int32_t in,
+                                   int32_t *begin, int32_t *end)
+{
+    const int32_t start = o * stride - pad;
+    *begin = start < 0 ? 0 : start;
+    *end = start + filter < in ? start + filter : in;
+}
+
 #endif /* MT_NN_H */

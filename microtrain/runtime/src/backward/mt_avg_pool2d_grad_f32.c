@@ -13,8 +13,7 @@ mt_status mt_avg_pool2d_grad_f32(const mt_pool_params *p, const float *grad_outp
     if (p == NULL || grad_output == NULL || grad_input == NULL) {
         return MT_ERR_NULL;
     }
-    if (p->in_h < 1 || p->in_w < 1 || p->c < 1 || p->out_h < 1 || p->out_w < 1 || p->filter_h < 1 ||
-        p->filter_w < 1 || p->stride_h < 1 || p->stride_w < 1 || p->pad_top < 0 || p->pad_left < 0) {
+    if (!mt_nn_pool_shape_ok(p)) {
         return MT_ERR_SHAPE;
     }
     n = p->in_h * p->in_w * p->c;
@@ -22,13 +21,11 @@ mt_status mt_avg_pool2d_grad_f32(const mt_pool_params *p, const float *grad_outp
         grad_input[oy] = 0.0f;
     }
     for (oy = 0; oy < p->out_h; ++oy) {
-        const int32_t y0 = oy * p->stride_h - p->pad_top;
-        const int32_t ys = y0 < 0 ? 0 : y0;
-        const int32_t ye = y0 + p->filter_h < p->in_h ? y0 + p->filter_h : p->in_h;
+        int32_t ys, ye;
+        mt_nn_window_1d(oy, p->stride_h, p->pad_top, p->filter_h, p->in_h, &ys, &ye);
         for (ox = 0; ox < p->out_w; ++ox) {
-            const int32_t x0 = ox * p->stride_w - p->pad_left;
-            const int32_t xs = x0 < 0 ? 0 : x0;
-            const int32_t xe = x0 + p->filter_w < p->in_w ? x0 + p->filter_w : p->in_w;
+            int32_t xs, xe;
+            mt_nn_window_1d(ox, p->stride_w, p->pad_left, p->filter_w, p->in_w, &xs, &xe);
             const int32_t count = p->count_include_pad ? p->filter_h * p->filter_w : (ye - ys) * (xe - xs);
             const float *g = grad_output + (oy * p->out_w + ox) * p->c;
             if (count < 1) {
