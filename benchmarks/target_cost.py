@@ -36,6 +36,7 @@ from microtrain.codegen.generate_project import generate_project
 from microtrain.compiler.pipeline import CompileOptions, compile_training
 from microtrain.frontend.heads import new_head
 from microtrain.models import ZOO_NAMES, load_model
+from microtrain.report.inspect import MACS_RULES
 from microtrain.sparse.presets import load_scheme
 from microtrain.targets import cortex_m7
 
@@ -43,18 +44,24 @@ SCHEMES = {"mbv2-w0.35": "mbv2-w0.35/99kb", "proxyless-w0.3": "proxyless-w0.3/98
            "mcunet-5fps": "mcunet-5fps/99kb"}
 PAPER_SRAM_KB = {"mbv2-w0.35": 141, "proxyless-w0.3": 135, "mcunet-5fps": 173}  # sparse + reordering
 PAPER_FULL_KB = {"mbv2-w0.35": 2939, "proxyless-w0.3": 2745, "mcunet-5fps": 3650}
+# TTE sparse step on a 216 MHz STM32F746 (373 / 443 / 546 ms), in M cycles: the instruction target
+PAPER_MCYCLES = {"mbv2-w0.35": 80.6, "proxyless-w0.3": 95.7, "mcunet-5fps": 117.9}
 KB = 1024
 
 
-def measure(graph, scheme_name: str, steps: int, root: Path, budgets: list[str], stream: bool = False) -> dict:
+def measure(graph, scheme_name: str, steps: int, root: Path, budgets: list[str], stream: bool = False,
+            options: CompileOptions | None = None, defines: tuple[str, ...] = (), tag: str = "") -> dict:
+    """One build + QEMU run; options (default: the compiler's, with stream) and firmware defines (e.g.
+    MT_NN_NO_DSP) for benchmarks/step_ladder.py; tag names the project directory."""
     t0 = time.time()
-    step = compile_training(graph, load_scheme(scheme_name, graph), CompileOptions(stream_input=stream))
-    out = generate_project(step, graph, root / (scheme_name.replace("/", "_").replace(":", "_") + "_s" * stream))
+    options = options or CompileOptions(stream_input=stream)
+    step = compile_training(graph, load_scheme(scheme_name, graph), options)
+    out = generate_project(step, graph, root / (scheme_name.replace("/", "_").replace(":", "_") + "_s" * stream + tag))
     row = {"scheme": scheme_name + (" + stream-input" if stream else ""), "planned_peak": step.plan.arena_bytes + sum(
         step.graph.tensors[t["name"]].data.nbytes for t in step.graph.meta["training"]["trained"]), "fits": None}
     for i, sram in enumerate(budgets):
         try:
-            elf = cortex_m7.build(out, sram=sram)
+            elf = cortex_m7.build(out, sram=sram, defines=defines)
             row["budget"] = sram
             break
         except UserError as e:
@@ -94,6 +101,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             graph = new_head(load_model(model), 10)
+            macs = sum(MACS_RULES[n.op](n, graph) for n in graph.nodes if n.op in MACS_RULES)
             print(f"{model}: sparse {SCHEMES[model]}", file=sys.stderr)
             sparse = measure(graph, SCHEMES[model], args.steps, Path(tmp), ["256KB", "1MB"])
             streamed = None
@@ -105,10 +113,14 @@ def main() -> int:
                 print(f"{model}: full update", file=sys.stderr)
                 full = measure(graph, "full", 1, Path(tmp), ["16MB"])
             rows.append((model, sparse, streamed, full))
+            for r in (sparse, streamed, full):
+                if r is not None:
+                    r["macs"] = macs
 
     head = ("| model | scheme | links at 256 KB SRAM? | SRAM measured | paper | arena | trained in RAM | "
-            "driver buffers | heap + stack | flash | instructions / step | inference | step - inference | "
-            "full / sparse (step) | full / sparse (step - inference) |")
+            "driver buffers | heap + stack | flash | instructions / step | paper M cycles / step | inference | "
+            "inference MAC / instruction | step - inference | full / sparse (step) | "
+            "full / sparse (step - inference) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for model, s, st, f in rows:
         for r, paper in ((s, PAPER_SRAM_KB[model]), (st, PAPER_SRAM_KB[model]), (f, PAPER_FULL_KB[model])):
@@ -121,21 +133,22 @@ def main() -> int:
             lines.append(f"| {model} | {r['scheme']} | {r['fits']} | {r['sram'] / KB:.1f} KB | {paper} KB | "
                          f"{r['arena'] / KB:.1f} KB | {r['trainable'] / KB:.1f} KB | {r['driver'] / KB:.1f} KB | "
                          f"{(r['heap'] + r['stack']) / KB:.1f} KB | {r['flash'] / KB:.1f} KB | {r['insns']:,} | "
-                         f"{r['infer']:,} | {r['insns'] - r['infer']:,} | {ratio} | {ratio_bwd} |")
+                         f"{PAPER_MCYCLES[model] if r is not f else ''} | {r['infer']:,} | "
+                         f"{r['macs'] / r['infer']:.2f} | {r['insns'] - r['infer']:,} | {ratio} | {ratio_bwd} |")
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
-        cmd = "nice .venv/bin/python benchmarks/target_cost.py " + " ".join(sys.argv[1:])
+        cmd = ".venv/bin/python benchmarks/target_cost.py " + " ".join(sys.argv[1:])
         gcc = subprocess.run(["arm-none-eabi-gcc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
         qemu = subprocess.run(["qemu-system-arm", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
         meta = "  \n".join([  # markdown line breaks
             f"Command: `{cmd.strip()}`",
             f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
             f"Machine: {platform.machine()}, nproc {os.cpu_count()}; {gcc}; {qemu}",
-            "Setup: zoo model + new 10-class head, 128x128x3 int8 input, batch 1, nearest rounding, QAS, "
-            "reordering with per-channel updates; firmware built with `-O2 -ffp-contract=off` for Cortex-M7 + "
-            "FPv5-D16, newlib-nano + semihosting; run on `qemu-system-arm -M mps2-an500 -icount shift=6` for "
-            f"{args.steps} sparse steps (1 full step)."])
+            "Setup: zoo model + new 10-class head, 128x128x3 int8 input, batch 1, stochastic rounding "
+            "(the compiler's default), QAS, reordering with per-channel updates; firmware built with "
+            "`-O2 -ffp-contract=off` for Cortex-M7 + FPv5-D16, newlib-nano + semihosting; run on "
+            f"`qemu-system-arm -M mps2-an500 -icount shift=6` for {args.steps} sparse steps (1 full step)."])
         section = f"""
 
 ## On the emulated Cortex-M7: SRAM, flash and instructions per step (benchmarks/target_cost.py)
@@ -152,6 +165,10 @@ inside one `mt_train_step` call (median over the steps), inference = one `mt_inf
 are linked with a 16 MB SRAM budget (QEMU's PSRAM): they cannot fit a microcontroller. "step - inference"
 approximates the backward pass + updates (the training forward also saves masks/activations, so it is not
 exactly one inference): the forward pass is common to sparse and full update and bounds their ratio.
+"paper M cycles / step": the TTE sparse step's published time on a 216 MHz STM32F746, the target for
+instructions / step (the Cortex-M7 retires about one instruction per cycle or more). "inference MAC /
+instruction": the model's conv + FC multiply-accumulates (report/inspect.py MACS_RULES) per instruction
+of one `mt_infer`.
 
 {table}
 """
