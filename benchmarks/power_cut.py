@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", default="qemu", choices=("qemu", "host"))
     ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/RESULTS.md")
     args = ap.parse_args(argv)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
     from microtrain.api.run import samples
     from microtrain.codegen.generate_project import generate_project, state_layout
@@ -93,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         cmd = ".venv/bin/python benchmarks/power_cut.py " + " ".join(sys.argv[1:] if argv is None else argv)
         qemu = subprocess.run(["qemu-system-arm", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         section = f"""
 
 ## Checkpoints that survive power loss: fault injection on the emulated Cortex-M7 (benchmarks/power_cut.py)

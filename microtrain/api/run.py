@@ -12,7 +12,7 @@ import numpy as np
 from microtrain.api.checks import check_count, check_lr, check_seed
 from microtrain.api.messages import log
 from microtrain.api.models import check_export, save_model
-from microtrain.codegen.driver_files import parse_checkpoints, read_weights, write_driver_files
+from microtrain.codegen.driver_files import parse_checkpoints, parse_prequential, read_weights, write_driver_files
 from microtrain.data.datasets import check_fits, load_dataset
 from microtrain.data.preprocess import preprocess
 from microtrain.errors import UserError
@@ -86,7 +86,7 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
         schedule: str | None = None, warmup: float | None = None, eval_samples: int = 0,
         seed: int = 0, workdir: str | Path | None = None, export: str | Path | None = None,
         sram: str | int | None = None, flash: str | int | None = None, checkpoint_every: int = 0,
-        flash_page_size: int = 2048, flash_write_unit: int = 8) -> RunResult:
+        flash_page_size: int = 2048, flash_write_unit: int = 8, prequential: bool = False) -> RunResult:
     """Build the project ``compile`` wrote for ``target``, stream ``steps`` training samples of
     ``data`` through it at batch 1, evaluate on ``eval_samples`` test samples, and export the trained
     model (``export``, default ``project/trained_model``: .json + .npz; a path ending in .tflite: the
@@ -98,7 +98,11 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
     file-backed flash ``workdir/mt_flash.bin``, pages of ``flash_page_size`` bytes programmed in
     units of ``flash_write_unit``), and the run first restores the newest valid checkpoint found
     there and continues from its sample count, so a second run with the same ``workdir`` picks up
-    where the first stopped (a foreign or corrupt checkpoint is ignored with a message)."""
+    where the first stopped (a foreign or corrupt checkpoint is ignored with a message).
+
+    ``prequential``: each training sample is also predicted before the model learns from it (the
+    argmax of the training step's own forward pass), giving the running accuracy of a device that
+    learns from a stream (``doc["prequential"]``)."""
     project = Path(project)
     if not (project / "report.json").exists() or not (project / "model.json").exists():
         raise UserError(f"{project} is not a compiled project (no report.json/model.json); "
@@ -131,6 +135,8 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
     lr = sched["lr"]
     ckpt = ({"checkpoint_every": checkpoint_every, "restore": 1, "flash_page_size": flash_page_size,
              "flash_write_unit": flash_write_unit} if checkpoint_every else {})
+    if prequential:
+        ckpt["prequential"] = 1
     write_driver_files(work, x_train, y_train, steps, lr, seed, x_test, y_test, eval_samples,
                        schedule=(sched["kind"], sched["warmup_updates"], sched["total_updates"]), extra=ckpt)
     log(f"building and running on {target} in {work}")
@@ -156,6 +162,8 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
            "exported": str(written)}
     if checkpoint_every:
         doc["checkpoints"] = parse_checkpoints(res.stdout)
+    if prequential:
+        doc["prequential"] = parse_prequential(res.stdout)
     if getattr(res, "memory", None):  # emulated target: memory from the ELF + measured stack, cost per step
         doc["memory"] = res.memory
         doc["cost"] = res.to_dict()["cost"]

@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="save the trained state to flash every N samples (the driver's file-backed flash "
                         "WORKDIR/mt_flash.bin: two slots, sequence numbers, CRC); the run first restores the newest "
                         "valid checkpoint there and continues from it (default 0: no checkpoints)")
+    p.add_argument("--prequential", action="store_true",
+                   help="predict each training sample before learning from it and report the running accuracy "
+                        "(prequential evaluation of a device learning from a stream; no extra forward pass)")
     p.add_argument("--flash-page-size", type=positive_int, default=2048, metavar="B",
                    help="erase page of the flash (2048)")
     p.add_argument("--flash-write-unit", type=positive_int, default=8, metavar="B",
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     result = microtrain.run(args.project, args.data, args.steps, target=args.target, lr=args.lr,
                             schedule=args.schedule, warmup=args.warmup, checkpoint_every=args.checkpoint_every,
                             flash_page_size=args.flash_page_size, flash_write_unit=args.flash_write_unit,
+                            prequential=args.prequential,
                             eval_samples=args.eval, seed=args.seed, workdir=args.workdir, export=args.export,
                             sram=args.sram, flash=args.flash)
     doc = result.doc
@@ -84,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
             s = ck["saves"][-1]
             print(f"{len(ck['saves'])} checkpoints saved, the last: sequence {s['seq']} after sample {s['samples']}, "
                   f"{s['bytes']} bytes programmed, {s['pages']} pages erased")
+        pq = doc.get("prequential")
+        if pq and pq["running"]:
+            marks = sorted({max(0, round(len(pq["running"]) * f / 10) - 1) for f in range(1, 11)})
+            print("prequential accuracy (each sample predicted before it is learnt), running: " + ", ".join(
+                f"{pq['steps'][m] + 1}: {100 * pq['running'][m]:.1f} %" for m in marks))
         if doc["eval_total"]:
             print(f"eval {doc['eval_correct']}/{doc['eval_total']} = "
                   f"{100 * doc['eval_correct'] / doc['eval_total']:.1f} %")

@@ -123,3 +123,18 @@ def parse_checkpoints(stdout: str) -> dict:
     cut = _CUT.search(out)
     return {"saves": saves, "restored": restored, "ignored": [(int(k), why) for k, why in _IGNORED.findall(out)],
             "none": "checkpoint none:" in out, "power_cut": int(cut.group(1)) if cut else None}
+
+
+_PRED = re.compile(r"^pred (\d+) (-?\d+) (-?\d+)$", re.M)
+
+
+def parse_prequential(stdout: str) -> dict:
+    """Prequential evaluation from the driver's ``pred <i> <predicted> <label>`` lines: each sample
+    predicted before the model learns from it. ``correct`` per step (0/1), ``running`` the
+    accuracy over all samples so far, ``accuracy`` over the whole run."""
+    rows = [tuple(map(int, m)) for m in _PRED.findall(stdout.replace("\r\n", "\n"))]
+    correct = [int(p == y) for _, p, y in rows]
+    running = (np.cumsum(correct) / np.arange(1, len(correct) + 1)).tolist() if correct else []
+    return {"steps": [i for i, _, _ in rows], "predicted": [p for _, p, _ in rows], "correct": correct,
+            "running": running,
+            "accuracy": float(np.mean(correct)) if correct else None}

@@ -35,7 +35,9 @@ from microtrain.runtime import cbind
 REPORT_FORMAT = "microtrain-compiled"
 
 
-def _body(nodes, ctx: CContext) -> list[str]:
+def _body(nodes, ctx: CContext, after: dict[str, list[str]] | None = None) -> list[str]:
+    """The step function's lines, one emit rule per node; ``after`` adds lines after the node
+    producing a tensor (tensor name -> lines)."""
     lines = []
     for node in nodes:
         rule = EMIT_RULES.get(node.op)
@@ -43,7 +45,17 @@ def _body(nodes, ctx: CContext) -> list[str]:
             raise NotImplementedError(f"no C emission rule for op {node.op.value} (node {node.name!r})")
         lines.append(f"    /* {node.name} ({node.op.value}) */")
         lines.extend("    " + line for line in rule(node, ctx))
+        for out in node.outputs:
+            lines.extend((after or {}).get(out, []))
     return lines
+
+
+def _prediction(ctx: CContext, logits: str) -> list[str]:
+    """The class the model predicts for the sample it is about to learn (prequential evaluation):
+    the argmax of the int8 logits, taken as soon as they exist (later buffers may reuse them)."""
+    return ["    /* prequential: the prediction for this sample before it is learnt */", "    {",
+            "        int32_t k;", "        mt_pred = 0;", "        for (k = 1; k < MT_NUM_CLASSES; ++k) {",
+            f"            if ({ctx.ptr(logits)}[k] > {ctx.ptr(logits)}[mt_pred]) mt_pred = k;", "        }", "    }"]
 
 
 STREAM_HEADER = """
@@ -155,6 +167,9 @@ float mt_train_step(const int8_t *input, int32_t label);
 void mt_set_schedule(int32_t kind, float base_lr, uint32_t warmup, uint32_t total);
 /* Training samples seen since mt_init (mt_train_step calls). */
 uint32_t mt_samples_seen(void);
+/* The class the model predicted for the last training sample before learning from it (the argmax
+ * of the logits of mt_train_step's forward pass): prequential evaluation at no extra cost. */
+int mt_last_prediction(void);
 {extra}
 /* Checkpoints of the trained state in flash (mt_flash.h: a driver of three callbacks, two slots,
  * sequence numbers, CRC; a reset at any instant leaves the previous or the new checkpoint). The
@@ -191,8 +206,8 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
     fwd = forward_end(g)
     infer_nodes = [n for n in g.nodes[:fwd] if n.op in INT8_OPS]
     infer = _body(infer_nodes, ctx)
-    train = _body(g.nodes, ctx)
     x, logits = g.inputs[0], info["logits"]
+    train = _body(g.nodes, ctx, {logits: _prediction(ctx, logits)})
     output = ctx.ptr(logits)
     if info.get("softmax"):  # the model ends in an int8 SOFTMAX: inference outputs TFLM's probabilities
         lt = g.tensors[logits]
@@ -214,6 +229,7 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
         "static uint32_t mt_update;  /* the update this sample belongs to: mt_samples / MT_ACCUMULATE */",
         "static int32_t mt_apply;    /* 1 on the last sample of an update (the update happens), else 0 */",
         f"static uint32_t mt_seed = {int(info['seed'])}u;", "static int mt_error;",
+        "static int32_t mt_pred;     /* argmax of the last training sample's logits, before its update */",
         "static mt_lr_schedule mt_schedule = {MT_LR_KIND, MT_LR_BASE, MT_LR_WARMUP, MT_LR_TOTAL};", "",
     ]
     stream = bool(g.meta.get("stream_input"))
@@ -244,6 +260,7 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
             "    mt_schedule.kind = kind;", "    mt_schedule.base_lr = base_lr;", "    mt_schedule.warmup = warmup;",
             "    mt_schedule.total = total;", "}", "",
             "uint32_t mt_samples_seen(void)", "{", "    return mt_samples;", "}", "",
+            "int mt_last_prediction(void)", "{", "    return (int)mt_pred;", "}", "",
             f"const mt_state_span mt_state[MT_NUM_STATE] = {{\n{spans}\n}};", "",
             "int32_t mt_save_state(const mt_flash *flash, mt_checkpoint_info *info)", "{",
             "    return mt_checkpoint_save(flash, MT_MODEL_ID, mt_state, MT_NUM_STATE, info);", "}", "",

@@ -13,7 +13,9 @@ a run continues from tensors trained elsewhere (the fleet server's aggregate). C
 saves the trained state every N samples, ``restore 1`` first loads the newest valid checkpoint
 and continues from its sample count up to ``steps`` (``flash_page_size``, ``flash_write_unit``,
 ``flash_pages`` set the geometry, default 2048 / 8 / two slots; ``power_cut_at N`` loses power
-during flash operation N; ``dump_state 1`` writes each saved and the restored state to files). Built with
+during flash operation N; ``dump_state 1`` writes each saved and the restored state to files).
+``prequential 1`` prints ``pred <i> <predicted> <label>`` after each step: the class the model
+predicted for the sample before learning from it (``mt_last_prediction``). Built with
 ``-DMT_DEBUG_ARENA`` it also fills the arena with a pattern before every step and prints
 ``arena high_water <bytes> size <bytes>``: the highest arena byte any step wrote; with
 ``-DMT_DEBUG_LOGITS`` it prints ``logits <i> <v0> <v1> ...`` for every evaluated sample. In a ``--stream-input`` project
@@ -145,7 +147,7 @@ static int read_sample(FILE *fx, FILE *fy, long index, int32_t *label)
 int main(void)
 {
     long steps = 0, eval_n = 0, train_n = 0, test_n = 0, weights_in = 0, i;
-    long lr_kind = MT_LR_KIND, checkpoint_every = 0, restore = 0, dump_state = 0, start = 0;
+    long lr_kind = MT_LR_KIND, checkpoint_every = 0, restore = 0, dump_state = 0, start = 0, prequential = 0;
     unsigned long page_size = 2048, write_unit = 8, flash_pages = 0, cut_at = 0;
     mt_flash flash;
     unsigned long warmup = MT_LR_WARMUP, total = MT_LR_TOTAL;
@@ -189,6 +191,7 @@ int main(void)
         else if (strcmp(key, "flash_write_unit") == 0) write_unit = strtoul(value, NULL, 10);
         else if (strcmp(key, "flash_pages") == 0) flash_pages = strtoul(value, NULL, 10);
         else if (strcmp(key, "power_cut_at") == 0) cut_at = strtoul(value, NULL, 10);
+        else if (strcmp(key, "prequential") == 0) prequential = strtol(value, NULL, 10);
     }
     fclose(cfg);
     mt_init();
@@ -268,6 +271,7 @@ int main(void)
             } else {
                 printf("step %ld loss %.6f bits %08lx\n", i, (double)loss, (unsigned long)bits);
             }
+            if (prequential) printf("pred %ld %d %ld\n", i, mt_last_prediction(), (long)label);
             if (checkpoint_every > 0 && (i + 1) % checkpoint_every == 0 &&
                 mt_checkpoint_commit(&flash, (int)dump_state) != 0) {
                 return 1;
