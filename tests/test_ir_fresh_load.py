@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import zoo_path_or_skip
 from test_tflite_autodiff import _window_graph
@@ -21,6 +22,7 @@ from microtrain.frontend.tflite import import_tflite
 from microtrain.ir import save_graph
 from microtrain.ir.ops import Op
 from microtrain.scheme import make_scheme
+from microtrain.zoo.ad_autoencoder import build_autoencoder, quantize_autoencoder
 
 LOAD = r"""
 import json, sys
@@ -61,6 +63,13 @@ def _stages(tmp_path) -> list[str]:
     padded = _window_graph(1, Op.PAD, (1, 1), (1, 1), (1, 0, 2, 1), (-128, 127))  # PAD after a trained conv
     step = compile_training(padded, make_scheme(padded, ["conv"], {"conv": 1.0}), CompileOptions())
     paths.append(tmp_path / "pad_training.json")
+    save_graph(step.graph, paths[-1])
+    # an autoencoder trained on its reconstruction error (MEAN_SQUARED_ERROR, MSE_GRAD)
+    x = np.random.default_rng(0).normal(0, 1, (16, 12)).astype(np.float32)
+    ae = quantize_autoencoder(build_autoencoder(12, (6, 3, 6)).eval(), x)
+    layers = [n.name for n in ae.weighted_nodes()]
+    step = compile_training(ae, make_scheme(ae, layers[-2:], {layers[-1]: 1.0}), CompileOptions(loss="mse"))
+    paths.append(tmp_path / "autoencoder_training.json")
     save_graph(step.graph, paths[-1])
     return [str(p) for p in paths]
 

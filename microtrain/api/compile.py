@@ -48,21 +48,23 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
             target: str | None = None, sram: str | int | None = None, flash: str | int | None = None,
             verbose: bool = False, accumulate: int = 1, momentum: float = 0.0, lr: float = 0.01,
             schedule: str = "cosine", warmup: float = 0.1, steps: int = 0,
-            input_range: InputRange = None) -> CompileResult:
+            input_range: InputRange = None, loss: str = "cross_entropy") -> CompileResult:
     """Derive the training step of ``model`` (with a new ``classes``-way head if given) for ``scheme``,
     plan its memory, write the C project to ``out`` and, for a cross ``target`` (cortex-m7), link
     it at the ``sram``/``flash`` budgets and report its memory from the ELF. ``budget``: fail
     unless the planned peak fits. The training recipe the generated step follows: an update every
     ``accumulate`` samples, ``momentum``, ``rounding``, and the learning-rate ``schedule`` (cosine
     or constant) from ``lr`` with ``warmup`` (a fraction) over ``steps`` samples (0: set at run
-    time). ``verbose``: log one line per compiler pass to stderr (logger
-    ``microtrain.compiler``) with its effect on the peak (the planner then runs after every pass)."""
+    time). ``loss``: "cross_entropy" (a classifier) or "mse" (an autoencoder learning to reconstruct
+    its input; the anomaly score is the reconstruction error). ``verbose``: log one line per
+    compiler pass to stderr (logger ``microtrain.compiler``) with its effect on the peak (the
+    planner then runs after every pass)."""
     check_lr(lr)
     prepared = prepare(model, classes, scheme, seed, input_range)
     graph = prepared.graph
     options = CompileOptions(reorder=reorder, per_channel=per_channel, rounding=rounding, seed=seed, qas=qas,
                              stream_input=stream_input, measure_passes=verbose, accumulate=accumulate,
-                             momentum=momentum, lr=lr, lr_schedule=schedule, warmup=warmup, steps=steps,
+                             momentum=momentum, lr=lr, lr_schedule=schedule, warmup=warmup, steps=steps, loss=loss,
                              budget=parse_size(budget, "budget") if budget is not None else None)
     try:
         with _pass_log(verbose):

@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     recipe.add_argument("--steps", type=nonnegative_int, default=0, metavar="N",
                         help="samples the compiled schedule spans (default 0: set at run time; without it the "
                              "schedule is warm-up, then constant)")
+    recipe.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy",
+                        help="cross_entropy: a classifier against the label (default); mse: an autoencoder "
+                             "against its own input (the mean squared reconstruction error, the anomaly score)")
     p.add_argument("--no-qas", action="store_true", help="disable quantization-aware scaling of the update")
     p.add_argument("--seed", type=seed_int, default=0, help="default stochastic-rounding seed and head seed")
     p.add_argument("--budget", type=size_arg("budget"), default=None, metavar="BYTES",
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                                 accumulate=args.accumulate, momentum=args.momentum, lr=args.lr,
                                 schedule=args.schedule, warmup=args.warmup, steps=args.steps,
                                 plot=args.plot, target=args.target, sram=args.sram, flash=args.flash,
-                                verbose=args.verbose, input_range=args.input_range)
+                                verbose=args.verbose, input_range=args.input_range, loss=args.loss)
     doc, out = result.report, result.out
 
     def human() -> None:

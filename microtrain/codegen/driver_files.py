@@ -138,3 +138,13 @@ def parse_prequential(stdout: str) -> dict:
     return {"steps": [i for i, _, _ in rows], "predicted": [p for _, p, _ in rows], "correct": correct,
             "running": running,
             "accuracy": float(np.mean(correct)) if correct else None}
+
+
+_SCORE = re.compile(r"^score (\d+) ([0-9a-fA-F]{8})$", re.M)
+
+
+def parse_scores(stdout: str) -> np.ndarray:
+    """The anomaly scores (reconstruction errors, float32) an autoencoder's driver printed."""
+    rows = _SCORE.findall(stdout.replace("\r\n", "\n"))
+    bits = np.array([int(b, 16) for _, b in sorted(rows, key=lambda r: int(r[0]))], dtype=np.uint32)
+    return bits.view(np.float32)

@@ -117,6 +117,21 @@ def _loss_grad(node: Node, ctx: CContext) -> list[str]:
             "}"]
 
 
+def _mse(node: Node, ctx: CContext, grad: str) -> list[str]:
+    p, t = node.inputs
+    q = ctx.graph.tensors[t].quant
+    return [_try(ctx, "mt_mean_squared_error_f32", ctx.ptr(p), ctx.ptr(t), str(_size(ctx, p)), c_float(q.s), str(q.z),
+                 "&unused_loss" if grad != "NULL" else ctx.ptr(node.outputs[0]), grad)]
+
+
+def _mean_squared_error(node: Node, ctx: CContext) -> list[str]:
+    return _mse(node, ctx, "NULL")
+
+
+def _mse_grad(node: Node, ctx: CContext) -> list[str]:
+    return ["{", "    float unused_loss;", "    " + _mse(node, ctx, ctx.ptr(node.outputs[0]))[0], "}"]
+
+
 def _clamp_mask(node: Node, ctx: CContext) -> list[str]:
     y = node.inputs[0]
     return [_try(ctx, "mt_clamp_mask_s8", ctx.ptr(y), str(_size(ctx, y)), str(node.attrs["act_min"]),
@@ -333,6 +348,8 @@ EMIT_RULES: dict[Op, EmitRule] = {
     Op.DEQUANTIZE: _dequantize,
     Op.SOFTMAX_CROSS_ENTROPY: _softmax_cross_entropy,
     Op.LOSS_GRAD: _loss_grad,
+    Op.MEAN_SQUARED_ERROR: _mean_squared_error,
+    Op.MSE_GRAD: _mse_grad,
     Op.CLAMP_MASK: _clamp_mask,
     Op.MASK_GRAD: _mask_grad,
     Op.CONV2D_GRAD_INPUT: _conv_grad_input,

@@ -28,7 +28,7 @@ from microtrain.compiler.build_training_graph import forward_end
 from microtrain.compiler.pipeline import CompiledStep
 from microtrain.compiler.split_trained_rows import ram_rows, stored_bytes
 from microtrain.ir.graph import Graph
-from microtrain.ir.ops import INT8_OPS
+from microtrain.ir.ops import INT8_OPS, Op
 from microtrain.ir.serialize import save_graph
 from microtrain.runtime import cbind
 
@@ -71,6 +71,14 @@ int mt_infer_stream(void (*read_rows)(int8_t *dst, int32_t first_row, int32_t ro
                     int8_t *logits);
 float mt_train_step_stream(void (*read_rows)(int8_t *dst, int32_t first_row, int32_t rows, void *ctx), void *ctx,
                            int32_t label);
+"""
+
+MSE_HEADER = """
+/* An autoencoder trained on its reconstruction error (compile --loss mse): mt_train_step's label
+ * is unused, and the anomaly score of a sample is its reconstruction error (the mean squared error
+ * between the dequantized output and the input), computed without training. */
+#define MT_LOSS_MSE 1
+float mt_reconstruction_error(const int8_t *input);
 """
 
 INPUT_BUFFER_HEADER = """/* The arena's input tensor (MT_INPUT_BYTES): a driver can read a sample straight into it and
@@ -119,6 +127,8 @@ def model_header(step: CompiledStep, num_classes: int, input_bytes: int) -> str:
     shape = step.graph.tensors[step.graph.inputs[0]].shape
     extra = (STREAM_HEADER.format(rows=shape[1], row_bytes=shape[2] * shape[3])
              if step.graph.meta.get("stream_input") else INPUT_BUFFER_HEADER)
+    if step.graph.meta["training"].get("loss") == "mse":
+        extra += MSE_HEADER
     sched = schedule_defaults(step)
     o = step.options
     layout = state_layout(step)
@@ -207,7 +217,10 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
     infer_nodes = [n for n in g.nodes[:fwd] if n.op in INT8_OPS]
     infer = _body(infer_nodes, ctx)
     x, logits = g.inputs[0], info["logits"]
-    train = _body(g.nodes, ctx, {logits: _prediction(ctx, logits)})
+    mse = info.get("loss") == "mse"
+    train = _body(g.nodes, ctx, {} if mse else {logits: _prediction(ctx, logits)})
+    score_ops = INT8_OPS | {Op.DEQUANTIZE, Op.MEAN_SQUARED_ERROR}
+    score = _body([n for n in g.nodes[:fwd] if n.op in score_ops], ctx) if mse else []
     output = ctx.ptr(logits)
     if info.get("softmax"):  # the model ends in an int8 SOFTMAX: inference outputs TFLM's probabilities
         lt = g.tensors[logits]
@@ -229,6 +242,7 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
         "static uint32_t mt_update;  /* the update this sample belongs to: mt_samples / MT_ACCUMULATE */",
         "static int32_t mt_apply;    /* 1 on the last sample of an update (the update happens), else 0 */",
         f"static uint32_t mt_seed = {int(info['seed'])}u;", "static int mt_error;",
+        "" if info.get("loss") == "mse" else
         "static int32_t mt_pred;     /* argmax of the last training sample's logits, before its update */",
         "static mt_lr_schedule mt_schedule = {MT_LR_KIND, MT_LR_BASE, MT_LR_WARMUP, MT_LR_TOTAL};", "",
     ]
@@ -246,7 +260,14 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
     src += ctx.decls + ([f"static int8_t mt_outputs[{g.tensors[logits].shape[-1]}];"] if info.get("softmax") else [])
     src += [""]
     src += ["static mt_status run_infer(void)", "{"] + infer + ["    return MT_OK;", "}", ""]
-    src += ["static mt_status run_train(int32_t label, float lr)", "{"] + train + ["    return MT_OK;", "}", ""]
+    src += ["static mt_status run_train(int32_t label, float lr)", "{", "    (void)label;"] + train + \
+        ["    return MT_OK;", "}", ""]
+    if mse:  # the anomaly score: the forward pass and the reconstruction loss, no backward
+        src += ["static mt_status run_score(void)", "{"] + score + ["    return MT_OK;", "}", "",
+                "float mt_reconstruction_error(const int8_t *input)", "{", "    mt_status st;",
+                _take_input(ctx, x, stream), "    st = run_score();", "    if (st != MT_OK) {",
+                "        mt_error = (int)st;", "        return -1.0f;", "    }",
+                f"    return {ctx.ptr(g.outputs[0])}[0];", "}", ""]
     ctx.kernel("mt_learning_rate")
     ctx.kernel("mt_checkpoint_save")
     ctx.kernel("mt_checkpoint_restore")
@@ -260,7 +281,8 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
             "    mt_schedule.kind = kind;", "    mt_schedule.base_lr = base_lr;", "    mt_schedule.warmup = warmup;",
             "    mt_schedule.total = total;", "}", "",
             "uint32_t mt_samples_seen(void)", "{", "    return mt_samples;", "}", "",
-            "int mt_last_prediction(void)", "{", "    return (int)mt_pred;", "}", "",
+            "int mt_last_prediction(void)", "{",
+            "    return -1; /* an autoencoder predicts no class */" if mse else "    return (int)mt_pred;", "}", "",
             f"const mt_state_span mt_state[MT_NUM_STATE] = {{\n{spans}\n}};", "",
             "int32_t mt_save_state(const mt_flash *flash, mt_checkpoint_info *info)", "{",
             "    return mt_checkpoint_save(flash, MT_MODEL_ID, mt_state, MT_NUM_STATE, info);", "}", "",
@@ -281,8 +303,8 @@ def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
             "    for (k = 1; k < MT_NUM_CLASSES; ++k) {", "        if (logits[k] > logits[best]) best = k;", "    }",
             "    return (int)best;", "}", "",
             "float mt_train_step(const int8_t *input, int32_t label)", "{", "    mt_status st;",
-            "    if (label < 0 || label >= MT_NUM_CLASSES) {", "        mt_error = (int)MT_ERR_PARAM;",
-            "        return -1.0f;", "    }",
+            *([] if mse else ["    if (label < 0 || label >= MT_NUM_CLASSES) {",
+                              "        mt_error = (int)MT_ERR_PARAM;", "        return -1.0f;", "    }"]),
             "    if (input == NULL && mt_reader == NULL) {" if stream else "",
             "        mt_error = (int)MT_ERR_NULL;" if stream else "", "        return -1.0f;" if stream else "",
             "    }" if stream else "",

@@ -117,6 +117,12 @@ def _softmax_cross_entropy(node: Node, graph: Graph, g: str, wants: tuple[bool, 
     return [em.emit(f"d.{logits.name}", Op.LOSS_GRAD, node.inputs, logits.shape, "float32"), None]
 
 
+def _mean_squared_error(node: Node, graph: Graph, g: str, wants: tuple[bool, ...],
+                        em: Emitter) -> list[str | None]:
+    pred = graph.tensors[node.inputs[0]]
+    return [em.emit(f"d.{pred.name}", Op.MSE_GRAD, node.inputs, pred.shape, "float32"), None]
+
+
 VJP_RULES: dict[Op, VjpRule] = {
     Op.CONV2D: _conv2d,
     Op.FULLY_CONNECTED: _fully_connected,
@@ -126,6 +132,7 @@ VJP_RULES: dict[Op, VjpRule] = {
     Op.DEQUANTIZE: _dequantize,
     Op.SOFTMAX_CROSS_ENTROPY: _softmax_cross_entropy,
     **WINDOW_VJP_RULES,  # AVG_POOL2D, MAX_POOL2D, PAD, CONCAT (compiler/vjp_window.py)
+    Op.MEAN_SQUARED_ERROR: _mean_squared_error,
 }
 
 VJP_EXEMPT = TRAINING_OPS | frozenset(op for op in Op if op.name.startswith("FUSED_")) | {Op.SOFTMAX}

@@ -22,6 +22,7 @@ INPLACE_RULES: dict[Op, tuple[int, ...]] = {
     Op.GRAD_ACCUMULATE: (0, 1),  # mt_add_f32: out may alias a or b
     Op.ADD: (0, 1),              # mt_add_s8: output may alias a or b
     Op.LOSS_GRAD: (0,),          # mt_softmax_cross_entropy_f32: grad may alias logits
+    Op.MSE_GRAD: (0,),           # mt_mean_squared_error_f32: grad may alias the prediction
 }
 """Operands an op may overwrite with its output (elementwise, same size, same position)."""
 

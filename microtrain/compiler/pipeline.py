@@ -59,6 +59,7 @@ class CompileOptions:
     lr_schedule: str = "cosine"  # cosine (linear warm-up, cosine decay) | constant
     warmup: float = 0.1         # fraction of the schedule's updates spent warming up
     steps: int = 0              # samples the schedule spans (0: unknown until run time: warm-up, then constant)
+    loss: str = "cross_entropy"  # cross_entropy (classification) | mse (autoencoder reconstruction)
     algorithm: str = "greedy_by_size"
     budget: int | None = None   # bytes; CompileError if the peak exceeds it
     measure_passes: bool = False  # re-plan after each pass to log its effect on the peak (compile -v)
@@ -96,6 +97,9 @@ def check_recipe(opt: CompileOptions) -> None:
         raise CompileError(f"learning rate {opt.lr} must be a positive float32")
     if not 0.0 <= opt.warmup < 1.0:
         raise CompileError(f"warm-up {opt.warmup} must be a fraction of the schedule in [0, 1)")
+    if opt.loss == "mse" and opt.stream_input:
+        raise CompileError("--loss mse compares the output with the whole input, which --stream-input never holds; "
+                           "compile without --stream-input")
     if not (isinstance(opt.steps, int) and 0 <= opt.steps < 2**32):
         raise CompileError(f"steps {opt.steps!r} must be a sample count in [0, 2^32) (0: set at run time)")
 
@@ -113,7 +117,8 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
     passes: list[tuple[str, bool, Callable[[Graph], Graph], str]] = [
         # forward + DEQUANTIZE(logits) + softmax cross-entropy; inputs label, lr; trained tensors
         ("build_training_graph", True,
-         lambda g: build_training_graph(g, scheme, opt.rounding, opt.seed, opt.qas, opt.accumulate, opt.momentum),
+         lambda g: build_training_graph(g, scheme, opt.rounding, opt.seed, opt.qas, opt.accumulate, opt.momentum,
+                                       opt.loss),
          "nodes"),
         # backward from the loss toward the trained tensors only (VJP rule table)
         ("differentiate", True, differentiate, "nodes"),

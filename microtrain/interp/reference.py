@@ -124,6 +124,14 @@ def _fused_inverted_bottleneck(node: Node, graph: Graph, values: Mapping[str, np
     return [env[node.outputs[0]], scratch]
 
 
+def _mean_squared_error(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    from microtrain.runtime.losses import mean_squared_error  # the device's float32 arithmetic, written once
+
+    t = graph.tensors[node.inputs[1]]
+    loss, _ = mean_squared_error(values[node.inputs[0]].reshape(1, -1), values[node.inputs[1]], t.quant.s, t.quant.z)
+    return [loss]
+
+
 EVAL_RULES: dict[Op, EvalRule] = {
     Op.CONV2D: _conv2d,
     Op.FULLY_CONNECTED: _fully_connected,
@@ -132,6 +140,7 @@ EVAL_RULES: dict[Op, EvalRule] = {
     Op.RESHAPE: _reshape,
     Op.DEQUANTIZE: _dequantize,
     Op.SOFTMAX_CROSS_ENTROPY: _softmax_cross_entropy,
+    Op.MEAN_SQUARED_ERROR: _mean_squared_error,
     Op.FUSED_INVERTED_BOTTLENECK: _fused_inverted_bottleneck,
     **{Op[name]: rule for name, rule in WINDOW_EVAL_RULES.items()},  # pools, PAD, CONCAT, SOFTMAX
 }

@@ -39,6 +39,14 @@ def _loss_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> li
     return [g]
 
 
+def _mse_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    from microtrain.runtime.losses import mean_squared_error  # the device's float32 arithmetic, written once
+
+    p, t = values[node.inputs[0]], graph.tensors[node.inputs[1]]
+    _, g = mean_squared_error(p.reshape(1, -1), values[node.inputs[1]], t.quant.s, t.quant.z)
+    return [g.reshape(p.shape)]
+
+
 def _clamp_mask(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     y = values[node.inputs[0]].reshape(-1).astype(np.int32)
     bits = (y > node.attrs["act_min"]) & (y < node.attrs["act_max"])
@@ -219,6 +227,7 @@ def _inverted_bottleneck_grad(node: Node, graph: Graph, values: Mapping[str, np.
 
 TRAINING_EVAL_RULES: dict[Op, EvalRule] = {
     Op.LOSS_GRAD: _loss_grad,
+    Op.MSE_GRAD: _mse_grad,
     Op.CLAMP_MASK: _clamp_mask,
     Op.MASK_GRAD: _mask_grad,
     Op.CONV2D_GRAD_INPUT: _conv_grad_input,

@@ -40,11 +40,16 @@ Float (loss and training; fp32 unless noted):
   SOFTMAX_CROSS_ENTROPY
                    inputs (logits f32 [1,K], label int32 [1]) -> loss f32 [1]:
                    -log softmax(logits)[label].
+  MEAN_SQUARED_ERROR
+                   inputs (prediction f32 [1,N], target int8 [1,N]) -> loss f32 [1]: the
+                   reconstruction loss of an autoencoder, sum_i (p_i - t_i)^2 / N with t the
+                   dequantized target (the model's int8 input), summed in order in float32.
 
 Training (appended by the compiler, one place, one enum; see ``microtrain/compiler``).
 Gradients are fp32 and taken w.r.t. the *real* value of a tensor (s * (q - z)); int8
 operands are dequantized inside the op. Shape rules in ``ir/shapes_training.py``.
   LOSS_GRAD        (logits f32 [1,K], label int32 [1]) -> dlogits = softmax(logits) - onehot.
+  MSE_GRAD         (prediction f32 [1,N], target int8 [1,N]) -> dp = (p - t) * (2/N).
   CLAMP_MASK       (y int8) -> uint8 [ceil(n/8)], bit i = act_min < y[i] < act_max (LSB first).
   MASK_GRAD        (g f32, mask uint8) -> g * bit(mask): the clamp derivative, in place.
   CONV2D_GRAD_INPUT (g f32 [1,OH,OW,O], w int8) -> dx f32 [1,H,W,C] (transposed conv).
@@ -101,8 +106,10 @@ class Op(enum.Enum):
     # float
     DEQUANTIZE = "dequantize"
     SOFTMAX_CROSS_ENTROPY = "softmax_cross_entropy"
+    MEAN_SQUARED_ERROR = "mean_squared_error"
     # ---- training: backward (fp32) and update ops, appended by the compiler --------------
     LOSS_GRAD = "loss_grad"
+    MSE_GRAD = "mse_grad"
     CLAMP_MASK = "clamp_mask"
     MASK_GRAD = "mask_grad"
     CONV2D_GRAD_INPUT = "conv2d_grad_input"
@@ -134,7 +141,10 @@ INT8_OPS = frozenset({Op.CONV2D, Op.FULLY_CONNECTED, Op.ADD, Op.GLOBAL_AVG_POOL,
 WEIGHTED_OPS = frozenset({Op.CONV2D, Op.FULLY_CONNECTED})
 """Ops with (input, weight, bias) operands whose weight and bias may be trained."""
 
-FLOAT_OPS = frozenset({Op.DEQUANTIZE, Op.SOFTMAX_CROSS_ENTROPY})
+FLOAT_OPS = frozenset({Op.DEQUANTIZE, Op.SOFTMAX_CROSS_ENTROPY, Op.MEAN_SQUARED_ERROR})
+
+LOSS_OPS = frozenset({Op.SOFTMAX_CROSS_ENTROPY, Op.MEAN_SQUARED_ERROR})
+"""The training losses: the forward pass ends at the graph's one loss node."""
 
 VIEW_OPS = frozenset({Op.RESHAPE})
 """Ops that reinterpret their input's bytes: the output keeps the input's quantization."""
@@ -143,7 +153,7 @@ SAME_QUANT_OPS = VIEW_OPS | frozenset({Op.AVG_POOL2D, Op.MAX_POOL2D, Op.PAD, Op.
 """Ops whose int8 output keeps the quantization of every input (they move or pick int8 values)."""
 
 TRAINING_OPS = frozenset({
-    Op.LOSS_GRAD, Op.CLAMP_MASK, Op.MASK_GRAD, Op.CONV2D_GRAD_INPUT, Op.CONV2D_GRAD_WEIGHT,
+    Op.LOSS_GRAD, Op.MSE_GRAD, Op.CLAMP_MASK, Op.MASK_GRAD, Op.CONV2D_GRAD_INPUT, Op.CONV2D_GRAD_WEIGHT,
     Op.FC_GRAD_INPUT, Op.FC_GRAD_WEIGHT, Op.BIAS_GRAD, Op.AVG_POOL_GRAD, Op.GRAD_ACCUMULATE,
     Op.SLICE_CHANNELS, Op.UPDATE_WEIGHT, Op.UPDATE_BIAS, Op.INVERTED_BOTTLENECK_GRAD,
     Op.AVG_POOL2D_GRAD, Op.MAX_POOL2D_GRAD, Op.PAD_GRAD, Op.CONCAT_GRAD})

@@ -127,6 +127,16 @@ def _softmax_cross_entropy(node: Node, ins: list[Tensor]) -> OutSpec:
     return [((1,), "float32")]
 
 
+def _mean_squared_error(node: Node, ins: list[Tensor]) -> OutSpec:
+    arity(node, ins, 2)
+    pred, target = ins
+    expect(pred.dtype == "float32" and len(pred.shape) == 2, node,
+           f"prediction must be float32 [1, N], is {pred.dtype} {pred.shape}")
+    _per_tensor_int8(node, target, "target")
+    expect(target.size == pred.size, node, f"target {target.shape} and prediction {pred.shape} differ in size")
+    return [((1,), "float32")]
+
+
 FORWARD_SHAPE_RULES = {
     Op.CONV2D: _conv2d,
     Op.FULLY_CONNECTED: _fully_connected,
@@ -135,6 +145,7 @@ FORWARD_SHAPE_RULES = {
     Op.RESHAPE: _reshape,
     Op.DEQUANTIZE: _dequantize,
     Op.SOFTMAX_CROSS_ENTROPY: _softmax_cross_entropy,
+    Op.MEAN_SQUARED_ERROR: _mean_squared_error,
 }
 
 

@@ -32,6 +32,15 @@ def _loss_grad(node: Node, ins: list[Tensor]) -> OutSpec:
     return [(logits.shape, "float32")]
 
 
+def _mse_grad(node: Node, ins: list[Tensor]) -> OutSpec:
+    _n_in(node, ins, 2)
+    pred, target = ins
+    _f32(node, pred, "prediction")
+    _expect(target.dtype == "int8" and target.quant is not None and target.size == pred.size, node,
+            f"target {target.name!r} must be int8 of the prediction's size")
+    return [(pred.shape, "float32")]
+
+
 def _clamp_mask(node: Node, ins: list[Tensor]) -> OutSpec:
     _n_in(node, ins, 1)
     _expect(ins[0].dtype == "int8", node, f"input {ins[0].name!r} must be int8")
@@ -145,6 +154,7 @@ def _update(dtype: str):
 
 TRAINING_SHAPE_RULES = {
     Op.LOSS_GRAD: _loss_grad,
+    Op.MSE_GRAD: _mse_grad,
     Op.CLAMP_MASK: _clamp_mask,
     Op.MASK_GRAD: _mask_grad,
     Op.CONV2D_GRAD_INPUT: _conv_grad_input,

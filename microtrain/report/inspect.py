@@ -62,6 +62,7 @@ MACS_RULES: dict[Op, MacsRule] = {
     Op.RESHAPE: _no_macs,
     Op.DEQUANTIZE: _no_macs,
     Op.SOFTMAX_CROSS_ENTROPY: _no_macs,
+    Op.MEAN_SQUARED_ERROR: _no_macs,
     Op.FUSED_INVERTED_BOTTLENECK: _fused_macs,
     Op.AVG_POOL2D: _no_macs,
     Op.MAX_POOL2D: _no_macs,

@@ -215,6 +215,7 @@ PROTOTYPES: dict[str, tuple[type, list[type]]] = {
     "mt_global_avg_pool_s8": (_I, [_P(AvgPoolParams), _i8, _i8]),
     "mt_dequantize_s8_f32": (_I, [_i8, _I, _F, _I, _f32]),
     "mt_softmax_cross_entropy_f32": (_I, [_f32, _I, _I, _f32, _f32]),
+    "mt_mean_squared_error_f32": (_I, [_f32, _i8, _I, _F, _I, _f32, _f32]),
     "mt_clamp_mask_get_buffer_size": (_I, [_I]),
     "mt_clamp_mask_s8": (_I, [_i8, _I, _I, _I, _u8]),
     "mt_apply_mask_f32": (_I, [_f32, _u8, _I, _f32]),

@@ -289,11 +289,11 @@ SIM_RULES: dict[Op, SimRule] = {
     Op.DEQUANTIZE: _dequantize,
     **{Op[name]: rule for name, rule in WINDOW_SIM_RULES.items()},  # pools, PAD, CONCAT, SOFTMAX
 }
-"""SOFTMAX_CROSS_ENTROPY is exempt: the simulator computes the loss on the logits itself."""
+"""The losses are exempt: the simulator computes the loss on the logits itself (train/device_loss.py)."""
 
 # Loss: computed by the trainer in torch. Fused blocks and the backward/update ops exist only in
 # compiled training graphs; the simulator differentiates the inference graph itself.
-SIM_EXEMPT = frozenset({Op.SOFTMAX_CROSS_ENTROPY, Op.FUSED_INVERTED_BOTTLENECK}) | TRAINING_OPS
+SIM_EXEMPT = frozenset({Op.SOFTMAX_CROSS_ENTROPY, Op.MEAN_SQUARED_ERROR, Op.FUSED_INVERTED_BOTTLENECK}) | TRAINING_OPS
 
 
 def to_codes(a: np.ndarray) -> torch.Tensor:

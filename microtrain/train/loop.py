@@ -31,7 +31,7 @@ from microtrain.runtime.schedule import learning_rate
 from microtrain.scheme import UpdateScheme
 from microtrain.sim.float_model import FloatModel
 from microtrain.sim.simulator import Simulator
-from microtrain.train.device_loss import device_cross_entropy
+from microtrain.train.device_loss import device_cross_entropy, device_mean_squared_error
 from microtrain.train.optim import Int8Optimizer
 
 OPTIMIZERS: dict[str, tuple[str, bool, str]] = {
@@ -56,6 +56,8 @@ class TrainConfig:
     warmup_fraction: float = 0.1  # of all optimizer steps, linear warm-up then cosine to 0
     momentum: float = 0.9
     schedule: str = "cosine"  # cosine | constant: the device's schedule (runtime/schedule.py), in float32
+    loss: str = "cross_entropy"  # cross_entropy | mse: an autoencoder's reconstruction error; its "labels"
+    #                              are then the int8 inputs [N, features] it reconstructs
 
 
 def _torch_optimizer(kind: str, params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -70,7 +72,10 @@ class Trainer:
             raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         self.cfg = cfg
         kind, qas, self.mode = OPTIMIZERS[cfg.optimizer]
+        if cfg.loss not in ("cross_entropy", "mse"):
+            raise ValueError(f"unknown loss {cfg.loss!r}; choose cross_entropy or mse")
         self.sim = Simulator(graph, scheme)
+        self.target_quant = graph.tensors[graph.inputs[0]].quant  # the reconstruction target's (mse)
         self.float_model: FloatModel | None = None
         self.int8_opt: Int8Optimizer | None = None
         self.torch_opts: list[torch.optim.Optimizer] = []
@@ -136,7 +141,11 @@ class Trainer:
         self.sample_losses = []
         for idx in group:
             logits = self.logits(self._take(cache, idx))
-            per_sample = device_cross_entropy(logits, torch.from_numpy(labels[idx]).to(torch.int64))
+            if self.cfg.loss == "mse":
+                target = torch.from_numpy(np.asarray(labels[idx]).reshape(len(idx), -1))
+                per_sample = device_mean_squared_error(logits, target, self.target_quant.s, self.target_quant.z)
+            else:
+                per_sample = device_cross_entropy(logits, torch.from_numpy(labels[idx]).to(torch.int64))
             per_sample.mean().backward()  # batch 1: exactly the device's logit gradient
             self.sample_losses.extend(per_sample.detach().tolist())
             total += float(per_sample.detach().mean()) / len(group)

@@ -248,6 +248,14 @@ mt_status mt_dequantize_s8_f32(const int8_t *x, int32_t n, float scale, int32_t 
 mt_status mt_softmax_cross_entropy_f32(const float *logits, int32_t n, int32_t label, float *loss,
                                        float *grad_logits);
 
+/* Mean squared error of a reconstruction (an autoencoder's output against its own int8 input):
+ *   t_i = (float)(target[i] - target_zero) * target_scale;  d_i = pred[i] - t_i
+ *   S = sum_i d_i * d_i (sequential, i ascending, from 0.0f);  *loss = S * (1.0f / (float)n)
+ *   grad[i] = d_i * (2.0f / (float)n)   (grad may be NULL; it may alias pred)
+ * (Python twin: microtrain/runtime/losses.py mean_squared_error.) */
+mt_status mt_mean_squared_error_f32(const float *pred, const int8_t *target, int32_t n, float target_scale,
+                                    int32_t target_zero, float *loss, float *grad);
+
 /* Bytes of the 1-bit mask of n elements: (n + 7) / 8. */
 int32_t mt_clamp_mask_get_buffer_size(int32_t n);
 
