@@ -135,6 +135,8 @@ def _frame_db(m: Machine, f: np.ndarray, db: np.ndarray, gain_db: np.ndarray, fl
 def windows(m: Machine, n: int, seed: int, anomaly: str | None = None, start: int = 0) -> np.ndarray:
     """``n`` feature windows (float32 [n, 640], dB) of machine ``m`` from window ``start`` of its run;
     with ``anomaly`` each window carries that fault. Seeded: the same arguments give the same windows."""
+    if anomaly is not None and anomaly not in ANOMALIES:
+        raise ValueError(f"unknown anomaly {anomaly!r}; choose from {', '.join(ANOMALIES)}")
     rng = np.random.default_rng([seed, m.ident, start, n, ANOMALIES.index(anomaly) + 1 if anomaly else 0])
     out = np.empty((n, FEATURES), dtype=np.float32)
     for i in range(n):
