@@ -26,7 +26,19 @@ def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
 
 def fold_batch_norm(weight: np.ndarray, bias: np.ndarray, bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
     """Folded (weight, bias) in float64; ``weight`` is [O, ...] (OIHW), ``bias`` [O]."""
-    k, shift = bn_scale_shift(bn)
+    return _fold(weight, bias, *bn_scale_shift(bn))
+
+
+def fold_bn_arrays(weight: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                   gamma: np.ndarray | None, beta: np.ndarray | None, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The same fold from BatchNorm's arrays (an ATen ``batch_norm`` node's operands)."""
+    gamma = np.ones_like(mean) if gamma is None else gamma
+    beta = np.zeros_like(mean) if beta is None else beta
+    k = gamma / np.sqrt(var + eps)
+    return _fold(weight, bias, k, beta - k * mean)
+
+
+def _fold(weight: np.ndarray, bias: np.ndarray, k: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if k.shape[0] != weight.shape[0]:
         raise ValueError(f"BatchNorm2d has {k.shape[0]} channels but the conv before it has {weight.shape[0]}")
     w = np.asarray(weight, dtype=np.float64) * k.reshape((-1,) + (1,) * (weight.ndim - 1))

@@ -9,6 +9,10 @@
   OHWI; biases int32 in units s_x * s_w[c] (``quant.quantize_bias``).
 * A Linear after a flatten of an NCHW map gets its input columns permuted, because the IR
   flattens NHWC: IR position (h*W + w)*C + c holds torch position c*H*W + h*W + w.
+* A plan that carries its own quantization (``plan.given``, ``op.wq``/``op.bq``: PT2E, ONNX)
+  keeps it: those scales, zero points, int8 weights and int32 biases are used as they are,
+  and only values without them are calibrated (``needs_calibration``). A float bias is
+  quantized in units s_x * s_w[c] of the given scales.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 import torch
 
 from microtrain import quant
-from microtrain.frontend.torch_fx import FloatOp, FloatPlan, run_float_plan
+from microtrain.frontend.float_plan import FloatOp, FloatPlan, UnsupportedError, run_float_plan
 from microtrain.ir.graph import Graph, GraphBuilder, QParams, Tensor
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
@@ -36,11 +40,12 @@ def calibrate(plan: FloatPlan, data: Any, method: str = "minmax", percentile: fl
         raise ValueError(f"unknown calibration method {method!r}: use one of {', '.join(METHODS)}")
     if not 50.0 < percentile <= 100.0:
         raise ValueError(f"percentile must be in (50, 100], got {percentile}")
-    x_all = torch.as_tensor(np.asarray(data, dtype=np.float32))
+    x_all = plan.as_plan_input(data)
     expected = plan.shapes[plan.input][1:]
-    if x_all.ndim != 4 or tuple(x_all.shape[1:]) != expected:
-        raise ValueError(f"calibration data must be float [N, {', '.join(map(str, expected))}] (NCHW), "
-                         f"got {list(x_all.shape)}")
+    if tuple(x_all.shape[1:]) != expected:
+        shown = expected if plan.input_rank != 3 else (expected[0], expected[2])
+        raise ValueError(f"calibration data must be float [N, {', '.join(map(str, shown))}] (the model's input "
+                         f"layout), got {list(np.shape(data))}")
     if len(x_all) == 0:
         raise ValueError("calibration data is empty")
     rng = np.random.default_rng(seed)
@@ -89,11 +94,18 @@ def nhwc_flat_order(c: int, h: int, w: int) -> np.ndarray:
     return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
 
 
+def needs_calibration(plan: FloatPlan) -> bool:
+    """True unless the source fixed the quantization of the input and of every op output."""
+    return not plan.prequantized
+
+
 def quantize_plan(plan: FloatPlan, ranges: Mapping[str, tuple[float, float]],
                   input_quant: tuple[float, int] | None = None, meta: dict | None = None) -> Graph:
-    """Quantize every op of ``plan`` with the calibrated ``ranges``; returns a verified Graph."""
+    """Quantize every op of ``plan`` with its given quantization, else the calibrated ``ranges``;
+    returns a verified Graph."""
     b = GraphBuilder()
-    in_q = input_quant or quant.choose_activation_qparams(*ranges[plan.input])
+    in_q = plan.given.get(plan.input) or input_quant or quant.choose_activation_qparams(*_range(plan, ranges,
+                                                                                                 plan.input))
     names = {plan.input: b.add_input(Tensor("input", ir_shape(plan.shapes[plan.input]), "int8",
                                             QParams.per_tensor(*in_q)))}
     for op in plan.ops:
@@ -101,16 +113,38 @@ def quantize_plan(plan: FloatPlan, ranges: Mapping[str, tuple[float, float]],
     return verify_graph(b.build([names[plan.output]], meta))
 
 
+def _range(plan: FloatPlan, ranges: Mapping[str, tuple[float, float]], key: str) -> tuple[float, float]:
+    if key not in ranges:
+        raise UnsupportedError(f"value {key!r} has no quantization in the model and was not calibrated "
+                               "(a partly quantized model: quantize every op, or give a float model)")
+    return ranges[key]
+
+
+def given_qparams(given: tuple[float, int], clamp: tuple[float, float]) -> tuple[float, int, int, int]:
+    """(scale, zero point, act_min, act_max) for an output whose quantization the model fixed."""
+    scale, zero = given
+    act_min = -128 if np.isinf(clamp[0]) else int(np.clip(zero + round(clamp[0] / scale), -128, 127))
+    act_max = 127 if np.isinf(clamp[1]) else int(np.clip(zero + round(clamp[1] / scale), -128, 127))
+    return scale, zero, act_min, act_max
+
+
 def _out(b: GraphBuilder, op: FloatOp, plan: FloatPlan,
          ranges: Mapping[str, tuple[float, float]]) -> tuple[str, int, int]:
-    scale, zero, act_min, act_max = activation_qparams(ranges[op.output], op.clamp)
+    if op.output in plan.given:
+        scale, zero, act_min, act_max = given_qparams(plan.given[op.output], op.clamp)
+    else:
+        scale, zero, act_min, act_max = activation_qparams(_range(plan, ranges, op.output), op.clamp)
     t = Tensor(f"{op.name}.out", ir_shape(plan.shapes[op.output]), "int8", QParams.per_tensor(scale, zero))
     return b.add_tensor(t), act_min, act_max
 
 
 def _weights(b: GraphBuilder, op: FloatOp, w: np.ndarray, x: Tensor) -> tuple[str, str]:
-    wq, scales = quant.quantize_weights_per_channel(w, axis=0)
-    bq = quant.quantize_bias(op.bias, x.quant.s, scales)
+    """int8 OHWI / OI weights (``w`` is the float or the given int8 array, already in IR layout)."""
+    if op.wq is not None:
+        wq, scales = w.astype(np.int8), np.asarray(op.w_scales, dtype=np.float64)
+    else:
+        wq, scales = quant.quantize_weights_per_channel(w, axis=0)
+    bq = op.bq.astype(np.int32) if op.bq is not None else quant.quantize_bias(op.bias, x.quant.s, scales)
     wn = b.add_tensor(Tensor(f"{op.name}.weight", wq.shape, "int8", QParams.per_channel(scales, 0), wq))
     bn = b.add_tensor(Tensor(f"{op.name}.bias", bq.shape, "int32", None, bq))
     return wn, bn
@@ -118,7 +152,8 @@ def _weights(b: GraphBuilder, op: FloatOp, w: np.ndarray, x: Tensor) -> tuple[st
 
 def _conv(b, op, plan, ranges, names) -> str:
     x = b.tensors[names[op.inputs[0]]]
-    wn, bn = _weights(b, op, op.weight.transpose(0, 2, 3, 1), x)  # OIHW -> OHWI
+    w = op.weight if op.wq is None else op.wq
+    wn, bn = _weights(b, op, w.transpose(0, 2, 3, 1), x)  # OIHW -> OHWI
     y, act_min, act_max = _out(b, op, plan, ranges)
     b.add_node(op.name, Op.CONV2D, [x.name, wn, bn], [y], stride=tuple(op.attrs["stride"]),
                padding=tuple(op.attrs["padding"]), groups=int(op.attrs["groups"]), act_min=act_min, act_max=act_max)
@@ -127,7 +162,7 @@ def _conv(b, op, plan, ranges, names) -> str:
 
 def _linear(b, op, plan, ranges, names) -> str:
     x = b.tensors[names[op.inputs[0]]]
-    w = op.weight
+    w = op.weight if op.wq is None else op.wq
     if op.inputs[0] in plan.flat_of:
         w = w[:, nhwc_flat_order(*plan.flat_of[op.inputs[0]])]
     wn, bn = _weights(b, op, w, x)
