@@ -7,7 +7,10 @@ Every graph records how its input is made in ``graph.meta["preprocess"]``::
 An image with pixel values in [0, 1] (float) or [0, 255] (uint8) is resized to H x W
 (bilinear), converted to C channels (gray <-> RGB), mapped linearly from [0, 1] to
 [lo, hi] (the zoo models use [-1, 1]) and quantized with the graph input's scale and zero
-point. The result is int8 NHWC.
+point. The result is int8 NHWC, in the shape of the graph's input: a model whose input is
+[1, 1, L, C] (a Conv1d network over L frames of C features, ``frontend/float_plan.py``)
+reads an image of L rows and C columns, row t being frame t; a model whose input is [1, F]
+reads the image flattened in HWC order. Both are the image's bytes unchanged.
 """
 
 from __future__ import annotations
@@ -70,8 +73,11 @@ def preprocess(images: np.ndarray, graph: Graph) -> np.ndarray:
     lo, hi = spec["range"]
     x = resize_images(to_unit_float(images), height, width, spec["channels"])
     real = lo + (hi - lo) * x
-    q = graph.tensors[graph.inputs[0]].quant
-    return quant.quantize(real, q.s, q.z)
+    x_t = graph.tensors[graph.inputs[0]]
+    q = quant.quantize(real, x_t.quant.s, x_t.quant.z)
+    if q.shape[1:] != tuple(x_t.shape[1:]) and q[0].size == int(np.prod(x_t.shape[1:])):
+        q = q.reshape((len(q),) + tuple(x_t.shape[1:]))
+    return q
 
 
 def preprocess_float(images: np.ndarray, spec: dict) -> np.ndarray:

@@ -81,6 +81,18 @@ class FloatPlan:
         return x
 
 
+def nhwc_to_model_input(x: np.ndarray, rank: int) -> np.ndarray:
+    """Preprocessed images [N, H, W, C] -> the model's own input layout: NCHW for an image
+    model; [N, C=W, L=H] for a signal model (image row t is frame t, its columns the
+    features: the int8 bytes of the image are the IR input [1, 1, L, C] unchanged);
+    [N, H*W*C] in HWC order for a features model."""
+    if rank == 4:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if rank == 3:
+        return np.ascontiguousarray(x[..., 0].transpose(0, 2, 1))
+    return np.ascontiguousarray(x.reshape(len(x), -1))
+
+
 def run_float_plan(plan: FloatPlan, x: torch.Tensor, record: dict[str, torch.Tensor] | None = None,
                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Evaluate the folded float plan (the model the int8 graph approximates), NCHW, in ``dtype``."""
