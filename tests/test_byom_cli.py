@@ -21,9 +21,11 @@ from microtrain.ir import load_graph
 def trained(tmp_path_factory):
     """The two user networks trained briefly in float, saved as a user would save them."""
     d = tmp_path_factory.mktemp("byom")
+    torch.manual_seed(0)  # the initial weights: the same checkpoint whatever ran before in this process
     res = train_float(load_arch(RESIDUAL, {"width": 8}), "image")
     torch.save(res.state_dict(), d / "residual.pt")
     torch.export.save(torch.export.export(res, (torch.zeros(1, 1, 28, 28),)), d / "residual.pt2")
+    torch.manual_seed(0)
     kws = train_float(load_arch(KWS, {"width": 24}), "signal")
     save_file(kws.state_dict(), d / "kws.safetensors")
     torch.export.save(torch.export.export(kws, (torch.zeros(1, 28, 28),)), d / "kws.pt2")
