@@ -225,6 +225,24 @@ def ops_pool_pad():
     return settle(keras.Model(inp, out), (7, 5, 3), 4)
 
 
+@fixture("ops_per_tensor", per_tensor=True,
+         note="edge cases with per-tensor weights (the converter's per-channel quantization turned off): a 9x10x3 "
+              "input, a 1x3 conv at stride (1, 2) clipped to [-1, 1] (fused RELU_N1_TO_1), PADV2 with a non-zero "
+              "constant, a 3x2 depthwise conv with depth multiplier 3 at stride 2, a 2x3 'valid' conv, a dense "
+              "chain")
+def ops_per_tensor():
+    inp = keras.Input((9, 10, 3), batch_size=1)
+    x = layers.Conv2D(4, (1, 3), strides=(1, 2), padding="same")(inp)
+    x = layers.Lambda(lambda t: tf.clip_by_value(t, -1.0, 1.0))(x)
+    x = layers.Lambda(lambda t: tf.pad(t, [[0, 0], [2, 1], [1, 0], [0, 0]], constant_values=0.25))(x)
+    x = layers.DepthwiseConv2D((3, 2), depth_multiplier=3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(8, (2, 3), padding="valid", activation="relu6")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(6, activation="relu")(x)
+    out = layers.Dense(3)(x)
+    return settle(keras.Model(inp, out), (9, 10, 3), 3)
+
+
 @fixture("bad_float", quantize=False, note="bad input: a float model (no quantization)")
 def bad_float():
     inp = keras.Input((8, 8, 1), batch_size=1)
@@ -275,6 +293,9 @@ def representative(model: keras.Model, name: str):
 
 def convert(model: keras.Model, name: str, spec: dict) -> bytes:
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if spec.get("per_tensor"):  # one scale per weight tensor, as older converters and some vendor tools write
+        conv._experimental_disable_per_channel = True
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = True
     if spec.get("quantize", True):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative(model, name)

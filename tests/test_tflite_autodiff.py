@@ -135,7 +135,7 @@ def _check(ours, ref, what):
         np.testing.assert_allclose(ours[name], ref[name], rtol=1e-3, atol=1e-4 * scale, err_msg=f"{what}: {name}")
 
 
-@pytest.mark.parametrize("name", ["ops_pool_pad", "fashion_mnist_cnn", "kws_ds_cnn", "ic_resnet8"])
+@pytest.mark.parametrize("name", ["ops_pool_pad", "ops_per_tensor", "fashion_mnist_cnn", "kws_ds_cnn", "ic_resnet8"])
 def test_fixture_gradients_match_torch(name):
     graph = import_tflite(fixture_path(name))
     k = graph.tensors[graph.outputs[0]].shape[-1]

@@ -68,8 +68,7 @@ def test_host_c_equals_tflm(tmp_path, name):
 
 
 @pytest.mark.target
-@pytest.mark.parametrize("name", ["kws_ds_cnn", "fashion_mnist_cnn", "ops_pool_pad", "ic_resnet8", "ad_autoencoder",
-                                  "vww_mobilenet_v1_025", "mobilenet_v2_035"])
+@pytest.mark.parametrize("name", FIXTURES)
 def test_cortex_m7_equals_tflm(tmp_path, name):
     require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi")
     require_tool("qemu-system-arm", "qemu-system-arm")

@@ -49,7 +49,7 @@ def _trained(graph, seed):
 
 
 @pytest.mark.parametrize("name, classes", [("fashion_mnist_cnn", 7), ("ops_pool_pad", None), ("kws_ds_cnn", 3),
-                                           ("ad_autoencoder", None), ("mobilenet_v2_035", 4)])
+                                           ("ad_autoencoder", None), ("mobilenet_v2_035", 4), ("ops_per_tensor", 5)])
 def test_trained_export_runs_in_tflm_as_in_microtrain(tmp_path, name, classes):
     graph = import_tflite(fixture_path(name))
     if classes is not None:
@@ -77,6 +77,18 @@ def test_trained_export_runs_in_tflm_as_in_microtrain(tmp_path, name, classes):
 
 
 def test_per_tensor_weights_stay_per_tensor(tmp_path):
+    """The converter's per-tensor weights (one scale for the whole tensor) are written back with one
+    scale, trained or not; a new head gets per-channel scales."""
+    graph = _trained(new_head(import_tflite(fixture_path("ops_per_tensor")), 5, seed=1), seed=2)
+    model = read_model(save_tflite(graph, tmp_path / "x.tflite"))
+    head = graph.weighted_nodes()[-1]
+    for node in graph.weighted_nodes():
+        index = graph.meta["tflite"]["tensors"][node.inputs[1]][0]
+        scales = model.subgraphs[0].tensors[index].quantization.scale
+        assert len(scales) == (graph.tensors[node.inputs[1]].shape[0] if node is head else 1), node.name
+
+
+def test_per_channel_weights_with_equal_scales_stay_per_channel(tmp_path):
     graph = import_tflite(fixture_path("kws_ds_cnn"))
     fc = graph.weighted_nodes()[-1]
     w = graph.tensors[fc.inputs[1]]

@@ -152,3 +152,54 @@ def test_eval_predictions_are_tflm_predictions(capsys):
         tflm.append(int(np.argmax(interp.get_output(0).reshape(-1))))
     assert doc["predictions"] == tflm
     assert doc["samples"] == 300 and doc["accuracy"] > 0.8  # a trained model, not noise
+
+
+def _mutate(model, what: str) -> None:
+    """Edit the unpacked model (the schema's object API) into something microtrain cannot express."""
+    from microtrain.frontend.tflite_schema import schema
+
+    s, sg = schema(), model.subgraphs[0]
+    first = sg.operators[0]
+    if what == "dilation":
+        first.builtinOptions.dilationHFactor = 2
+    elif what == "tanh":
+        first.builtinOptions.fusedActivationFunction = s.ActivationFunctionType.TANH
+    elif what == "int4":
+        sg.tensors[first.inputs[1]].type = s.TensorType.INT4
+    elif what == "custom":
+        code = s.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.CUSTOM
+        code.customCode, code.version = "MyOp", 1
+        model.operatorCodes.append(code)
+        sg.operators[1].opcodeIndex = len(model.operatorCodes) - 1
+    elif what == "two_outputs":
+        sg.outputs = [*sg.outputs, first.outputs[0]]
+    elif what == "two_subgraphs":
+        model.subgraphs.append(sg)
+
+
+@pytest.mark.parametrize("what, expected", [
+    ("dilation", ["operator 0 CONV_2D (inputs 'serving_default", "outputs '", "dilation 2x1 is not supported"]),
+    ("tanh", ["operator 0 CONV_2D (inputs 'serving_default", "fused activation TANH is not supported"]),
+    ("int4", ["operator 0 CONV_2D (inputs 'serving_default", "is int4; only int8 weights"]),
+    ("custom", ["operator 1 CUSTOM(MyOp) (inputs '", "is not supported here"]),
+    ("two_outputs", ["has 2 outputs", "single-output"]),
+    ("two_subgraphs", ["has 2 subgraphs"]),
+])
+def test_what_cannot_be_expressed_is_a_one_line_error_naming_the_operator(tmp_path, what, expected):
+    """Files the converter would write for layers microtrain does not model (made here by editing a
+    fixture through the schema's object API): refused with the operator's index, its builtin name
+    and its tensors; the custom operator is named, never run."""
+    from microtrain.frontend.tflite_export import pack_model
+    from microtrain.frontend.tflite_schema import read_model
+
+    model = read_model(fixture_path("kws_ds_cnn"))
+    _mutate(model, what)
+    path = tmp_path / f"{what}.tflite"
+    path.write_bytes(pack_model(model))
+    with pytest.raises(TFLiteError) as e:
+        import_tflite(path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(path)), msg
+    for part in expected:
+        assert part in msg, f"{part!r} not in {msg!r}"

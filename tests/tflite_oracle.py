@@ -19,7 +19,8 @@ import pytest
 from microtrain import quant
 
 FIXTURE_DIR = Path(__file__).parent / "fixtures" / "tflite"
-FIXTURES = ("ad_autoencoder", "fashion_mnist_cnn", "ic_resnet8", "kws_ds_cnn", "mobilenet_v2_035", "ops_pool_pad",
+FIXTURES = ("ad_autoencoder", "fashion_mnist_cnn", "ic_resnet8", "kws_ds_cnn", "mobilenet_v2_035", "ops_per_tensor",
+            "ops_pool_pad",
             "vww_mobilenet_v1_025")
 
 

@@ -39,13 +39,10 @@ def schema():
     return schema_py_generated
 
 
-# TensorType codes of the schema -> numpy dtype names.
-_DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8",
-           10: "float64", 16: "uint32", 17: "uint16", 18: "int4"}
-
-
 def dtype_name(code: int) -> str:
-    return _DTYPES.get(int(code), f"type{int(code)}")
+    """The schema's name of a TensorType code, lower case ("int8", "int4", "float32", ...)."""
+    names = {v: k.lower() for k, v in vars(schema().TensorType).items() if not k.startswith("_") and isinstance(v, int)}
+    return names.get(int(code), f"type{int(code)}")
 
 
 def builtin_names() -> dict[int, str]:
