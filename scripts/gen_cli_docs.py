@@ -24,7 +24,8 @@ cannot be met, ...) prints one line saying what is wrong and how to fix it, and 
 
 MODEL is `default` (the built-in 28x28 CNN), `mcunet-5fps`, `mbv2-w0.35`,
 `proxyless-w0.3` (pretrained MCU-zoo models read from `$MICROTRAIN_MODELS`, else
-`../shared/models/`), a zoo `.pkl` file, or a microtrain model (`.json` + `.npz`).
+`../shared/models/`), a zoo `.pkl` file, an int8 `.tflite` (run with TFLite Micro's
+arithmetic; see [byom.md](byom.md)), or a microtrain model (`.json` + `.npz`).
 Sizes are bytes or `KB`/`MB` with KB = 1024 bytes.
 """
 

@@ -49,7 +49,8 @@ def _trained(graph, seed):
 
 
 @pytest.mark.parametrize("name, classes", [("fashion_mnist_cnn", 7), ("ops_pool_pad", None), ("kws_ds_cnn", 3),
-                                           ("ad_autoencoder", None), ("mobilenet_v2_035", 4), ("ops_per_tensor", 5)])
+                                           ("ad_autoencoder", None), ("mobilenet_v2_035", 4), ("ops_per_tensor", 5),
+                                           ("ic_resnet8", None), ("vww_mobilenet_v1_025", 3)])
 def test_trained_export_runs_in_tflm_as_in_microtrain(tmp_path, name, classes):
     graph = import_tflite(fixture_path(name))
     if classes is not None:

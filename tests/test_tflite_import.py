@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from tflite_oracle import FIXTURES, fixture_path, inputs, mapped_activations, tflm_interpreter, tflm_run
 
+import microtrain
 from microtrain.frontend.tflite import import_tflite
 from microtrain.frontend.tflite_schema import TFLiteError
 from microtrain.interp.reference import run_graph
@@ -25,6 +26,8 @@ def test_reference_interpreter_equals_tflm_on_every_tensor(name):
     for k, (x, fed) in enumerate(inputs(graph, n, seed=3)):
         ours = run_graph(graph, {graph.inputs[0]: x}, keep_all=True)
         theirs = tflm_run(interp, fed, mapped.values())
+        out = graph.outputs[0]  # the public API's int8 inference too
+        np.testing.assert_array_equal(microtrain.run_int8(graph, x).reshape(-1), theirs[mapped[out]].reshape(-1))
         for tensor, index in mapped.items():
             want = theirs[index].reshape(graph.tensors[tensor].shape)
             got = ours[tensor]
