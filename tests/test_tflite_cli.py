@@ -86,3 +86,34 @@ def test_export_of_a_model_not_from_a_tflite_is_refused(tmp_path, cli):
                         "--epochs", "1", "--limit", "20", "--test-limit", "20", "--out", str(tmp_path / "ft"),
                         "--export", str(tmp_path / "x.tflite"))
     assert code == 2 and "not imported from a .tflite" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_predict_ranks_by_the_models_own_softmax(tmp_path, cli):
+    """A .tflite ending in SOFTMAX outputs probabilities: `predict` prints them (TFLM's int8 output,
+    dequantized), ranks by them, and shows the SOFTMAX's input as the logits."""
+    from PIL import Image
+
+    from microtrain.data.datasets import load_dataset
+    from microtrain.data.preprocess import preprocess
+    from microtrain.frontend.tflite import import_tflite
+
+    ds = load_dataset("fashion-mnist", "test", limit=2, seed=0)
+    paths = []
+    for i, img in enumerate(ds.images):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(img).save(paths[-1])
+    code, out, err = cli("predict", MODEL, *map(str, paths), "--top", "10", "--json")
+    assert code == 0, err
+    graph = import_tflite(MODEL)
+    q = graph.tensors[graph.outputs[0]].quant
+    interp = tflm_interpreter(MODEL)
+    for doc, img in zip(json.loads(out)["predictions"], ds.images, strict=True):
+        interp.set_input(preprocess(img[None], graph), 0)
+        interp.invoke()
+        tflm = interp.get_output(0).reshape(-1).astype(np.int64)
+        top = doc["top"]
+        assert top[0]["class"] == int(np.argmax(tflm))
+        for t in top:
+            assert t["prob"] == pytest.approx(float(q.s * (tflm[t["class"]] - q.z)), abs=1e-7)
+        assert sum(t["prob"] for t in top) == pytest.approx(1.0, abs=0.05)
+        assert [t["logit"] for t in top] != [t["prob"] for t in top]

@@ -16,8 +16,9 @@ from microtrain.data.datasets import check_fits, load_dataset
 from microtrain.data.preprocess import preprocess, preprocess_spec
 from microtrain.errors import UserError
 from microtrain.interp.batched import infer_batch
-from microtrain.interp.reference import infer, run_graph
+from microtrain.interp.reference import run_graph
 from microtrain.ir import Graph, verify_graph
+from microtrain.ir.logits import logits_name
 from microtrain.report.inspect import analyze
 
 
@@ -90,7 +91,9 @@ def read_image(path: str | Path, channels: int) -> np.ndarray:
 def predict(model: ModelSpec, images: list[str | Path], top: int = 5, input_range: InputRange = None) -> dict[str, Any]:
     """The ``top`` classes of each image under an int8 model (the ``predict --json`` document): each
     image preprocessed as the model expects, run by the reference interpreter, the logits
-    dequantized and their softmax probabilities; ties go to the lower class index."""
+    dequantized and their softmax probabilities; ties go to the lower class index. A model that
+    ends in SOFTMAX (an imported .tflite) already outputs probabilities: they are its int8 output
+    dequantized (TFLM's), the classes are ranked by it, and the logits are the SOFTMAX's input."""
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
     graph = load_model(model, input_range)
@@ -98,16 +101,23 @@ def predict(model: ModelSpec, images: list[str | Path], top: int = 5, input_rang
     top = min(top, n_classes)
     log(f"predict: {model} ({n_classes} classes), {len(images)} image(s)")
     channels = int(preprocess_spec(graph)["channels"])
-    out_q = graph.tensors[graph.outputs[0]].quant
+    out = graph.outputs[0]
+    logit_t = graph.tensors[logits_name(graph)]
     names = graph.meta.get("class_names")
     results = []
     for path in images:
         x = preprocess(read_image(path, channels)[None], graph)
-        logits_q = infer(graph, x)[0].astype(np.int64)
-        logits = out_q.s * (logits_q - out_q.z)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        order = np.argsort(-logits_q, kind="stable")[:top]
+        values = run_graph(graph, {graph.inputs[0]: x}, keep_all=True)
+        logits_q = values[logit_t.name].reshape(-1).astype(np.int64)
+        logits = logit_t.quant.s * (logits_q - logit_t.quant.z)
+        if logit_t.name == out:
+            probs = np.exp(logits - logits.max())
+            probs /= probs.sum()
+            rank_q = logits_q
+        else:  # the model's own int8 SOFTMAX
+            rank_q = values[out].reshape(-1).astype(np.int64)
+            probs = graph.tensors[out].quant.s * (rank_q - graph.tensors[out].quant.z)
+        order = np.argsort(-rank_q, kind="stable")[:top]
         results.append({"image": str(path), "top": [
             {"class": int(c), "name": names[c] if names else None, "logit": float(logits[c]),
              "logit_q": int(logits_q[c]), "prob": float(probs[c])} for c in order]})
