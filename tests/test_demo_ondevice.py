@@ -1,4 +1,4 @@
-"""Steps 6-9 of `make demo` (plan -> compile for Cortex-M7 -> train on QEMU), on tiny settings.
+"""Steps 6-10 of `make demo` (plan -> compile for Cortex-M7 -> train on QEMU -> cloud baseline), on tiny settings.
 
 `make demo` itself runs them at full size; this keeps the path tested in `make test`.
 """
@@ -28,3 +28,8 @@ def test_demo_device_stage_trains_on_the_emulated_cortex_m7(tmp_path, capsys):
     assert result["planned_peak_bytes"] <= 48 * 1024
     assert 0 < result["sram_bytes"] <= 256 * 1024 and 0 < result["flash_bytes"] <= 1024 * 1024
     assert result["instructions_per_step"] > 0
+    # The paper's baseline on the same 300 samples: fp32 whole-model fine-tuning, deployed as int8,
+    # also learns; the plot of both runs exists, and the prequential accuracy is the device's own.
+    assert result["cloud_accuracy"] > result["accuracy_before"] + 0.15
+    assert (tmp_path / "training.png").stat().st_size > 10_000 and result["plot"] == str(tmp_path / "training.png")
+    assert 0.0 < result["prequential_accuracy"] < 1.0 and "prequential accuracy" in out
