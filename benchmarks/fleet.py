@@ -17,7 +17,8 @@ For every configuration (model, dataset, Dirichlet alpha, number of devices):
 and the bytes one device sends per round (the trained rows, as int8/int32 and as Flower
 serializes them) against the whole model (int8 as stored, and fp32). The frozen prefix of
 every training and test image is computed once per model and dataset and shared on disk by
-all runs (``microtrain/fleet/prefix.py``). Prints a table, draws ``docs/img/fleet.png`` and
+all runs (``microtrain/fleet/prefix.py``). Prints a table, draws ``docs/img/fleet-<UTC time>.png`` (its
+own file per run, so an earlier section's plot is never overwritten) and
 with ``--append-results`` appends both to docs/RESULTS.md.
 
     flock /work/bench.lock .venv/bin/python benchmarks/fleet.py --append-results
@@ -288,6 +289,10 @@ def main() -> int:
     if a.quick:
         grid, a.rounds = [Config("default", "digits", 0.1, 10), Config("default", "digits", 0.1, 100)], a.rounds or 4
     if a.only:
+        unknown = sorted(set(a.only) - {c.name for c in grid})
+        if unknown:
+            ap.error(f"--only: no configuration named {', '.join(unknown)}; "
+                     f"choose from {', '.join(c.name for c in grid)}")
         grid = [c for c in grid if c.name in a.only]
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -305,16 +310,16 @@ def main() -> int:
         print("\n".join(table([r])[2:]), file=sys.stderr, flush=True)
     lines = table(results)
     print("\n".join(lines))
-    img = plot(results, ROOT / "docs" / "img" / "fleet.png")
+    now = datetime.datetime.now(datetime.UTC)
+    img = plot(results, ROOT / "docs" / "img" / f"fleet-{now:%Y%m%d-%H%M}.png")
     print(f"plot: {img} ({time.time() - start:.0f} s in all)")
     if a.append_results:
-        now = datetime.datetime.now(datetime.UTC)
         cmd = " ".join(["flock /work/bench.lock .venv/bin/python benchmarks/fleet.py"] + sys.argv[1:])
         title = f"## Fleet learning with Flower: fleet vs device alone vs centralised ({now:%Y-%m-%d %H:%M} UTC)"
         text = "\n".join([title,
                           "", f"Command: `{cmd}`  ",
                           f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared).", "", *lines, "",
-                          "![fleet vs alone vs centralised](img/fleet.png)", ""])
+                          f"![fleet vs alone vs centralised](img/{img.name})", ""])
         with open(ROOT / "docs" / "RESULTS.md", "a") as f:
             f.write("\n" + text)
     return 0
