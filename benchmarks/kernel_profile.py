@@ -3,7 +3,7 @@
 Builds the generated project of a zoo model + published scheme for the Cortex-M7 with the runtime and
 model sources compiled with ``-finstrument-functions`` and ``benchmarks/profile/mt_prof_hooks.c`` linked
 in: each instrumented call charges its *self* instructions (QEMU -icount, read from the start-up code's
-timer) to (function, call site). Functions of ``mt_nn.h`` are inlined and ``mt_requantize`` is excluded
+instruction count) to (function, call site). Functions of ``mt_nn.h`` are inlined and ``mt_requantize`` is excluded
 by default (``--requantize`` instruments it: its calls are then counted, at ~10 extra instructions each),
 so a kernel's count includes them. Call sites in ``mt_model.c`` are mapped to the graph node named by the
 comment above the call, and to the phase (``run_infer`` = one inference, ``run_train`` = the training step).
@@ -36,7 +36,7 @@ from microtrain.models import ZOO_NAMES, load_model
 from microtrain.report.inspect import MACS_RULES
 from microtrain.sparse.presets import load_scheme
 from microtrain.targets import cortex_m7
-from microtrain.targets.cortex_m7.qemu import ICOUNT_SHIFT, run_elf
+from microtrain.targets.cortex_m7 import run_elf
 
 HERE = Path(__file__).parent
 HOOKS = HERE / "profile" / "mt_prof_hooks.c"
@@ -47,7 +47,7 @@ _PROF_RE = re.compile(r"^prof ([0-9a-f]{8}) ([0-9a-f]{8}) ([0-9a-f]{8}) (\d+) (\
 
 
 def ticks_to_instructions(ticks: int) -> float:
-    return ticks * 40 / (1 << ICOUNT_SHIFT)
+    return float(ticks)  # the hooks count instructions (mt_target_instructions) already
 
 
 def functions_of(elf: Path) -> list[tuple[int, int, str]]:

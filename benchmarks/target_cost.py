@@ -7,7 +7,7 @@ QEMU for a few training steps, and measured:
   SRAM  = .data + .bss + heap in use + stack high-water (ELF + painted stack),
   flash = .text + .rodata + .data image,
   cost  = instructions executed per training step (QEMU -icount, exact to one instruction;
-          median over the steps; see microtrain/targets/cortex_m7/startup.c).
+          median over the steps; see microtrain/targets/mcu/startup_arm.c).
 Then the full update (every weight and bias) linked with a 16 MB SRAM budget (board PSRAM),
 one step, for the sparse/full cost ratio. Appends a section to docs/RESULTS.md.
 

@@ -1,7 +1,7 @@
 """Sizes in bytes as users write them: the one parser of every budget and memory size.
 
 KB = 1024 bytes and MB = 1024 KB, as everywhere in microtrain. ``parse_size`` is used by the
-API (``compile --budget``, ``plan --budget``) and by the Cortex-M7 linker (``--sram``,
+API (``compile --budget``, ``plan --budget``) and by the microcontroller linker scripts (``--sram``,
 ``--flash``), so the same text means the same number of bytes everywhere.
 """
 

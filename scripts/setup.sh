@@ -22,6 +22,22 @@ if [ -n "$missing" ]; then
         exit 1
     fi
 fi
+# The RISC-V targets' toolchain and emulator (riscv32, riscv32f): installed like the others when
+# possible; when they cannot be (not root, or apt fails), setup goes on and the tests that need
+# them skip, naming the package.
+OPTIONAL_DEB_PACKAGES="gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc"
+optional=""
+for p in $OPTIONAL_DEB_PACKAGES; do
+    dpkg -s "$p" >/dev/null 2>&1 || optional="$optional $p"
+done
+if [ -n "$optional" ]; then
+    if [ "$(id -u)" = "0" ] && { [ -n "$missing" ] || apt-get update -qq; } \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $optional >/dev/null; then
+        echo "setup: installed Debian packages:$optional"
+    else
+        echo "setup: could not install$optional (the RISC-V targets' tests will skip); as root: apt-get install$optional" >&2
+    fi
+fi
 
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3

@@ -51,24 +51,40 @@ def test_host_build_warning_free(tmp_path_factory):
     assert lib.mt_clamp_mask_get_buffer_size(9) == 2
 
 
+# Library routines a kernel may call: integer and single-precision soft float helpers of the
+# compiler's runtime (cores without an FPU), never soft double (__aeabi_d*, __*df*) or 64-bit
+# division (__aeabi_ldivmod, __divdi3, ...), and nothing of the C library but memcpy/memset.
+_ALLOWED_HELPER = re.compile(r"^(__aeabi_(f\w+|i2f|ui2f|l2f|ul2f|fcmp\w+|lmul|llsl|llsr|lasr|uidiv|idiv|uidivmod"
+                             r"|idivmod)|__\w+sf\d|__\w+sf|__float\w*sf|__fix\w*sf\w*|__(mul|ash|lsh)\w*di3|__clz\w+"
+                             r"|__ctz\w+|__(u)?(div|mod)si3|__mulsi3|memcpy|memset)$")
+
+
 @pytest.mark.target
-def test_cortex_m7_compile(tmp_path):
-    cc = "arm-none-eabi-gcc"
+@pytest.mark.parametrize("name", ["cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "riscv32",
+                                  "riscv32f"])
+def test_runtime_compiles_for_every_core_without_libc_or_double(tmp_path, name):
+    from microtrain.targets.mcu import get_core
+    from microtrain.targets.mcu.cores import FAMILIES
+    from microtrain.targets.mcu.toolchain import STEP_FLAGS
+
+    core = get_core(name)
+    cc = core.compiler
     if shutil.which(cc) is None:
-        pytest.skip(f"{cc} not installed (Debian package gcc-arm-none-eabi)")
-    # One compiler invocation for all files (-c writes <stem>.o into the working directory).
-    cmd = [cc, *cbind.CORTEX_M7_FLAGS, *cbind.CFLAGS, "-O2", f"-I{cbind.INCLUDE_DIR}", "-c",
-           *map(str, cbind.source_files())]
+        pytest.skip(f"{cc} not installed (Debian package {FAMILIES[core.family].packages[cc]})")
+    # One compiler invocation for all files (-c writes <stem>.o into the working directory);
+    # -Wdouble-promotion: no float silently widened to double.
+    cmd = [cc, *core.cflags, *FAMILIES[core.family].compile_flags, *cbind.CFLAGS, *STEP_FLAGS, "-O2",
+           f"-I{cbind.INCLUDE_DIR}", "-c", *map(str, cbind.source_files())]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, f"the runtime does not build for Cortex-M7:\n{proc.stderr}"
+    assert proc.returncode == 0, f"the runtime does not build for {name}:\n{proc.stderr}"
     assert len(list(tmp_path.glob("*.o"))) == len(cbind.source_files())
-    # No run-time library arithmetic in the kernels: no soft double (single precision is the
-    # documented arithmetic) and no 64-bit division (a slow library call on Cortex-M).
-    nm = shutil.which("arm-none-eabi-nm")
-    if nm:
-        for obj in tmp_path.glob("*.o"):
-            syms = subprocess.run([nm, "-u", str(obj)], capture_output=True, text=True).stdout
-            assert "__aeabi_d" not in syms and "divmod" not in syms, f"{obj.name} needs a library routine: {syms}"
+    nm = shutil.which(cc.replace("gcc", "nm"))
+    assert nm, f"{cc.replace('gcc', 'nm')} missing next to {cc}"
+    for obj in tmp_path.glob("*.o"):
+        out = subprocess.run([nm, "-u", str(obj)], capture_output=True, text=True).stdout
+        undefined = {line.split()[-1] for line in out.splitlines() if line.strip()}
+        bad = sorted(s for s in undefined if not s.startswith("mt_") and not _ALLOWED_HELPER.match(s))
+        assert not bad, f"{obj.name} for {name} needs library routines beyond the contract: {bad}"
 
 
 @pytest.mark.host_c

@@ -134,3 +134,15 @@ def test_round_update_nearest_and_stochastic(rt):
     many = np.array([rt.mt_round_update(0.3, 1, 1, 0, 0, i) for i in range(4000)])
     assert set(np.unique(many)) == {0.0, 1.0} and abs(many.mean() - 0.3) < 0.03
     assert rt.mt_round_update(2.7, 5, 0, 0, 0, 0) == pytest.approx(2.7)  # unknown mode: unchanged
+
+
+def test_update_floor_equals_c99_floorf_without_libm(rt):
+    """mt_nn_floorf (the update's floor, no libm) through mt_round_update's nearest rule equals
+    floor(v + 0.5f) bit for bit: halves, negatives, -0, tiny values, |v| >= 2^23, infinities."""
+    rng = np.random.default_rng(3)
+    v = np.concatenate([rng.uniform(-300, 300, 2000), rng.uniform(-2, 2, 2000),
+                        [-0.5, 0.5, -1.5, -0.0, 0.0, -1e-30, 8388607.5, -8388608.5, 1e30, -1e30, np.inf, -np.inf]])
+    v = v.astype(np.float32)
+    got = np.array([rt.mt_round_update(float(x), 0, 0, 0, 0, 0) for x in v], np.float32)
+    want = np.floor(v + np.float32(0.5)).astype(np.float32)
+    assert_equal_first(got.view(np.uint32), want.view(np.uint32), "mt_round_update nearest vs floorf (bits)")

@@ -1,11 +1,11 @@
-"""The kernels compute the same bits on Cortex-M7 as on the host.
+"""The kernels compute the same bits on every emulated core as on the host.
 
 tests/runtime_harness/kernel_suite.c runs every kernel on fixed data and writes the results;
-it is built with gcc and run natively, and built with arm-none-eabi-gcc (the target helper's
-toolchain, start-up and linker script) and run on QEMU mps2-an500 through semihosting. The
-two result files must be byte-identical (int8 kernels, requantization, fp32 gradients in
-their documented order, the stochastic/nearest updates, the loss with its libm-free
-exp/log, the learning-rate schedule). The host results themselves are
+it is built with gcc and run natively, and built with each core's cross-compiler (the target
+toolchain, start-up and linker script of microtrain/targets/mcu) and run on the core's QEMU
+board through semihosting. The result files must be byte-identical (int8 kernels,
+requantization, fp32 gradients in their documented order, the stochastic/nearest updates, the
+loss with its libm-free exp/log, the learning-rate schedule). The host results themselves are
 checked against the reference interpreter and torch by the other test_runtime_* files."""
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import shutil
 import subprocess
 
 import pytest
+from test_target_mcu import tools_or_skip
 
 from microtrain.runtime import cbind
+from microtrain.targets.mcu import CORES, BuildConfig, build_elf, run_elf
 
 pytestmark = pytest.mark.target
 
@@ -37,33 +39,36 @@ def _first_mismatch(host: bytes, target: bytes, sections: list[tuple[str, int, i
     return "files differ in length"
 
 
-def test_kernels_bit_identical_on_cortex_m7(tmp_path):
-    for tool, pkg in [("gcc", "gcc"), ("arm-none-eabi-gcc", "gcc-arm-none-eabi"),
-                      ("qemu-system-arm", "qemu-system-arm")]:
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (Debian package {pkg})")
-    from microtrain.targets.cortex_m7 import BuildConfig, build_elf, run_elf
-
-    sources = [HARNESS, *cbind.source_files()]
-    host_dir, target_dir = tmp_path / "host", tmp_path / "target"
-    host_dir.mkdir()
+@pytest.fixture(scope="module")
+def host_results(tmp_path_factory):
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed (Debian package gcc)")
+    host_dir = tmp_path_factory.mktemp("kernel_suite_host")
     exe = host_dir / "kernel_suite"
-    cmd = ["gcc", *cbind.CFLAGS, "-O2", f"-I{cbind.INCLUDE_DIR}", *map(str, sources), "-lm", "-o", str(exe)]
+    cmd = ["gcc", *cbind.CFLAGS, "-O2", f"-I{cbind.INCLUDE_DIR}", str(HARNESS), *map(str, cbind.source_files()),
+           "-lm", "-o", str(exe)]
     build = subprocess.run(cmd, capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     host = subprocess.run([str(exe)], capture_output=True, text=True, cwd=host_dir)
     assert host.returncode == 0 and "done failures 0" in host.stdout, host.stdout[-2000:]
+    return host.stdout, (host_dir / "mt_kernels_out.bin").read_bytes()
 
-    elf = build_elf(sources, [cbind.INCLUDE_DIR], target_dir, BuildConfig(defines={"MT_COUNT_INSTRUCTIONS": "1"}),
-                    name="kernel_suite")
-    run = run_elf(elf, target_dir / "run", timeout=120)
+
+@pytest.mark.parametrize("name", list(CORES))
+def test_kernels_bit_identical_on_each_core(tmp_path, host_results, name):
+    core = tools_or_skip(name)
+    host_stdout, host_bytes = host_results
+    target_dir = tmp_path / "target"
+    elf = build_elf(core, [HARNESS, *cbind.source_files()], [cbind.INCLUDE_DIR], target_dir,
+                    BuildConfig(defines={"MT_COUNT_INSTRUCTIONS": "1"}), name="kernel_suite")
+    run = run_elf(core, elf, target_dir / "run", timeout=120)
     assert run.returncode == 0 and "done failures 0" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
 
-    sections = _sections(host.stdout)
+    sections = _sections(host_stdout)
     assert sections == _sections(run.stdout)
     assert len(sections) >= 30
-    host_bytes = (host_dir / "mt_kernels_out.bin").read_bytes()
     target_bytes = (target_dir / "run" / "mt_kernels_out.bin").read_bytes()
     assert host_bytes == target_bytes, _first_mismatch(host_bytes, target_bytes, sections)
-    # the per-kernel Cortex-M7 instruction counts, for the record (-s shows them)
-    print("\n".join(line for line in run.stdout.splitlines() if line.startswith("cost ")))
+
+    # the per-kernel instruction counts on this core, for the record (-s shows them)
+    print(f"\n{name}:\n" + "\n".join(line for line in run.stdout.splitlines() if line.startswith("cost ")))

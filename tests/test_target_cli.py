@@ -1,6 +1,8 @@
 """`microtrain compile --target cortex-m7` and `microtrain run --target qemu --json` end to end on
 a small model (8x8 gray input, digits): memory from the linked ELF and the run, instructions per
-step, the same losses as `--target host`, and the over-budget error at the CLI."""
+step, the same losses as `--target host`; the same through `--target qemu --core riscv32f` and
+`--target cortex-m55`; and the clear errors at the CLI: over budget, an unknown core or target,
+a budget the core's board cannot map, a missing toolchain."""
 
 from __future__ import annotations
 
@@ -57,4 +59,47 @@ def test_compile_over_budget_is_a_clear_cli_error(tmp_path, capsys, model_path):
                  "--target", "cortex-m7", "--sram", "16KB"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "does not fit: SRAM overflowed by" in err and "--sram" in err and "mt_arena" in err
+    assert "does not fit cortex-m7: SRAM overflowed by" in err and "--sram" in err and "mt_arena" in err
+
+
+def test_run_on_other_cores_by_core_and_by_target_name(tmp_path, capsys, model_path):
+    from test_target_mcu import tools_or_skip
+
+    tools_or_skip("riscv32f")
+    tools_or_skip("cortex-m55")
+    proj = tmp_path / "proj"
+    doc = _json(capsys, ["compile", str(model_path), "--scheme", "last-k:3", "--out", str(proj),
+                         "--target", "riscv32f", "--json"])
+    assert doc["target"]["name"] == "riscv32f" and doc["target"]["board"] == "virt"
+    args = ["--data", "digits", "--steps", "4", "--lr", "0.05"]
+    h = _json(capsys, ["run", str(proj), "--target", "host", *args, "--workdir", str(tmp_path / "h"), "--json"])
+    r = _json(capsys, ["run", str(proj), "--target", "qemu", "--core", "riscv32f", *args, "--workdir",
+                       str(tmp_path / "r"), "--json"])
+    m = _json(capsys, ["run", str(proj), "--target", "cortex-m55", *args, "--workdir", str(tmp_path / "m"), "--json"])
+    assert r["core"] == "riscv32f" and m["core"] == "cortex-m55"
+    assert r["loss_bits"] == h["loss_bits"] == m["loss_bits"] and len(h["loss_bits"]) == 4
+    assert "mps3-an547" in m["cost"]["measure"] and r["memory"]["sram_bytes"] <= 256 * 1024
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--target", "qemu", "--core", "cortex-m99"], "unknown core 'cortex-m99': choose one of cortex-m3"),
+    (["--target", "esp32"], "unknown target 'esp32': choose one of host, qemu, cortex-m3"),
+    (["--target", "cortex-m4", "--core", "riscv32"], "--target cortex-m4 and --core riscv32 disagree"),
+    (["--target", "cortex-m55", "--sram", "32MB"], "larger than the largest RAM block of cortex-m55's emulated board"),
+    (["--target", "riscv32", "--flash", "17MB"], "exceeds the 16 MB of code memory of riscv32's emulated board"),
+])
+def test_bad_target_core_or_budget_is_a_clear_cli_error(tmp_path, capsys, model_path, argv, message):
+    code = main(["compile", str(model_path), "--scheme", "last-k:3", "--out", str(tmp_path / "p"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_missing_toolchain_is_a_clear_cli_error(tmp_path, capsys, model_path, monkeypatch):
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda t: None if t == "riscv64-unknown-elf-gcc" else real_which(t))
+    code = main(["compile", str(model_path), "--scheme", "last-k:3", "--out", str(tmp_path / "p"),
+                 "--target", "riscv32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "riscv64-unknown-elf-gcc not found: install the Debian package gcc-riscv64-unknown-elf" in err

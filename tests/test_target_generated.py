@@ -1,14 +1,19 @@
-"""The compiler's generated project on the emulated Cortex-M7 equals the host build: loss bits
-of every step, logits of every evaluated sample (hence predictions), trained weights byte for
-byte. (The host build is itself checked against the reference training evaluation in
-test_host_codegen.py, so QEMU == host == reference.) Also: the firmware links at 256 KB /
-1 MB and reports its memory and a deterministic instruction count per step."""
+"""The compiler's generated project on every emulated core equals the host build: loss bits of
+every step, logits of every evaluated sample (hence predictions), trained weights byte for byte,
+with no tolerance. The default CNN trains on every core (Cortex-M3/M4/M7/M33/M55, RV32IMC,
+RV32IMAFC) and its trained weights also equal the torch simulator's; a zoo model (the published
+~100 KB scheme) trains on one core of each architecture family. (The host build is itself
+checked against the reference training evaluation in test_host_codegen.py, so QEMU == host ==
+reference == simulator.) Also: the firmware links at 256 KB / 1 MB, has no double-precision
+arithmetic on the step's path, and reports its memory and a deterministic instruction count
+per step."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from conftest import default_cnn_with_scheme, require_tool, zoo_path_or_skip
+from test_target_mcu import tools_or_skip
 
 import microtrain.compiler  # noqa: F401
 from microtrain.codegen.driver_files import write_driver_files
@@ -17,6 +22,8 @@ from microtrain.compiler.pipeline import CompileOptions, compile_training
 from microtrain.compiler.toy_graphs import toy_mbnet
 from microtrain.scheme import make_scheme
 from microtrain.targets import cortex_m7, host
+from microtrain.targets.mcu import CORES, McuTarget
+from microtrain.targets.mcu.doubles import double_precision_on_step_path
 
 pytestmark = [pytest.mark.target, pytest.mark.host_c]
 DEFINES = ("MT_DEBUG_LOGITS",)
@@ -25,8 +32,6 @@ DEFINES = ("MT_DEBUG_LOGITS",)
 @pytest.fixture(autouse=True)
 def _tools():
     require_tool("gcc", "gcc")
-    require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi")
-    require_tool("qemu-system-arm", "qemu-system-arm")
 
 
 def _data(graph, n, seed=1):
@@ -40,22 +45,25 @@ def _logits(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith("logits ")]
 
 
-def _host_vs_qemu(tmp_path, graph, scheme, options=None, steps=12, n=6, lr=0.05, **budgets):
+def _host_vs_qemu(tmp_path, graph, scheme, options=None, steps=12, n=6, lr=0.05, core="cortex-m7", host_run=None,
+                  **budgets):
+    """Compile, run on the host (or take ``host_run``: (out, result) of the same project) and on
+    QEMU's ``core``; assert they agree exactly."""
+    tools_or_skip(core)
     step = compile_training(graph, scheme, options or CompileOptions())
-    out = generate_project(step, graph, tmp_path / "proj")
     x, y = _data(graph, n)
-    runs = {}
-    for name in ("host", "qemu"):
-        work = write_driver_files(tmp_path / name, x, y, steps=steps, lr=lr, x_test=x, y_test=y, eval_count=n)
-        if name == "host":
-            runs[name] = host.run(out, work, exe=host.build(out, defines=DEFINES))
-        else:
-            runs[name] = cortex_m7.run(out, work, defines=DEFINES, **budgets)
-    h, q = runs["host"], runs["qemu"]
-    assert len(q.loss_bits) == steps and q.loss_bits == h.loss_bits, "loss bits differ host vs Cortex-M7"
+    if host_run is None:
+        out = generate_project(step, graph, tmp_path / "proj")
+        work = write_driver_files(tmp_path / "host", x, y, steps=steps, lr=lr, x_test=x, y_test=y, eval_count=n)
+        h = host.run(out, work, exe=host.build(out, defines=DEFINES))
+    else:
+        out, h = host_run
+    work = write_driver_files(tmp_path / core, x, y, steps=steps, lr=lr, x_test=x, y_test=y, eval_count=n)
+    q = McuTarget(core).run(out, work, defines=DEFINES, **budgets)
+    assert len(q.loss_bits) == steps and q.loss_bits == h.loss_bits, f"loss bits differ host vs {core}"
     assert len(_logits(q.stdout)) == n and _logits(q.stdout) == _logits(h.stdout), "logits differ"
     assert (q.eval_correct, q.eval_total) == (h.eval_correct, h.eval_total)
-    assert q.weights_path.read_bytes() == h.weights_path.read_bytes(), "trained weights differ"
+    assert q.weights_path.read_bytes() == h.weights_path.read_bytes(), f"trained weights differ host vs {core}"
     assert len(set(q.loss_bits)) > 1  # the model did change
     return step, q
 
@@ -90,25 +98,77 @@ def test_toy_full_update_stochastic_qemu_equals_host(tmp_path):
     _host_vs_qemu(tmp_path, graph, scheme, CompileOptions(reorder=False, rounding="stochastic", seed=3))
 
 
-def test_default_cnn_qemu_equals_host(tmp_path):
+DEFAULT_STEPS, DEFAULT_N, DEFAULT_LR = 10, 10, 0.05
+
+
+@pytest.fixture(scope="module")
+def default_cnn_host(tmp_path_factory):
+    """The default CNN project, its host run and the simulator's trained tensors (once per module).
+    The recipe: SGD + QAS at a constant learning rate, stochastic rounding (the default), seed 0."""
+    require_tool("gcc", "gcc")
+    from microtrain.codegen.driver_files import read_weights
+    from microtrain.train.loop import TrainConfig, Trainer
+
     graph, scheme = default_cnn_with_scheme()
-    _, q = _host_vs_qemu(tmp_path, graph, scheme, steps=10, n=10)
-    assert q.memory["sram_bytes"] <= 256 * 1024
+    root = tmp_path_factory.mktemp("default_cnn")
+    step = compile_training(graph, scheme, CompileOptions(rounding="stochastic", seed=0))
+    out = generate_project(step, graph, root / "proj")
+    x, y = _data(graph, DEFAULT_N)
+    work = write_driver_files(root / "host", x, y, steps=DEFAULT_STEPS, lr=DEFAULT_LR, x_test=x, y_test=y,
+                              eval_count=DEFAULT_N)
+    h = host.run(out, work, exe=host.build(out, defines=DEFINES))
+    trainer = Trainer(graph, scheme, TrainConfig(optimizer="sgd-qas", lr=DEFAULT_LR, batch_size=1,
+                                                 rounding="stochastic", seed=0))
+    cache = trainer.cache(x)
+    sim_losses = []
+    for i in range(DEFAULT_STEPS):
+        trainer._step(cache, y.astype(np.int64), [np.array([i % len(y)])], DEFAULT_LR)
+        sim_losses += trainer.sample_losses
+    assert [int(b) for b in np.array(sim_losses, np.float32).view(np.uint32)] == h.loss_bits, \
+        "the simulator's loss bits differ from the host build's"
+    sim = trainer.final_graph()
+    return graph, scheme, out, h, {name: sim.tensors[name].data for name in read_weights(out, h.weights_path)}
+
+
+@pytest.mark.parametrize("core", list(CORES))
+def test_default_cnn_trains_on_every_core_equal_to_host_and_simulator(tmp_path, default_cnn_host, core):
+    """The default CNN, 10 steps at batch 1 on each core: loss bits, logits and trained weights equal
+    to the host build's, the trained weights equal to the torch simulator's; no double-precision
+    arithmetic on the step's path; it fits 256 KB."""
+    from microtrain.codegen.driver_files import read_weights
+
+    tools_or_skip(core)
+    graph, scheme, out, h, sim = default_cnn_host
+    _, q = _host_vs_qemu(tmp_path, graph, scheme, steps=DEFAULT_STEPS, n=DEFAULT_N, lr=DEFAULT_LR, core=core,
+                         host_run=(out, h))
+    got = read_weights(out, q.weights_path)
+    assert set(got) == set(sim)
+    for name, arr in got.items():
+        diff = np.flatnonzero(arr.reshape(-1) != sim[name].reshape(-1))
+        assert diff.size == 0, f"{core}: {name} differs from the simulator at {diff.size} elements"
+    assert any(np.any(arr != graph.tensors[name].data) for name, arr in got.items())
+    assert q.memory["sram_bytes"] <= 256 * 1024 and q.memory["core"] == core
+    assert double_precision_on_step_path(CORES[core], q.elf) == []
+    assert min(q.step_instructions) > 10000
 
 
 @pytest.mark.zoo
 @pytest.mark.slow
-@pytest.mark.parametrize("model,scheme", [("mbv2-w0.35", "mbv2-w0.35/99kb"), ("proxyless-w0.3", "proxyless-w0.3/98kb"),
-                                          ("mcunet-5fps", "mcunet-5fps/99kb")])
-def test_zoo_published_scheme_qemu_equals_host(tmp_path, model, scheme):
+@pytest.mark.parametrize("model,scheme,core", [("mbv2-w0.35", "mbv2-w0.35/99kb", "cortex-m7"),
+                                               ("proxyless-w0.3", "proxyless-w0.3/98kb", "cortex-m7"),
+                                               ("mcunet-5fps", "mcunet-5fps/99kb", "cortex-m7"),
+                                               ("mbv2-w0.35", "mbv2-w0.35/99kb", "riscv32")])
+def test_zoo_published_scheme_qemu_equals_host(tmp_path, model, scheme, core):
+    """One zoo model per architecture family (all three on the Cortex-M7), at the paper's budgets."""
     from microtrain.frontend.heads import new_head
     from microtrain.frontend.mcu_zoo import import_zoo_model
     from microtrain.sparse.presets import load_scheme
 
+    tools_or_skip(core)
     graph = new_head(import_zoo_model(zoo_path_or_skip(model)), 10)
     # Links at the paper's budgets (256 KB SRAM, 1 MB flash) and stays within them when run.
-    step, q = _host_vs_qemu(tmp_path, graph, load_scheme(scheme, graph), steps=2, n=2, lr=0.01, sram="256KB",
-                            flash="1MB")
+    step, q = _host_vs_qemu(tmp_path, graph, load_scheme(scheme, graph), steps=2, n=2, lr=0.01, core=core,
+                            sram="256KB", flash="1MB")
     assert q.memory["sram_bytes"] <= 256 * 1024 and q.memory["flash_bytes"] <= 1024 * 1024
     # the measured SRAM is the plan (arena + trained tensors in RAM) plus stack, heap and small statics
     assert step.plan.peak_bytes <= q.memory["sram_bytes"] <= step.plan.peak_bytes + 16 * 1024
@@ -117,6 +177,7 @@ def test_zoo_published_scheme_qemu_equals_host(tmp_path, model, scheme):
 def test_corrupt_data_file_is_a_clear_error(tmp_path):
     from microtrain.cli.common import UserError
 
+    tools_or_skip("cortex-m7")
     graph = toy_mbnet(0, size=8, classes=5)
     names = [n.name for n in graph.weighted_nodes()]
     step = compile_training(graph, make_scheme(graph, names[-2:], {}), CompileOptions())

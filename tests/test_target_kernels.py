@@ -1,10 +1,11 @@
-"""The runtime kernels give the same bytes on the emulated Cortex-M7 as on the host:
-int8 forward, fp32 backward (no FMA contraction on either side) and the update.
+"""The runtime kernels give the same bytes on every emulated core as on the host: int8
+forward, fp32 backward (no FMA contraction on either side, soft float on the cores without
+an FPU) and the update.
 
-The Cortex-M7 build compiles the DSP path of the int8 dot products (mt_nn.h, SXTAB16/SMLAD
-under __ARM_FEATURE_DSP), the host build the portable loops: the harness checks each path
-against a naive loop / direct convolution on random shapes, and the two output files must
-still be identical."""
+The builds for cores with the DSP extension (Cortex-M4/M7/M33/M55) compile the DSP path of
+the int8 dot products (mt_nn.h, SXTAB16/SMLAD under __ARM_FEATURE_DSP), the others (host,
+Cortex-M3, RISC-V) the portable loops: the harness checks each path against a naive loop /
+direct convolution on random shapes, and the output files must still be identical."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from conftest import require_tool
+from test_target_mcu import tools_or_skip
 
-from microtrain.targets import cortex_m7
-from microtrain.targets.cortex_m7.toolchain import BuildConfig
+from microtrain.targets.mcu import CORES, BuildConfig, build_elf, run_elf
 
 pytestmark = [pytest.mark.target, pytest.mark.host_c]
 
@@ -23,10 +24,10 @@ RUNTIME = Path(__file__).resolve().parents[1] / "microtrain" / "runtime"
 HARNESS = Path(__file__).with_name("test_target_kernels.c")
 
 
-def test_runtime_kernels_bit_exact_host_vs_cortex_m7(tmp_path):
+@pytest.mark.parametrize("name", list(CORES))
+def test_runtime_kernels_bit_exact_host_vs_each_core(tmp_path, name):
     require_tool("gcc", "gcc")
-    require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi")
-    require_tool("qemu-system-arm", "qemu-system-arm")
+    core = tools_or_skip(name)
     sources = sorted((RUNTIME / "src").rglob("*.c"))
     if not sources:
         pytest.skip("the C runtime (microtrain/runtime/src) is not there yet")
@@ -43,15 +44,16 @@ def test_runtime_kernels_bit_exact_host_vs_cortex_m7(tmp_path):
     assert "dsp path 0" in host.stdout  # the host runs the portable loops
     assert "random mismatches 0" in host.stdout, host.stdout
 
-    elf = cortex_m7.build_elf([HARNESS, *sources], [include], target_dir / "build", BuildConfig(), name="kernels")
-    run = cortex_m7.run_elf(elf, target_dir, timeout=120)
+    elf = build_elf(core, [HARNESS, *sources], [include], target_dir / "build", BuildConfig(), name="kernels")
+    run = run_elf(core, elf, target_dir, timeout=120)
     assert run.returncode == 0, run.stdout
     assert "kernels done failures 0" in run.stdout
-    assert "dsp path 1" in run.stdout, "the Cortex-M7 build did not take the __ARM_FEATURE_DSP path of mt_nn.h"
+    dsp = int("dsp" in core.features)
+    assert f"dsp path {dsp}" in run.stdout, f"the {name} build did not take the expected path of mt_nn.h (dsp {dsp})"
     assert "random mismatches 0" in run.stdout, run.stdout
 
     a, b = (host_dir / "out.bin").read_bytes(), (target_dir / "out.bin").read_bytes()
     assert len(a) == len(b) and len(a) > 5000
     if a != b:
         first = next(i for i in range(len(a)) if a[i] != b[i])
-        pytest.fail(f"host and Cortex-M7 outputs differ first at byte {first}: host {a[first]} target {b[first]}")
+        pytest.fail(f"host and {name} outputs differ first at byte {first}: host {a[first]} target {b[first]}")

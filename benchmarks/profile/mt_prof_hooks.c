@@ -2,12 +2,12 @@
  * mt_prof_hooks.c: self-instruction profile per function on QEMU mps2-an500 (benchmarks/kernel_profile.py).
  *
  * The runtime and model sources are compiled with -finstrument-functions; gcc calls these two hooks at
- * every instrumented function's entry and exit. Each hook reads the free-running CMSDK timer 0 that
- * startup.c started (25 MHz virtual clock; with -icount shift=6 one instruction = 64 ns = 1.6 ticks),
- * charges the ticks since the previous hook to the function on top of a shadow stack (its *self* time),
- * and reads the timer again on the way out, so the hooks' own instructions are charged to nobody
- * (only the ~4-6 instructions of each call/return into a hook land on the caller). Ticks are 32-bit
- * differences (no interval here is near 2^32 ticks = 2.7 G instructions). The model and driver are not
+ * every instrumented function's entry and exit. Each hook reads the start-up code's instruction count
+ * (mt_target_instructions(): the SysTick under -icount, microtrain/targets/mcu/startup_arm.c), charges
+ * the instructions since the previous hook to the function on top of a shadow stack (its *self* count),
+ * and reads it again on the way out, so the hooks' own instructions are charged to nobody (only the
+ * calls into the hooks and into mt_target_instructions, a few tens of instructions, land on the
+ * caller). The model and driver are not
  * instrumented, so the outermost frame is a kernel called by the model: its call site (the "anchor")
  * names the graph node every nested frame belongs to. At exit: one line per (function, call site,
  * anchor; 0 for the outermost frames), `prof <fn> <site> <anchor> <ticks hi> <ticks lo> <calls>`; the script maps addresses to names.
@@ -18,7 +18,9 @@
 
 #define MT_PROF_SLOTS 2048
 #define MT_PROF_DEPTH 64
-#define TIMER0_VALUE (*(volatile uint32_t *)0x40000004u)
+#define TIMER0_VALUE mt_target_instructions()
+
+extern uint64_t mt_target_instructions(void);
 
 static void *mt_prof_fn[MT_PROF_SLOTS];
 static void *mt_prof_site[MT_PROF_SLOTS];
@@ -28,7 +30,7 @@ static uint64_t mt_prof_ticks[MT_PROF_SLOTS];
 static uint32_t mt_prof_calls[MT_PROF_SLOTS];
 static int32_t mt_prof_stack[MT_PROF_DEPTH];
 static int32_t mt_prof_top = -1;
-static uint32_t mt_prof_last;
+static uint64_t mt_prof_last;
 static int mt_prof_registered;
 static uint64_t mt_prof_outside;
 
@@ -62,9 +64,9 @@ __attribute__((no_instrument_function)) static int32_t mt_prof_slot(void *fn, vo
     return i;
 }
 
-__attribute__((no_instrument_function)) static void mt_prof_charge(uint32_t now)
+__attribute__((no_instrument_function)) static void mt_prof_charge(uint64_t now)
 {
-    const uint32_t spent = mt_prof_last - now; /* the timer counts down */
+    const uint64_t spent = now - mt_prof_last; /* instructions count up */
     if (mt_prof_top >= 0) {
         mt_prof_ticks[mt_prof_stack[mt_prof_top]] += spent;
     } else {
@@ -74,7 +76,7 @@ __attribute__((no_instrument_function)) static void mt_prof_charge(uint32_t now)
 
 __attribute__((no_instrument_function)) void __cyg_profile_func_enter(void *fn, void *call_site)
 {
-    const uint32_t now = TIMER0_VALUE;
+    const uint64_t now = TIMER0_VALUE;
     int32_t slot;
     if (!mt_prof_registered) {
         mt_prof_registered = 1;
@@ -98,7 +100,7 @@ __attribute__((no_instrument_function)) void __cyg_profile_func_enter(void *fn, 
 
 __attribute__((no_instrument_function)) void __cyg_profile_func_exit(void *fn, void *call_site)
 {
-    const uint32_t now = TIMER0_VALUE;
+    const uint64_t now = TIMER0_VALUE;
     (void)fn;
     (void)call_site;
     mt_prof_charge(now);

@@ -45,13 +45,14 @@ class CompileResult:
 def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: int | None = None, seed: int = 0,
             reorder: bool = True, per_channel: bool = True, rounding: str = "stochastic", qas: bool = True,
             stream_input: bool = False, budget: str | int | None = None, plot: bool = False,
-            target: str | None = None, sram: str | int | None = None, flash: str | int | None = None,
-            verbose: bool = False, accumulate: int = 1, momentum: float = 0.0, lr: float = 0.01,
-            schedule: str = "cosine", warmup: float = 0.1, steps: int = 0,
+            target: str | None = None, core: str | None = None, sram: str | int | None = None,
+            flash: str | int | None = None, verbose: bool = False, accumulate: int = 1, momentum: float = 0.0,
+            lr: float = 0.01, schedule: str = "cosine", warmup: float = 0.1, steps: int = 0,
             input_range: InputRange = None, loss: str = "cross_entropy") -> CompileResult:
     """Derive the training step of ``model`` (with a new ``classes``-way head if given) for ``scheme``,
-    plan its memory, write the C project to ``out`` and, for a cross ``target`` (cortex-m7), link
-    it at the ``sram``/``flash`` budgets and report its memory from the ELF. ``budget``: fail
+    plan its memory, write the C project to ``out`` and, for a cross ``target`` (a core name such as
+    ``cortex-m4``, or ``qemu`` with ``core``; docs/targets.md), link it at the ``sram``/``flash``
+    budgets and report its memory from the ELF. ``budget``: fail
     unless the planned peak fits. The training recipe the generated step follows: an update every
     ``accumulate`` samples, ``momentum``, ``rounding``, and the learning-rate ``schedule`` (cosine
     or constant) from ``lr`` with ``warmup`` (a fraction) over ``steps`` samples (0: set at run
@@ -83,14 +84,12 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
 
         doc["plot"] = str(plot_memory(step.plan, out / "memory.png", title=f"{model} / {scheme}"))
     if target and target != "host":  # a cross target: link at the budgets, memory from the ELF
-        try:
-            module = get_target(target)
-        except KeyError as e:
-            raise UserError(str(e)) from None
+        module = get_target(target, core)
         budgets = {k: v for k, v in (("sram", sram), ("flash", flash)) if v}
-        log(f"building for {target}")
+        log(f"building for {module.name}")
         elf = module.build(out, **budgets)
-        doc["target"] = {"name": target, "elf": str(elf), "memory": module.memory(out, elf, **budgets)}
+        doc["target"] = {"name": module.name, "board": module.core.board, "elf": str(elf),
+                         "memory": module.memory(out, elf, **budgets)}
     return CompileResult(out, doc, step, inference)
 
 

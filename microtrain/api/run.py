@@ -1,4 +1,4 @@
-"""``run``: train a compiled project on a target (host gcc, or the emulated Cortex-M7 on QEMU)."""
+"""``run``: train a compiled project on a target (host gcc, or an emulated microcontroller core on QEMU)."""
 
 from __future__ import annotations
 
@@ -82,12 +82,14 @@ def run_schedule(report: dict, steps: int, lr: float | None, kind: str | None, w
             "accumulate": k}
 
 
-def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr: float | None = None,
+def run(project: str | Path, data: str, steps: int, *, target: str = "host", core: str | None = None,
+        lr: float | None = None,
         schedule: str | None = None, warmup: float | None = None, eval_samples: int = 0,
         seed: int = 0, workdir: str | Path | None = None, export: str | Path | None = None,
         sram: str | int | None = None, flash: str | int | None = None, checkpoint_every: int = 0,
         flash_page_size: int = 2048, flash_write_unit: int = 8, prequential: bool = False) -> RunResult:
-    """Build the project ``compile`` wrote for ``target``, stream ``steps`` training samples of
+    """Build the project ``compile`` wrote for ``target`` (``host``, a core name such as ``riscv32``,
+    or ``qemu`` with ``core``; docs/targets.md), stream ``steps`` training samples of
     ``data`` through it at batch 1, evaluate on ``eval_samples`` test samples, and export the trained
     model (``export``, default ``project/trained_model``: .json + .npz; a path ending in .tflite: the
     .tflite the model was imported from, with the trained tensors). The device computes the
@@ -118,10 +120,8 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
     if checkpoint_every and not slot_pages(flash_page_size, flash_write_unit, 1):
         raise UserError(f"flash page size {flash_page_size} / write unit {flash_write_unit}: the write unit must be a "
                         "power of two from 1 to 256 that divides the page size")
-    try:
-        module = get_target(target)
-    except KeyError as e:
-        raise UserError(str(e)) from None
+    module = get_target(target, core)
+    core = getattr(getattr(module, "core", None), "name", None)
     graph = load_graph(project / "model")
     check_export(graph, export)
     rep = json.loads((project / "report.json").read_text())
@@ -139,7 +139,7 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
         ckpt["prequential"] = 1
     write_driver_files(work, x_train, y_train, steps, lr, seed, x_test, y_test, eval_samples,
                        schedule=(sched["kind"], sched["warmup_updates"], sched["total_updates"]), extra=ckpt)
-    log(f"building and running on {target} in {work}")
+    log(f"building and running on {core or target} in {work}")
     try:
         budgets = {k: v for k, v in (("sram", sram), ("flash", flash)) if v}
         res = module.run(project, work, **budgets)
@@ -152,10 +152,10 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", lr:
     for name, arr in trained.items():
         tensors[name] = tensors[name].with_data(arr)
     meta = {**graph.meta, "trained": {"steps": steps, "lr": lr, "data": data,
-                                      "target": target, "scheme": rep.get("scheme", {}).get("name", "")}}
+                                      "target": core or target, "scheme": rep.get("scheme", {}).get("name", "")}}
     export = Path(export) if export else project / "trained_model"
     written = save_model(graph.replace(tensors=tensors, meta=meta), export)
-    doc = {"project": str(project), "target": target, "steps": steps, "lr": lr, "lr_schedule": sched,
+    doc = {"project": str(project), "target": target, "core": core, "steps": steps, "lr": lr, "lr_schedule": sched,
            "losses": res.losses, "loss_bits": [f"{b:08x}" for b in res.loss_bits],
            "eval_correct": res.eval_correct, "eval_total": res.eval_total,
            "accuracy": (res.eval_correct / res.eval_total) if res.eval_total else None,

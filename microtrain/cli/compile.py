@@ -76,12 +76,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log one line per compiler pass with its effect on the peak (stderr)")
     p.add_argument("--target", default=None, metavar="NAME",
-                   help="also build the project for a target and report its memory from the linked ELF "
-                        "(cortex-m7: arm-none-eabi-gcc at the --sram/--flash budgets)")
+                   help="also build the project for a microcontroller core and report its memory from the linked "
+                        "ELF (cortex-m3, cortex-m4, cortex-m7, cortex-m33, cortex-m55, riscv32, riscv32f; or qemu "
+                        "with --core), cross-compiled at the --sram/--flash budgets")
+    p.add_argument("--core", default=None, metavar="NAME", help="with --target qemu: the core (default cortex-m7)")
     p.add_argument("--sram", type=size_arg("SRAM budget"), default=None, metavar="SIZE",
-                   help="with --target cortex-m7: SRAM budget (256KB)")
+                   help="with --target: SRAM budget (256KB)")
     p.add_argument("--flash", type=size_arg("flash budget"), default=None, metavar="SIZE",
-                   help="with --target cortex-m7: flash budget (1MB)")
+                   help="with --target: flash budget (1MB)")
     add_input_range(p)
     p.set_defaults(func=run)
     return p
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                                 qas=not args.no_qas, stream_input=args.stream_input, budget=args.budget,
                                 accumulate=args.accumulate, momentum=args.momentum, lr=args.lr,
                                 schedule=args.schedule, warmup=args.warmup, steps=args.steps,
-                                plot=args.plot, target=args.target, sram=args.sram, flash=args.flash,
+                                plot=args.plot, target=args.target, core=args.core, sram=args.sram, flash=args.flash,
                                 verbose=args.verbose, input_range=args.input_range, loss=args.loss)
     doc, out = result.report, result.out
 
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"memory timeline: {doc['plot']}")
         if result.target_memory is not None:
-            print(f"{args.target} firmware {doc['target']['elf']} (static memory; stack measured by `run`):")
+            print(f"{doc['target']['name']} firmware {doc['target']['elf']} (static memory; stack measured by `run`):")
             print(format_memory(result.target_memory))
 
     emit(args, doc, human)

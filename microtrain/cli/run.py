@@ -25,7 +25,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "samples and export the trained model.",
     )
     p.add_argument("project", metavar="DIR", help="a project written by `microtrain compile --out DIR`")
-    p.add_argument("--target", default="host", help="host (gcc), or a registered target such as qemu")
+    p.add_argument("--target", default="host", metavar="NAME",
+                   help="host (gcc); qemu (the emulated board of --core); or a core name, the same as qemu --core "
+                        "NAME: cortex-m3, cortex-m4, cortex-m7, cortex-m33, cortex-m55, riscv32, riscv32f")
+    p.add_argument("--core", default=None, metavar="NAME",
+                   help="with --target qemu: the emulated core (default cortex-m7; see docs/targets.md)")
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz of images and labels")
     p.add_argument("--steps", type=nonnegative_int, required=True, metavar="N", help="training steps (one sample each)")
@@ -55,15 +59,15 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--flash-write-unit", type=positive_int, default=8, metavar="B",
                    help="program unit of the flash (8)")
     p.add_argument("--sram", type=size_arg("SRAM budget"), default=None, metavar="SIZE",
-                   help="cortex-m7/qemu: SRAM budget the firmware is linked at (default 256KB)")
+                   help="emulated targets: SRAM budget the firmware is linked at (default 256KB)")
     p.add_argument("--flash", type=size_arg("flash budget"), default=None, metavar="SIZE",
-                   help="cortex-m7/qemu: flash budget the firmware is linked at (default 1MB)")
+                   help="emulated targets: flash budget the firmware is linked at (default 1MB)")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    result = microtrain.run(args.project, args.data, args.steps, target=args.target, lr=args.lr,
+    result = microtrain.run(args.project, args.data, args.steps, target=args.target, core=args.core, lr=args.lr,
                             schedule=args.schedule, warmup=args.warmup, checkpoint_every=args.checkpoint_every,
                             flash_page_size=args.flash_page_size, flash_write_unit=args.flash_write_unit,
                             prequential=args.prequential,

@@ -1,5 +1,5 @@
 """Human-readable memory report of a Cortex-M build (the dict of
-``microtrain.targets.cortex_m7.elfmem.MemoryReport.to_dict``), KB = 1024 bytes."""
+``microtrain.targets.mcu.elfmem.MemoryReport.to_dict``), KB = 1024 bytes."""
 
 from __future__ import annotations
 

@@ -26,7 +26,6 @@ PUBLIC_HEADERS = (INCLUDE_DIR / "mt_runtime.h", INCLUDE_DIR / "mt_flash.h")
 # The flags every build of the runtime uses (CONTRACTS.md): C99, warnings are errors, and no
 # FMA contraction so the float expressions documented in mt_runtime.h are what runs.
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off")
-CORTEX_M7_FLAGS = ("-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-mthumb")
 
 
 def source_files() -> list[Path]:

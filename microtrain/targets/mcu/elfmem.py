@@ -24,8 +24,11 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 DRIVER_FILE = "mt_main.c"  # static buffers of the generated driver (sample, logits): kind driver_buffers
+# Output sections of the linker scripts (arm.ld.in, riscv.ld.in). Flash also holds the images of
+# the initialised RAM sections (.data, .tdata).
 FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.extab", ".ARM.exidx", ".init_array")
-SRAM_SECTIONS = (".data", ".bss")
+SRAM_SECTIONS = (".data", ".tdata", ".tbss_space", ".bss")  # .tbss_space is the room of .tbss
+DATA_IMAGES = (".data", ".tdata")
 
 # (kind, glob on symbol name, section kinds) checked in order; first match wins.
 DEFAULT_RULES: list[tuple[str, str, tuple[str, ...]]] = [
@@ -37,10 +40,14 @@ DEFAULT_RULES: list[tuple[str, str, tuple[str, ...]]] = [
 ]
 
 
+_KINDS = {".text": "text", ".rodata": "rodata", ".srodata": "rodata", ".data": "data", ".sdata": "data",
+          ".tdata": "data", ".bss": "bss", ".sbss": "bss", ".tbss": "bss"}
+
+
 def _section_kind(name: str) -> str | None:
-    for base in (".text", ".rodata", ".data", ".bss"):
+    for base, kind in _KINDS.items():
         if name == base or name.startswith(base + "."):
-            return base[1:]
+            return kind
     if name == "COMMON":
         return "bss"
     return None
@@ -115,12 +122,12 @@ def memory_report(elf_path: Path, rules: list[tuple[str, str, tuple[str, ...]]] 
     with open(elf_path, "rb") as f:
         elf = ELFFile(f)
         sections = {s.name: s["sh_size"] for s in elf.iter_sections()
-                    if s["sh_flags"] & 0x2 and s.name != ".reserve"}  # SHF_ALLOC
+                    if s["sh_flags"] & 0x2 and s.name not in (".reserve", ".tbss")}  # SHF_ALLOC
         syms_f = list(_symbols(elf, with_file=True))
     syms = [t[:3] for t in syms_f]
     driver = {(n, sec) for n, sec, _s, f in syms_f if f == DRIVER_FILE}
 
-    flash = sum(v for k, v in sections.items() if k in FLASH_SECTIONS) + sections.get(".data", 0)
+    flash = sum(v for k, v in sections.items() if k in FLASH_SECTIONS + DATA_IMAGES)
     sram_static = sum(sections.get(k, 0) for k in SRAM_SECTIONS)
 
     breakdown = {"arena": 0, "trainable_weights": 0, "frozen_weights": 0, "driver_buffers": 0, "other_sram": 0,

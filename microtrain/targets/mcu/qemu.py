@@ -1,12 +1,14 @@
-"""Run a firmware ELF on QEMU mps2-an500 (Cortex-M7) with semihosting.
+"""Run a firmware ELF on the QEMU board of its core, with semihosting.
 
-Semihosting file I/O (fopen/fread/fwrite through newlib rdimon) is relative to QEMU's
-working directory, so the firmware reads and writes the host files of ``workdir``. The exit
-code comes from the firmware's exit() via semihosting SYS_EXIT. QEMU runs with
-``-icount shift=ICOUNT_SHIFT``: deterministic virtual time, 2^shift ns per instruction,
-which the start-up code turns into an instruction count (see startup.c).
+Semihosting file I/O (fopen/fread/fwrite through newlib's rdimon or picolibc's semihost
+layer) is relative to QEMU's working directory, so the firmware reads and writes the host
+files of ``workdir``. The exit code comes from the firmware's exit() via semihosting
+SYS_EXIT (picolibc's console output arrives on QEMU's stderr and is taken as the output).
+QEMU runs with ``-icount shift=ICOUNT_SHIFT``: deterministic virtual time, 2^shift
+ns per instruction, which the start-up code turns into an instruction count.
 
-Lines the start-up code adds to the firmware's stdout (parsed here, also left in stdout):
+Lines the start-up code adds to the firmware's stdout (``measure.c``; parsed here, also left
+in stdout):
   stack_high_water <bytes>      heap_used <bytes>      instructions_total <n>
   cost train_step <i> instructions <n>                  cost infer <i> instructions <n>
 """
@@ -19,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from microtrain.errors import UserError
-from microtrain.targets.cortex_m7.toolchain import require
+from microtrain.targets.mcu.cores import ICOUNT_SHIFT, Core
+from microtrain.targets.mcu.toolchain import require
 
-ICOUNT_SHIFT = 6  # must match MT_ICOUNT_SHIFT in startup.c
-FAULT_EXIT = 101  # Default_Handler's exit code
+FAULT_EXIT = 101  # the start-up code's exit code after a fault
 
 
 @dataclass
@@ -45,24 +47,29 @@ _LINE_RES = {
 _COST_RE = re.compile(r"^cost (train_step|infer) (\d+) instructions (\d+)$", re.M)
 
 
-def qemu_command(elf: Path) -> list[str]:
-    return [require("qemu-system-arm"), "-M", "mps2-an500", "-nographic", "-monitor", "none",
+def qemu_command(core: Core, elf: Path) -> list[str]:
+    extra = ["-bios", "none", "-m", "128M"] if core.family == "riscv" else []
+    return [require(core.qemu), "-M", core.board, *extra, "-nographic", "-monitor", "none",
             "-semihosting-config", "enable=on,target=native", "-icount", f"shift={ICOUNT_SHIFT}",
             "-kernel", str(Path(elf).resolve())]
 
 
-def run_elf(elf: Path, workdir: Path | None = None, timeout: float = 300.0) -> QemuRun:
+def run_elf(core: Core, elf: Path, workdir: Path | None = None, timeout: float = 300.0) -> QemuRun:
     """Run ``elf`` to completion under QEMU in ``workdir``; parse the start-up's report lines."""
     workdir = Path(workdir or Path(elf).parent)
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = qemu_command(elf)
+    if not Path(elf).exists():
+        raise UserError(f"no firmware at {elf}: build it first")
+    cmd = qemu_command(core, elf)
     try:
         proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
-        raise UserError(f"the firmware did not finish within {timeout:.0f} s on QEMU "
+        raise UserError(f"the firmware did not finish within {timeout:.0f} s on QEMU {core.board} "
                         f"(hung, or needs a larger --timeout); command: {' '.join(cmd)}") from e
-    out = proc.stdout.replace("\r\n", "\n")
+    # newlib's rdimon writes stdout and stderr to QEMU's; picolibc's semihosting layer writes
+    # both to the semihosting console, which QEMU sends to its stderr: that is the output.
+    out = (proc.stdout if core.family == "arm" else proc.stderr).replace("\r\n", "\n")
     run = QemuRun(returncode=proc.returncode, stdout=out, stderr=proc.stderr)
     for key, rx in _LINE_RES.items():
         m = rx.search(out)
@@ -70,7 +77,7 @@ def run_elf(elf: Path, workdir: Path | None = None, timeout: float = 300.0) -> Q
             setattr(run, key, int(m.group(1)))
     for kind, _idx, n in _COST_RE.findall(out):
         (run.step_instructions if kind == "train_step" else run.infer_instructions).append(int(n))
-    if proc.returncode == FAULT_EXIT and "hard fault" in proc.stderr:
-        raise UserError("the firmware crashed on the emulated Cortex-M7 (hard fault or unexpected exception); "
+    if proc.returncode == FAULT_EXIT and "fault" in proc.stderr:
+        raise UserError(f"the firmware crashed on the emulated {core.name} (a fault or unexpected exception); "
                         f"stdout so far:\n{out[-2000:]}")
     return run
