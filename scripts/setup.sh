@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES="gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm valgrind dataset-fashion-mnist"
+# gcc-arm-none-eabi + libnewlib-arm-none-eabi + qemu-system-arm: the Cortex-M targets;
+# gcc-riscv64-unknown-elf + picolibc-riscv64-unknown-elf + qemu-system-misc (qemu-system-riscv32):
+# the RISC-V targets; cmake: the library output (compile --target lib) is built out of tree with it.
+DEB_PACKAGES="gcc make cmake gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm \
+gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc valgrind dataset-fashion-mnist"
 missing=""
 for p in $DEB_PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -20,22 +24,6 @@ if [ -n "$missing" ]; then
         echo "setup: missing Debian packages:$missing" >&2
         echo "setup: run as root, or: sudo apt-get install$missing" >&2
         exit 1
-    fi
-fi
-# The RISC-V targets' toolchain and emulator (riscv32, riscv32f): installed like the others when
-# possible; when they cannot be (not root, or apt fails), setup goes on and the tests that need
-# them skip, naming the package.
-OPTIONAL_DEB_PACKAGES="gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc"
-optional=""
-for p in $OPTIONAL_DEB_PACKAGES; do
-    dpkg -s "$p" >/dev/null 2>&1 || optional="$optional $p"
-done
-if [ -n "$optional" ]; then
-    if [ "$(id -u)" = "0" ] && { [ -n "$missing" ] || apt-get update -qq; } \
-            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $optional >/dev/null; then
-        echo "setup: installed Debian packages:$optional"
-    else
-        echo "setup: could not install$optional (the RISC-V targets' tests will skip); as root: apt-get install$optional" >&2
     fi
 fi
 

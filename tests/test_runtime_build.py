@@ -38,7 +38,7 @@ def test_every_declaration_has_a_ctypes_prototype():
 
 def test_sources_for_follows_calls():
     names = {p.stem for p in cbind.sources_for(["mt_round_update", "mt_conv2d_s8"])}
-    assert names == {"mt_round_update", "mt_conv2d_s8", "mt_requantize"}
+    assert names == {"mt_round_update", "mt_conv2d_s8", "mt_requantize", "mt_floorf"}
     with pytest.raises(KeyError, match="mt_nope"):
         cbind.kernel_source("mt_nope")
 

@@ -72,6 +72,22 @@ def test_cos_pi_twin_and_accuracy(tmp_path_factory):
     assert fmath.cos_pi(0.0) == 1.0 and fmath.cos_pi(1.0) == -1.0
 
 
+def test_floorf_twin_equals_c99_floor(tmp_path_factory):
+    """mt_floorf and fmath.floorf: the bits of C99 floorf (numpy's floor) on halves, negatives,
+    signed zeros, tiny values, the 2^23 boundary, huge values, infinities and NaN."""
+    lib = runtime(tmp_path_factory)
+    rng = np.random.default_rng(4)
+    xs = np.concatenate([rng.uniform(-300, 300, 3000), rng.uniform(-2, 2, 2000), np.arange(-8, 8.5, 0.5),
+                         [-0.0, 0.0, -1e-30, 1e-30, -1e-45, 8388607.5, -8388607.5, 8388608, -8388609, 1e30, -1e30,
+                          3.4e38, -3.4e38, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    c = _c_map(lib.mt_floorf, xs)
+    py = fmath.floorf(xs)
+    assert_equal_first(c.view(np.uint32), py.view(np.uint32), "mt_floorf vs fmath.floorf")
+    with np.errstate(invalid="ignore"):
+        want = np.floor(xs)
+    assert_equal_first(py.view(np.uint32), want.view(np.uint32), "fmath.floorf vs numpy floor (C99 floorf)")
+
+
 SCHEDULES = [("cosine", 0.05, 10, 100), ("cosine", 0.01, 0, 7), ("cosine", 0.1, 5, 3), ("cosine", 0.1, 0, 0),
              ("constant", 0.003, 4, 9)]
 

@@ -137,7 +137,7 @@ def test_round_update_nearest_and_stochastic(rt):
 
 
 def test_update_floor_equals_c99_floorf_without_libm(rt):
-    """mt_nn_floorf (the update's floor, no libm) through mt_round_update's nearest rule equals
+    """mt_floorf (the update's floor, no libm) through mt_round_update's nearest rule equals
     floor(v + 0.5f) bit for bit: halves, negatives, -0, tiny values, |v| >= 2^23, infinities."""
     rng = np.random.default_rng(3)
     v = np.concatenate([rng.uniform(-300, 300, 2000), rng.uniform(-2, 2, 2000),

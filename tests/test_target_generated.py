@@ -87,7 +87,7 @@ def test_toy_sparse_scheme_qemu_equals_host(tmp_path):
     assert mem["sram_bytes"] <= 256 * 1024 and mem["stack_high_water_bytes"] > 0
     # Same work per step (the data-dependent parts are value-, not control-dependent): a
     # deterministic count, identical on a second run of the same firmware.
-    again = cortex_m7.run(tmp_path / "proj", tmp_path / "qemu", elf=q.elf)
+    again = cortex_m7.run(tmp_path / "proj", tmp_path / "cortex-m7", elf=q.elf)
     assert again.step_instructions == q.step_instructions and min(q.step_instructions) > 1000
 
 

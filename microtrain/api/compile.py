@@ -19,6 +19,7 @@ from microtrain.compiler.pipeline import CompiledStep, CompileOptions, compile_i
 from microtrain.compiler.plan_memory import MemoryPlan
 from microtrain.errors import UserError
 from microtrain.targets import get_target
+from microtrain.targets.mcu.cores import get_core
 from microtrain.units import parse_size
 
 
@@ -52,7 +53,9 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
     """Derive the training step of ``model`` (with a new ``classes``-way head if given) for ``scheme``,
     plan its memory, write the C project to ``out`` and, for a cross ``target`` (a core name such as
     ``cortex-m4``, or ``qemu`` with ``core``; docs/targets.md), link it at the ``sram``/``flash``
-    budgets and report its memory from the ELF. ``budget``: fail
+    budgets and report its memory from the ELF; ``target="lib"``: also write the library folder
+    (public header, CMake, toolchain files, example; docs/integration.md), linked for ``core`` if
+    given. ``budget``: fail
     unless the planned peak fits. The training recipe the generated step follows: an update every
     ``accumulate`` samples, ``momentum``, ``rounding``, and the learning-rate ``schedule`` (cosine
     or constant) from ``lr`` with ``warmup`` (a fraction) over ``steps`` samples (0: set at run
@@ -61,6 +64,8 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
     compiler pass to stderr (logger ``microtrain.compiler``) with its effect on the peak (the
     planner then runs after every pass)."""
     check_lr(lr)
+    if target == "lib" and core is not None:
+        get_core(core)  # an unknown core: a clear error before any work
     prepared = prepare(model, classes, scheme, seed, input_range)
     graph = prepared.graph
     options = CompileOptions(reorder=reorder, per_channel=per_channel, rounding=rounding, seed=seed, qas=qas,
@@ -83,6 +88,12 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
         from microtrain.compiler.plot_memory import plot_memory  # deferred: matplotlib
 
         doc["plot"] = str(plot_memory(step.plan, out / "memory.png", title=f"{model} / {scheme}"))
+    if target == "lib":  # the library folder (docs/integration.md), checked on --core if given
+        from microtrain.targets.lib import write_library
+
+        doc["library"] = write_library(out, flash=parse_size(flash, "flash") if flash else None,
+                                       sram=parse_size(sram, "sram") if sram else None)
+        target, core = (core, None) if core else (None, None)
     if target and target != "host":  # a cross target: link at the budgets, memory from the ELF
         module = get_target(target, core)
         budgets = {k: v for k, v in (("sram", sram), ("flash", flash)) if v}

@@ -78,8 +78,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, metavar="NAME",
                    help="also build the project for a microcontroller core and report its memory from the linked "
                         "ELF (cortex-m3, cortex-m4, cortex-m7, cortex-m33, cortex-m55, riscv32, riscv32f; or qemu "
-                        "with --core), cross-compiled at the --sram/--flash budgets")
-    p.add_argument("--core", default=None, metavar="NAME", help="with --target qemu: the core (default cortex-m7)")
+                        "with --core), cross-compiled at the --sram/--flash budgets; or lib: also write a library "
+                        "folder for the user's firmware (microtrain.h, CMakeLists.txt, toolchain files, example; "
+                        "docs/integration.md)")
+    p.add_argument("--core", default=None, metavar="NAME",
+                   help="with --target qemu: the core (default cortex-m7); with --target lib: also link for it")
     p.add_argument("--sram", type=size_arg("SRAM budget"), default=None, metavar="SIZE",
                    help="with --target: SRAM budget (256KB)")
     p.add_argument("--flash", type=size_arg("flash budget"), default=None, metavar="SIZE",

@@ -248,6 +248,7 @@ PROTOTYPES: dict[str, tuple[type, list[type]]] = {
     "mt_expf": (_F, [_F]),
     "mt_logf": (_F, [_F]),
     "mt_cos_pi": (_F, [_F]),
+    "mt_floorf": (_F, [_F]),
     "mt_learning_rate": (_F, [_P(LrSchedule), _U]),
     "mt_avg_pool2d_s8": (_I, [_P(PoolParams), _i8, _i8]),
     "mt_max_pool2d_s8": (_I, [_P(PoolParams), _i8, _i8]),

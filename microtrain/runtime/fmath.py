@@ -69,6 +69,16 @@ def logf(x) -> np.ndarray:
     return np.where(np.isnan(x) | (x < 0), _f(np.nan), out).astype(F32)
 
 
+def floorf(v) -> np.ndarray:
+    """mt_floorf, element-wise: truncation toward zero through int32, one less for a negative
+    non-integer; +-0, NaN, +-inf and |v| >= 2^23 unchanged (the bits of C99 floorf)."""
+    v = np.asarray(v, dtype=F32)
+    small = (v < _f(8388608.0)) & (v > _f(-8388608.0)) & (v != 0)
+    t = np.where(small, v, _f(0.0)).astype(np.int32).astype(F32)
+    t = np.where(t > v, (t - _f(1.0)).astype(F32), t).astype(F32)
+    return np.where(small, t, v).astype(F32)
+
+
 def cos_pi(u) -> np.ndarray:
     """mt_cos_pi: cos(pi * u), u clamped to [0, 1], element-wise."""
     u = np.asarray(u, dtype=F32)

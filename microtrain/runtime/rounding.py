@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from microtrain.ir.graph import Graph, Node
+from microtrain.runtime import fmath
 
 ROUNDINGS = ("nearest", "stochastic")
 """The rounding names, in the order of the C enum ``mt_rounding`` (MT_ROUND_NEAREST = 0, ...)."""
@@ -75,12 +76,12 @@ def apply_update(w: np.ndarray, direction: np.ndarray, lr: float, factors: np.nd
     step_f = (np.float32(lr) * np.asarray(direction, dtype=np.float32)).astype(np.float32)
     v = (w.astype(np.float32) - (step_f * np.asarray(factors, dtype=np.float32)).astype(np.float32)).astype(np.float32)
     if rounding == "nearest":
-        r = np.floor((v + np.float32(0.5)).astype(np.float32))
+        r = fmath.floorf((v + np.float32(0.5)).astype(np.float32))
     else:
         if index is None:
             index = np.arange(w.size, dtype=np.int64).reshape(w.shape)
         u = stochastic_offsets(seed, step, tensor_id, index)
-        r = np.floor((v + u).astype(np.float32))
+        r = fmath.floorf((v + u).astype(np.float32))
     lo, hi = WEIGHT_RANGE if kind == "weight" else BIAS_RANGE
     return np.clip(r.astype(np.float64), lo, hi).astype(w.dtype)
 

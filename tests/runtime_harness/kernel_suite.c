@@ -159,7 +159,7 @@ static void block_cases(void)
 /* the libm-free float functions and the learning-rate schedule over their whole useful ranges */
 static void math_cases(void)
 {
-    static float ex[2048], lg[2048], cs[512], lr[600];
+    static float ex[2048], lg[2048], cs[512], lr[600], fl[1024];
     const mt_lr_schedule cosine = {MT_LR_COSINE, 0.05f, 37, 590};
     const mt_lr_schedule constant = {MT_LR_CONSTANT, 0.003f, 0, 0};
     int32_t i;
@@ -182,6 +182,11 @@ static void math_cases(void)
         lr[i] = mt_learning_rate(i < 595 ? &cosine : &constant, (uint32_t)i);
     }
     EMIT("mt_learning_rate", lr, sizeof lr);
+    for (i = 0; i < 1024; ++i) { /* halves and integers around 0, random values, then huge ones */
+        v = i < 256 ? (float)(i - 128) * 0.5f : (next_f32() - 0.5f) * (i < 1000 ? 600.0f : 3.0e7f);
+        fl[i] = mt_floorf(i == 1023 ? -0.0f : v);
+    }
+    EMIT("mt_floorf", fl, sizeof fl);
 }
 
 static void small_cases(void)

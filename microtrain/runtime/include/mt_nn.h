@@ -408,33 +408,13 @@ static inline int mt_nn_direction(const mt_update_params *u, uint32_t at, float 
     return 1;
 }
 
-/* floorf without libm, the same bits as C99 floorf (so the runtime needs nothing of the C library
- * but memcpy/memset): +-0, NaN, +-inf and every |v| >= 2^23 are integers already and returned as
- * they are; otherwise the conversion to int32 truncates toward zero, which is the floor unless v
- * is negative and not an integer. Cores whose FPU has directed rounding (FPv5: the Cortex-M7's,
- * the only M-profile FPU with double precision, and the FPU of any Armv8-M core such as the M33
- * and M55) use its single VRINTM instruction, the same function. */
-static inline float mt_nn_floorf(float v)
-{
-#if defined(__ARM_FP) && (__ARM_FP & 4) && ((__ARM_FP & 8) || __ARM_ARCH >= 8)
-    return __builtin_floorf(v);
-#else
-    float t;
-    if (!(v < 8388608.0f && v > -8388608.0f) || v == 0.0f) {
-        return v;
-    }
-    t = (float)(int32_t)v;
-    return t > v ? t - 1.0f : t;
-#endif
-}
-
 static inline float mt_nn_round(float v, int32_t rounding, uint32_t noise_base, uint32_t index)
 {
     if (rounding == MT_ROUND_NEAREST) {
-        return mt_nn_floorf(v + 0.5f);
+        return mt_floorf(v + 0.5f);
     }
     if (rounding == MT_ROUND_STOCHASTIC) {
-        return mt_nn_floorf(v + (float)mt_nn_noise_at(noise_base, index) * (1.0f / 16777216.0f));
+        return mt_floorf(v + (float)mt_nn_noise_at(noise_base, index) * (1.0f / 16777216.0f));
     }
     return v;
 }

@@ -170,6 +170,9 @@ float mt_logf(float x);
 /* cos(pi * u) for u clamped to [0, 1], within 2e-7, exactly 1 at 0 and -1 at 1; NaN for NaN. */
 float mt_cos_pi(float u);
 
+/* floor(v), the bits of C99 floorf (+-0, NaN, +-inf and |v| >= 2^23 returned as they are). */
+float mt_floorf(float v);
+
 /* ------------------------------------------------------------------------------------ */
 /* quant/                                                                               */
 /* ------------------------------------------------------------------------------------ */
