@@ -1,13 +1,14 @@
 """The Cortex-M7 target (QEMU mps2-an500) under its original import path: the ``cortex-m7``
 core of ``mcu/cores.py``, with the functions earlier code calls (``build``, ``run``,
-``memory``, ``build_elf``, ``run_elf``, ``project_sources``, ``memory_report``)."""
+``memory``, ``build_elf``, ``run_elf``, ``project_sources``, ``memory_report``, ``linker``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from microtrain.targets import mcu
-from microtrain.targets.mcu import BuildConfig, MemoryReport, QemuRun, TargetRunResult, memory_report, project_sources
+from microtrain.targets.mcu import (BuildConfig, MemoryReport, QemuRun, TargetRunResult, linker, memory_report,
+                                   project_sources)
 
 NAME = "cortex-m7"
 CORE = mcu.get_core(NAME)
@@ -15,7 +16,7 @@ TARGET = mcu.McuTarget(CORE)
 build, run, memory = TARGET.build, TARGET.run, TARGET.memory
 
 __all__ = ["NAME", "CORE", "TARGET", "build", "run", "memory", "build_elf", "run_elf", "project_sources",
-           "memory_report", "BuildConfig", "MemoryReport", "QemuRun", "TargetRunResult"]
+           "memory_report", "linker", "BuildConfig", "MemoryReport", "QemuRun", "TargetRunResult"]
 
 
 def build_elf(sources: list[Path], include_dirs: list[Path], out_dir: Path, cfg: BuildConfig | None = None,
