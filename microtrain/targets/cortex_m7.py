@@ -7,8 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from microtrain.targets import mcu
-from microtrain.targets.mcu import (BuildConfig, MemoryReport, QemuRun, TargetRunResult, linker, memory_report,
-                                   project_sources)
+from microtrain.targets.mcu import (
+    BuildConfig,
+    MemoryReport,
+    QemuRun,
+    TargetRunResult,
+    linker,
+    memory_report,
+    project_sources,
+)
 
 NAME = "cortex-m7"
 CORE = mcu.get_core(NAME)
