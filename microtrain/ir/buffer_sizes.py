@@ -39,7 +39,7 @@ def gather_channels_get_buffer_size(spatial: int, count: int) -> int:
     return 0 if spatial <= 0 or count <= 0 else spatial * count
 
 
-IB_STRIP = 16
+IB_STRIP = 32
 """MT_NN_IB_STRIP: output pixels per strip of the fused block kernel (runtime/include/mt_nn_ib.h)."""
 PATCH_MAX = 64
 """MT_NN_PATCH_MAX: the largest receptive field gathered into a patch (runtime/include/mt_nn.h)."""

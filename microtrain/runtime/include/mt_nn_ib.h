@@ -34,7 +34,7 @@
 /* Output pixels per strip: of the depthwise output row (depthwise, projection, ADD) and of a
  * small-window expansion conv (the 3x3 RGB first conv: the strip's receptive fields gathered, then
  * one 1x1 conv over window-long rows). */
-#define MT_NN_IB_STRIP 16
+#define MT_NN_IB_STRIP 32
 
 /* Byte offsets of the scratch regions (layout above); total = the scratch size. */
 typedef struct {
