@@ -116,9 +116,10 @@ PER_PASS = 4
 
 
 def _scratch_size(node: Node, g: Graph, per_pass: int) -> int:
-    d = g.node(node.attrs["layers"]["depthwise"])
+    d, e = g.node(node.attrs["layers"]["depthwise"]), g.node(node.attrs["layers"]["expand"])
     dx, dy = g.tensors[d.inputs[0]], g.tensors[d.outputs[0]]
-    return inverted_bottleneck_grad_get_buffer_size(dx.shape[1], dx.shape[2], dy.shape[1], dy.shape[2], per_pass)
+    return inverted_bottleneck_grad_get_buffer_size(dx.shape[1], dx.shape[2], dy.shape[1], dy.shape[2], per_pass,
+                                                    g.tensors[e.inputs[0]].shape[3])
 
 
 def _fused(roles: dict, absorbed: list[Node], g: Graph) -> tuple[Node, Tensor]:

@@ -65,9 +65,12 @@ def inverted_bottleneck_get_buffer_size(p: dict) -> int:
     return 4 * words + ring + patch + strip * d["in_c"] + (strip * pr["out_c"] if p["has_residual"] else 0)
 
 
-def inverted_bottleneck_grad_get_buffer_size(in_h: int, in_w: int, out_h: int, out_w: int, per_pass: int) -> int:
+def inverted_bottleneck_grad_get_buffer_size(in_h: int, in_w: int, out_h: int, out_w: int, per_pass: int,
+                                             in_c: int) -> int:
     """Twin of mt_inverted_bottleneck_grad_get_buffer_size: the planes of one pass of ``per_pass``
-    (1 to 4) expanded channels at the depthwise output (out_h x out_w) and at its input (in_h x in_w)."""
+    (1 to 4) expanded channels at the depthwise output (out_h x out_w, each at least ``in_c`` floats,
+    the block input's channels: the pass's kept weight-gradient rows are summed there) and at its
+    input (in_h x in_w)."""
     if min(in_h, in_w, out_h, out_w) <= 0 or not 1 <= per_pass <= 4:
         return 0
-    return per_pass * (out_h * out_w + in_h * in_w) * FLOAT_BYTES
+    return per_pass * (max(out_h * out_w, in_c) + in_h * in_w) * FLOAT_BYTES

@@ -44,10 +44,11 @@ static inline float mt_nn_fmla(float s, float a, float b)
 #endif
 
 #if defined(__GNUC__)
-#define MT_NN_GRAD_INLINE static inline __attribute__((always_inline))
+#define MT_NN_GRAD_ALWAYS inline __attribute__((always_inline))
 #else
-#define MT_NN_GRAD_INLINE static inline
+#define MT_NN_GRAD_ALWAYS inline
 #endif
+#define MT_NN_GRAD_INLINE static MT_NN_GRAD_ALWAYS
 
 /* nb (1 to 4, a constant at each call) planes of the projection's input gradient: for k < nb,
  * n < pixels,

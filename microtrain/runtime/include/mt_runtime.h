@@ -483,9 +483,10 @@ typedef struct {
     float *grad_row;            /* [I] */
 } mt_expand_update;
 
-/* Scratch bytes: channels_per_pass * (depthwise out_h * out_w + in_h * in_w) * sizeof(float), a
- * plane of each kind per channel of a pass (with 4, the 1x1 stages keep 4 running sums in
- * registers); 0 when channels_per_pass is not in [1, 4]. */
+/* Scratch bytes: channels_per_pass * (max(depthwise out_h * out_w, expand_in_c) + in_h * in_w) *
+ * sizeof(float), a plane of each kind per channel of a pass (with 4, the 1x1 stages keep 4 running
+ * sums in registers; the output-side planes, dead once the input-side ones exist, then hold the
+ * pass's kept weight-gradient rows, summed together); 0 when channels_per_pass is not in [1, 4]. */
 int32_t mt_inverted_bottleneck_grad_get_buffer_size(const mt_inverted_bottleneck_grad_params *p);
 
 /* For each expanded channel c ascending (channels_per_pass at a time), bit-exact with the unfused

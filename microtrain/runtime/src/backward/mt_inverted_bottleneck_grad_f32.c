@@ -176,6 +176,30 @@ static mt_status mt_nn_kept_row(const mt_inverted_bottleneck_grad_params *p, con
     return mt_sgd_update_s8(update->weights, update->weights_sliced, I, update->factor, acc, &ch, &update->u);
 }
 
+/* nk (2 to 4, a constant at each call) rows at once: row q, element i = (sum over n ascending, from
+ * 0.0f, of b[q][n] * (float)(input[n][i] - z)) * scale into room[q * I + i]; each (input - z) is
+ * converted once for all nk rows. */
+static MT_NN_GRAD_ALWAYS void mt_nn_kept_sums(const float *const *b, int32_t in_plane, const int8_t *input,
+                                              int32_t I, int32_t z, float scale, float *room, const int nk)
+{
+    int32_t i, n, q;
+    for (i = 0; i < I; ++i) {
+        float s[MT_NN_IB_BLOCK] = {0.0f, 0.0f, 0.0f, 0.0f};
+        const int8_t *x = input + i;
+        for (n = 0; n < in_plane; ++n) {
+            const float xf = (float)((int32_t)x[n * I] - z);
+            MT_NN_GRAD_UNROLL
+            for (q = 0; q < nk; ++q) {
+                s[q] = mt_nn_fmla(s[q], b[q][n], xf);
+            }
+        }
+        MT_NN_GRAD_UNROLL
+        for (q = 0; q < nk; ++q) {
+            room[q * I + i] = s[q] * scale;
+        }
+    }
+}
+
 /* The kept rows among channels c0 .. c0 + nb - 1 (planes b). When their rows fit the free planes a
  * (room floats; the a planes are dead once the b planes exist), the rows are summed together, so
  * each (input[n][i] - z) is converted once for all of them: row q, element i, is still the sum over
@@ -187,7 +211,7 @@ static mt_status mt_nn_kept_rows(const mt_inverted_bottleneck_grad_params *p, co
                                  float *room, int32_t room_floats)
 {
     const int32_t I = p->expand_in_c, z = p->input_zero_point;
-    int32_t jk[MT_NN_IB_BLOCK], kk[MT_NN_IB_BLOCK], nk = 0, k, q, i, n;
+    int32_t jk[MT_NN_IB_BLOCK], kk[MT_NN_IB_BLOCK], nk = 0, k, q;
     mt_status st;
     for (k = 0; k < nb; ++k) {
         const int32_t j = mt_nn_kept(update, c0 + k);
@@ -207,29 +231,21 @@ static mt_status mt_nn_kept_rows(const mt_inverted_bottleneck_grad_params *p, co
         }
         return MT_OK;
     }
-    for (i = 0; i < I; ++i) {
-        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-        const float *b0 = b + kk[0] * in_plane, *b1 = b + kk[1] * in_plane;
-        const float *b2 = b + kk[nk > 2 ? 2 : 1] * in_plane, *b3 = b + kk[nk > 3 ? 3 : 1] * in_plane;
-        const int8_t *x = input + i;
-        for (n = 0; n < in_plane; ++n) {
-            const float xf = (float)((int32_t)x[n * I] - z);
-            s0 = mt_nn_fmla(s0, b0[n], xf);
-            s1 = mt_nn_fmla(s1, b1[n], xf);
-            if (nk > 2) {
-                s2 = mt_nn_fmla(s2, b2[n], xf);
-            }
-            if (nk > 3) {
-                s3 = mt_nn_fmla(s3, b3[n], xf);
-            }
+    {
+        const float *bq[MT_NN_IB_BLOCK];
+        for (q = 0; q < nk; ++q) {
+            bq[q] = b + kk[q] * in_plane;
         }
-        room[i] = s0 * p->input_scale;
-        room[I + i] = s1 * p->input_scale;
-        if (nk > 2) {
-            room[2 * I + i] = s2 * p->input_scale;
-        }
-        if (nk > 3) {
-            room[3 * I + i] = s3 * p->input_scale;
+        switch (nk) {
+        case 2:
+            mt_nn_kept_sums(bq, in_plane, input, I, z, p->input_scale, room, 2);
+            break;
+        case 3:
+            mt_nn_kept_sums(bq, in_plane, input, I, z, p->input_scale, room, 3);
+            break;
+        default:
+            mt_nn_kept_sums(bq, in_plane, input, I, z, p->input_scale, room, 4);
+            break;
         }
     }
     for (q = 0; q < nk; ++q) {
@@ -256,7 +272,7 @@ mt_status mt_inverted_bottleneck_grad_f32(const mt_inverted_bottleneck_grad_para
                                           float *depthwise_bias_grad, float *expand_bias_grad, float *scratch)
 {
     const mt_conv_params *d;
-    int32_t c0, n, i, k, C, O, I, B, out_plane, in_plane;
+    int32_t c0, n, i, k, C, O, I, B, out_plane, in_plane, a_floats;
     mt_status st;
     if (p == NULL || grad_output == NULL || project_weights == NULL || project_scale == NULL ||
         depthwise_mask == NULL || depthwise_weights == NULL || depthwise_scale == NULL || expand_mask == NULL ||
@@ -288,6 +304,7 @@ mt_status mt_inverted_bottleneck_grad_f32(const mt_inverted_bottleneck_grad_para
     }
     out_plane = d->out_h * d->out_w;
     in_plane = d->in_h * d->in_w;
+    a_floats = out_plane > I ? out_plane : I; /* the scratch layout of mt_inverted_bottleneck_grad_get_buffer_size */
     if (grad_input != NULL) {
         for (i = 0; i < in_plane * I; ++i) {
             grad_input[i] = 0.0f;
@@ -295,8 +312,8 @@ mt_status mt_inverted_bottleneck_grad_f32(const mt_inverted_bottleneck_grad_para
     }
     for (c0 = 0; c0 < C; c0 += B) {
         const int32_t nb = C - c0 < B ? C - c0 : B;
-        float *a = scratch;                  /* [nb][out_plane] */
-        float *b = scratch + B * out_plane;  /* [nb][in_plane] */
+        float *a = scratch;                   /* [nb][out_plane], then the kept rows [nk][I] */
+        float *b = scratch + B * a_floats;    /* [nb][in_plane] */
         const int8_t *we[MT_NN_IB_BLOCK];
         /* planes a: columns c0.. of the projection's input gradient, through the depthwise mask */
         mt_nn_grad_columns(grad_output, O, project_scale, project_weights + c0, C, out_plane, a, out_plane, nb);
@@ -326,7 +343,8 @@ mt_status mt_inverted_bottleneck_grad_f32(const mt_inverted_bottleneck_grad_para
         }
         /* the kept rows of the expansion weight gradient, each applied at once (after the group's
          * share of grad_input read the old rows) */
-        if (update != NULL && (st = mt_nn_kept_rows(p, update, c0, nb, b, in_plane, input, a, B * out_plane)) != MT_OK) {
+        if (update != NULL &&
+            (st = mt_nn_kept_rows(p, update, c0, nb, b, in_plane, input, a, B * a_floats)) != MT_OK) {
             return st;
         }
     }
