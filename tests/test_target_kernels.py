@@ -2,9 +2,10 @@
 forward, fp32 backward (no FMA contraction on either side, soft float on the cores without
 an FPU) and the update.
 
-The builds for cores with the DSP extension (Cortex-M4/M7/M33/M55) compile the DSP path of
-the int8 dot products (mt_nn.h, SXTAB16/SMLAD under __ARM_FEATURE_DSP), the others (host,
-Cortex-M3, RISC-V) the portable loops: the harness checks each path against a naive loop /
+The builds for cores with the DSP extension (Cortex-M4/M7/M33) compile the DSP path of the int8
+dot products (mt_nn.h, SXTAB16/SMLAD under __ARM_FEATURE_DSP), the Cortex-M55 their Helium path
+(mt_nn_mve.h, VMLADAVA under __ARM_FEATURE_MVE) where it has one and the DSP path elsewhere, the
+others (host, Cortex-M3, RISC-V) the portable loops: the harness checks each path against a naive loop /
 direct convolution on random shapes, and the output files must still be identical."""
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def test_runtime_kernels_bit_exact_host_vs_each_core(tmp_path, name):
     subprocess.run(cmd, check=True, capture_output=True)
     host = subprocess.run([str(exe)], cwd=host_dir, capture_output=True, text=True, timeout=60)
     assert host.returncode == 0, host.stdout + host.stderr
-    assert "dsp path 0" in host.stdout  # the host runs the portable loops
+    assert "dsp path 0" in host.stdout and "mve path 0" in host.stdout  # the host runs the portable loops
     assert "random mismatches 0" in host.stdout, host.stdout
 
     elf = build_elf(core, [HARNESS, *sources], [include], target_dir / "build", BuildConfig(), name="kernels")
@@ -50,6 +51,8 @@ def test_runtime_kernels_bit_exact_host_vs_each_core(tmp_path, name):
     assert "kernels done failures 0" in run.stdout
     dsp = int("dsp" in core.features)
     assert f"dsp path {dsp}" in run.stdout, f"the {name} build did not take the expected path of mt_nn.h (dsp {dsp})"
+    mve = int("mve" in core.features)  # the Cortex-M55: the Helium dot products of mt_nn_mve.h
+    assert f"mve path {mve}" in run.stdout, f"the {name} build did not take the expected path of mt_nn.h (mve {mve})"
     assert "random mismatches 0" in run.stdout, run.stdout
 
     a, b = (host_dir / "out.bin").read_bytes(), (target_dir / "out.bin").read_bytes()

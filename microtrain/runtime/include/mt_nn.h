@@ -27,6 +27,15 @@
 #define MT_NN_DSP 0
 #endif
 
+/* Cores with Helium (MVE integer: the Cortex-M55) run those dot products 16 multiply-adds per
+ * instruction (mt_nn_mve.h), the same integers again. */
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && !defined(MT_NN_NO_MVE)
+#include "mt_nn_mve.h"
+#define MT_NN_MVE 1
+#else
+#define MT_NN_MVE 0
+#endif
+
 /* Helpers with a stack buffer are kept out of line, so that the buffers of helpers called one
  * after the other never add up in one inlined frame (the stack high-water counts in SRAM). */
 #if defined(__GNUC__)
@@ -94,7 +103,9 @@ static inline int32_t mt_nn_dot_s8(const int8_t *x, const int8_t *w, int32_t n, 
 {
     int32_t acc = 0;
     int32_t i = 0;
-#if MT_NN_DSP
+#if MT_NN_MVE
+    return mt_nn_mve_dot_s8(x, w, n, zero_point);
+#elif MT_NN_DSP
     const int32_t offset = mt_nn_lane_offset(zero_point);
     for (; i + 4 <= n; i += 4) {
         const uint32_t xv = mt_nn_load4(x + i);
@@ -117,7 +128,10 @@ static inline void mt_nn_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t
 {
     int32_t a0 = acc[0], a1 = acc[1];
     int32_t i = 0;
-#if MT_NN_DSP
+#if MT_NN_MVE
+    mt_nn_mve_dot2_s8(x, w0, w1, n, zero_point, acc);
+    return;
+#elif MT_NN_DSP
     const int32_t offset = mt_nn_lane_offset(zero_point);
     for (; i + 4 <= n; i += 4) {
         const uint32_t xv = mt_nn_load4(x + i);

@@ -285,16 +285,26 @@ MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_
 }
 #endif
 
+#if MT_NN_MVE
+#include "mt_nn_dw_mve.h"
+#endif
+
 /* `rows` output rows of channel c (weights w, kernel_h * kernel_w) of depthwise conv d from plane
  * rows: output row r reads window row ky at prow[ky] + r * row_step (ky in [ky_begin, ky_end)) and
  * writes y + r * y_row_stride + ox * y_stride. The channel's constants and packed weights are set up
- * once; the fast store where they qualify, else the reference sums and store. */
+ * once; the fast store where they qualify (on Helium cores four outputs at a time,
+ * mt_nn_dw_mve.h), else the reference sums and store. */
 static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const mt_nn_store *s, int32_t c,
                                           const int8_t *const *prow, int32_t ky_begin, int32_t ky_end, int32_t rows,
                                           int32_t row_step, const int8_t *w, int8_t *y, int32_t y_stride,
                                           int32_t y_row_stride)
 {
     int32_t ox, ky, r;
+#if MT_NN_MVE
+    if (mt_nn_mve_dw_plane_rows_s8(d, s, c, prow, ky_begin, ky_end, rows, row_step, w, y, y_stride, y_row_stride)) {
+        return;
+    }
+#endif
 #if MT_NN_DSP
     const int8_t *pr[MT_NN_IB_MAX_KERNEL];
     const int64_t bound = (int64_t)d->kernel_h * d->kernel_w * 32640;

@@ -31,7 +31,7 @@
 
 /* The hand-scheduled inner loops (GNU asm) need 13 registers: optimised DSP builds only (at -O0
  * r7 is the frame pointer and gcc cannot allocate them); -O0 builds run the C loops. */
-#if MT_NN_DSP && defined(__OPTIMIZE__)
+#if MT_NN_DSP && defined(__OPTIMIZE__) && !MT_NN_MVE /* Helium cores: mt_nn_mve_dot2x2_s8 instead */
 #define MT_NN_DSP_ASM 1
 #else
 #define MT_NN_DSP_ASM 0
@@ -194,7 +194,10 @@ static inline void mt_nn_dot2x2_s8(const int8_t *x0, const int8_t *x1, const int
                                    int32_t n, int32_t acc[4])
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
-#if MT_NN_DSP
+#if MT_NN_MVE
+    mt_nn_mve_dot2x2_s8(x0, x1, w0, w1, i, n, acc);
+    return;
+#elif MT_NN_DSP
     for (; i + 4 <= n; i += 4) {
         uint32_t v = mt_nn_load4(w0 + i);
         const int32_t wa = __sxtb16((int32_t)v), wb = mt_nn_sxtb16_ror8(v);
