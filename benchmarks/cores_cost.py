@@ -132,7 +132,8 @@ def main() -> int:
             f"Command: `{cmd.strip()}`",
             f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {time.time() - t0:.0f} s",
             f"Machine: {platform.machine()}, nproc {os.cpu_count()}; {'; '.join(tools)}",
-            f"Setup: batch 1, nearest rounding, QAS, reordering with per-channel updates, {args.steps} steps on "
+            "Setup: batch 1, stochastic rounding (the compiler's default), QAS, reordering with per-channel updates, "
+            f"{args.steps} steps on "
             "random int8 inputs; `-O2 -ffp-contract=off` with each core's flags (docs/targets.md); QEMU "
             "`-icount shift=6`. SRAM and flash measured at the budget the row links at."])
         section = f"""
