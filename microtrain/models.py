@@ -12,6 +12,7 @@ A MODEL is one of:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -94,9 +95,41 @@ def load_model(spec: str | Path) -> Graph:
 
     graph = _load(str(spec))
     try:
+        check_meta(graph)
         return check_requantization(graph)
     except ValueError as e:
         raise ModelFileError(f"{spec}: {e}") from None
+
+
+def _real(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_meta(graph: Graph) -> Graph:
+    """The metadata the verbs act on must describe the graph: ``preprocess`` (how images become
+    its input: resolution and channels of the input, a finite range lo < hi) and ``class_names``
+    (one string per output class). ValueError naming the field otherwise."""
+    x = graph.tensors[graph.inputs[0]]
+    pre = graph.meta.get("preprocess", {})
+    if not isinstance(pre, dict):
+        raise ValueError("meta.preprocess must be an object")
+    if len(x.shape) != 4:  # not an image model (e.g. an imported audio or sensor model): no image preprocessing
+        pre = {}
+    if "resolution" in pre and pre["resolution"] != [x.shape[1], x.shape[2]]:
+        raise ValueError(f"meta.preprocess.resolution {pre['resolution']!r} is not the input's "
+                         f"{[x.shape[1], x.shape[2]]}")
+    if "channels" in pre and (pre["channels"] != x.shape[3] or pre["channels"] not in (1, 3)):
+        raise ValueError(f"meta.preprocess.channels {pre['channels']!r} is not the input's {x.shape[3]} (1 or 3)")
+    if "range" in pre:
+        r = pre["range"]
+        if not (isinstance(r, list) and len(r) == 2 and all(map(_real, r)) and r[0] < r[1]):
+            raise ValueError(f"meta.preprocess.range {r!r} must be two finite numbers lo < hi")
+    names = graph.meta.get("class_names")
+    classes = graph.tensors[graph.outputs[0]].shape[-1]
+    if names is not None and not (isinstance(names, list) and len(names) == classes
+                                  and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"meta.class_names must be {classes} strings, one per output class")
+    return graph
 
 
 def _load(spec: str) -> Graph:

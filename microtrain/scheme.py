@@ -79,13 +79,25 @@ class UpdateScheme:
     def from_dict(doc: dict, source: str = "<scheme>") -> UpdateScheme:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise SchemeError(f"{source}: not a microtrain scheme (expected format {FORMAT!r})")
-        try:
-            weights = tuple(WeightUpdate(str(w["layer"]), float(w["ratio"]), tuple(int(c) for c in w["channels"]))
-                            for w in doc.get("weight_layers", []))
-            return UpdateScheme(tuple(str(b) for b in doc.get("bias_layers", [])), weights,
-                                str(doc.get("head", "int8")), str(doc.get("name", "")))
-        except (KeyError, TypeError, ValueError) as e:
-            raise SchemeError(f"{source}: malformed weight_layers entry ({e})") from None
+        # Every field as the file wrote it: a channel of 1.7 or a layer list given as one string is
+        # refused, never truncated or split.
+        biases, entries = doc.get("bias_layers", []), doc.get("weight_layers", [])
+        head, name = doc.get("head", "int8"), doc.get("name", "")
+        if not (isinstance(biases, list) and all(isinstance(b, str) for b in biases)):
+            raise SchemeError(f"{source}: bias_layers must be a list of layer names")
+        if not (isinstance(head, str) and isinstance(name, str)):
+            raise SchemeError(f"{source}: head and name must be strings")
+        if not isinstance(entries, list):
+            raise SchemeError(f"{source}: weight_layers must be a list")
+        weights = []
+        for w in entries:
+            ok = (isinstance(w, dict) and isinstance(w.get("layer"), str) and _is_number(w.get("ratio"))
+                  and isinstance(w.get("channels"), list) and all(_is_int(c) for c in w["channels"]))
+            if not ok:
+                raise SchemeError(f"{source}: malformed weight_layers entry {json.dumps(w)[:120]} (expected layer: "
+                                  "name, ratio: number, channels: list of integers)")
+            weights.append(WeightUpdate(w["layer"], float(w["ratio"]), tuple(w["channels"])))
+        return UpdateScheme(tuple(biases), tuple(weights), head, name)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -97,12 +109,22 @@ class UpdateScheme:
     def load(path: str | Path) -> UpdateScheme:
         path = Path(path)
         try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise SchemeError(f"{path}: scheme file not found") from None
-        except json.JSONDecodeError as e:
-            raise SchemeError(f"{path}: not valid JSON ({e})") from None
+        except IsADirectoryError:
+            raise SchemeError(f"{path}: is a folder, not a scheme file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise SchemeError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:120]})") from None
         return UpdateScheme.from_dict(doc, str(path))
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def check_scheme(scheme: UpdateScheme, graph: Graph) -> UpdateScheme:

@@ -289,7 +289,7 @@ class _Boom:
         return (os.system, ("touch PWNED",))
 
 
-@pytest.mark.parametrize("kind", ["garbage", "truncated", "hostile", "wrong-structure"])
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "hostile", "wrong-structure", "flipped-byte"])
 def test_bad_checkpoint_in_out_folder_is_named_with_how_to_start_over(tiny, tmp_path, capsys, monkeypatch, kind):
     monkeypatch.chdir(tmp_path)
     args = ["finetune", str(tiny), "--data", "digits", "--classes", "10", "--limit", "64", "--test-limit", "20",
@@ -302,8 +302,13 @@ def test_bad_checkpoint_in_out_folder_is_named_with_how_to_start_over(tiny, tmp_
         ckpt.write_bytes(ckpt.read_bytes()[:300])
     elif kind == "hostile":
         torch.save({"signature": "x", "trainer": _Boom()}, ckpt)
-    else:
+    elif kind == "wrong-structure":
         torch.save({"signature": 3, "trainer": [1, 2]}, ckpt)
+    else:  # one bit of the saved trainer state: torch's zip reader would not notice (no CRC check)
+        raw = bytearray(ckpt.read_bytes())
+        inner = raw.index(b"PK\x03\x04", 4)  # the state is a torch.save archive inside the outer one
+        raw[inner + 200] ^= 0x01
+        ckpt.write_bytes(bytes(raw))
     code, _, err = cli(capsys, args)
     line = one_line_error(err)
     assert code == 2 and "checkpoint.pt" in line and "--restart" in line

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from microtrain.cli import main
 from microtrain.ir import load_graph, save_graph
 from microtrain.sim.random_graph import random_graph
+from microtrain.train.checkpoint import read_checkpoint
 
 COMMON = ["--data", "digits", "--classes", "10", "--scheme", "last-k:2", "--optimizer", "sgdm-qas",
           "--lr", "0.05", "--batch-size", "16", "--limit", "96", "--test-limit", "40", "--threads", "1"]
@@ -41,7 +41,7 @@ def test_finetune_writes_model_and_resumes_to_same_bytes(model, tmp_path, capsys
     resumed = tmp_path / "resumed"
     args = ["finetune", model, *COMMON, "--epochs", "2", "--checkpoint-every", "3", "--out", str(resumed)]
     assert main([*args, "--stop-after", "5"]) == 0
-    state = torch.load(resumed / "checkpoint.pt", weights_only=True)["trainer"]
+    state = read_checkpoint(resumed / "checkpoint.pt")
     assert (state["epoch"], state["batch_in_epoch"]) == (0, 3)
     assert not (resumed / "model.json").exists()
     assert main([*args, "--resume"]) == 0
@@ -51,7 +51,7 @@ def test_finetune_writes_model_and_resumes_to_same_bytes(model, tmp_path, capsys
     again = tmp_path / "again"
     args = ["finetune", model, *COMMON, "--epochs", "2", "--out", str(again)]
     assert main([*args, "--stop-after", "7"]) == 0  # step 7 is lost, the end-of-epoch-1 checkpoint is kept
-    state = torch.load(again / "checkpoint.pt", weights_only=True)["trainer"]
+    state = read_checkpoint(again / "checkpoint.pt")
     assert (state["epoch"], state["batch_in_epoch"]) == (1, 0)
     assert main(args) == 0
     assert _files(again) == _files(straight)

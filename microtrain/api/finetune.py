@@ -38,6 +38,7 @@ from microtrain.errors import UserError
 from microtrain.ir import Graph, save_graph
 from microtrain.sim.resolution import with_resolution
 from microtrain.train.checkpoint import CheckpointError, restore, save_checkpoint
+from microtrain.train.divergence import TrainingDiverged, advice
 from microtrain.train.loop import OPTIMIZERS, TrainConfig, Trainer
 
 CHECKPOINT = "checkpoint.pt"
@@ -63,6 +64,13 @@ class FinetuneResult:
     @property
     def test_accuracy(self) -> float | None:
         return self.doc.get("test_accuracy")
+
+
+def _prefix_cache(trainer: Trainer, graph: Graph, images, progress, chunk: int = 256) -> dict:
+    """Preprocess and run the frozen prefix chunk by chunk (a progress step per chunk)."""
+    parts = [trainer.cache(preprocess(images[i:i + chunk], graph), chunk, progress)
+             for i in range(0, len(images), chunk)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | None = None,
@@ -137,8 +145,8 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
     plan.save(out / "scheme.json")
     log(f"preprocessing {len(train)} train / {len(test)} test images; caching the frozen prefix "
         f"(before {plan.earliest_layer(graph) or 'nothing'})")
-    train_cache = trainer.cache(preprocess(train.images, graph))
-    test_cache = trainer.cache(preprocess(test.images, graph))
+    with tqdm(total=len(train) + len(test), desc="frozen prefix", unit="img", file=sys.stderr, leave=False) as pre:
+        train_cache, test_cache = (_prefix_cache(trainer, graph, ds.images, pre.update) for ds in (train, test))
     per_epoch = trainer.steps_per_epoch(len(train))
     bar = tqdm(total=per_epoch * cfg.epochs, initial=trainer.epoch * per_epoch + trainer.batch_in_epoch,
                file=sys.stderr, unit="step", desc="finetune")
@@ -158,6 +166,11 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
     try:
         trainer.fit(train_cache, train.labels, test_cache, test.labels, on_step=on_step, on_epoch=on_epoch,
                     checkpoint=lambda t: save_checkpoint(ckpt, t, signature), checkpoint_every=checkpoint_every)
+    except TrainingDiverged as e:
+        bar.close()
+        kept = (f"the last checkpoint {ckpt} holds the weights from before it" if ckpt.exists()
+                else "nothing was written")
+        raise UserError(f"{e}; {advice(lr)} and rerun with --restart; {kept}") from None
     except _Stop:
         bar.close()
         log(f"stopped after {steps_run[0]} steps (--stop-after); rerun the same command to resume from {ckpt}")

@@ -33,7 +33,14 @@ from microtrain.ir import Graph
 from microtrain.report.plots import plot_frontier
 from microtrain.scheme import UpdateScheme
 from microtrain.sparse import search
-from microtrain.sparse.contribution import LR_CANDIDATES, AnalysisConfig, choose_lr, prepare, run_analysis
+from microtrain.sparse.contribution import (
+    LR_CANDIDATES,
+    AnalysisConfig,
+    choose_lr,
+    diverged_rates,
+    prepare,
+    run_analysis,
+)
 from microtrain.sparse.search import InfeasibleBudget, MemoryOracle, SearchSpace
 from microtrain.units import parse_size
 
@@ -96,6 +103,10 @@ def plan(model: ModelSpec, data: str, budget: str | int, *, classes: int | None 
         mem_graph = prepare(graph, data, 1, 1, None, classes, cfg).graph if resolution else data_.graph
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
+    try:  # an infeasible budget is said now, not after the whole analysis
+        search.check_budget(mem_graph, data_.classifier(), budget)
+    except InfeasibleBudget as e:
+        raise UserError(str(e)) from None
     out = Path(out)
     if rate is None:  # the fingerprint below depends on the rate, so the analysis folder is named without it
         tag = hashlib.sha256(dataclasses.replace(data_, config=dataclasses.replace(cfg, lr=0.0)).fingerprint()
@@ -106,10 +117,13 @@ def plan(model: ModelSpec, data: str, budget: str | int, *, classes: int | None 
     if rate is None:
         log(f"choosing the analysis learning rate on the held-out images ({', '.join(map(str, LR_CANDIDATES))})")
         try:
-            rate, lr_scores = choose_lr(data_, folder, backend=backend, workers=workers)
+            rate, lr_scores = choose_lr(data_, folder, backend=backend, workers=workers,
+                                        progress=bar("learning-rate runs"))
         except RuntimeError as e:
             raise UserError(str(e)) from None
-        log("learning rate " + ", ".join(f"{k:g}: {100 * v:.1f} %" for k, v in lr_scores.items()) + f" -> {rate:g}")
+        diverged = diverged_rates(data_, folder)
+        log("learning rate " + ", ".join(f"{k:g}: {100 * v:.1f} %" + (" (diverged)" if k in diverged else "")
+                                         for k, v in lr_scores.items()) + f" -> {rate:g}")
         cfg = dataclasses.replace(cfg, lr=rate)
         data_ = dataclasses.replace(data_, config=cfg)
     d = data_.description
@@ -121,6 +135,9 @@ def plan(model: ModelSpec, data: str, budget: str | int, *, classes: int | None 
     except RuntimeError as e:
         raise UserError(str(e)) from None
     log(f"analysis: {stats['cached']} runs reused, {len(stats['computed'])} computed in {stats['wall_seconds']} s")
+    if stats["diverged"]:
+        log(f"note: {len(stats['diverged'])} analysis run(s) diverged at lr {cfg.lr:g} and count with the accuracy "
+            f"they had when stopped: {', '.join(stats['diverged'][:6])}")
 
     space = SearchSpace.from_table(table, data_.classifier())
     oracle = MemoryOracle(mem_graph, space, backend, workers, folder / "peaks.json")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from microtrain.api.checks import check_count, check_lr, check_seed
 from microtrain.api.messages import log
@@ -18,6 +20,7 @@ from microtrain.data.preprocess import preprocess
 from microtrain.errors import UserError
 from microtrain.ir import Graph, load_graph
 from microtrain.targets import get_target
+from microtrain.train.divergence import TrainingDiverged, advice, check_device_run
 
 
 @dataclasses.dataclass
@@ -140,11 +143,25 @@ def run(project: str | Path, data: str, steps: int, *, target: str = "host", cor
     write_driver_files(work, x_train, y_train, steps, lr, seed, x_test, y_test, eval_samples,
                        schedule=(sched["kind"], sched["warmup_updates"], sched["total_updates"]), extra=ckpt)
     log(f"building and running on {core or target} in {work}")
+    bar = tqdm(total=steps, desc=f"training on {core or target}", unit="step", file=sys.stderr, leave=False)
+
+    def on_line(line: str) -> None:  # the driver prints one "step <i> loss ..." line per step
+        if line.startswith("step "):
+            bar.update(1)
+
     try:
         budgets = {k: v for k, v in (("sram", sram), ("flash", flash)) if v}
-        res = module.run(project, work, **budgets)
+        res = module.run(project, work, on_line=on_line, **budgets)
     except (RuntimeError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
+    finally:
+        bar.close()
+    try:  # the watch's rules are a classifier's (an autoencoder's mse has no chance level ln C)
+        if rep.get("options", {}).get("loss", "cross_entropy") == "cross_entropy":
+            check_device_run(res.stdout, int(graph.tensors[graph.outputs[0]].shape[-1]), y_train)
+    except TrainingDiverged as e:
+        raise UserError(f"{e}; {advice(lr)}. Nothing was exported: the project's model and any earlier export "
+                        "are unchanged") from None
     if res.weights_path is None:
         raise UserError(f"the run wrote no mt_weights.bin in {work}:\n{res.stdout[-1000:]}")
     trained = read_weights(project, res.weights_path)

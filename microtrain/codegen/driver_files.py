@@ -28,13 +28,17 @@ DTYPES = {"int8": np.int8, "int32": np.dtype("<i4"), "float32": np.dtype("<f4"),
 def write_driver_files(workdir: str | Path, x_train: np.ndarray, y_train: np.ndarray, steps: int, lr: float,
                        seed: int = 0, x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
                        eval_count: int = 0, weights_in: bool = False, schedule: tuple[str, int, int] | None = None,
-                       extra: dict[str, int] | None = None) -> Path:
-    """``schedule`` = (kind, warm-up updates, total updates) sets the learning-rate schedule (else
-    the compiled one, with ``lr`` as its base rate); ``extra`` adds ``key value`` config lines."""
+                       extra: dict[str, int] | None = None, watch: bool = True) -> Path:
+    """Write the driver's inputs. ``schedule`` = (kind, warm-up updates, total updates) sets the
+    learning-rate schedule (else the compiled one, with ``lr`` as its base rate); ``extra`` adds
+    ``key value`` config lines; ``watch=False`` turns the driver's divergence watch off (tests of
+    the arithmetic on purpose-made extreme runs). A ``mt_weights.bin`` left by an earlier run is
+    removed, so that a run which writes none (it diverged, or failed) is never read as trained."""
     from microtrain.runtime.schedule import KINDS
 
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
+    (work / "mt_weights.bin").unlink(missing_ok=True)
     np.ascontiguousarray(x_train, dtype=np.int8).tofile(work / "mt_train_x.bin")
     np.ascontiguousarray(y_train, dtype="<i4").tofile(work / "mt_train_y.bin")
     test_n = 0
@@ -48,7 +52,8 @@ def write_driver_files(workdir: str | Path, x_train: np.ndarray, y_train: np.nda
         f"train_count {len(y_train)}\ntest_count {test_n}\n" + ("weights_in 1\n" if weights_in else "")
         + (f"lr_schedule {KINDS[schedule[0]]}\nwarmup {int(schedule[1])}\ntotal {int(schedule[2])}\n"
            if schedule else "")
-        + "".join(f"{k} {int(v)}\n" for k, v in (extra or {}).items()))
+        + "".join(f"{k} {int(v)}\n" for k, v in (extra or {}).items())
+        + ("" if watch else "watch 0\n"))
     return work
 
 

@@ -27,7 +27,6 @@ import dataclasses
 import gzip
 import os
 import struct
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import numpy as np
 
 from microtrain.data.preprocess import preprocess_spec
 from microtrain.ir.graph import Graph
+from microtrain.ir.serialize import read_npz
 
 FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"), Path("/usr/local/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat",
@@ -230,13 +230,18 @@ def fashion_mnist_dir() -> Path:
 def read_idx(path: Path) -> np.ndarray:
     """An idx file (optionally .gz) as a numpy array (unsigned byte data only)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # a damaged .gz
+        raise ValueError(f"{path}: cannot read it ({type(e).__name__}: {_first_line(e)})") from None
     if len(raw) < 4:
         raise ValueError(f"{path}: truncated idx file")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08:
         raise ValueError(f"{path}: not an unsigned-byte idx file (magic {raw[:4].hex()})")
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated idx file (header of {ndim} dimensions)")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
@@ -273,26 +278,17 @@ def _digits(split: str) -> Dataset:
 def _npz(path: Path, split: str) -> Dataset:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise ValueError("a single .npy array, not an .npz archive")
-            missing = [k for k in ("images", "labels") if k not in f.files]
-            if missing:
-                raise ValueError(f"{path}: missing array(s) {', '.join(missing)} (has {', '.join(f.files) or 'none'})")
-            images, labels = f["images"], f["labels"]
-            names = f["class_names"] if "class_names" in f.files else None
-    except ValueError as e:
-        if str(e).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: cannot read it as an .npz of images and labels ({_first_line(e)}); it is "
-                         "truncated, damaged or holds Python objects (refused: reading data never runs code)") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError) as e:
-        raise ValueError(f"{path}: cannot read it as an .npz of images and labels ({type(e).__name__}: "
-                         f"{_first_line(e)}); the file is truncated or damaged") from None
+    arrays = read_npz(path, "images and labels")
+    missing = [k for k in ("images", "labels") if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing array(s) {', '.join(missing)} (has {', '.join(arrays) or 'none'})")
+    images, labels, names = arrays["images"], arrays["labels"], arrays.get("class_names")
     if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
         raise ValueError(f"{path}: class_names must be a 1-D array of strings, got {names.dtype} {names.shape}")
-    class_names = None if names is None else [str(s) for s in names]
+    try:
+        class_names = None if names is None else [str(s) for s in names]
+    except (SystemError, ValueError, UnicodeError):  # code points numpy stored but Python refuses
+        raise ValueError(f"{path}: class_names holds invalid characters") from None
     images = _to_uint8(images, str(path))
     if images.ndim not in (3, 4):
         raise ValueError(f"dataset {str(path)!r}: images must be [N,H,W] or [N,H,W,C], got shape {images.shape}")

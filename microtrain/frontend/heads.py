@@ -75,6 +75,6 @@ def new_head(graph: Graph, num_classes: int, seed: int = 0) -> Graph:
     if soft is not None and soft.inputs[0] == y_t.name:  # the int8 probabilities follow the logits' size
         p = graph.tensors[soft.outputs[0]]
         tensors[p.name] = Tensor(p.name, (1, num_classes), "int8", p.quant)
-    meta = dict(graph.meta)
+    meta = {k: v for k, v in graph.meta.items() if k != "class_names"}  # the old head's class names
     meta["head"] = {"num_classes": int(num_classes), "seed": int(seed), "init": "uniform(+-1/sqrt(C)), bias 0"}
     return verify_graph(graph.replace(tensors=tensors, meta=meta))

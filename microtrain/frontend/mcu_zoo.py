@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from microtrain.frontend.imagenet import NUM_CLASSES, imagenet_class_names
 from microtrain.frontend.safe_pickle import load_torch_zip
 from microtrain.ir import Graph, GraphBuilder, ModelFileError, Op, QParams, Tensor, verify_graph
 
@@ -94,10 +95,23 @@ def _int_array(ck: _Checker, v: Any, layer: str, name: str, dtype: str) -> np.nd
     return v
 
 
-def _pair(v: Any) -> tuple[int, int]:
+def _whole(v: Any) -> bool:
+    """An integer as written (1.5, True or "3" are not): a count, size or index of a zoo file."""
+    return (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))) or \
+        (isinstance(v, float) and v.is_integer())
+
+
+def _count(ck: _Checker, v: Any, layer: str, name: str) -> int:
+    ck.expect(_whole(v), layer, f"{name} = {v!r} must be an integer")
+    return int(v)
+
+
+def _pair(ck: _Checker, v: Any, layer: str, name: str) -> tuple[int, int]:
     """An int or a 1- or 2-sequence of ints (as PyTorch writes kernel sizes and strides) -> (a, b)."""
-    if isinstance(v, (int, np.integer)):
+    if _whole(v):
         return int(v), int(v)
+    ck.expect(isinstance(v, (tuple, list)) and len(v) in (1, 2) and all(map(_whole, v)), layer,
+              f"{name} = {v!r} must be an integer or one or two integers")
     vals = tuple(int(k) for k in v)
     return (vals[0], vals[0]) if len(vals) == 1 else (vals[0], vals[1])
 
@@ -110,9 +124,9 @@ def _add_conv(b: GraphBuilder, ck: _Checker, name: str, d: Any, act: _Act, class
     ck.keys(p, CONV_PARAM_KEYS, name, "params")
     ck.expect(d.get("act") is None, name, f"act={d.get('act')!r} is not supported (only activations folded "
                                           "into the output range, act None)")
-    cin, cout, groups = int(d["in_channel"]), int(d["out_channel"]), int(d["groups"])
-    kh, kw = _pair(d["kernel_size"])
-    sh, sw = _pair(d["stride"])
+    cin, cout, groups = (_count(ck, d[k], name, k) for k in ("in_channel", "out_channel", "groups"))
+    kh, kw = _pair(ck, d["kernel_size"], name, "kernel_size")
+    sh, sw = _pair(ck, d["stride"], name, "stride")
     ck.expect(sh == sw and sh >= 1, name, f"stride {d['stride']} must be one positive number")
     stride = sh
     ck.expect(cin == act.channels, name, f"in_channel {cin} does not match its input's {act.channels} channels")
@@ -145,10 +159,10 @@ def _add_conv(b: GraphBuilder, ck: _Checker, name: str, d: Any, act: _Act, class
     else:
         w_ir = np.ascontiguousarray(w.transpose(0, 2, 3, 1))  # OIHW -> OHWI
         pad = (kh // 2, kw // 2, kh // 2, kw // 2)  # "same" padding (top, left, bottom, right)
-        ck.expect("in_shape" not in d or int(d["in_shape"]) == act.hw, name,
+        ck.expect("in_shape" not in d or _count(ck, d["in_shape"], name, "in_shape") == act.hw, name,
                   f"in_shape {d.get('in_shape')} does not match its input's {act.hw}x{act.hw}")
         out_hw = (act.hw + pad[0] + pad[2] - kh) // stride + 1
-        ck.expect("out_shape" not in d or int(d["out_shape"]) == out_hw, name,
+        ck.expect("out_shape" not in d or _count(ck, d["out_shape"], name, "out_shape") == out_hw, name,
                   f"out_shape {d.get('out_shape')} but a {kh}x{kw} stride-{stride} 'same' conv of "
                   f"{act.hw}x{act.hw} gives {out_hw}")
         out_shape = (1, out_hw, out_hw, cout)
@@ -172,7 +186,7 @@ def _add_residual(b: GraphBuilder, ck: _Checker, name: str, d: Any, shortcut: _A
               f"cannot add the block input {shortcut.hw}x{shortcut.hw}x{shortcut.channels} to pointwise2's "
               f"output {main.hw}x{main.hw}x{main.channels}")
     if "in_channel" in d:
-        ck.expect(int(d["in_channel"]) == shortcut.channels, name,
+        ck.expect(_count(ck, d["in_channel"], name, "in_channel") == shortcut.channels, name,
                   f"in_channel {d['in_channel']} does not match the block's {shortcut.channels} channels")
     x_scale, x_zero = ck.scale(p["x_scale"], name, "x_scale"), ck.zero(p["x_zero"], name, "x_zero")
     y_scale, y_zero = ck.scale(p["y_scale"], name, "y_scale"), ck.zero(p["y_zero"], name, "y_zero")
@@ -243,6 +257,8 @@ def _build(d: Any, ck: _Checker, source: str, model: str | None) -> Graph:
     meta = {"source": source, "model": model or Path(source).stem,
             "preprocess": {k: list(v) if isinstance(v, list) else v for k, v in PREPROCESS.items()}}
     meta["preprocess"]["resolution"] = [res, res]
+    if act.channels == NUM_CLASSES and imagenet_class_names():  # the zoo's heads are ImageNet-1k's
+        meta["class_names"] = list(imagenet_class_names())
     return b.build([act.tensor], meta)
 
 

@@ -175,19 +175,39 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
 
 
+def read_npz(path: str | Path, what: str = "arrays") -> dict[str, np.ndarray]:
+    """Every array of an .npz archive, read without pickles. Anything else (truncated, damaged, a
+    member that is not a .npy array, pickled objects, a header numpy's parser rejects in one of its
+    many ways) is a ValueError with a one-line message naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
+            arrays = {}
+            for name in z.files:
+                arr = z[name]
+                if not isinstance(arr, np.ndarray):  # numpy returns raw bytes for a member without the .npy magic
+                    raise ValueError(f"member {name!r} is not a .npy array")
+                arrays[name] = arr
+            return arrays
+    except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, TokenError, SyntaxError, SystemError, MemoryError...
+        text = " ".join(str(e).split())[:160] or type(e).__name__
+        raise ValueError(f"{path}: cannot read {what} ({type(e).__name__}: {text}); the file is truncated, damaged, "
+                         "not an .npz, or holds pickled Python objects (refused: reading never runs code)") from None
+
+
 def load_graph(path: str | Path) -> Graph:
     jpath, npath = _paths(path)
     for p in (jpath, npath):
         if not p.exists():
             raise ModelFileError(f"{p}: file not found (a microtrain model is a .json and a .npz side by side)")
     try:
-        doc = json.loads(jpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{jpath}: not valid JSON ({e})") from None
+        doc = json.loads(jpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        text = " ".join(str(e).split())[:160]
+        raise ModelFileError(f"{jpath}: not valid JSON ({type(e).__name__}: {text})") from None
     try:
-        with np.load(npath, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise ModelFileError(f"{npath}: cannot read tensor data ({e}); the file is truncated, not an .npz, or "
-                             "holds pickled Python objects (refused: loading a model never runs code)") from None
+        arrays = read_npz(npath, "tensor data")
+    except ValueError as e:
+        raise ModelFileError(str(e)) from None
     return graph_from_dict(doc, arrays, source=str(jpath))

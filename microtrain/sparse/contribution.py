@@ -29,12 +29,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from microtrain.data.datasets import balanced_indices, load_dataset, subset
 from microtrain.data.preprocess import preprocess
@@ -44,6 +46,7 @@ from microtrain.scheme import UpdateScheme, make_scheme
 from microtrain.sim.resolution import with_resolution
 from microtrain.sim.simulator import Simulator
 from microtrain.sparse.backends import WorkerPool
+from microtrain.train.divergence import TrainingDiverged
 from microtrain.train.loop import TrainConfig, Trainer
 
 RATIOS = (0.125, 0.25, 0.5, 1.0)
@@ -206,6 +209,14 @@ def prepare(graph: Graph, data: str, limit: int = 500, test_limit: int = 300, re
 
 # --- one job (runs in a worker process) --------------------------------------------------
 
+_BASE_CACHE: dict[str, tuple] = {}
+
+
+def _base_key(data: AnalysisData) -> str:
+    """The data's fingerprint without the learning rate (which the prefix activations do not depend on)."""
+    return dataclasses.replace(data, config=dataclasses.replace(data.config, lr=0.0)).fingerprint()
+
+
 class JobRunner:
     """Runs jobs of one analysis; keeps the frozen-prefix activations so each is computed once."""
 
@@ -239,14 +250,22 @@ class JobRunner:
                      for split in ("train", "test"))
 
     def _compute_base(self) -> None:
-
-
+        """The activations at the earliest cut of all jobs, and those live at each job's cut. They do
+        not depend on the learning rate, so the runners of one analysis at several rates (choosing
+        the rate, then the analysis) share one computation (``_BASE_CACHE``, this process)."""
+        key = _base_key(self.data)
+        if key in _BASE_CACHE:
+            self._base_cut, self._base, self._suffix = _BASE_CACHE[key]
+            return
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        n_images = len(self.data.x_train) + len(self.data.x_test)
+        bar = tqdm(total=2 * n_images, desc="frozen-prefix activations", unit="img", file=sys.stderr, leave=False)
         try:
             base = self._trainer(Job("bias", self.data.deepest_k()))  # the earliest cut of all jobs
             self._base_cut = base.sim.cut
-            self._base = (base.cache(self.data.x_train), base.cache(self.data.x_test))
+            self._base = (base.cache(self.data.x_train, progress=bar.update),
+                          base.cache(self.data.x_test, progress=bar.update))
             # Only the tensors live at some job's cut are kept (the cuts are those of the bias jobs;
             # weight jobs share the base cut), stored as int32 to bound memory.
             needed = set()
@@ -260,22 +279,35 @@ class JobRunner:
                         _, acts = base.sim.forward(cached={k: v[i:i + 256] for k, v in cache.items()})
                         for name in needed:
                             env.setdefault(name, []).append(acts[name].q.to(torch.int32))
+                        bar.update(min(256, n - i))
                 self._suffix[split] = {k: torch.cat(v) for k, v in env.items()}
         finally:
+            bar.close()
             torch.set_num_threads(threads)
+        _BASE_CACHE.clear()  # one analysis at a time: bound the memory
+        _BASE_CACHE[key] = (self._base_cut, self._base, self._suffix)
 
     def run(self, job: Job) -> dict:
+        """Train and score one job. A run that diverges (``train/divergence.py``) is scored as it
+        stands when stopped and marked ``diverged`` (step, reason), so that choosing the rate and
+        the search see it, and a rerun does not repeat it."""
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # determinism and no oversubscription: one thread per job
+        diverged = None
         try:
             t0 = time.time()
             trainer = self._trainer(job)
             train, test = self._caches(trainer)
-            history = trainer.fit(train, self.data.y_train, test, self.data.y_test)
+            try:
+                history = trainer.fit(train, self.data.y_train, test, self.data.y_test)
+                accuracy = history[-1]["test_accuracy"]
+            except TrainingDiverged as e:
+                history, accuracy = trainer.history, trainer.evaluate(test, self.data.y_test)
+                diverged = {"step": e.step, "reason": e.reason, "detail": e.detail}
         finally:
             torch.set_num_threads(threads)
         result = {"key": self.data.job_key(job, self.fingerprint), "job": dataclasses.asdict(job),
-                  "label": job.label, "accuracy": history[-1]["test_accuracy"],
+                  "label": job.label, "accuracy": accuracy, "diverged": diverged,
                   "history": history, "seconds": round(time.time() - t0, 3), "pid": os.getpid()}
         if self.out_dir is not None:
             write_atomic(self.out_dir / "jobs" / f"{result['key']}.json", result)
@@ -367,7 +399,13 @@ def run_analysis(data: AnalysisData, out_dir: str | Path, backend: str = "local"
         done[result["label"]] = result
     stats = {"jobs": len(jobs), "cached": len(jobs) - len(todo), "computed": [j.label for j in todo],
              "wall_seconds": round(time.time() - t0, 2),
-             "job_seconds": round(sum(done[j.label]["seconds"] for j in todo), 2)}
+             "job_seconds": round(sum(done[j.label]["seconds"] for j in todo), 2),
+             "diverged": sorted(label for label, r in done.items() if r.get("diverged"))}
+    cls = done["classifier"]
+    if cls.get("diverged"):
+        raise RuntimeError(f"the classifier-only analysis run diverged at step {cls['diverged']['step']} at lr "
+                           f"{data.config.lr:g} ({cls['diverged']['detail']}); every gain is measured from it, so "
+                           "give a lower --lr, or --lr auto")
     table = build_table(data, {label: r["accuracy"] for label, r in done.items()})
     write_atomic(out_dir / TABLE_FILE, table.to_dict())
     return table, stats
@@ -377,11 +415,14 @@ LR_CANDIDATES = (0.001, 0.003, 0.01, 0.03)
 
 
 def choose_lr(data: AnalysisData, out_dir: str | Path, lrs: tuple[float, ...] = LR_CANDIDATES,
-              backend: str = "local", workers: int | None = None) -> tuple[float, dict[float, float]]:
+              backend: str = "local", workers: int | None = None,
+              progress: Callable[[int, int], None] | None = None) -> tuple[float, dict[float, float]]:
     """The analysis learning rate: the one whose base run (biases of the last ``base_k`` convs +
     classifier, what every weight run builds on) scores best on the held-out images.
 
-    One rate does not fit every model: a linear head trained by SGD is stable only below about
+    A rate qualifies only if neither that base run nor the classifier-only run (the level every
+    gain is measured from) diverges (``train/divergence.py``); both are cached jobs of the
+    analysis. One rate does not fit every model: a linear head trained by SGD is stable only below about
     2 / ||x||^2, and MCUNet-5fps's pooled features (int8 scale 0.147, up to +-18.8) make lr 0.01
     diverge where MbV2's post-ReLU6 features do not. Ties go to the smaller rate. The runs are
     cached like any other job (the rate is part of their key), so a rerun costs nothing.
@@ -389,18 +430,40 @@ def choose_lr(data: AnalysisData, out_dir: str | Path, lrs: tuple[float, ...] = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     job = Job("bias", data.base_k())
+    jobs = [job, Job("classifier")]
     variants = {lr: dataclasses.replace(data, config=dataclasses.replace(data.config, lr=lr)) for lr in lrs}
-    scores: dict[float, float] = {}
+    results: dict[float, dict[str, dict]] = {}
     for lr, d in variants.items():
         done = load_results(d, out_dir)
-        if job.label in done:
-            scores[lr] = done[job.label]["accuracy"]
-    todo = [lr for lr in lrs if lr not in scores]
-    for lr in todo:  # one job per rate; each variant has its own data fingerprint, hence its own pool
-        for result in map_jobs(variants[lr], out_dir, [job], backend=backend, workers=1):
-            scores[lr] = result["accuracy"]
-    best = max(lrs, key=lambda lr: (scores[lr], -lr))
+        results[lr] = {j.label: done[j.label] for j in jobs if j.label in done}
+    total = sum(len(jobs) - len(r) for r in results.values())
+    finished = 0
+    for lr, d in variants.items():
+        todo = [j for j in jobs if j.label not in results[lr]]
+        if todo:  # each variant has its own data fingerprint, hence its own pool
+            for result in map_jobs(d, out_dir, todo, backend=backend, workers=min(len(todo), workers or 2)):
+                results[lr][result["label"]] = result
+                finished += 1
+                if progress is not None:
+                    progress(finished, total)
+    scores = {lr: results[lr][job.label]["accuracy"] for lr in lrs}
+    stable = [lr for lr in lrs if not any(results[lr][j.label].get("diverged") for j in jobs)]
+    if not stable:
+        raise RuntimeError(f"the analysis runs diverged at every candidate learning rate ({', '.join(map(str, lrs))}); "
+                           "give a smaller one with --lr")
+    best = max(stable, key=lambda lr: (scores[lr], -lr))
     return best, scores
+
+
+def diverged_rates(data: AnalysisData, out_dir: str | Path, lrs: tuple[float, ...] = LR_CANDIDATES) -> dict:
+    """lr -> the labels of the ``choose_lr`` runs that diverged at it (from the cached results)."""
+    out = {}
+    for lr in lrs:
+        d = dataclasses.replace(data, config=dataclasses.replace(data.config, lr=lr))
+        labels = sorted(label for label, r in load_results(d, Path(out_dir)).items() if r.get("diverged"))
+        if labels:
+            out[lr] = labels
+    return out
 
 
 def build_table(data: AnalysisData, accuracy: dict[str, float]) -> ContributionTable:

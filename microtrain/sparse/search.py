@@ -201,6 +201,17 @@ class _Evaluator:
                             [(g, p, m) for g, (p, m) in self.points.items()], method)
 
 
+def check_budget(graph: Graph, classifier: str, budget: int) -> int:
+    """Before any analysis: the peak of the cheapest scheme (the classifier alone) must fit.
+    Raises InfeasibleBudget with that peak (one compile, about a second), else returns it."""
+    from microtrain.compiler.pipeline import compile_training
+
+    smallest = compile_training(graph, make_scheme(graph, [classifier], {classifier: 1.0})).plan.peak_bytes
+    if smallest > budget:
+        raise InfeasibleBudget(budget, smallest)
+    return smallest
+
+
 def _check_budget(space: SearchSpace, memory: MemoryFn, budget: int) -> None:
     smallest = memory([space.smallest()])[0]
     if smallest > budget:

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from microtrain.targets.process import run_program
+
 NAME = "host"
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off")
 HOST_OPT = "-O3"
@@ -91,13 +93,13 @@ def run(project_dir: str | Path, workdir: str | Path, **opts) -> RunResult:
     """Build (unless opts['exe'] is given) and run the driver in ``workdir``.
 
     opts: exe, cc, opt, defines, timeout (s), wrapper (a command list run before the
-    executable, e.g. valgrind).
+    executable, e.g. valgrind), on_line (called with each output line as it is printed).
     """
     exe = Path(opts["exe"]) if opts.get("exe") else build(project_dir, cc=opts.get("cc", "gcc"),
                                                           opt=opts.get("opt", HOST_OPT),
                                                           defines=tuple(opts.get("defines", ())))
     cmd = [*opts.get("wrapper", ()), str(exe.resolve())]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=opts.get("timeout", 600))
+    proc = run_program(cmd, workdir, opts.get("timeout", 600), opts.get("on_line"))
     if proc.returncode != 0:
         raise RuntimeError(f"the generated program exited with code {proc.returncode}:\n"
                            f"{(proc.stdout + proc.stderr)[-2000:]}")

@@ -11,6 +11,10 @@ without QAS; the ``-qas`` variants with it; ``float-shadow`` (SGD+QAS) and
 ``float-shadow-sgdm`` keep the paper's float shadow weights; ``fp32-sgd``, ``fp32-sgdm``,
 ``fp32-adam`` train the float model of ``sim/float_model.py`` (the fp32 baseline).
 
+Every optimizer step's loss goes through the divergence watch (``train/divergence.py``): a
+diverged run raises ``TrainingDiverged`` naming the step, and checkpoints are only taken while
+the watch sees no sign of trouble, so the last checkpoint holds weights from before it.
+
 Everything random is counter-based or seeded per epoch (shuffling uses
 ``default_rng([seed, epoch])``), so a run resumed from a checkpoint taken after any step
 continues exactly as the uninterrupted run would.
@@ -32,6 +36,7 @@ from microtrain.scheme import UpdateScheme
 from microtrain.sim.float_model import FloatModel
 from microtrain.sim.simulator import Simulator
 from microtrain.train.device_loss import device_cross_entropy, device_mean_squared_error
+from microtrain.train.divergence import LossWatch
 from microtrain.train.optim import Int8Optimizer
 
 OPTIMIZERS: dict[str, tuple[str, bool, str]] = {
@@ -92,13 +97,20 @@ class Trainer:
             self.torch_opts.append(_torch_optimizer(kind, [self.sim.head_w, self.sim.head_b], cfg))
         self.epoch = 0
         self.batch_in_epoch = 0
+        self.watch = LossWatch(int(graph.tensors[graph.outputs[0]].shape[-1]))  # raises TrainingDiverged
         self.history: list[dict] = []
         self.epoch_losses: list[float] = []  # losses of the current epoch so far (checkpointed)
 
     # --- data -----------------------------------------------------------------------------
-    def cache(self, x_q: np.ndarray, chunk: int = 256) -> dict[str, torch.Tensor]:
-        """The frozen prefix's live tensors for every sample (computed once: it never changes)."""
-        parts = [self.sim.prefix(x_q[i:i + chunk]) for i in range(0, len(x_q), chunk)]
+    def cache(self, x_q: np.ndarray, chunk: int = 256,
+              progress: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
+        """The frozen prefix's live tensors for every sample (computed once: it never changes).
+        ``progress(n)`` is called with the number of samples of each finished chunk."""
+        parts = []
+        for i in range(0, len(x_q), chunk):
+            parts.append(self.sim.prefix(x_q[i:i + chunk]))
+            if progress is not None:
+                progress(len(x_q[i:i + chunk]))
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     @staticmethod
@@ -183,12 +195,13 @@ class Trainer:
             for s in range(self.batch_in_epoch, per_epoch):
                 lr = learning_rate(cfg.schedule, cfg.lr, self.epoch * per_epoch + s, warmup, total)
                 loss = self._step(train, y_train, groups[s], lr)
+                self.watch.update(self.epoch * per_epoch + s, loss)  # a diverged run stops here (no checkpoint)
                 self.epoch_losses.append(loss)
                 self.batch_in_epoch = s + 1
                 if on_step is not None:
                     on_step(self, loss)
                 if checkpoint is not None and checkpoint_every and self.batch_in_epoch % checkpoint_every == 0 \
-                        and self.batch_in_epoch < per_epoch:
+                        and self.batch_in_epoch < per_epoch and self.watch.healthy():
                     checkpoint(self)
             self.epoch += 1
             self.batch_in_epoch = 0
@@ -199,7 +212,7 @@ class Trainer:
             self.history.append(row)
             if on_epoch is not None:
                 on_epoch(self, row)
-            if checkpoint is not None:
+            if checkpoint is not None and self.watch.healthy():  # only weights from before any sign of trouble
                 checkpoint(self)
         return self.history
 
@@ -213,7 +226,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything a resumed run needs: trained codes, optimizer state, position, history."""
         state: dict = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "history": list(self.history),
-                       "epoch_losses": list(self.epoch_losses),
+                       "epoch_losses": list(self.epoch_losses), "watch": self.watch.state_dict(),
                        "codes": {name: {"w": p.w_q.clone(), "b": p.b_q.clone()} for name, p in self.sim.params.items()
                                  if name in self.sim.scheme.updated_layers()},
                        "torch_opts": [opt.state_dict() for opt in self.torch_opts]}
@@ -228,6 +241,8 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
         self.history, self.epoch_losses = list(state["history"]), list(state["epoch_losses"])
+        if "watch" in state:
+            self.watch = LossWatch.from_state(state["watch"])
         for name, codes in state["codes"].items():
             self.sim.params[name].w_q.copy_(codes["w"])
             self.sim.params[name].b_q.copy_(codes["b"])

@@ -154,7 +154,8 @@ class McuTarget:
         back as ``workdir/mt_weights.bin``. opts: flash, sram, min_heap, min_stack, defines, timeout.
         """
         elf = Path(opts["elf"]) if opts.get("elf") else self.build(project_dir, **opts)
-        qr = run_elf(self.core, elf, workdir, timeout=float(opts.get("timeout") or 600.0))
+        qr = run_elf(self.core, elf, workdir, timeout=float(opts.get("timeout") or 600.0),
+                     on_line=opts.get("on_line"))
         if qr.returncode != 0:
             raise UserError(f"the firmware exited with code {qr.returncode} on the emulated {self.core.name}:\n"
                             f"{(qr.stdout + qr.stderr)[-2000:]}")

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from microtrain.errors import UserError
 from microtrain.targets.mcu.cores import ICOUNT_SHIFT, Core
 from microtrain.targets.mcu.toolchain import require
+from microtrain.targets.process import run_program
 
 FAULT_EXIT = 101  # the start-up code's exit code after a fault
 
@@ -54,16 +56,17 @@ def qemu_command(core: Core, elf: Path) -> list[str]:
             "-kernel", str(Path(elf).resolve())]
 
 
-def run_elf(core: Core, elf: Path, workdir: Path | None = None, timeout: float = 300.0) -> QemuRun:
-    """Run ``elf`` to completion under QEMU in ``workdir``; parse the start-up's report lines."""
+def run_elf(core: Core, elf: Path, workdir: Path | None = None, timeout: float = 300.0,
+            on_line: Callable[[str], None] | None = None) -> QemuRun:
+    """Run ``elf`` to completion under QEMU in ``workdir``; parse the start-up's report lines.
+    ``on_line``: called with each stdout line as it is printed (progress)."""
     workdir = Path(workdir or Path(elf).parent)
     workdir.mkdir(parents=True, exist_ok=True)
     if not Path(elf).exists():
         raise UserError(f"no firmware at {elf}: build it first")
     cmd = qemu_command(core, elf)
     try:
-        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        proc = run_program(cmd, workdir, timeout, on_line, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         raise UserError(f"the firmware did not finish within {timeout:.0f} s on QEMU {core.board} "
                         f"(hung, or needs a larger --timeout); command: {' '.join(cmd)}") from e
