@@ -195,7 +195,9 @@ def _check_model(path: Path, graph) -> None:
         for key in ("name", "shape", "dtype", "const", "quant"):
             a, b = t_in.get(key), t_out.get(key)
             if key == "quant" and a is not None:
-                a = {k: a[k] for k in ("scale", "zero_point", "axis")}
+                a = {k: a.get(k, b.get(k)) for k in ("scale", "zero_point", "axis")}  # axis may be left out
+                if isinstance(a["scale"], list) and not any(isinstance(v, bool) for v in a["scale"]):
+                    a["scale"] = [float(v) for v in a["scale"]]  # a scale written 1 is the scale 1.0
             assert json.dumps(a) == json.dumps(b), (key, a, b)
     for n_in, n_out in zip(doc["nodes"], got["nodes"], strict=True):
         assert json.dumps([n_in[k] for k in ("name", "op", "inputs", "outputs", "attrs")]) == \
@@ -360,6 +362,20 @@ def _load_idx(path: Path):
     return read_idx(path)
 
 
+def _seed_tflite(folder: Path) -> Path:
+    """The int8 Fashion-MNIST CNN of the .tflite tests (tests/fixtures/tflite/PROVENANCE.md)."""
+    shutil.copy(ROOT / "tests" / "fixtures" / "tflite" / "fashion_mnist_cnn.tflite", folder / "m.tflite")
+    return folder / "m.tflite"
+
+
+def _check_tflite(path: Path, graph) -> None:
+    """A mutated .tflite that still loads is a verified graph that runs."""
+    from microtrain.interp.reference import infer
+
+    x = graph.tensors[graph.inputs[0]]
+    infer(graph, np.zeros(x.shape, np.int8))
+
+
 def _errors() -> dict[str, tuple[type[BaseException], ...]]:
     from microtrain.errors import UserError
     from microtrain.scheme import SchemeError
@@ -377,6 +393,7 @@ def readers() -> list[Reader]:
         Reader("model-npz", _seed_model_npz, _load_model, err["user"], mutate_zip_members,
                lambda p, g: _check_model(p, g)),
         Reader("zoo-pkl", _seed_zoo, _load_model, err["user"], _mutate_zoo),
+        Reader("tflite", _seed_tflite, _load_model, err["user"], mutate_bytes, _check_tflite),
         Reader("scheme-json", _seed_scheme, _load_scheme, err["scheme"], mutate_json_text, _check_scheme),
         Reader("checkpoint", _seed_checkpoint, _load_checkpoint, err["checkpoint"], mutate_bytes, _check_checkpoint),
         Reader("data-npz", _seed_data_npz, _load_dataset, err["data"], mutate_zip_members),

@@ -15,7 +15,13 @@ from microtrain.api.messages import log
 from microtrain.api.models import InputRange, ModelSpec, SchemeSpec, prepare
 from microtrain.codegen.generate_project import generate_project, report
 from microtrain.compiler.build_training_graph import CompileError
-from microtrain.compiler.pipeline import CompiledStep, CompileOptions, compile_inference, compile_training
+from microtrain.compiler.pipeline import (
+    DEVICE_LR,
+    CompiledStep,
+    CompileOptions,
+    compile_inference,
+    compile_training,
+)
 from microtrain.compiler.plan_memory import MemoryPlan
 from microtrain.errors import UserError
 from microtrain.targets import get_target
@@ -48,7 +54,7 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
             stream_input: bool = False, budget: str | int | None = None, plot: bool = False,
             target: str | None = None, core: str | None = None, sram: str | int | None = None,
             flash: str | int | None = None, verbose: bool = False, accumulate: int = 1, momentum: float = 0.0,
-            lr: float = 0.01, schedule: str = "cosine", warmup: float = 0.1, steps: int = 0,
+            lr: float = DEVICE_LR, schedule: str = "cosine", warmup: float = 0.1, steps: int = 0,
             input_range: InputRange = None, loss: str = "cross_entropy") -> CompileResult:
     """Derive the training step of ``model`` (with a new ``classes``-way head if given) for ``scheme``,
     plan its memory, write the C project to ``out`` and, for a cross ``target`` (a core name such as

@@ -67,7 +67,7 @@ def samples(data: str, split: str, count: int, graph: Graph, seed: int,
 def run_schedule(report: dict, steps: int, lr: float | None, kind: str | None, warmup: float | None) -> dict:
     """The learning-rate schedule of a run of ``steps`` samples: the project's compiled recipe
     (report.json) with the run's overrides, spanning the run's updates (steps // accumulate)."""
-    from microtrain.compiler.pipeline import schedule_updates
+    from microtrain.compiler.pipeline import DEVICE_LR, schedule_updates
     from microtrain.runtime.schedule import KINDS
 
     base = report.get("lr_schedule", {})
@@ -75,7 +75,7 @@ def run_schedule(report: dict, steps: int, lr: float | None, kind: str | None, w
     fraction = warmup if warmup is not None else base.get("warmup_fraction", 0.1)
     if not 0 <= fraction < 1:
         raise UserError(f"--warmup {fraction}: give the fraction of the updates spent warming up, in [0, 1)")
-    rate = check_lr(lr if lr is not None else base.get("lr", 0.01))
+    rate = check_lr(lr if lr is not None else base.get("lr", DEVICE_LR))
     kind = kind or base.get("kind", "cosine")
     if kind not in KINDS:
         raise UserError(f"--schedule {kind}: choose {' or '.join(KINDS)}")

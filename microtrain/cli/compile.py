@@ -20,6 +20,7 @@ from microtrain.cli.common import (
     seed_int,
     size_arg,
 )
+from microtrain.compiler.pipeline import DEVICE_LR
 from microtrain.report.memory import format_memory
 from microtrain.runtime.rounding import ROUNDINGS
 
@@ -53,8 +54,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                              "accumulation buffers (fp32, one per trained element) are in the memory plan")
     recipe.add_argument("--momentum", type=float, default=0.0, metavar="MU",
                         help="SGD momentum (default 0: none; else an fp32 buffer per trained element)")
-    recipe.add_argument("--lr", type=positive_float, default=0.01, help="base learning rate compiled in (default 0.01; "
-                        "`run --lr` sets it per run)")
+    recipe.add_argument("--lr", type=positive_float, default=DEVICE_LR,
+                        help=f"base learning rate compiled in (default {DEVICE_LR:g}, measured not to diverge on the "
+                             "zoo models and the default CNN; `run --lr` sets it per run)")
     recipe.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                         help="learning-rate schedule: linear warm-up then cosine decay (default), or constant")
     recipe.add_argument("--warmup", type=fraction, default=0.1, metavar="FRACTION",

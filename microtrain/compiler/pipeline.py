@@ -38,6 +38,13 @@ from microtrain.scheme import UpdateScheme
 log = logging.getLogger("microtrain.compiler")
 
 
+DEVICE_LR = 0.003
+"""The default base learning rate of on-device training (batch 1, warm-up + cosine), the one home
+of that fact: 0.01 diverges on the README tour (mbv2-w0.35 and proxyless-w0.3 on Fashion-MNIST,
+300 host steps: stopped by the divergence watch at steps 11 and 36), 0.003 learns on all three zoo
+models and the default CNN (docs/RESULTS.md, "Default learning rate of on-device training")."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CompileOptions:
     prune: bool = True          # dead-code elimination of the training graph
@@ -55,7 +62,7 @@ class CompileOptions:
     qas: bool = True            # quantization-aware scaling of the update
     accumulate: int = 1         # samples per update: gradients summed over K samples, then averaged
     momentum: float = 0.0       # SGD momentum (0: none; else one fp32 buffer per trained element)
-    lr: float = 0.01            # base learning rate the generated code starts with (the driver may set it)
+    lr: float = DEVICE_LR       # base learning rate the generated code starts with (the driver may set it)
     lr_schedule: str = "cosine"  # cosine (linear warm-up, cosine decay) | constant
     warmup: float = 0.1         # fraction of the schedule's updates spent warming up
     steps: int = 0              # samples the schedule spans (0: unknown until run time: warm-up, then constant)

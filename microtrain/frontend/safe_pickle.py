@@ -115,6 +115,6 @@ def load_torch_zip(path: str | Path) -> Any:
             data = zf.read(_data_pkl_name(zf, source))
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as e:
-        raise ModelFileError(f"{source}: damaged zip archive ({e})") from None
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise ModelFileError(f"{source}: damaged zip archive ({e})") from None  # NotImplemented: a zip feature
     return safe_loads(data, f"{source}:data.pkl")

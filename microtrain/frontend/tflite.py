@@ -72,14 +72,19 @@ class _Importer:
             try:
                 self._infos[index] = tensor_info(self.model, index)
             except TFLiteError as e:
-                raise self.fail(str(e)) from None
+                raise self.fail(str(e), by_name=False) from None
             except (IndexError, ValueError) as e:
-                raise self.fail(f"tensor {index}: corrupt entry ({e})") from None
+                raise self.fail(f"tensor {index}: corrupt entry ({e})", by_name=False) from None
         return self._infos[index]
 
-    def fail(self, msg: str) -> TFLiteError:
+    def fail(self, msg: str, by_name: bool = True) -> TFLiteError:
+        """The error of ``msg`` at the current operator, naming its tensors (``by_name=False``: by index
+        only, for a tensor entry that cannot be read itself)."""
         if self.op is None:
             return TFLiteError(f"{self.source}: {msg}")
+        if not by_name:
+            return TFLiteError(f"{self.source}: operator {self.op.index} {self.op.name} (tensors "
+                               f"{list(self.op.inputs)} -> {list(self.op.outputs)}): {msg}")
         def names(idx):
             return ", ".join(repr(self.info(i).name) if i >= 0 else "-" for i in idx) if idx else "none"
         try:

@@ -11,6 +11,7 @@ verified before it is returned.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,26 @@ def _attr_from_json(v: Any) -> Any:
     return v
 
 
+# The kind of each attribute of the inference ops a model file holds, checked as the file wrote it
+# (a padding of 0.5 or a stride of true is refused, never truncated); other attributes are the
+# compiler's own and are checked by the verifier.
+ATTR_KINDS: dict[str, str] = {
+    **dict.fromkeys(("stride", "padding", "groups", "act_min", "act_max", "axis", "filter", "shape"), "int"),
+    "beta": "real", "per_tensor_weight": "bool", "activation": "str", "rule": "str",
+}
+
+
+def _check_attr(key: str, v: Any, node: Any) -> None:
+    kind = ATTR_KINDS.get(key)
+    leaves = v if isinstance(v, list) and kind != "str" else [v]
+    ok = {"int": lambda x: isinstance(x, int) and not isinstance(x, bool),
+          "real": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x),
+          "bool": lambda x: isinstance(x, bool), "str": lambda x: isinstance(x, str)}.get(kind, lambda x: True)
+    if not all(ok(x) for x in leaves):
+        raise ModelFileError(f"node {node!r}: attribute {key} = {json.dumps(v)[:80]} must be "
+                             f"{'integers' if kind == 'int' else 'a finite number' if kind == 'real' else 'a ' + kind}")
+
+
 def _exact_int(v: Any, what: str) -> int:
     """An integer as the file wrote it: 0.5, true or "3" are refused, never truncated or cast."""
     if isinstance(v, bool) or not isinstance(v, int):
@@ -125,11 +146,15 @@ def graph_from_dict(doc: dict, arrays: dict[str, np.ndarray], source: str = "<di
                 op = Op(n["op"])
             except ValueError:
                 raise ModelFileError(f"{source}: node {n.get('name')!r} has unknown op {n['op']!r}") from None
+            if not isinstance(n["name"], str) or not isinstance(n["attrs"], dict):
+                raise ModelFileError(f"node {n['name']!r}: name must be a string and attrs an object")
+            for k, v in n["attrs"].items():
+                _check_attr(k, v, n["name"])
             attrs = {k: _attr_from_json(v) for k, v in n["attrs"].items()}
             for key in ("inputs", "outputs"):
                 if not isinstance(n[key], list) or not all(isinstance(s, str) for s in n[key]):
                     raise ModelFileError(f"node {n.get('name')!r}: {key} must be a list of tensor names")
-            nodes.append(Node(str(n["name"]), op, tuple(n["inputs"]), tuple(n["outputs"]), attrs))
+            nodes.append(Node(n["name"], op, tuple(n["inputs"]), tuple(n["outputs"]), attrs))
         for key in ("inputs", "outputs"):
             if not isinstance(doc[key], list) or not all(isinstance(s, str) for s in doc[key]):
                 raise ModelFileError(f"graph {key} must be a list of tensor names")

@@ -149,8 +149,9 @@ def advice(lr: float) -> str:
 def check_device_run(stdout: str, num_classes: int, labels) -> None:
     """Judge a finished host/QEMU run: the watch over the losses its driver printed (``step <i>
     loss <x> bits <b>``: the exact float32 from the bits, at the driver's own step numbers, which
-    start after a restored checkpoint; sample ``i`` has label ``labels[i % len(labels)]``), which must agree with the driver's own watch (a
-    ``diverged step <i>`` line means the driver stopped there). Raises TrainingDiverged, or
+    start after a restored checkpoint; sample ``i`` has label ``labels[i % len(labels)]``), which
+    must agree with the driver's own watch (a ``diverged step <i>`` line means the driver stopped
+    there). Raises TrainingDiverged, or
     RuntimeError if the C and Python twins disagree."""
     import re
 
