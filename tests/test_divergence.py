@@ -165,10 +165,10 @@ def _sequences() -> list[tuple[np.ndarray, np.ndarray]]:
     seqs = [np.array([2.0, 1.5, np.nan], np.float32), np.array([2.1, 17.8] + [LN10] * 12, np.float32),
             np.array([LN10] * 25, np.float32)]
     out = [(s, rng.integers(0, 10, len(s))) for s in seqs]
-    for k in range(400):
+    for k in range(480):
         n = int(rng.integers(5, 120))
         labels = rng.integers(0, 10, n)
-        kind = k % 5
+        kind = k % 6
         if kind == 0:    # healthy
             s = rng.exponential(1.0, n)
         elif kind == 1:  # blows up somewhere
@@ -178,6 +178,8 @@ def _sequences() -> list[tuple[np.ndarray, np.ndarray]]:
         elif kind == 3:  # stuck: from some step on, a constant output distribution -log p[label]
             per_label = rng.choice([0.51, 3.12, 2.21, 4.82, LN10, 0.02], 10)
             s = np.concatenate([rng.exponential(1.0, n // 3), per_label[labels[n // 3:]]])
+        elif kind == 5:  # hovering near 3x the start level: the mean rule, at its threshold
+            s = np.concatenate([[2.0], LN10 * rng.choice([2.9, 3.0, 3.1, 3.3, 3.9, 0.1], n - 1)])
         else:            # near the thresholds: ln C +- a few ulps, 4x the start +- a little, a confident model
             base = max(LN10, 2.0)
             s = rng.choice([LN10, np.nextafter(np.float32(LN10), 9), FACTOR * base * 0.999, FACTOR * base * 1.001,

@@ -212,3 +212,21 @@ def test_choose_lr_takes_the_best_held_out_score_and_caches_it(data, tmp_path, m
     save_graph(tiny_graph(), model)
     assert main(["plan", str(model), "--data", "digits", "--budget", "1MB", "--lr", "fast"]) == 2
     assert "--lr 'fast': give a number" in capsys.readouterr().err
+
+
+def test_a_diverging_rate_is_never_chosen_and_a_diverged_classifier_run_is_an_error(tmp_path):
+    """Issue 11: plan's summary once said "classifier-only 10.0 %" because the auto-picked rate
+    diverged for the classifier. A rate whose base or classifier-only run diverges is not eligible,
+    and an analysis whose classifier-only run diverges stops with the step instead of a table."""
+    from microtrain.sparse.contribution import diverged_rates
+
+    # 40 images at batch 4 for 4 epochs: 40 steps, enough for the watch's 30-step mean window
+    data = prepare(tiny_graph(), "digits", limit=40, test_limit=30,
+                   config=dataclasses.replace(CFG, epochs=4, batch_size=4))
+    lrs = (0.002, 0.02, 1e5)
+    best, scores = choose_lr(data, tmp_path, lrs, backend="serial")
+    diverged = diverged_rates(data, tmp_path, lrs)
+    assert 1e5 in diverged and best != 1e5 and set(diverged) <= {1e5}
+    huge = dataclasses.replace(data, config=dataclasses.replace(data.config, lr=1e5))
+    with pytest.raises(RuntimeError, match=r"classifier-only analysis run diverged at step \d+"):
+        run_analysis(huge, tmp_path, backend="serial")

@@ -77,20 +77,25 @@ WATCH_C = r"""/* The divergence watch: the C twin of microtrain/train/divergence
  * step. Fed each step's loss and its sample's label; returns 0 while training is healthy, else why
  * it diverged: 1 the loss is NaN or infinite; 2 collapsed: the loss equalled ln(C) (every logit
  * equal) for MT_WATCH_WINDOW steps in a row after it had differed; 3 blown up: more than half of the
- * last MT_WATCH_WINDOW losses exceed MT_WATCH_FACTOR x max(ln C, first loss) (x4 is exact in float);
+ * last MT_WATCH_WINDOW losses exceed MT_WATCH_FACTOR x max(ln C, first loss) (x4 is exact in float),
+ * or the float sum (in ring order) of the last MT_WATCH_MEAN_WINDOW exceeds MT_WATCH_MEAN_WINDOW x
+ * MT_WATCH_MEAN_FACTOR x that level;
  * 4 stuck: over the last MT_STUCK_WINDOW samples the loss bits are a function of the label alone and
  * their float sum (in ring order) is >= MT_STUCK_WINDOW * MT_STUCK_MEAN * ln C, after a window in
  * which they were not a function of the label. */
 #define MT_WATCH_WINDOW 10
 #define MT_WATCH_FACTOR 4.0f
+#define MT_WATCH_MEAN_FACTOR 3.0f
+#define MT_WATCH_MEAN_WINDOW 30
 #define MT_STUCK_WINDOW 30
 #define MT_STUCK_MEAN 0.5f
 
 static struct {
     float base, ln_c;
-    long flat, seen;
+    long flat, seen, count;
     int started, moved, next, varied;
     unsigned char high[MT_WATCH_WINDOW];
+    float values[MT_WATCH_MEAN_WINDOW];
     uint32_t ring_bits[MT_STUCK_WINDOW];
     int32_t ring_label[MT_STUCK_WINDOW];
 } mt_watch;
@@ -123,6 +128,7 @@ static int mt_watch_stuck(float loss, int32_t label)
 static int mt_watch_loss(float loss, int32_t label)
 {
     int k, above = 0;
+    float total = 0.0f;
     if (!isfinite(loss)) return 1;
     if (!mt_watch.started) {
         mt_watch.ln_c = logf((float)(MT_NUM_CLASSES > 2 ? MT_NUM_CLASSES : 2));
@@ -140,6 +146,11 @@ static int mt_watch_loss(float loss, int32_t label)
     mt_watch.next = (mt_watch.next + 1) % MT_WATCH_WINDOW;
     for (k = 0; k < MT_WATCH_WINDOW; ++k) above += mt_watch.high[k];
     if (above > MT_WATCH_WINDOW / 2) return 3;
+    mt_watch.values[mt_watch.count % MT_WATCH_MEAN_WINDOW] = loss;
+    mt_watch.count++;
+    for (k = 0; k < MT_WATCH_MEAN_WINDOW; ++k) total += mt_watch.values[k];
+    if (mt_watch.count >= MT_WATCH_MEAN_WINDOW &&
+        total > (MT_WATCH_MEAN_FACTOR * (float)MT_WATCH_MEAN_WINDOW) * mt_watch.base) return 3;
     return mt_watch_stuck(loss, label) ? 4 : 0;
 }
 

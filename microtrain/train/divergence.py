@@ -9,9 +9,11 @@ Fed one loss per optimizer step (``LossWatch.update``), it says the run has dive
    saturated, or all at the zero point) gives exactly ln(C) whatever the sample: its output no
    longer depends on the input. Healthy training never repeats ln(C) ten times;
 3. ``blown-up``: more than half of the last ``WINDOW`` losses exceed ``FACTOR`` times the
-   starting level max(ln C, first loss). Chance level is ln(C); a loss four times above it for
-   most of ten steps is a model that got worse than guessing, not noise (a single spike, or a
-   few, at batch 1 does not trigger it);
+   starting level max(ln C, first loss), or the mean of the last ``MEAN_WINDOW`` exceeds
+   ``MEAN_FACTOR`` times it (a saturated model whose losses hover around 3-4x; at 3x over 30
+   samples, an accurate model with saturated logits would need 40 % confident mistakes). Chance level is ln(C); a loss that far
+   above it for most of ten steps is a model that got worse than guessing, not noise (a single
+   spike, or a few, at batch 1 does not trigger it);
 4. ``stuck`` (per-sample losses with their labels: the device's batch-1 runs): over the last
    ``STUCK_WINDOW`` samples the loss is a function of the label alone (every two samples of one
    label have bit-identical losses) and their mean is at least ``STUCK_MEAN`` x ln(C), after an
@@ -35,6 +37,8 @@ import numpy as np
 
 WINDOW = 10
 FACTOR = 4.0
+MEAN_FACTOR = 3.0
+MEAN_WINDOW = 30
 STUCK_WINDOW = 30
 STUCK_MEAN = 0.5
 LN_C_TOLERANCE = 1e-5  # relative: float32 ln(C) from logf, torch or numpy agree far closer than this
@@ -58,6 +62,8 @@ class LossWatch:
     num_classes: int
     base: float | None = None        # max(ln C, first loss)
     recent: list[bool] = dataclasses.field(default_factory=list)  # last WINDOW: loss > FACTOR * base
+    values: list[float] = dataclasses.field(default_factory=list)  # last MEAN_WINDOW losses, at count % MEAN_WINDOW
+    count: int = 0                   # losses that reached the blow-up rule
     flat: int = 0                    # consecutive losses equal to ln C
     moved: bool = False              # some loss differed from ln C
     ring: list[list[int]] = dataclasses.field(default_factory=list)  # last STUCK_WINDOW [loss bits, label]
@@ -91,6 +97,19 @@ class LossWatch:
         if sum(self.recent) > WINDOW // 2:
             raise TrainingDiverged(step, "blown-up", f"{sum(self.recent)} of the last {WINDOW} losses exceed "
                                    f"{FACTOR:g}x the starting level {self.base:.3f} (chance level is "
+                                   f"ln({self.num_classes}) = {self.ln_c:.3f})")
+        if len(self.values) < MEAN_WINDOW:
+            self.values.append(loss)
+        else:
+            self.values[self.count % MEAN_WINDOW] = loss
+        self.count += 1
+        total = np.float32(0)
+        for v in self.values:  # float32, in ring order: the C twin sums the same way
+            total = np.float32(total + np.float32(v))
+        if self.count >= MEAN_WINDOW and total > np.float32(np.float32(MEAN_FACTOR * MEAN_WINDOW)
+                                                           * np.float32(self.base)):
+            raise TrainingDiverged(step, "blown-up", f"the mean of the last {MEAN_WINDOW} losses, {total / MEAN_WINDOW:.3f}, "
+                                   f"exceeds {MEAN_FACTOR:g}x the starting level {self.base:.3f} (chance level is "
                                    f"ln({self.num_classes}) = {self.ln_c:.3f})")
         if label is not None:
             self._stuck(step, loss, int(label))
@@ -128,7 +147,8 @@ class LossWatch:
     @staticmethod
     def from_state(state: dict) -> LossWatch:
         return LossWatch(int(state["num_classes"]), None if state["base"] is None else float(state["base"]),
-                         [bool(b) for b in state["recent"]], int(state["flat"]), bool(state["moved"]),
+                         [bool(b) for b in state["recent"]], [float(v) for v in state.get("values", [])],
+                         int(state.get("count", 0)), int(state["flat"]), bool(state["moved"]),
                          [[int(b), int(lab)] for b, lab in state.get("ring", [])], int(state.get("seen", 0)),
                          bool(state.get("varied", False)))
 
