@@ -129,11 +129,16 @@ def test_plan_cli_end_to_end(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "smallest feasible budget is" in err and "classifier-only" in err
     smallest = float(err.split("smallest feasible budget is ")[1].split(" KB")[0])
+    assert not (tmp_path / "an").exists()  # issue 11: answered before any analysis run
 
     budget = int(smallest * 1024) + 600
     assert main(["plan", *common, "--budget", str(budget), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(["plan", *common, "--budget", str(budget), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
+    assert first["analysis_stats"]["cached"] < first["analysis_stats"]["jobs"]
     assert doc["analysis_stats"]["cached"] == doc["analysis_stats"]["jobs"]  # the analysis was reused
+    assert doc["scheme"] == first["scheme"] if "scheme" in doc else doc["peak_bytes"] == first["peak_bytes"]
     assert doc["analysis_lr"] in LR_CANDIDATES  # --lr auto (the default) chose one on the held-out images
     graph = tiny_graph()
     scheme = UpdateScheme.load(tmp_path / "s.json")

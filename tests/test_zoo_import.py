@@ -157,7 +157,7 @@ def test_missing_keys_and_bad_types() -> None:
 def test_values_of_the_wrong_kind() -> None:
     d = tiny_zoo_dict()
     d["blocks"][1]["pointwise1"]["out_channel"] = "eight"
-    _expect_error(d, "m.pkl: blocks.1.pointwise1: malformed entry (ValueError")
+    _expect_error(d, "m.pkl: blocks.1.pointwise1: out_channel = 'eight' must be an integer")
     d = tiny_zoo_dict()
     d["blocks"][0]["depthwise"]["params"]["y_scale"] = [0.1]
     _expect_error(d, "blocks.0.depthwise:", "y_scale must be a number, is list")

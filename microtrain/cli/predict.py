@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import add_input_range, emit, positive_int
+from microtrain.cli.common import add_input_range, emit
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,8 +27,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl, an int8 .tflite or a "
                         "microtrain .json")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ... anything PIL reads)")
-    p.add_argument("--top", type=positive_int, default=5, metavar="K",
-                   help="how many classes to list per image (default 5)")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes to list per image (default 5)")
     add_input_range(p)
     p.set_defaults(func=run)
     return p

@@ -11,9 +11,9 @@ Fed one loss per optimizer step (``LossWatch.update``), it says the run has dive
 3. ``blown-up``: more than half of the last ``WINDOW`` losses exceed ``FACTOR`` times the
    starting level max(ln C, first loss), or the mean of the last ``MEAN_WINDOW`` exceeds
    ``MEAN_FACTOR`` times it (a saturated model whose losses hover around 3-4x; at 3x over 30
-   samples, an accurate model with saturated logits would need 40 % confident mistakes). Chance level is ln(C); a loss that far
-   above it for most of ten steps is a model that got worse than guessing, not noise (a single
-   spike, or a few, at batch 1 does not trigger it);
+   samples, an accurate model with saturated logits would need 40 % confident mistakes). Chance
+   level is ln(C); a loss that far above it for most of ten steps is a model that got worse than
+   guessing, not noise (a single spike, or a few, at batch 1 does not trigger it);
 4. ``stuck`` (per-sample losses with their labels: the device's batch-1 runs): over the last
    ``STUCK_WINDOW`` samples the loss is a function of the label alone (every two samples of one
    label have bit-identical losses) and their mean is at least ``STUCK_MEAN`` x ln(C), after an
@@ -108,7 +108,8 @@ class LossWatch:
             total = np.float32(total + np.float32(v))
         if self.count >= MEAN_WINDOW and total > np.float32(np.float32(MEAN_FACTOR * MEAN_WINDOW)
                                                            * np.float32(self.base)):
-            raise TrainingDiverged(step, "blown-up", f"the mean of the last {MEAN_WINDOW} losses, {total / MEAN_WINDOW:.3f}, "
+            raise TrainingDiverged(step, "blown-up", f"the mean of the last {MEAN_WINDOW} losses, "
+                                   f"{total / MEAN_WINDOW:.3f}, "
                                    f"exceeds {MEAN_FACTOR:g}x the starting level {self.base:.3f} (chance level is "
                                    f"ln({self.num_classes}) = {self.ln_c:.3f})")
         if label is not None:
