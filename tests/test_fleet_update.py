@@ -235,3 +235,29 @@ def test_prefix_cache_holds_exactly_the_computed_codes(model, tmp_path):
     other = make_scheme(graph, names[-2:], {"classifier": 1.0})  # another cut: another key
     assert prefix_key(graph, other, {"data": "x"}) != prefix_key(graph, scheme, {"data": "x"})
     assert prefix_key(graph, scheme, {"data": "y"}) != prefix_key(graph, scheme, {"data": "x"})
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("Failed to start GCS"),
+                                     FileNotFoundError("/tmp/ray/session_x/logs/gcs_server.err")])
+def test_start_ray_tries_again_when_ray_does_not_come_up(monkeypatch, failure):
+    """Ray on a busy machine can give up on its GCS server with either error; both are retried."""
+    import ray
+
+    from microtrain.fleet import run
+
+    calls: list[dict] = []
+
+    def init(**kw):
+        calls.append(kw)
+        if len(calls) == 1:
+            raise failure
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(run.time, "sleep", lambda s: None)
+    run.start_ray(2)
+    assert len(calls) == 2 and calls[1]["num_cpus"] == 2
+    calls.clear()
+    monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(failure))
+    with pytest.raises(RuntimeError, match="did not start in 3 attempts"):
+        run.start_ray(2)

@@ -181,7 +181,8 @@ def start_ray(workers: int, attempts: int = RAY_ATTEMPTS) -> None:
     """Start a local Ray for the simulation engine, trying again when it does not come up in time.
 
     Ray waits a fixed time for its GCS server to write its port; on a machine whose cores are all
-    busy that wait can run out. The GCS port is chosen here (``RAY_GCS_SERVER_PORT``, a free
+    busy that wait can run out (Ray then raises RuntimeError, or FileNotFoundError when the GCS
+    server has not even written its log yet). The GCS port is chosen here (``RAY_GCS_SERVER_PORT``, a free
     loopback port) so that Ray need not wait for it, and a start that still times out is shut down
     and tried again."""
     import ray
@@ -193,7 +194,7 @@ def start_ray(workers: int, attempts: int = RAY_ATTEMPTS) -> None:
         try:
             ray.init(**args)
             return
-        except RuntimeError as e:
+        except (RuntimeError, OSError) as e:  # OSError: Ray gave up before GCS wrote its error log
             ray.shutdown()
             if attempt == attempts:
                 raise RuntimeError(f"Ray did not start in {attempts} attempts ({e})") from None
