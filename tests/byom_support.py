@@ -33,6 +33,14 @@ def model_input(images: np.ndarray, kind: str) -> torch.Tensor:
     return x.unsqueeze(1) if kind == "image" else x.transpose(1, 2).contiguous()  # [N, features, frames]
 
 
+def user_net(arch: str, args: dict | None = None, seed: int = 0) -> torch.nn.Module:
+    """The user's network built with seeded initial weights (the same whatever ran before)."""
+    from microtrain.frontend.user_model import load_arch
+
+    torch.manual_seed(seed)
+    return load_arch(arch, args or {})
+
+
 def train_float(module: torch.nn.Module, kind: str, samples: int = 3000, epochs: int = 2, seed: int = 0):
     """A short float training run (Adam, batch 64): the user's 'trained checkpoint'."""
     ds = fashion("train", samples, seed)

@@ -186,3 +186,43 @@ def test_hostile_pt2_is_refused_without_running_it(trained, tmp_path, capsys):
     line = cli_error(capsys, ["quantize", str(tmp_path / "evil.pt2"), "--calib-data", "digits",
                               "--out", str(tmp_path / "o")])
     assert "torch.export.load refused it" in line and not marker.exists(), line
+
+
+def test_linear_only_network_on_flattened_images(tmp_path, capsys):
+    """An MLP (no conv): input [1, 64], fed 8x8 digits flattened in HWC order."""
+    arch = _user_file(tmp_path, """
+        class MLP(nn.Module):
+            def __init__(self, hidden=32):
+                super().__init__()
+                self.fc1 = nn.Linear(64, hidden)
+                self.fc2 = nn.Linear(hidden, 10)
+            def forward(self, x):
+                return self.fc2(F.hardtanh(self.fc1(x), 0.0, 2.0))
+        """) + ":MLP"
+    torch.manual_seed(0)
+    torch.save(load_arch(arch).state_dict(), tmp_path / "w.pt")
+    doc = cli(capsys, ["quantize", str(tmp_path / "w.pt"), "--arch", arch, "--input-shape", "1,64", "--calib-data",
+                       "digits", "--out", str(tmp_path / "mlp")])
+    graph = load_graph(doc["model"])
+    assert graph.tensors["input"].shape == (1, 64) and [n.op.value for n in graph.nodes] == ["fully_connected"] * 2
+    assert graph.meta["preprocess"]["resolution"] == [8, 8]
+    assert graph.node("fc1").attrs["act_min"] == graph.tensors["fc1.out"].quant.z  # hardtanh(0, 2) as the clamp
+    # the int8 model predicts what the float module predicts on the images flattened in HWC order
+    from microtrain.data.datasets import load_dataset
+    from microtrain.data.preprocess import preprocess
+    from microtrain.interp.batched import infer_batch
+
+    test = load_dataset("digits", "test", limit=200, seed=0)
+    ours = infer_batch(graph, preprocess(test.images, graph)).reshape(len(test.images), -1).argmax(1)
+    with torch.no_grad():
+        theirs = load_weights_into(arch, tmp_path / "w.pt")(
+            torch.from_numpy(test.images.reshape(len(test.images), -1).astype(np.float32) / 255.0)).argmax(1)
+    assert np.mean(ours == theirs.numpy()) >= 0.95, np.mean(ours == theirs.numpy())
+    ev = cli(capsys, ["eval", doc["model"], "--data", "digits", "--limit", "50"])
+    assert ev["samples"] == 50
+
+
+def load_weights_into(arch: str, path):
+    module = load_arch(arch)
+    module.load_state_dict(torch.load(path, weights_only=True))
+    return module.eval()

@@ -27,8 +27,10 @@ DEFAULT_PREPROCESS = {"resolution": [28, 28], "channels": 1, "range": [0.0, 1.0]
 def preprocess_spec(graph: Graph) -> dict:
     spec = dict(graph.meta.get("preprocess", {}))
     x = graph.tensors[graph.inputs[0]]
-    spec.setdefault("resolution", [x.shape[1], x.shape[2]])
-    spec.setdefault("channels", x.shape[3])
+    if "resolution" not in spec:  # (an image input [1, H, W, C]; other inputs record theirs)
+        spec["resolution"] = [x.shape[1], x.shape[2]]
+    if "channels" not in spec:
+        spec["channels"] = x.shape[3]
     spec.setdefault("range", [0.0, 1.0])
     return spec
 

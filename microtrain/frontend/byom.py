@@ -4,9 +4,10 @@ to a verified int8 Graph, whatever the source.
     import_model(source, ...)   source is one of
         a weights file (.pt/.pth/.npz/.safetensors) + arch "FILE.py:Class" / "pkg.mod:factory"
         a torch.export archive (.pt2), float or PT2E-quantized
+        an ONNX model (.onnx), float, QDQ or QOperator
 
 Every source becomes a FloatPlan (``float_plan.py``); a plan that carries its own int8
-quantization (PT2E) keeps it, a float plan is calibrated on images
+quantization (PT2E, ONNX QDQ/QOperator) keeps it, a float plan is calibrated on images
 (``ptq.calibrate``), then ``ptq.quantize_plan`` builds the Graph. The preprocessing recorded
 in ``graph.meta["preprocess"]`` maps dataset images to the model's input: an image for an
 NCHW model, rows as frames and columns as features for an NCL (Conv1d) model, flattened
@@ -26,7 +27,7 @@ from microtrain.frontend.float_plan import FloatPlan, UnsupportedError, nhwc_to_
 from microtrain.frontend.user_model import ModelLoadError, load_arch, load_state_dict, load_weights
 from microtrain.ir.graph import Graph
 
-MODEL_SUFFIXES = (".pt2",)
+MODEL_SUFFIXES = (".pt2", ".onnx")
 
 
 def preprocess_for(plan: FloatPlan, input_range: Sequence[float], images: np.ndarray | None) -> dict:
@@ -67,6 +68,13 @@ def plan_source(source: str | Path, *, arch: str | None = None, arch_args: dict 
             raise ModelLoadError(f"{path} is a torch.export program: it needs no --arch")
         plan = lower_exported(load_pt2(path))
         return plan, "pt2e" if plan.given else "torch.export", path.stem
+    if path.suffix == ".onnx":
+        from microtrain.frontend.onnx_import import load_onnx_plan
+
+        if arch:
+            raise ModelLoadError(f"{path} is an ONNX model: it needs no --arch")
+        plan, kind = load_onnx_plan(path)
+        return plan, kind, path.stem
     if not arch:
         raise ModelLoadError(f"{path}: a weights file needs --arch FILE.py:Class (or a built-in architecture)")
     module = load_weights(load_arch(arch, arch_args), load_state_dict(path), f"--arch {arch}")
@@ -108,3 +116,24 @@ def import_model(source: str | Path, *, images: np.ndarray | None = None, arch: 
         calibration = {"method": "from the model"}
     meta = {"source": how, "model": name or stem, "preprocess": spec, "calibration": calibration}
     return quantize_plan(plan, ranges, input_quant=input_quant, meta=meta)
+
+
+def load_int8_model(path: str | Path) -> Graph:
+    """A .pt2 or .onnx that carries its own int8 quantization, as every verb takes a model file;
+    a float one must be quantized first (it needs calibration images)."""
+    from microtrain.frontend.ptq import needs_calibration, quantize_plan
+    from microtrain.ir import ModelFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        plan, how, stem = plan_source(path)
+        if needs_calibration(plan):
+            raise ModelFileError(f"{path} is a float model: quantize it first, e.g. `microtrain quantize {path} "
+                                 f"--calib-data fashion-mnist --out {path.with_suffix('')}`")
+        meta = {"source": how, "model": stem, "preprocess": preprocess_for(plan, (0.0, 1.0), None),
+                "calibration": {"method": "from the model"}}
+        return quantize_plan(plan, {}, meta=meta)
+    except (UnsupportedError, ModelLoadError) as e:
+        raise ModelFileError(f"{path}: {e}") from None

@@ -15,7 +15,7 @@ conv2d of height 1, so the IR needs no 1-D ops. Kinds and what they compute:
   conv     conv2d(x, weight, bias), attrs stride, padding=(top, left, bottom, right), groups
   linear   x @ weight.T + bias on [N, features]
   add      a + b (same shape)
-  pool     mean over H and W, keepdim ([N, C, 1, 1])
+  pool     mean over H and W: [N, C, 1, 1], or [N, C] with attrs keepdim=False
   reshape  flatten [N, C, H, W] -> [N, C*H*W] (``flat_of`` records the source (C, H, W))
 
 ``clamp`` is a folded activation (ReLU, ReLU6, Hardtanh, clamp) in real units. A model that
@@ -109,7 +109,7 @@ def run_float_plan(plan: FloatPlan, x: torch.Tensor, record: dict[str, torch.Ten
         elif op.kind == "add":
             y = ins[0] + ins[1]
         elif op.kind == "pool":
-            y = ins[0].mean(dim=(2, 3), keepdim=True)
+            y = ins[0].mean(dim=(2, 3), keepdim=op.attrs.get("keepdim", True))
         else:  # reshape
             y = ins[0].reshape(ins[0].shape[0], -1)
         if op.clamp != (-np.inf, np.inf):

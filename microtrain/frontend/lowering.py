@@ -70,10 +70,13 @@ class Lowering:
         src = node.args[0]
         key = self.value(src, node)
         op = self.producer.get(key)
-        # Every fx node holding this value (the op's output and its Dropout/Identity aliases)
-        # must feed only the next one: otherwise another user would see the folded result.
         holders = [n for n in self.graph.nodes if self.alias.get(n.name) == key]
-        if op is None or any(len(n.users) != 1 for n in holders) or key in self.given:
+        # Every fx node holding this value (the op's output, its Dropout/Identity aliases, PT2E's
+        # quantize/dequantize of it) may feed only this node: another user would see the folded
+        # result. (A value quantized in between, conv -> q -> dq -> relu6 -> q, is folded too:
+        # the op then rounds once, to the activation's output grid.)
+        users = {u for n in holders for u in n.users if u.name not in self.alias or self.alias[u.name] != key}
+        if op is None or users != {node}:
             reason = "its input is used elsewhere too" if op is not None else "its input is not computed by an op"
             raise UnsupportedError(f"{describe(node, self.modules)} at {where(node)} cannot be folded ({reason}); "
                                    f"{what}")
@@ -242,18 +245,8 @@ def pool(low: Lowering, node: torch.fx.Node, keepdim: bool) -> None:
     if len(low.shapes[x]) != 4:
         raise UnsupportedError(f"{describe(node, low.modules)} at {where(node)}: input must be NCHW or NCL")
     name = node.target if node.op == "call_module" else (f"{scope(node)}.pool" if scope(node) else "pool")
-    op = FloatOp(name, "pool", [x], node.name)
-    if keepdim:
-        low.emit(op, node)
-        return
-    # mean without keepdim: pool to [1,C,1,1] then reshape to [1,C] (two IR nodes).
-    op.output = node.name + ".pooled"
-    op.name = low.unique(op.name)
-    low.ops.append(op)
-    low.producer[op.output] = op
-    c = low.shapes[x][1]
-    low.shapes[op.output] = (1, c, 1, 1)
-    low.emit(FloatOp(f"{op.name}.flatten", "reshape", [op.output], node.name, attrs={"shape": (1, c)}), node)
+    # without keepdim the op outputs [N, C] (the int8 graph: GLOBAL_AVG_POOL, then RESHAPE)
+    low.emit(FloatOp(name, "pool", [x], node.name, attrs={} if keepdim else {"keepdim": False}), node)
 
 
 def adaptive_pool(low: Lowering, node: torch.fx.Node, *_: Any) -> None:

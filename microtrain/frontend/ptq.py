@@ -179,7 +179,14 @@ def _add(b, op, plan, ranges, names) -> str:
 
 def _pool(b, op, plan, ranges, names) -> str:
     y, _, _ = _out(b, op, plan, ranges)
-    b.add_node(op.name, Op.GLOBAL_AVG_POOL, [names[op.inputs[0]]], [y])
+    if op.attrs.get("keepdim", True):
+        b.add_node(op.name, Op.GLOBAL_AVG_POOL, [names[op.inputs[0]]], [y])
+        return y
+    # a mean without keepdim: pool to [1,1,1,C], then reshape to [1,C] (same quantization)
+    flat = b.tensors[y]
+    pooled = b.add_tensor(Tensor(f"{op.name}.pooled", (1, 1, 1, flat.shape[-1]), "int8", flat.quant))
+    b.add_node(op.name, Op.GLOBAL_AVG_POOL, [names[op.inputs[0]]], [pooled])
+    b.add_node(f"{op.name}.flatten", Op.RESHAPE, [pooled], [y], shape=flat.shape)
     return y
 
 

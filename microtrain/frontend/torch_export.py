@@ -34,7 +34,6 @@ import torch
 import torch.fx
 
 from microtrain.frontend import lowering as lw
-from microtrain.frontend.bn_fold import fold_bn_arrays
 from microtrain.frontend.float_plan import FloatOp, FloatPlan, UnsupportedError
 from microtrain.frontend.lowering import Lowering, where
 
@@ -208,14 +207,84 @@ def _batch_norm(low: AtenLowering, node: torch.fx.Node) -> None:
     k = aten_args(node)
     if k.get("training"):
         raise UnsupportedError(f"batch norm at {where(node)} runs in training mode; export the model in eval()")
-    op = low.fuse_into_producer(node, "batch norm is only supported directly after a convolution")
-    if op.kind != "conv" or op.clamp != (-np.inf, np.inf) or op.wq is not None:
-        raise UnsupportedError(f"batch norm at {where(node)} must directly follow a float convolution "
-                               f"(it follows {op.kind} {op.name!r})")
+    op = _affine_target(low, node, "batch norm")
     arrays = [low.const(k[n], node, n).double().numpy() if k[n] is not None else None
               for n in ("running_mean", "running_var", "weight", "bias")]
-    op.weight, op.bias = fold_bn_arrays(op.weight, op.bias, *arrays, float(k["eps"]))
+    mean, var, gamma, beta = arrays
+    gamma = np.ones_like(mean) if gamma is None else gamma
+    scale = gamma / np.sqrt(var + float(k["eps"]))
+    _fold_affine(op, scale, (np.zeros_like(mean) if beta is None else beta) - scale * mean)
     low.retarget(op, node)
+
+
+def _affine_target(low: AtenLowering, node: torch.fx.Node, what: str) -> FloatOp:
+    """The conv that a per-channel affine map (batch norm, or QAT's scale and bias) folds into."""
+    op = low.fuse_into_producer(node, f"{what} is only supported directly after a convolution")
+    if op.kind not in ("conv", "linear") or op.clamp != (-np.inf, np.inf):
+        raise UnsupportedError(f"{what} at {where(node)} must directly follow a convolution or linear layer "
+                               f"(it follows {op.kind} {op.name!r})")
+    return op
+
+
+def _fold_affine(op: FloatOp, scale: np.ndarray, shift: np.ndarray) -> None:
+    """conv -> conv * scale[c] + shift[c]. A conv with its own int8 weights keeps them: the scale
+    goes into their per-channel scales (a negative one flips the channel's int8 values)."""
+    c = op.weight.shape[0]
+    scale, shift = np.broadcast_to(scale, (c,)).astype(np.float64), np.broadcast_to(shift, (c,)).astype(np.float64)
+    per_row = (-1,) + (1,) * (op.weight.ndim - 1)
+    op.weight = op.weight * scale.reshape(per_row)
+    op.bias = op.bias * scale + shift
+    if op.wq is not None:
+        if op.bq is not None:
+            raise UnsupportedError(f"conv {op.name!r}: an int32 bias given by the model cannot be rescaled")
+        sign = np.where(scale < 0, -1, 1)
+        op.wq = (op.wq.astype(np.int16) * sign.reshape(per_row)).astype(np.int8)
+        op.w_scales = op.w_scales * np.abs(scale)
+
+
+def _channel_const(low: AtenLowering, node: torch.fx.Node, a: Any, c: int, what: str) -> np.ndarray:
+    """A constant operand that broadcasts per channel ([C], [1, C, 1], [1, C, 1, 1] or a scalar)."""
+    v = low.consts[a.name].detach().double() if isinstance(a, torch.fx.Node) else torch.tensor(float(a))
+    if v.numel() == 1:
+        return np.full(c, float(v.reshape(-1)[0]))
+    if v.numel() == c and (v.ndim == 1 or (v.ndim >= 2 and v.shape[1] == c)):
+        return v.reshape(-1).numpy()
+    raise UnsupportedError(f"{lw.describe(node, {})} at {where(node)}: the {what} {list(v.shape)} must be a "
+                           f"scalar or per channel ({c})")
+
+
+def _is_const(low: AtenLowering, a: Any) -> bool:
+    return not isinstance(a, torch.fx.Node) or a.name in low.consts
+
+
+def _add(low: AtenLowering, node: torch.fx.Node) -> None:
+    """a + b of two computed tensors (ADD), or a conv's output plus a constant per-channel bias
+    (a QAT-converted batch norm adds the conv's own bias after rescaling)."""
+    a, b = node.args[0], node.args[1] if len(node.args) > 1 else None
+    if b is not None and _is_const(low, a) != _is_const(low, b) and node.kwargs.get("alpha", 1) == 1:
+        x, c = (b, a) if _is_const(low, a) else (a, b)
+        node.args = (x, c)  # fuse_into_producer reads args[0]
+        op = _affine_target(low, node, "adding a constant")
+        _fold_affine(op, np.ones(op.weight.shape[0]), _channel_const(low, node, c, op.weight.shape[0], "bias"))
+        low.retarget(op, node)
+        return
+    lw.add(low, node)
+
+
+def _scale(divide: bool):
+    def rule(low: AtenLowering, node: torch.fx.Node) -> None:
+        """A conv's output times (or divided by) a constant per-channel scale: QAT's convert
+        leaves the batch norm scale as conv(x, w * k) / k followed by the batch norm."""
+        x, c = node.args[0], node.args[1]
+        if not _is_const(low, c) or _is_const(low, x):
+            low.refuse(node)
+        op = _affine_target(low, node, "a constant scale")
+        k = _channel_const(low, node, c, op.weight.shape[0], "scale")
+        if np.any(k == 0):
+            raise UnsupportedError(f"{lw.describe(node, {})} at {where(node)}: a zero scale")
+        _fold_affine(op, 1.0 / k if divide else k, np.zeros_like(k))
+        low.retarget(op, node)
+    return rule
 
 
 def _getitem(low: AtenLowering, node: torch.fx.Node) -> None:
@@ -277,7 +346,8 @@ ATEN_RULES: dict[Any, Any] = {
     aten.relu6.default: lw.activation(0.0, 6.0),
     aten.hardtanh.default: lw.hardtanh, aten.hardtanh_.default: lw.hardtanh,
     aten.clamp.default: lw.clamp, aten.clamp_.default: lw.clamp,
-    aten.add.Tensor: lw.add, aten.add_.Tensor: lw.add,
+    aten.add.Tensor: _add, aten.add_.Tensor: _add,
+    aten.div.Tensor: _scale(divide=True), aten.mul.Tensor: _scale(divide=False),
     aten.mean.dim: lw.mean,
     aten.adaptive_avg_pool2d.default: lw.adaptive_pool, aten.adaptive_avg_pool1d.default: lw.adaptive_pool,
     aten.flatten.using_ints: lw.reshape, aten.view.default: lw.reshape, aten.reshape.default: lw.reshape,
@@ -295,18 +365,56 @@ def supported_summary() -> str:
         "; PT2E quantize/dequantize (per-tensor activations, per-channel or per-tensor weights)"
 
 
+def _fold_constant(low: AtenLowering, node: torch.fx.Node) -> bool:
+    """Evaluate a node computed from constants only (e.g. QAT's folded BatchNorm scale of a
+    weight) into a constant; weight dequantizes stay nodes, so their int8 values are kept."""
+    ins = node.all_input_nodes
+    if node.op != "call_function" or not ins or any(a.name not in low.consts for a in ins) or \
+            node.target in DEQUANTIZE_WEIGHT or node.target in Q_OPS:
+        return False
+    args = torch.fx.node.map_arg(node.args, lambda a: low.consts[a.name])
+    kwargs = torch.fx.node.map_arg(node.kwargs, lambda a: low.consts[a.name])
+    with torch.no_grad():
+        value = node.target(*args, **kwargs)
+    if not isinstance(value, torch.Tensor):
+        return False
+    low.consts[node.name] = value
+    return True
+
+
+def _live_nodes(graph: torch.fx.Graph, outputs: set[str]) -> set[str]:
+    """Names of the nodes the user outputs depend on."""
+    out = next(n for n in graph.nodes if n.op == "output")
+    todo = [a for a in out.args[0] if isinstance(a, torch.fx.Node) and a.name in outputs]
+    live: set[str] = set()
+    while todo:
+        n = todo.pop()
+        if n.name not in live:
+            live.add(n.name)
+            todo.extend(n.all_input_nodes)
+    return live
+
+
 def lower_exported(ep) -> FloatPlan:
     """ExportedProgram (or a loaded .pt2) -> FloatPlan, with the model's own quantization if it has one."""
     from microtrain.frontend.torch_fx import output_value, start_input
 
     low = AtenLowering(ep)
     rank = 4
+    sig = ep.graph_signature
+    live = _live_nodes(ep.graph, set(sig.user_outputs))  # drops buffer updates (num_batches_tracked += 1)
     for node in ep.graph.nodes:
         if node.op == "placeholder":
             if node.name in low.user_inputs:
                 rank = start_input(low, node)
         elif node.op == "output":
+            outs = [a for a in node.args[0] if isinstance(a, torch.fx.Node) and a.name in sig.user_outputs]
+            node.args = (tuple(outs),)
             low.output = output_value(low, node)
+        elif node.name not in live:
+            continue
+        elif _fold_constant(low, node):
+            continue
         elif node.op == "call_function" and node.target is operator.getitem:
             lw.lower_with_source(lambda node=node: _getitem(low, node), node)
         elif node.op == "call_function":
