@@ -75,3 +75,4 @@ def cli_error(capsys, argv: list[str]) -> str:
     lines = [ln for ln in err.splitlines() if "error:" in ln]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+BRANCH = f"{USER_MODELS / 'branch_pool.py'}:BranchPoolNet"

@@ -216,7 +216,8 @@ def test_zoo_style_names_for_wrapped_convs():
 class WithPool(nn.Module):
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2))
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                                      nn.MaxPool2d(2, ceil_mode=True))
         self.fc = nn.Linear(4, 2)
 
     def forward(self, x):
@@ -268,7 +269,7 @@ class SharedBeforeRelu(nn.Module):
 
 @pytest.mark.parametrize("module, pattern", [
     (SharedBeforeRelu(), r"function F\.relu at fx node 'relu' cannot be folded \(its input is used elsewhere"),
-    (WithPool(), r"unsupported module nn\.MaxPool2d at 'features\.3' \(supported: nn\.Conv2d"),
+    (WithPool(), r"module nn\.MaxPool2d at 'features\.3': ceil_mode=True is not supported"),
     (WithSigmoid(), r"unsupported function torch\.sigmoid at fx node 'sigmoid'"),
     (WithPermute(), r"unsupported method Tensor\.permute at fx node 'permute'"),
     (BnWithoutConv(), r"module nn\.BatchNorm2d at 'bn' cannot be folded"),

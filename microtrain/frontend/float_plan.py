@@ -17,6 +17,13 @@ conv2d of height 1, so the IR needs no 1-D ops. Kinds and what they compute:
   add      a + b (same shape)
   pool     mean over H and W: [N, C, 1, 1], or [N, C] with attrs keepdim=False
   reshape  flatten [N, C, H, W] -> [N, C*H*W] (``flat_of`` records the source (C, H, W))
+  maxpool  max over windows, attrs filter=(kh, kw), stride, padding=(ph, pw) (torch's: -inf pads)
+  avgpool  mean over windows, the same attrs + count_include_pad (torch's meaning)
+  pad      zeros around H and W, attrs padding=(top, left, bottom, right)
+  concat   the inputs side by side along attrs dim (of the plan's layout)
+
+maxpool, avgpool, pad, concat and reshape move or pick values: their int8 output keeps the
+quantization of their input(s) (``SAME_QUANT``; a concat's inputs share one).
 
 ``clamp`` is a folded activation (ReLU, ReLU6, Hardtanh, clamp) in real units. A model that
 carries its own int8 quantization (PT2E, ONNX QDQ / QOperator) also fills ``given`` (the
@@ -36,6 +43,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+SAME_QUANT = frozenset({"reshape", "maxpool", "avgpool", "pad", "concat"})
+"""Kinds whose int8 output keeps its input's quantization (the IR's SAME_QUANT_OPS)."""
+
 
 class UnsupportedError(ValueError):
     """The model uses something the importer cannot express in the int8 IR."""
@@ -46,7 +56,7 @@ class FloatOp:
     """One op of the float plan, in torch layout (NCHW activations, OIHW weights)."""
 
     name: str
-    kind: str  # conv | linear | add | pool | reshape
+    kind: str  # conv | linear | add | pool | reshape | maxpool | avgpool | pad | concat
     inputs: list[str]  # value keys
     output: str  # value key (the source node whose value this op produces, after fusion)
     weight: np.ndarray | None = None  # float64
@@ -71,7 +81,7 @@ class FloatPlan:
     @property
     def prequantized(self) -> bool:
         """True if the source fixed the quantization of the input and of every op output."""
-        return all(k in self.given for k in [self.input] + [op.output for op in self.ops if op.kind != "reshape"])
+        return all(k in self.given for k in [self.input] + [op.output for op in self.ops if op.kind not in SAME_QUANT])
 
     def as_plan_input(self, x: Any) -> torch.Tensor:
         """A batch in the model's own input layout -> the plan's (signals [N, C, L] -> [N, C, 1, L])."""
@@ -110,6 +120,16 @@ def run_float_plan(plan: FloatPlan, x: torch.Tensor, record: dict[str, torch.Ten
             y = ins[0] + ins[1]
         elif op.kind == "pool":
             y = ins[0].mean(dim=(2, 3), keepdim=op.attrs.get("keepdim", True))
+        elif op.kind == "maxpool":
+            y = F.max_pool2d(ins[0], op.attrs["filter"], op.attrs["stride"], op.attrs["padding"])
+        elif op.kind == "avgpool":
+            y = F.avg_pool2d(ins[0], op.attrs["filter"], op.attrs["stride"], op.attrs["padding"],
+                             count_include_pad=op.attrs["count_include_pad"])
+        elif op.kind == "pad":
+            t, l, bt, r = op.attrs["padding"]
+            y = F.pad(ins[0], (l, r, t, bt))
+        elif op.kind == "concat":
+            y = torch.cat(ins, dim=op.attrs["dim"])
         else:  # reshape
             y = ins[0].reshape(ins[0].shape[0], -1)
         if op.clamp != (-np.inf, np.inf):

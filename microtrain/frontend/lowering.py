@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -314,3 +314,82 @@ def finish(low: Lowering) -> None:
         raise UnsupportedError("the model's output is not computed by any supported op")
     if len(low.shapes[low.output]) != 2:
         raise UnsupportedError(f"the model must return [N, classes] logits, returns {list(low.shapes[low.output])}")
+
+
+# --- window and copy ops (the IR's MAX_POOL2D, AVG_POOL2D, PAD, CONCAT: TFLite Micro's kernels) ---
+
+def _pair(v: Any, one_d: bool, fill: int) -> tuple[int, int]:
+    """A torch size argument as (h, w); a 1-D op (on [N, C, 1, L]) has height ``fill``."""
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    if one_d:
+        return (fill, int(v[0]))
+    return (int(v[0]), int(v[-1])) if len(v) in (1, 2) else (int(v[0]), int(v[1]))
+
+
+def window(low: Lowering, node: torch.fx.Node, kind: str, x_arg: Any, p: dict[str, Any]) -> None:
+    """max or average pooling: ``p`` holds torch's kernel_size, stride, padding, dilation,
+    ceil_mode, count_include_pad, divisor_override (missing: torch's defaults)."""
+    what = f"{describe(node, low.modules)} at {where(node)}"
+    x = low.value(x_arg, node)
+    if len(low.shapes[x]) != 4:
+        raise UnsupportedError(f"{what}: input must be NCHW or NCL, is {list(low.shapes[x])}")
+    one_d = torch_rank(x_arg) == 3
+    if p.get("ceil_mode"):
+        raise UnsupportedError(f"{what}: ceil_mode=True is not supported (its last window may hang over the "
+                               "padding); use ceil_mode=False or pad explicitly")
+    if p.get("return_indices"):
+        raise UnsupportedError(f"{what}: return_indices=True is not supported")
+    if p.get("divisor_override"):
+        raise UnsupportedError(f"{what}: divisor_override is not supported")
+    dilation = p.get("dilation", 1)
+    if any(d != 1 for d in (dilation if isinstance(dilation, (list, tuple)) else [dilation])):
+        raise UnsupportedError(f"{what}: only dilation 1 is supported, has {dilation}")
+    kernel = _pair(p["kernel_size"], one_d, 1)
+    stride = p.get("stride")
+    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and not stride) else \
+        _pair(stride, one_d, 1)
+    padding = _pair(p.get("padding", 0), one_d, 0)
+    attrs = {"filter": kernel, "stride": stride, "padding": padding}
+    if kind == "avgpool":
+        attrs["count_include_pad"] = bool(p.get("count_include_pad", True))
+    name = node.target if node.op == "call_module" else (f"{scope(node)}.{kind}" if scope(node) else kind)
+    low.emit(FloatOp(name, kind, [x], node.name, attrs=attrs), node)
+
+
+def pad(low: Lowering, node: torch.fx.Node, x_arg: Any, pads: Sequence[int], mode: str = "constant",
+        value: Any = 0.0) -> None:
+    """F.pad / nn.ZeroPad2d / nn.ConstantPad*d with zeros on W and H (torch's order: left,
+    right, top, bottom), onto PAD with the zero point as the pad value (real 0, exact)."""
+    what = f"{describe(node, low.modules)} at {where(node)}"
+    x = low.value(x_arg, node)
+    pads = [int(v) for v in pads]
+    if mode != "constant" or float(value or 0.0) != 0.0:
+        raise UnsupportedError(f"{what}: only zero padding is supported (mode='constant', value=0), got "
+                               f"mode={mode!r}, value={value}")
+    if len(pads) not in (2, 4) or min(pads) < 0 or len(low.shapes[x]) != 4:
+        raise UnsupportedError(f"{what}: only non-negative padding of the last one or two axes of an NCHW or "
+                               f"NCL tensor is supported, got pad={pads} on {list(low.shapes[x])}")
+    if len(pads) == 2 or torch_rank(x_arg) == 3:
+        if len(pads) != 2:
+            raise UnsupportedError(f"{what}: an NCL tensor can be padded along L only, got pad={pads}")
+        pads = pads + [0, 0]
+    name = node.target if node.op == "call_module" else (f"{scope(node)}.pad" if scope(node) else "pad")
+    left, right, top, bottom = pads
+    low.emit(FloatOp(name, "pad", [x], node.name, attrs={"padding": (top, left, bottom, right)}), node)
+
+
+def cat(low: Lowering, node: torch.fx.Node, tensors: Sequence[Any], dim: int) -> None:
+    """torch.cat of computed tensors along channels (or H, W, L): CONCAT; its inputs and output
+    share one quantization (``ptq.shared_quantization``)."""
+    what = f"{describe(node, low.modules)} at {where(node)}"
+    keys = [low.value(t, node) for t in tensors]
+    rank = torch_rank(node)
+    d = dim % rank if rank else dim
+    shapes = [low.shapes[k] for k in keys]
+    if any(k in low.flat_of for k in keys) or rank not in (2, 3, 4) or d == 0:
+        raise UnsupportedError(f"{what}: only concatenation of [N, C, H, W], [N, C, L] or [N, F] tensors "
+                               f"along a non-batch axis is supported (dim={dim}, shapes {[list(s) for s in shapes]})")
+    plan_dim = {4: {1: 1, 2: 2, 3: 3}, 3: {1: 1, 2: 3}, 2: {1: 1}}[rank][d]  # NCL is held as [N, C, 1, L]
+    axis = 1 if rank == 2 else {1: 3, 2: 1, 3: 2}[plan_dim]  # the IR's (NHWC) axis
+    name = f"{scope(node)}.cat" if scope(node) else "cat"
+    low.emit(FloatOp(name, "concat", keys, node.name, attrs={"dim": plan_dim, "axis": axis}), node)

@@ -13,10 +13,15 @@
   keeps it: those scales, zero points, int8 weights and int32 biases are used as they are,
   and only values without them are calibrated (``needs_calibration``). A float bias is
   quantized in units s_x * s_w[c] of the given scales.
+* Pooling, pad, concatenation and reshape keep their input's quantization (TFLite Micro's
+  kernels move or pick int8 values). A concatenation's inputs must share one: the values that
+  feed it (through such ops) are quantized together over the union of their ranges
+  (``shared_quantization``); a model's own differing quantizations there are an error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +29,7 @@ import numpy as np
 import torch
 
 from microtrain import quant
-from microtrain.frontend.float_plan import FloatOp, FloatPlan, UnsupportedError, run_float_plan
+from microtrain.frontend.float_plan import SAME_QUANT, FloatOp, FloatPlan, UnsupportedError, run_float_plan
 from microtrain.ir.graph import Graph, GraphBuilder, QParams, Tensor
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
@@ -103,6 +108,7 @@ def quantize_plan(plan: FloatPlan, ranges: Mapping[str, tuple[float, float]],
                   input_quant: tuple[float, int] | None = None, meta: dict | None = None) -> Graph:
     """Quantize every op of ``plan`` with its given quantization, else the calibrated ``ranges``;
     returns a verified Graph."""
+    plan = dataclasses.replace(plan, given={**shared_quantization(plan, ranges), **plan.given})
     b = GraphBuilder()
     in_q = plan.given.get(plan.input) or input_quant or quant.choose_activation_qparams(*_range(plan, ranges,
                                                                                                  plan.input))
@@ -111,6 +117,45 @@ def quantize_plan(plan: FloatPlan, ranges: Mapping[str, tuple[float, float]],
     for op in plan.ops:
         names[op.output] = QUANTIZE_RULES[op.kind](b, op, plan, ranges, names)
     return verify_graph(b.build([names[plan.output]], meta))
+
+
+def shared_quantization(plan: FloatPlan, ranges: Mapping[str, tuple[float, float]]) -> dict[str, tuple[float, int]]:
+    """(scale, zero point) for each value that feeds a concatenation (through ops that keep the
+    quantization): one per group, over the union of the group's calibrated ranges, or the
+    model's own if it gave one."""
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        while parent.get(k, k) != k:
+            k = parent[k]
+        return k
+
+    producer = {op.output: op for op in plan.ops}
+    for op in plan.ops:
+        if op.kind in SAME_QUANT:
+            for k in op.inputs:
+                parent[find(k)] = find(op.output)
+    groups: dict[str, list[str]] = {}
+    for k in {plan.input, *producer}:
+        groups.setdefault(find(k), []).append(k)
+    out: dict[str, tuple[float, int]] = {}
+    for members in groups.values():
+        if not any(producer.get(k) is not None and producer[k].kind == "concat" for k in members):
+            continue
+        roots = sorted(k for k in members if k not in producer or producer[k].kind not in SAME_QUANT)
+        given = {plan.given[k] for k in roots if k in plan.given}
+        if len(given) > 1:
+            raise UnsupportedError(f"the values {roots} are concatenated but the model quantizes them differently "
+                                   f"({sorted(given)}); the int8 concatenation needs one scale and zero point")
+        if given:
+            q = given.pop()
+        else:
+            known = [ranges[k] for k in members if k in ranges]
+            if not known:
+                raise UnsupportedError(f"the concatenated values {roots} were not calibrated")
+            q = quant.choose_activation_qparams(min(r[0] for r in known), max(r[1] for r in known))
+        out.update({k: q for k in roots})
+    return out
 
 
 def _range(plan: FloatPlan, ranges: Mapping[str, tuple[float, float]], key: str) -> tuple[float, float]:
@@ -198,4 +243,51 @@ def _reshape(b, op, plan, ranges, names) -> str:
     return y
 
 
-QUANTIZE_RULES = {"conv": _conv, "linear": _linear, "add": _add, "pool": _pool, "reshape": _reshape}
+def _same_quant_out(b, op, plan, x: Tensor) -> str:
+    """The output of an op that keeps its input's quantization (checked against the model's own)."""
+    given = plan.given.get(op.output)
+    if given is not None and (abs(given[0] - x.quant.s) > 1e-6 * x.quant.s or given[1] != x.quant.z):
+        raise UnsupportedError(f"{op.kind} {op.name!r} changes the quantization ({(x.quant.s, x.quant.z)} -> "
+                               f"{given}); the int8 {op.kind} keeps its input's scale and zero point")
+    return b.add_tensor(Tensor(f"{op.name}.out", ir_shape(plan.shapes[op.output]), "int8", x.quant))
+
+
+def _window(ir_op: Op):
+    def rule(b, op, plan, ranges, names) -> str:
+        x = b.tensors[names[op.inputs[0]]]
+        y = _same_quant_out(b, op, plan, x)
+        ph, pw = op.attrs["padding"]
+        extra = {}
+        if ir_op is Op.AVG_POOL2D and op.attrs["count_include_pad"] and (ph or pw):
+            # torch averages real zeros in the padding: the zero point, placed by a PAD (AVG_POOL2D
+            # sums int8 codes, so its own count_include_pad would add code 0, not real 0)
+            shape = (1, x.shape[1] + 2 * ph, x.shape[2] + 2 * pw, x.shape[3])
+            padded = b.add_tensor(Tensor(f"{op.name}.padded", shape, "int8", x.quant))
+            b.add_node(f"{op.name}.pad", Op.PAD, [x.name], [padded], pads=((0, 0), (ph, ph), (pw, pw), (0, 0)),
+                       pad_value=int(x.quant.z))
+            x, ph, pw = b.tensors[padded], 0, 0
+        b.add_node(op.name, ir_op, [x.name], [y], filter=tuple(op.attrs["filter"]), stride=tuple(op.attrs["stride"]),
+                   padding=(ph, pw, ph, pw), **extra)
+        return y
+    return rule
+
+
+def _pad(b, op, plan, ranges, names) -> str:
+    x = b.tensors[names[op.inputs[0]]]
+    y = _same_quant_out(b, op, plan, x)
+    top, left, bottom, right = op.attrs["padding"]
+    b.add_node(op.name, Op.PAD, [x.name], [y], pads=((0, 0), (top, bottom), (left, right), (0, 0)),
+               pad_value=int(x.quant.z))  # the zero point: real 0, exactly
+    return y
+
+
+def _concat(b, op, plan, ranges, names) -> str:
+    xs = [b.tensors[names[k]] for k in op.inputs]
+    y = _same_quant_out(b, op, plan, xs[0])
+    b.add_node(op.name, Op.CONCAT, [x.name for x in xs], [y], axis=int(op.attrs["axis"]))
+    return y
+
+
+QUANTIZE_RULES = {"conv": _conv, "linear": _linear, "add": _add, "pool": _pool, "reshape": _reshape,
+                  "maxpool": _window(Op.MAX_POOL2D), "avgpool": _window(Op.AVG_POOL2D), "pad": _pad,
+                  "concat": _concat}

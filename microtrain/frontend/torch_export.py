@@ -287,6 +287,23 @@ def _scale(divide: bool):
     return rule
 
 
+def _pool(kind: str):
+    def rule(low: AtenLowering, node: torch.fx.Node) -> None:
+        p = aten_args(node)
+        lw.window(low, node, kind, p.pop("self"), p)
+    return rule
+
+
+def _constant_pad(low: AtenLowering, node: torch.fx.Node) -> None:
+    k = aten_args(node)
+    lw.pad(low, node, k["self"], k["pad"], k.get("mode") or "constant", k.get("value") or 0.0)
+
+
+def _cat(low: AtenLowering, node: torch.fx.Node) -> None:
+    k = aten_args(node)
+    lw.cat(low, node, k["tensors"], int(k["dim"]))
+
+
 def _getitem(low: AtenLowering, node: torch.fx.Node) -> None:
     """Element 0 of _native_batch_norm_legit_no_training's (out, mean, invstd) is its output."""
     src, index = node.args
@@ -352,6 +369,11 @@ ATEN_RULES: dict[Any, Any] = {
     aten.adaptive_avg_pool2d.default: lw.adaptive_pool, aten.adaptive_avg_pool1d.default: lw.adaptive_pool,
     aten.flatten.using_ints: lw.reshape, aten.view.default: lw.reshape, aten.reshape.default: lw.reshape,
     aten._unsafe_view.default: lw.reshape,
+    aten.max_pool2d.default: _pool("maxpool"), aten.max_pool1d.default: _pool("maxpool"),
+    aten.max_pool2d_with_indices.default: _pool("maxpool"),
+    aten.avg_pool2d.default: _pool("avgpool"), aten.avg_pool1d.default: _pool("avgpool"),
+    aten.constant_pad_nd.default: _constant_pad, aten.pad.default: _constant_pad,
+    aten.cat.default: _cat, aten.concat.default: _cat,
     aten.dropout.default: lw.passthrough, aten.clone.default: lw.passthrough, aten.alias.default: lw.passthrough,
     aten.contiguous.default: lw.passthrough,
     **{t: _quantize for t in Q_OPS},

@@ -115,6 +115,40 @@ def _adaptive_pool_module(low: Lowering, node: torch.fx.Node, m: nn.AdaptiveAvgP
     lw.pool(low, node, keepdim=True)
 
 
+def _pool_module(kind: str):
+    def rule(low: Lowering, node: torch.fx.Node, m: nn.Module) -> None:
+        p = {k: getattr(m, k) for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                                        "count_include_pad", "divisor_override", "return_indices") if hasattr(m, k)}
+        lw.window(low, node, kind, node.args[0], p)
+    return rule
+
+
+def _pad_module(low: Lowering, node: torch.fx.Node, m: nn.ZeroPad2d | nn.ConstantPad2d | nn.ConstantPad1d) -> None:
+    lw.pad(low, node, node.args[0], m.padding, "constant", m.value)
+
+
+_F_POOL_ARGS = {"max": ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+                "avg": ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                        "divisor_override")}
+
+
+def _pool_function(kind: str):
+    def rule(low: Lowering, node: torch.fx.Node) -> None:
+        names = _F_POOL_ARGS["max" if kind == "maxpool" else "avg"]
+        p = {k: lw.arg(node, i, k) for i, k in enumerate(names) if lw.arg(node, i, k) is not None}
+        lw.window(low, node, kind, p.pop("input"), p)
+    return rule
+
+
+def _pad_function(low: Lowering, node: torch.fx.Node) -> None:
+    lw.pad(low, node, node.args[0], lw.arg(node, 1, "pad"), lw.arg(node, 2, "mode", "constant"),
+           lw.arg(node, 3, "value", 0.0))
+
+
+def _cat_function(low: Lowering, node: torch.fx.Node) -> None:
+    lw.cat(low, node, lw.arg(node, 0, "tensors"), int(lw.arg(node, 1, "dim", 0)))
+
+
 def _shape_query(low: Lowering, node: torch.fx.Node, *_: Any) -> None:
     """x.size(...) feeding a view: the view's shape comes from shape propagation instead."""
     if any(u.op != "call_method" or u.target not in ("view", "reshape") for u in node.users):
@@ -135,6 +169,9 @@ MODULE_RULES: dict[type, Rule] = {
     nn.AdaptiveAvgPool2d: _adaptive_pool_module,
     nn.AdaptiveAvgPool1d: _adaptive_pool_module,
     nn.Flatten: lw.reshape,
+    nn.MaxPool2d: _pool_module("maxpool"), nn.MaxPool1d: _pool_module("maxpool"),
+    nn.AvgPool2d: _pool_module("avgpool"), nn.AvgPool1d: _pool_module("avgpool"),
+    nn.ZeroPad2d: _pad_module, nn.ConstantPad2d: _pad_module, nn.ConstantPad1d: _pad_module,
     nn.Dropout: lw.passthrough,
     nn.Identity: lw.passthrough,
 }
@@ -145,6 +182,10 @@ FUNCTION_RULES: dict[Any, Rule] = {
     torch.flatten: lw.reshape, torch.reshape: lw.reshape,
     torch.mean: lw.mean, F.adaptive_avg_pool2d: lw.adaptive_pool, F.adaptive_avg_pool1d: lw.adaptive_pool,
     F.dropout: lw.passthrough,
+    F.max_pool2d: _pool_function("maxpool"), F.max_pool1d: _pool_function("maxpool"),
+    F.avg_pool2d: _pool_function("avgpool"), F.avg_pool1d: _pool_function("avgpool"),
+    torch.max_pool2d: _pool_function("maxpool"), torch.max_pool1d: _pool_function("maxpool"),
+    F.pad: _pad_function, torch.cat: _cat_function, torch.concat: _cat_function,
 }
 METHOD_RULES: dict[str, Rule] = {
     "add": lw.add, "add_": lw.add, "relu": lw.activation(0.0, np.inf), "relu_": lw.activation(0.0, np.inf),
@@ -156,7 +197,8 @@ METHOD_RULES: dict[str, Rule] = {
 def supported_summary() -> str:
     mods = ", ".join(f"nn.{t.__name__}" for t in MODULE_RULES)
     return (f"{mods}; +, torch.add, F.relu, F.relu6, F.hardtanh, torch.clamp, torch.flatten, torch.mean over "
-            "H,W (or L), F.adaptive_avg_pool2d/1d(x, 1), F.dropout, view/reshape to [N, -1]")
+            "H,W (or L), F.adaptive_avg_pool2d/1d(x, 1), F.max_pool2d/1d, F.avg_pool2d/1d, F.pad (zeros), "
+            "torch.cat, F.dropout, view/reshape to [N, -1]")
 
 
 def _lower_node(low: Lowering, node: torch.fx.Node) -> None:
