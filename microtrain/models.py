@@ -101,6 +101,10 @@ def load_model(spec: str | Path) -> Graph:
         raise ModelFileError(f"{spec}: {e}") from None
 
 
+def _count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
 def _real(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -115,11 +119,16 @@ def check_meta(graph: Graph) -> Graph:
         raise ValueError("meta.preprocess must be an object")
     if len(x.shape) != 4:  # not an image model (e.g. an imported audio or sensor model): no image preprocessing
         pre = {}
-    if "resolution" in pre and pre["resolution"] != [x.shape[1], x.shape[2]]:
-        raise ValueError(f"meta.preprocess.resolution {pre['resolution']!r} is not the input's "
-                         f"{[x.shape[1], x.shape[2]]}")
-    if "channels" in pre and (pre["channels"] != x.shape[3] or pre["channels"] not in (1, 3)):
-        raise ValueError(f"meta.preprocess.channels {pre['channels']!r} is not the input's {x.shape[3]} (1 or 3)")
+    res, channels = pre.get("resolution", [x.shape[1], x.shape[2]]), pre.get("channels", x.shape[3])
+    if not (isinstance(res, list) and len(res) == 2 and all(_count(v) for v in res)):
+        raise ValueError(f"meta.preprocess.resolution {res!r} must be [height, width], two positive integers")
+    if not (_count(channels) and channels in (1, 3)):
+        raise ValueError(f"meta.preprocess.channels {channels!r} must be 1 or 3")
+    if [*res, channels] != list(x.shape[1:]) and res[0] * res[1] * channels != math.prod(x.shape[1:]):
+        # an image the input's own size, or one whose bytes are the input reshaped (data/preprocess.py:
+        # a Conv1d model's [1, 1, L, C] input reads an L x C image, row t being frame t)
+        raise ValueError(f"meta.preprocess resolution {res!r} x channels {channels!r} does not make the "
+                         f"input {list(x.shape[1:])} (H, W, C)")
     if "range" in pre:
         r = pre["range"]
         if not (isinstance(r, list) and len(r) == 2 and all(map(_real, r)) and r[0] < r[1]):

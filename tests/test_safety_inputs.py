@@ -115,6 +115,26 @@ def test_zero_point_must_be_an_integer_in_range(tiny, tmp_path, capsys, value):
     assert code == 2 and "zero point" in one_line_error(err)
 
 
+@pytest.mark.parametrize("preprocess, ok", [
+    ({"resolution": [9, 9], "channels": 1}, False),      # neither the input's size nor its bytes
+    ({"resolution": [8, 8], "channels": 2}, False),      # channels other than 1 or 3
+    ({"resolution": [8, 8.5], "channels": 1}, False),    # not integers
+    ({"resolution": [8, 8], "channels": 3}, False),      # 192 values for a 64-value input
+    ({"resolution": [8, 8], "channels": 1}, True),       # the input itself
+    ({"resolution": [1, 64], "channels": 1}, True),      # the input's bytes as one row (a reshape)
+])
+def test_preprocess_must_make_the_input(tiny, tmp_path, capsys, preprocess, ok):
+    def edit(doc):
+        doc["meta"]["preprocess"] = {**preprocess, "range": [0.0, 1.0]}
+
+    bad = _mutate_json(tiny, tmp_path / "pre.json", edit)
+    code, _, err = cli(capsys, ["inspect", str(bad)])
+    if ok:
+        assert code == 0, err
+    else:
+        assert code == 2 and "meta.preprocess" in one_line_error(err)
+
+
 @pytest.mark.parametrize("value", [1e-300, 1e30])
 def test_unrepresentable_requantization_multiplier_is_refused_before_anything_is_written(tiny, tmp_path, capsys,
                                                                                         value):
