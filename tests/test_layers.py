@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("targets", {"targets"}),
     ("orchestration", {"sparse", "train", "report", "fleet"}),  # analysis, search, training loops, reports, fleet
     ("api", {"api", "__init__"}),                            # microtrain/__init__.py: the public Python API
-    ("cli", {"cli", "demo", "demo_ondevice"}),
+    ("cli", {"cli", "demo", "demo_ondevice", "demo_cloud"}),
 ]
 LAYER = {pkg: i for i, (_, pkgs) in enumerate(LAYERS) for pkg in pkgs}
 ROOT = Path(microtrain.__file__).parent
