@@ -107,7 +107,6 @@ def default_cnn_host(tmp_path_factory):
     The recipe: SGD + QAS at a constant learning rate, stochastic rounding (the default), seed 0."""
     require_tool("gcc", "gcc")
     from microtrain.codegen.driver_files import read_weights
-    from microtrain.train.loop import TrainConfig, Trainer
 
     graph, scheme = default_cnn_with_scheme()
     root = tmp_path_factory.mktemp("default_cnn")
@@ -117,17 +116,24 @@ def default_cnn_host(tmp_path_factory):
     work = write_driver_files(root / "host", x, y, steps=DEFAULT_STEPS, lr=DEFAULT_LR, x_test=x, y_test=y,
                               eval_count=DEFAULT_N)
     h = host.run(out, work, exe=host.build(out, defines=DEFINES))
-    trainer = Trainer(graph, scheme, TrainConfig(optimizer="sgd-qas", lr=DEFAULT_LR, batch_size=1,
+    sim_bits, sim = _simulate(graph, scheme, x, y, DEFAULT_STEPS, DEFAULT_LR)
+    assert sim_bits == h.loss_bits, "the simulator's loss bits differ from the host build's"
+    return graph, scheme, out, h, {name: sim.tensors[name].data for name in read_weights(out, h.weights_path)}
+
+
+def _simulate(graph, scheme, x, y, steps, lr):
+    """The torch simulator's run of the driver's recipe (SGD + QAS, constant lr, stochastic rounding,
+    seed 0, sample i % n at step i): (loss bits per step, the trained graph)."""
+    from microtrain.train.loop import TrainConfig, Trainer
+
+    trainer = Trainer(graph, scheme, TrainConfig(optimizer="sgd-qas", lr=lr, batch_size=1,
                                                  rounding="stochastic", seed=0))
     cache = trainer.cache(x)
-    sim_losses = []
-    for i in range(DEFAULT_STEPS):
-        trainer._step(cache, y.astype(np.int64), [np.array([i % len(y)])], DEFAULT_LR)
-        sim_losses += trainer.sample_losses
-    assert [int(b) for b in np.array(sim_losses, np.float32).view(np.uint32)] == h.loss_bits, \
-        "the simulator's loss bits differ from the host build's"
-    sim = trainer.final_graph()
-    return graph, scheme, out, h, {name: sim.tensors[name].data for name in read_weights(out, h.weights_path)}
+    losses = []
+    for i in range(steps):
+        trainer._step(cache, y.astype(np.int64), [np.array([i % len(y)])], lr)
+        losses += trainer.sample_losses
+    return [int(b) for b in np.array(losses, np.float32).view(np.uint32)], trainer.final_graph()
 
 
 @pytest.mark.parametrize("core", list(CORES))
@@ -166,10 +172,21 @@ def test_zoo_published_scheme_qemu_equals_host(tmp_path, model, scheme, core):
     from microtrain.sparse.presets import load_scheme
 
     tools_or_skip(core)
+    from microtrain.codegen.driver_files import read_weights
+
     graph = new_head(import_zoo_model(zoo_path_or_skip(model)), 10)
+    scheme = load_scheme(scheme, graph)
     # Links at the paper's budgets (256 KB SRAM, 1 MB flash) and stays within them when run.
-    step, q = _host_vs_qemu(tmp_path, graph, load_scheme(scheme, graph), steps=2, n=2, lr=0.01, core=core,
-                            sram="256KB", flash="1MB")
+    step, q = _host_vs_qemu(tmp_path, graph, scheme, steps=2, n=2, lr=0.01, core=core, sram="256KB", flash="1MB")
+    # ... and trains as the torch simulator does: the same loss bits and trained tensors
+    x, y = _data(graph, 2)
+    sim_bits, sim = _simulate(graph, scheme, x, y, 2, 0.01)
+    assert sim_bits == q.loss_bits, f"{core}: loss bits differ from the simulator's"
+    got = read_weights(tmp_path / "proj", q.weights_path)
+    assert got
+    for name, arr in got.items():
+        diff = np.flatnonzero(arr.reshape(-1) != sim.tensors[name].data.reshape(-1))
+        assert diff.size == 0, f"{core}: {name} differs from the simulator at {diff.size} elements"
     assert q.memory["sram_bytes"] <= 256 * 1024 and q.memory["flash_bytes"] <= 1024 * 1024
     # the measured SRAM is the plan (arena + trained tensors in RAM) plus stack, heap and small statics
     assert step.plan.peak_bytes <= q.memory["sram_bytes"] <= step.plan.peak_bytes + 16 * 1024
