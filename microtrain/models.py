@@ -101,6 +101,20 @@ def load_model(spec: str | Path) -> Graph:
         raise ModelFileError(f"{spec}: {e}") from None
 
 
+def _check_image_spec(pre: dict, hwc: list[int]) -> None:
+    """Resolution and channels of preprocess describe an image that is the input [H, W, C] or whose
+    bytes are the input reshaped (data/preprocess.py: a Conv1d model's [1, 1, L, C] input reads an
+    L x C image, row t being frame t). Absent fields are the input's own."""
+    res, channels = pre.get("resolution", hwc[:2]), pre.get("channels", hwc[2])
+    if not (isinstance(res, list) and len(res) == 2 and all(_count(v) for v in res)):
+        raise ValueError(f"meta.preprocess.resolution {res!r} must be [height, width], two positive integers")
+    if "channels" in pre and not (_count(channels) and channels in (1, 3)):
+        raise ValueError(f"meta.preprocess.channels {channels!r} must be 1 or 3")
+    if [*res, channels] != hwc and res[0] * res[1] * channels != math.prod(hwc):
+        raise ValueError(f"meta.preprocess resolution {res!r} x channels {channels!r} does not make the "
+                         f"input {hwc} (H, W, C)")
+
+
 def _count(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
@@ -119,16 +133,8 @@ def check_meta(graph: Graph) -> Graph:
         raise ValueError("meta.preprocess must be an object")
     if len(x.shape) != 4:  # not an image model (e.g. an imported audio or sensor model): no image preprocessing
         pre = {}
-    res, channels = pre.get("resolution", [x.shape[1], x.shape[2]]), pre.get("channels", x.shape[3])
-    if not (isinstance(res, list) and len(res) == 2 and all(_count(v) for v in res)):
-        raise ValueError(f"meta.preprocess.resolution {res!r} must be [height, width], two positive integers")
-    if not (_count(channels) and channels in (1, 3)):
-        raise ValueError(f"meta.preprocess.channels {channels!r} must be 1 or 3")
-    if [*res, channels] != list(x.shape[1:]) and res[0] * res[1] * channels != math.prod(x.shape[1:]):
-        # an image the input's own size, or one whose bytes are the input reshaped (data/preprocess.py:
-        # a Conv1d model's [1, 1, L, C] input reads an L x C image, row t being frame t)
-        raise ValueError(f"meta.preprocess resolution {res!r} x channels {channels!r} does not make the "
-                         f"input {list(x.shape[1:])} (H, W, C)")
+    if "resolution" in pre or "channels" in pre:
+        _check_image_spec(pre, list(x.shape[1:]))
     if "range" in pre:
         r = pre["range"]
         if not (isinstance(r, list) and len(r) == 2 and all(map(_real, r)) and r[0] < r[1]):
