@@ -196,6 +196,23 @@ def test_runs_are_scored_on_training_images_held_out_not_on_the_test_split():
         prepare(tiny_graph(), "digits", limit=1400, test_limit=100, config=CFG)
 
 
+def test_default_subsets_use_a_small_training_split_whole():
+    """Named limits are kept (and refused when they do not fit); with none named, 500 + 300 or,
+    under 800 training images, all of them split 5:3, so `plan` works on a small folder of one's own."""
+    from microtrain.sparse.contribution import default_limits
+
+    assert default_limits(1437) == (500, 300) and default_limits(800) == (500, 300)
+    assert default_limits(287) == (180, 107) and default_limits(2) == (1, 1)
+    small = prepare(tiny_graph(), "digits", limit=None, test_limit=None, classes=2, config=CFG)
+    n = small.description["train_samples"] + small.description["held_out_samples"]
+    assert small.description["held_out_samples"] == n * 3 // 8 and 250 < n < 800  # every image of classes 0-1
+    assert small.description["classes"] == 2
+    with pytest.raises(ValueError, match="lower --limit / --val-limit"):
+        prepare(tiny_graph(), "digits", limit=500, test_limit=300, classes=2, config=CFG)
+    big = prepare(tiny_graph(), "digits", limit=None, test_limit=None, config=CFG)
+    assert (big.description["train_samples"], big.description["held_out_samples"]) == (500, 300)
+
+
 def test_choose_lr_takes_the_best_held_out_score_and_caches_it(data, tmp_path, monkeypatch, capsys):
     import microtrain.sparse.contribution as contribution
 

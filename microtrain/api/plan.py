@@ -34,6 +34,7 @@ from microtrain.report.plots import plot_frontier
 from microtrain.scheme import UpdateScheme
 from microtrain.sparse import search
 from microtrain.sparse.contribution import (
+    DEFAULT_LIMITS,
     LR_CANDIDATES,
     AnalysisConfig,
     choose_lr,
@@ -80,17 +81,20 @@ def layer_rows(graph: Graph, scheme: UpdateScheme, step: CompiledStep) -> list[d
 
 
 def plan(model: ModelSpec, data: str, budget: str | int, *, classes: int | None = None,
-         resolution: int | None = None, limit: int = 500, test_limit: int = 300, epochs: int = 2,
+         resolution: int | None = None, limit: int | None = None, test_limit: int | None = None, epochs: int = 2,
          lr: float | str = "auto", candidates: int = 12, evaluations: int = 200, population: int = 20,
          workers: int | None = None, backend: str = "local", analysis: str | Path | None = None,
          out: str | Path = "scheme.json", plot: str | Path | None = None, seed: int = 0,
          progress: Progress | None = None, input_range: InputRange = None) -> PlanResult:
     """Measure the contributions on ``data``, search the best scheme within ``budget`` (bytes, or
-    text such as 160KB), write it to ``out`` and the frontier plot (see the module doc)."""
+    text such as 160KB), write it to ``out`` and the frontier plot (see the module doc).
+
+    ``limit``/``test_limit``: training and held-out images of each analysis run; None for both
+    takes 500 + 300, or a 5:3 split of a smaller training split (said in the log)."""
     budget = parse_size(budget, "budget")
     for name, value in (("limit", limit), ("val_limit", test_limit), ("epochs", epochs), ("candidates", candidates),
                         ("evaluations", evaluations), ("population", population)):
-        if value < 1:
+        if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
     rate = _learning_rate(lr)
     bar = progress or (lambda desc: None)
@@ -127,6 +131,9 @@ def plan(model: ModelSpec, data: str, budget: str | int, *, classes: int | None 
         cfg = dataclasses.replace(cfg, lr=rate)
         data_ = dataclasses.replace(data_, config=cfg)
     d = data_.description
+    if limit is None and test_limit is None and (d["train_samples"], d["held_out_samples"]) != DEFAULT_LIMITS:
+        log(f"{data} has fewer than {sum(DEFAULT_LIMITS)} training images: the analysis uses all of them, "
+            f"{d['train_samples']} to train and {d['held_out_samples']} held out (set --limit/--val-limit to choose)")
     log(f"analysis: {len(data_.jobs())} runs of {cfg.epochs} epochs on {d['train_samples']} training images of "
         f"{data}, scored on {d['held_out_samples']} held out from them, at {d['resolution']}x{d['resolution']} "
         f"-> {folder}")

@@ -34,11 +34,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=positive_int, default=None, metavar="R",
                    help="input resolution of the analysis runs (default: the model's); memory is always planned "
                         "at the model's own resolution")
-    p.add_argument("--limit", type=positive_int, default=500, metavar="N", help="training images per analysis run "
-                   "(class-balanced subset, default 500)")
-    p.add_argument("--val-limit", "--test-limit", dest="test_limit", type=positive_int, default=300, metavar="N",
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="training images per analysis run "
+                   "(class-balanced subset; default 500, or 5/8 of a training split under 800 images)")
+    p.add_argument("--val-limit", "--test-limit", dest="test_limit", type=positive_int, default=None, metavar="N",
                    help="held-out images scoring each run, taken from the training split apart from the --limit "
-                        "images, so that the test split stays unseen by the choice (default 300)")
+                        "images, so that the test split stays unseen by the choice (default 300, or 3/8 of a "
+                        "training split under 800 images)")
     p.add_argument("--epochs", type=positive_int, default=2, help="epochs per analysis run (default 2)")
     p.add_argument("--lr", type=lr_or_auto, default="auto", metavar="LR",
                    help="learning rate of the analysis runs (SGD+QAS), or 'auto' (default): the one of "

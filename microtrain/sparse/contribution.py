@@ -167,7 +167,21 @@ def graph_hash(graph: Graph) -> str:
 
 # --- preparing the data ----------------------------------------------------------------
 
-def prepare(graph: Graph, data: str, limit: int = 500, test_limit: int = 300, resolution: int | None = None,
+DEFAULT_LIMITS = (500, 300)  # training images per analysis run, held-out images scoring it
+
+
+def default_limits(n: int) -> tuple[int, int]:
+    """The analysis subsets for a training split of ``n`` images when the user names none:
+    500 + 300, or the same 5:3 split of all ``n`` images when there are fewer than 800."""
+    train, held = DEFAULT_LIMITS
+    if n >= train + held:
+        return train, held
+    held = max(1, n * held // (train + held))
+    return max(1, n - held), held
+
+
+def prepare(graph: Graph, data: str, limit: int | None = 500, test_limit: int | None = 300,
+            resolution: int | None = None,
             classes: int | None = None, config: AnalysisConfig | None = None, data_seed: int = 0,
             name: str | None = None) -> AnalysisData:
     """Load the data, fit the model's head to its classes, resize, take class-balanced subsets.
@@ -177,8 +191,9 @@ def prepare(graph: Graph, data: str, limit: int = 500, test_limit: int = 300, re
     ``name`` names the model in the description (default: the graph's meta).
 
     Both subsets come from the *training* split: ``limit`` images to train each run and, disjoint
-    from them, ``test_limit`` held-out images to score it. Choosing a scheme is model selection,
-    so the dataset's test split is left untouched for judging the chosen scheme afterwards.
+    from them, ``test_limit`` held-out images to score it (both None: ``default_limits``).
+    Choosing a scheme is model selection, so the dataset's test split is left untouched for
+    judging the chosen scheme afterwards.
     """
     ds = load_dataset(data, "train")
     if classes is not None:
@@ -186,6 +201,13 @@ def prepare(graph: Graph, data: str, limit: int = 500, test_limit: int = 300, re
             raise ValueError(f"--classes {classes}: the dataset {data!r} has {ds.num_classes} classes")
         keep = np.flatnonzero(ds.labels < classes)
         ds = dataclasses.replace(subset(ds, keep), num_classes=classes, class_names=ds.class_names[:classes])
+    if limit is None and test_limit is None:
+        limit, test_limit = default_limits(len(ds))
+    limit = DEFAULT_LIMITS[0] if limit is None else limit
+    test_limit = DEFAULT_LIMITS[1] if test_limit is None else test_limit
+    if len(ds) < 2:
+        raise ValueError(f"{data!r} has {len(ds)} training image(s): the analysis needs at least 2, one to train "
+                         f"and one held out")
     if limit + test_limit > len(ds):
         raise ValueError(f"{data!r} has {len(ds)} training images: {limit} to train plus {test_limit} held out to "
                          f"score each analysis run do not fit; lower --limit / --val-limit so that they sum to at "
