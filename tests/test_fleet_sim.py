@@ -1,8 +1,9 @@
 """Fleet learning through Flower: a small fleet under Flower's simulation engine (Ray) with
 misbehaving devices computes exactly the rounds the definition gives (the same K steps per
 device, the accepted updates aggregated in real units and requantized), rejects every bad update
-by name, survives a dropout; a server killed mid-round and restarted resumes to the same final
-model as an uninterrupted run."""
+by name, survives a dropout, reports a device whose training diverged (with the step its
+divergence watch stopped it at) without aggregating it; a server killed mid-round and restarted
+resumes to the same final model as an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ from microtrain.fleet.device import SimDevice, device_seed, round_order, server_
 from microtrain.fleet.setup import device_samples, load_setup  # noqa: E402
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
-SPEC = dict(classes=10, scheme="last-k:2", devices=5, alpha=0.1, local_steps=6, lr=0.02, train_limit=200,
-            test_limit=100, faults=("1:nan@1", "2:drop@1", "3:stale@2", "4:shape@2"))
+SPEC = dict(classes=10, scheme="last-k:2", devices=5, alpha=0.1, local_steps=32, lr=0.02, train_limit=200,
+            test_limit=100, faults=("1:nan@1", "2:drop@1", "3:stale@2", "4:shape@2", "4:diverge@1"))
+# K = 32: the divergence watch needs up to 30 losses to call a saturated model diverged
 ROUNDS = 2
 
 
@@ -64,18 +66,37 @@ def simulated(tmp_path_factory):
 def test_bad_updates_are_rejected_by_name_and_dropouts_survived(simulated):
     _, res = simulated
     h = {row["round"]: row for row in res.history}
-    assert h[1]["accepted"] == [0, 3, 4] and h[1]["dropped"] == [2]
-    assert [(x["device"], x["check"]) for x in h[1]["rejected"]] == [(1, "finite")]
-    assert "NaN" in h[1]["rejected"][0]["reason"]
+    assert h[1]["accepted"] == [0, 3] and h[1]["dropped"] == [2]
+    rejected = sorted(h[1]["rejected"], key=lambda x: x["device"])
+    assert [(x["device"], x["check"]) for x in rejected] == [(1, "finite"), (4, "diverged")]
+    assert "NaN" in rejected[0]["reason"]
+    assert f"diverged at step {rejected[1]['step']} of round 1" in rejected[1]["reason"]
+    assert "lower the learning rate" in rejected[1]["reason"]
     assert h[2]["accepted"] == [0, 1, 2] and h[2]["dropped"] == []
     assert sorted((x["device"], x["check"]) for x in h[2]["rejected"]) == [(3, "round"), (4, "shape")]
     assert res.rounds == ROUNDS and res.resumed_from == 0
 
 
+def test_the_diverged_device_stopped_where_the_simulator_stops(simulated):
+    from microtrain.fleet.faults import DIVERGE_LR_FACTOR
+    from microtrain.train.divergence import TrainingDiverged
+
+    out, res = simulated
+    setup = load_setup(out)
+    spec = setup.spec
+    sim = SimDevice(setup.graph, setup.scheme, spec.rounding)
+    x, y = device_samples(setup, 4)
+    with pytest.raises(TrainingDiverged) as e:
+        sim.train(setup.manifest.extract(setup.graph), sim.prefix(x), y, round_order(len(y), spec.seed, 4, 1, 32),
+                  spec.lr * DIVERGE_LR_FACTOR, device_seed(spec.seed, 1, 4))
+    got = [x for x in res.history[1]["rejected"] if x["device"] == 4]
+    assert got[0]["step"] == e.value.step
+
+
 def test_flower_rounds_equal_the_definition(simulated):
     out, res = simulated
     setup = load_setup(out)
-    want = reference_rounds(out, ROUNDS, {1: [0, 3, 4], 2: [0, 1, 2]})
+    want = reference_rounds(out, ROUNDS, {1: [0, 3], 2: [0, 1, 2]})
     got = setup.manifest.extract(load_graph_of(res))
     for s, a, b in zip(setup.manifest.slices, got, want, strict=True):
         np.testing.assert_array_equal(a, b, err_msg=s.name)

@@ -102,7 +102,7 @@ def _honest(m, graph, r=2):
     return m.extract(graph), 5, {"round": r, "manifest": m.fingerprint, "device": 1}
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "drop"])
+@pytest.mark.parametrize("kind", [k for k in KINDS if k not in ("drop", "diverge")])  # diverge: below
 def test_every_malformed_update_is_rejected_by_name(model, kind):
     graph, _, m = model
     arrays, n, meta = apply_fault(kind, *_honest(m, graph))
@@ -120,6 +120,55 @@ def test_honest_update_is_accepted_and_drop_raises(model):
         apply_fault("drop", arrays, n, meta)
     with pytest.raises(ValueError, match="DEVICE:KIND@ROUND"):
         Fault.parse("3-nan")
+
+
+def test_a_diverging_device_reports_the_step_and_is_rejected_by_name():
+    """A device whose lr is 1000x too high (fault ``diverge``) is stopped by the divergence watch of the
+    single-device paths at the step the watch names for its losses, sends no tensors, and the server
+    rejects its report with the round, the step and the advice to lower the lr; the same device at the
+    fleet's lr trains and is accepted."""
+    pytest.importorskip("flwr", reason="fleet learning needs flwr (the [fleet] extra)")
+    from microtrain.api.models import load_model, resolve_scheme, with_head
+    from microtrain.data.datasets import load_dataset
+    from microtrain.data.preprocess import preprocess
+    from microtrain.fleet.client import FleetClient
+    from microtrain.fleet.device import SimDevice, take
+    from microtrain.train.divergence import TrainingDiverged, watch_losses
+
+    graph = with_head(load_model("default"), 10, 0)
+    scheme = resolve_scheme("last-k:2", graph)
+    m = Manifest.build(graph, scheme)
+    data = load_dataset("digits", "train", limit=40, seed=0)
+    sim = SimDevice(graph, scheme, "stochastic")
+    cache, labels = sim.prefix(preprocess(data.images, graph)), data.labels.astype(np.int64)
+
+    class Runner:  # a simulated device on its 40 samples
+        kind = "sim"
+
+        def train(self, arrays, round_, steps, lr, fleet_seed):
+            return sim.train(arrays, cache, labels, np.arange(steps) % len(labels), lr, device_seed(0, round_, 7))
+
+    steps, lr = 32, 0.02
+    with pytest.raises(TrainingDiverged) as stopped:
+        Runner().train(m.extract(graph), 1, steps, lr * 1000, 0)
+    m.load_into(sim.trainer.sim, m.extract(graph))  # the same steps without the watch: all their losses
+    sim.trainer.int8_opt.seed, sim.trainer.int8_opt.step_count = device_seed(0, 1, 7), 0
+    losses = [sim.trainer._step(take(cache, [i]), labels[[i]], [np.array([0])], lr * 1000) for i in range(steps)]
+    with pytest.raises(TrainingDiverged) as watched:
+        watch_losses(losses, 10, [int(y) for y in labels[:steps]])
+    assert watched.value.step == stopped.value.step < steps
+    client = FleetClient(7, Runner(), m.fingerprint, {1: "diverge"})
+    config = {"round": 1, "steps": steps, "lr": lr, "fleet_seed": 0}
+    arrays, n, meta = client.fit(m.extract(graph), config)
+    assert arrays == [] and n == 0 and meta["diverged"] == stopped.value.step and meta["lr"] == lr * 1000
+    with pytest.raises(UpdateRejected) as e:
+        check_update(m, arrays, {**meta, "examples": n}, 1, steps)
+    assert e.value.check == CHECK_OF["diverge"] == "diverged"
+    assert f"diverged at step {stopped.value.step} of round 1" in str(e.value)
+    assert "lower the learning rate" in str(e.value)
+    arrays, n, meta = client.fit(m.extract(graph), {**config, "round": 2})  # no fault in round 2
+    assert "diverged" not in meta and n == steps
+    check_update(m, arrays, {**meta, "examples": n}, 2, steps)
 
 
 def test_values_outside_the_device_types_are_rejected(model):

@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--project", default=None, metavar="DIR",
                    help="the fleet's model and scheme compiled for cortex-m7 (default: compiled into DIR/project)")
     p.add_argument("--fault", action="append", default=[], metavar="D:KIND@R",
-                   help="device D misbehaves in round R: drop, nan, range, shape, set, manifest, stale, examples")
+                   help="device D misbehaves in round R: drop, nan, range, shape, set, manifest, stale, examples, "
+                        "diverge (trains at 1000x the lr: its divergence watch stops it)")
     p.add_argument("--transport", choices=("simulation", "grpc"), default=None,
                    help="Flower simulation engine (default) or gRPC on the loopback (default with --qemu)")
     p.add_argument("--workers", type=int, default=2, help="simulation: worker processes (default 2)")

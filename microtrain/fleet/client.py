@@ -7,7 +7,9 @@
                    trains K steps at batch 1 on the device's own samples (which samples and the
                    rounding seed from ``device.round_order`` / ``device_seed``) and replies with
                    its trained rows, K (the samples it used) and {round, device, manifest
-                   fingerprint, mean loss, kind}
+                   fingerprint, mean loss, kind}; a device whose divergence watch stopped it
+                   (``train/divergence.py``, on firmware its C twin) replies with no tensors and
+                   {diverged: step, reason, detail, lr}, which the server rejects by name
 
 ``make_client(setup_dir, device)`` builds the client of device ``device`` in any process from the
 prepared setup (``setup.load_setup``): a ``SimDevice`` shared by all simulated devices of the
@@ -24,8 +26,9 @@ import numpy as np
 from flwr.client import NumPyClient
 
 from microtrain.fleet.device import QemuDevice, SimDevice, device_seed, round_order
-from microtrain.fleet.faults import apply_fault, faults_for
+from microtrain.fleet.faults import apply_fault, faults_for, round_lr
 from microtrain.fleet.setup import Setup, device_samples, load_setup, train_prefix, train_split
+from microtrain.train.divergence import TrainingDiverged
 
 
 class FleetClient(NumPyClient):
@@ -41,9 +44,13 @@ class FleetClient(NumPyClient):
 
     def fit(self, parameters, config):
         r, steps = int(config["round"]), int(config["steps"])
-        arrays, losses = self.runner.train(parameters, r, steps, float(config["lr"]), int(config["fleet_seed"]))
-        meta = {"round": r, "device": self.device, "manifest": self.fingerprint, "kind": self.runner.kind,
-                "loss": float(np.mean(losses)) if losses else float("nan")}
+        lr = round_lr(self.faults.get(r), float(config["lr"]))
+        meta = {"round": r, "device": self.device, "manifest": self.fingerprint, "kind": self.runner.kind}
+        try:
+            arrays, losses = self.runner.train(parameters, r, steps, lr, int(config["fleet_seed"]))
+        except TrainingDiverged as e:  # nothing worth aggregating: say why instead
+            return [], 0, {**meta, "diverged": e.step, "reason": e.reason, "detail": e.detail, "lr": lr}
+        meta["loss"] = float(np.mean(losses)) if losses else float("nan")
         if r in self.faults:
             arrays, steps, meta = apply_fault(self.faults[r], arrays, steps, meta)
         return arrays, steps, meta

@@ -13,6 +13,11 @@ stochastic rounding are pure functions of (fleet seed, device id, round), writte
   the trained ones come back through the export path ``microtrain run`` uses
   (``mt_weights.bin`` -> ``read_weights``).
 
+Both run the divergence watch (``train/divergence.py``) over each round's K losses, from a fresh
+watch per round: the simulator in Python, the firmware in the driver's C twin, which stops the
+run and writes no weights. Either way ``train`` raises ``TrainingDiverged`` naming the step of
+the round (0-based), the same step on both.
+
 Rounds count from 1; global step t = (round - 1) * K + k walks the device's samples in a
 fresh seeded permutation per pass (pass = t // n).
 """
@@ -28,6 +33,7 @@ import torch
 from microtrain.fleet.update import Manifest
 from microtrain.ir.graph import Graph
 from microtrain.scheme import UpdateScheme
+from microtrain.train.divergence import LossWatch, check_device_run
 
 
 def device_seed(fleet_seed: int, round_: int, device: int) -> int:
@@ -49,6 +55,10 @@ def round_order(n: int, fleet_seed: int, device: int, round_: int, steps: int) -
         perm = np.random.default_rng([fleet_seed, device, int(p)]).permutation(n)
         out[sel] = perm[t[sel] % n]
     return out
+
+
+def num_classes(graph: Graph) -> int:
+    return int(graph.tensors[graph.outputs[0]].shape[-1])
 
 
 def compact_codes(cache: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -87,15 +97,18 @@ class SimDevice:
 
     def train(self, arrays: list[np.ndarray], cache: dict[str, np.ndarray], labels: np.ndarray,
               order: np.ndarray, lr: float, seed: int) -> tuple[list[np.ndarray], list[float]]:
-        """K = len(order) steps at batch 1 from ``arrays``; returns the trained rows and the losses."""
+        """K = len(order) steps at batch 1 from ``arrays``; returns the trained rows and the losses.
+        Raises TrainingDiverged when the watch stops the round."""
         t = self.trainer
         self.manifest.load_into(t.sim, arrays)
         t.int8_opt.seed, t.int8_opt.step_count = int(seed), 0
+        watch = LossWatch(num_classes(self.graph))
         one = np.array([0])
         losses = []
-        for i in order:
+        for k, i in enumerate(order):
             y = np.asarray(labels[[int(i)]], dtype=np.int64)
             losses.append(t._step(take(cache, [int(i)]), y, [one], float(lr)))
+            watch.update(k, losses[-1], int(y[0]))
         return self.manifest.read_from(t.sim), losses
 
 
@@ -118,11 +131,12 @@ class QemuDevice:
               seed: int) -> tuple[list[np.ndarray], list[float]]:
         from microtrain.codegen.driver_files import read_weights, write_driver_files, write_weights
 
-        work = write_driver_files(self.workdir, x_q[order], np.asarray(labels)[order].astype(np.int32),
-                                  steps=len(order), lr=lr, seed=seed, weights_in=True)
+        y = np.asarray(labels)[order].astype(np.int32)
+        work = write_driver_files(self.workdir, x_q[order], y, steps=len(order), lr=lr, seed=seed, weights_in=True)
         write_weights(self.project, self.manifest.full_tensors(self.graph, arrays), work / "mt_weights_in.bin")
         (work / "mt_weights.bin").unlink(missing_ok=True)
         res = self.target.run(self.project, work, elf=self.elf)
+        check_device_run(res.stdout, num_classes(self.graph), y)  # the driver's watch stopped it: say so
         if res.weights_path is None:
             raise RuntimeError(f"the firmware wrote no mt_weights.bin in {work}")
         trained = read_weights(self.project, res.weights_path)

@@ -10,9 +10,12 @@ A fault is ``"DEVICE:KIND@ROUND"`` (``"3:nan@2"``: device 3 sends NaNs in round 
   manifest   the update names another model/scheme's manifest
   stale      the update says it derives from the previous round
   examples   the update claims 10^9 samples (it would outweigh the fleet in FedAvg)
+  diverge    the device trains the round at ``DIVERGE_LR_FACTOR`` times the fleet's learning rate
+             (a misconfigured device): its divergence watch stops it (``train/divergence.py``; on a
+             firmware device the driver's C twin) and it reports the divergence instead of an update
 
-Each changes an honest update after the device trained, so the server sees exactly one thing
-wrong; ``validate.py`` must reject all but ``drop`` with the matching check.
+Each but ``diverge`` changes an honest update after the device trained, so the server sees
+exactly one thing wrong; ``validate.py`` must reject all but ``drop`` with the matching check.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import dataclasses
 
 import numpy as np
 
-KINDS = ("drop", "nan", "range", "shape", "set", "manifest", "stale", "examples")
+KINDS = ("drop", "nan", "range", "shape", "set", "manifest", "stale", "examples", "diverge")
 CHECK_OF = {"nan": "finite", "range": "range", "shape": "shape", "set": "count", "manifest": "manifest",
-            "stale": "round", "examples": "examples"}
+            "stale": "round", "examples": "examples", "diverge": "diverged"}
+DIVERGE_LR_FACTOR = 1000.0  # at 1000x lr the default CNN's saturated int8 logits trip the watch within 32 steps
 
 
 class DeviceDropout(RuntimeError):
@@ -58,8 +62,14 @@ def faults_for(specs: tuple[str, ...], device: int) -> dict[int, str]:
     return out
 
 
+def round_lr(kind: str | None, lr: float) -> float:
+    """The learning rate a device trains the round at (fault ``diverge``: far too high)."""
+    return lr * DIVERGE_LR_FACTOR if kind == "diverge" else lr
+
+
 def apply_fault(kind: str, arrays: list[np.ndarray], examples: int, meta: dict) -> tuple[list, int, dict]:
-    """The honest update (arrays, sample count, metadata) turned into the faulty one."""
+    """The honest update (arrays, sample count, metadata) turned into the faulty one (``diverge`` acts
+    on the training itself, ``round_lr``, and leaves an update it did not stop unchanged)."""
     arrays, meta = list(arrays), dict(meta)
     if kind == "drop":
         raise DeviceDropout(f"device {meta.get('device')} dropped out in round {meta.get('round')} (fault injection)")

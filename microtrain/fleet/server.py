@@ -7,7 +7,8 @@ One round (``r`` counts from 1 across restarts; Flower's own round counter resta
                   ``per_round`` by id), send each the global trained rows and
                   {round, steps K, lr, fleet seed}
   aggregate_fit   check every reply (``validate.check_update``); log and record each rejection
-                  with its reason and each device that dropped out; aggregate the accepted ones
+                  with its reason (a device whose training diverged: with the step) and each
+                  device that dropped out; aggregate the accepted ones
                   in real units (``aggregate.py``), requantize with the device's rounding,
                   evaluate on the union test set, append the round to the history, and write
                   the round checkpoint atomically (``checkpoint.py``) before the round counts
@@ -125,11 +126,13 @@ class FleetStrategy(Strategy):
                 except Exception as e:
                     raise UpdateRejected("decode", f"tensors that are not numpy arrays ({type(e).__name__})") from None
                 meta = {"manifest": res.metrics.get("manifest"), "round": res.metrics.get("round"),
-                        "examples": res.num_examples}
+                        "examples": res.num_examples,
+                        **{k: res.metrics[k] for k in ("diverged", "reason", "detail", "lr") if k in res.metrics}}
                 arrays, n = check_update(self.manifest, arrays, meta, r, self.steps)
             except UpdateRejected as e:
                 log.warning("round %d: rejected the update of device %d: %s", r, device, e)
-                rejected.append({"device": device, "check": e.check, "reason": str(e)})
+                rejected.append({"device": device, "check": e.check, "reason": str(e),
+                                 **({"step": res.metrics["diverged"]} if e.check == "diverged" else {})})
                 continue
             loss = res.metrics.get("loss")  # informative only: anything but a number is ignored
             loss = float(loss) if isinstance(loss, (int, float)) and not isinstance(loss, bool) else math.nan

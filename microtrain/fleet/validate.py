@@ -4,6 +4,9 @@
 manifest's exact dtypes, or raises ``UpdateRejected`` whose message names the first problem
 found, in this order:
 
+  diverged   the device reports that its divergence watch stopped its training (it sends no
+             tensors: the step, the watch's reason and the learning rate, and the rejection
+             says to lower the learning rate)
   manifest   the update was made for another model or scheme (fingerprint differs)
   round      it derives from another round than the one in progress (stale or replayed)
   examples   its sample count is not an integer in [1, max_examples] (an inflated count
@@ -39,6 +42,14 @@ class UpdateRejected(ValueError):
 
 def check_meta(manifest: Manifest, meta: dict, round_: int, max_examples: int) -> int:
     """Check the update's metadata; returns its sample count."""
+    step = meta.get("diverged")
+    if step is not None:
+        from microtrain.train.divergence import advice
+
+        lr = meta.get("lr")
+        hint = advice(float(lr)) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else "lower the lr"
+        raise UpdateRejected("diverged", f"its training diverged at step {step} of round {round_} "
+                                         f"({meta.get('reason', '?')}: {meta.get('detail', '')}); {hint}")
     fp = meta.get("manifest")
     if fp != manifest.fingerprint:
         raise UpdateRejected("manifest", f"made for manifest {fp!r}, the fleet trains {manifest.fingerprint!r} "
