@@ -9,7 +9,8 @@ For every configuration (model, dataset, Dirichlet alpha, number of devices):
   alone        every device trains the same R x K steps on its own share, from the same start,
                with the same samples, seeds and learning rate, and never aggregates; accuracy of
                every device on the union test set at rounds R/4, R/2, 3R/4 and R (median, mean
-               and best device reported)
+               and best device reported); a round whose training the divergence watch stops is
+               dropped (the device keeps its rows), as the fleet's server drops it
   centralised  the union of all devices' data pooled in one place: fine-tuning with the same
                scheme and int8 arithmetic (SGD+QAS, stochastic rounding) in mini-batches of 16,
                cosine schedule with 10 % warm-up, for ``--central-epochs`` epochs
@@ -85,7 +86,8 @@ class Config:
 
 def full_grid() -> list[Config]:
     grid = [Config("default", d, a, n) for d in ("digits", "fashion-mnist") for a in (0.1, 1.0) for n in (10, 100)]
-    grid += [Config("mcunet", "fashion-mnist", a, 100) for a in (0.1, 1.0)]
+    grid += [Config("mcunet", "fashion-mnist", 0.1, n) for n in (10, 100)]
+    grid += [Config("mcunet", "fashion-mnist", 1.0, 100)]
     return grid
 
 
@@ -110,8 +112,9 @@ def _alone_init(setup_dir: str, prefix_cache: str) -> None:
                                   prefix_cache))
 
 
-def _alone_device(args: tuple[int, int, list[int]]) -> tuple[int, dict[int, float]]:
+def _alone_device(args: tuple[int, int, list[int]]) -> tuple[int, dict[int, float], int]:
     from microtrain.fleet.device import device_seed, round_order
+    from microtrain.train.divergence import TrainingDiverged
 
     device, rounds, eval_rounds = args
     setup, sim = _W["setup"], _W["sim"]
@@ -119,13 +122,16 @@ def _alone_device(args: tuple[int, int, list[int]]) -> tuple[int, dict[int, floa
     cache = {k: np.asarray(v[idx]) for k, v in _W["prefix"].items()}
     labels = _W["labels"][idx]
     arrays = setup.manifest.extract(setup.graph)
-    acc = {}
+    acc, diverged = {}, 0
     for r in range(1, rounds + 1):
         order = round_order(len(labels), spec.seed, device, r, spec.local_steps)
-        arrays, _ = sim.train(arrays, cache, labels, order, spec.lr, device_seed(spec.seed, r, device))
+        try:
+            arrays, _ = sim.train(arrays, cache, labels, order, spec.lr, device_seed(spec.seed, r, device))
+        except TrainingDiverged:  # as in the fleet: the round's training is dropped, the device keeps its rows
+            diverged += 1
         if r in eval_rounds:
             acc[r] = _W["evaluator"].accuracy(arrays)
-    return device, acc
+    return device, acc, diverged
 
 
 def run_alone(setup_dir: Path, prefix_cache: Path, devices: int, rounds: int, workers: int) -> dict:
@@ -133,9 +139,10 @@ def run_alone(setup_dir: Path, prefix_cache: Path, devices: int, rounds: int, wo
     t0 = time.time()
     jobs = [(d, rounds, eval_rounds) for d in range(devices)]
     with mp.get_context("spawn").Pool(workers, _alone_init, (str(setup_dir), str(prefix_cache))) as pool:
-        res = dict(pool.map(_alone_device, jobs, chunksize=max(1, devices // (4 * workers))))
+        out = pool.map(_alone_device, jobs, chunksize=max(1, devices // (4 * workers)))
+    res = {d: acc for d, acc, _ in out}
     per_round = {r: [res[d][r] for d in range(devices)] for r in eval_rounds}
-    return {"eval_rounds": eval_rounds, "seconds": time.time() - t0,
+    return {"eval_rounds": eval_rounds, "seconds": time.time() - t0, "diverged_rounds": sum(n for _, _, n in out),
             "median": {r: float(np.median(v)) for r, v in per_round.items()},
             "mean": {r: float(np.mean(v)) for r, v in per_round.items()},
             "best": {r: float(np.max(v)) for r, v in per_round.items()},
@@ -187,14 +194,18 @@ def run_config(cfg: Config, work: Path, workers: int, rounds: int | None) -> dic
     out = work / cfg.name
     cache = work / "prefix"
     print(f"== {cfg.name}: fleet", file=sys.stderr, flush=True)
+    load0 = os.getloadavg()[0]
     t0 = time.time()
     fleet = mt.run_fleet(MODELS[cfg.model]["model"], cfg.data, out, transport="simulation", workers=workers,
                          prefix_cache=cache, **kw)
     fleet_wall = time.time() - t0
     print(f"== {cfg.name}: alone ({fleet_wall:.0f} s for the fleet)", file=sys.stderr, flush=True)
+    load1 = os.getloadavg()[0]
     alone = run_alone(out / "setup", cache, cfg.devices, kw["rounds"], workers)
     return {"config": dataclasses.asdict(cfg), "spec": fleet.spec.signature(), "rounds": kw["rounds"],
+            "load": [load0, load1],
             "fleet": {"history": [(h["round"], h["accuracy"]) for h in fleet.history], "seconds": fleet_wall,
+                      "rejected": sum(len(h.get("rejected", [])) for h in fleet.history),
                       "resumed_from": fleet.resumed_from,
                       "round_seconds": [h.get("seconds", 0.0) for h in fleet.history[1:]], "bytes": fleet.bytes},
             "alone": alone}
@@ -222,9 +233,10 @@ def pct(x: float) -> str:
 
 def table(results: list[dict]) -> list[str]:
     lines = ["| model | data | alpha | devices | rounds x K | fleet | device alone: median / best | centralised | "
-             "fleet - median alone | centralised - fleet | fleet wall time | bytes up per device per round "
-             "(payload / serialized) | whole model int8 / fp32 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "fleet - median alone | centralised - fleet | fleet wall time | alone / centralised wall time | "
+             "load (1 min, fleet start / end) | bytes up per device per round (payload / serialized) | "
+             "whole model int8 / fp32 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         c, f, a, ce = r["config"], r["fleet"], r["alone"], r["central"]["best"]
         last = r["rounds"]
@@ -232,11 +244,13 @@ def table(results: list[dict]) -> list[str]:
         med = a["median"][str(last)] if str(last) in a["median"] else a["median"][last]
         best = a["best"][str(last)] if str(last) in a["best"] else a["best"][last]
         b = f["bytes"]
+        load = " / ".join(f"{x:.0f}" for x in r["load"]) if r.get("load") else "not recorded"
         lines.append(f"| {r['spec']['model']} | {c['data']} | {c['alpha']:g} | {c['devices']} | "
                      f"{last} x {r['spec']['local_steps']} | {pct(fleet_acc)} % | {pct(med)} / {pct(best)} % | "
                      f"{pct(ce['accuracy'])} % | {100 * (fleet_acc - med):+.1f} | "
                      f"{100 * (ce['accuracy'] - fleet_acc):+.1f} | "
                      f"{f['seconds']:.0f} s ({np.mean(f['round_seconds']):.1f} s/round) | "
+                     f"{a['seconds']:.0f} s / {ce['seconds']:.0f} s | {load} | "
                      f"{b['payload_bytes_per_device_per_round']} / {b['up_bytes_per_device_per_round']} B | "
                      f"{b['int8_model_bytes']} / {b['fp32_model_bytes']} B |")
     return lines
