@@ -287,9 +287,11 @@ def test_prefix_cache_holds_exactly_the_computed_codes(model, tmp_path):
 
 
 @pytest.mark.parametrize("failure", [RuntimeError("Failed to start GCS"),
-                                     FileNotFoundError("/tmp/ray/session_x/logs/gcs_server.err")])
+                                     FileNotFoundError("/tmp/ray/session_x/logs/gcs_server.err"),
+                                     Exception("The current node timed out during startup.")])
 def test_start_ray_tries_again_when_ray_does_not_come_up(monkeypatch, failure):
-    """Ray on a busy machine can give up on its GCS server with either error; both are retried."""
+    """Ray on a busy machine can give up on its GCS server or its raylet with any of these errors
+    (a bare Exception for the raylet); all are retried."""
     import ray
 
     from microtrain.fleet import run

@@ -183,8 +183,8 @@ def start_ray(workers: int, attempts: int = RAY_ATTEMPTS) -> None:
     Ray waits a fixed time for its GCS server to write its port; on a machine whose cores are all
     busy that wait can run out (Ray then raises RuntimeError, or FileNotFoundError when the GCS
     server has not even written its log yet). The GCS port is chosen here (``RAY_GCS_SERVER_PORT``, a free
-    loopback port) so that Ray need not wait for it, and a start that still times out is shut down
-    and tried again."""
+    loopback port) so that Ray need not wait for it, and a start that still times out (Ray raises
+    RuntimeError, OSError or, when the raylet is late, a bare Exception) is shut down and tried again."""
     import ray
 
     args = {"num_cpus": workers, "include_dashboard": False, "log_to_driver": False, "configure_logging": False}
@@ -194,7 +194,7 @@ def start_ray(workers: int, attempts: int = RAY_ATTEMPTS) -> None:
         try:
             ray.init(**args)
             return
-        except (RuntimeError, OSError) as e:  # OSError: Ray gave up before GCS wrote its error log
+        except Exception as e:  # RuntimeError/OSError from GCS; a bare Exception when the raylet is late
             ray.shutdown()
             if attempt == attempts:
                 raise RuntimeError(f"Ray did not start in {attempts} attempts ({e})") from None
