@@ -96,8 +96,13 @@ def main() -> int:
     ap.add_argument("--by", choices=("line", "inline", "function"), default="function")
     ap.add_argument("--function", default=None, help="only the addresses inside this function (the symbol)")
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="build and run in this directory and keep it (the ELF and pc_run/pc_counts.txt, for objdump)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+        tmp = str(args.keep or tmp)
         plugin = build_plugin(Path(tmp))
         for model in args.models:
             elf, counts = pc_counts(model, SCHEMES[model], Path(tmp), plugin)

@@ -37,6 +37,13 @@
 #define MT_NN_DSP_ASM 0
 #endif
 
+/* Inlined into every caller, so that a constant `full` selects the clamp at compile time. */
+#if defined(__GNUC__)
+#define MT_NN_INLINE static inline __attribute__((always_inline))
+#else
+#define MT_NN_INLINE static inline
+#endif
+
 /* SMMULR: (a * b + 2^31) >> 32, the rounding high multiply. */
 static inline int32_t mt_nn_smmulr(int32_t a, int32_t b)
 {
@@ -118,11 +125,19 @@ static inline int8_t mt_nn_fast_clamp(int32_t r, int32_t zero_point, int32_t act
  * input channel); longer rows take the same blocking with on-the-fly extension. */
 #define MT_NN_PW_EXTEND_MAX 128
 
-/* The sum of a weight row (for the folded zero point). */
+/* The sum of a weight row (for the folded zero point); on DSP cores four bytes per word load
+ * (SXTB16 pairs summed by SMLAD against 1 in both lanes: an exact integer sum). */
 static inline int32_t mt_nn_row_sum_s8(const int8_t *w, int32_t n)
 {
-    int32_t s = 0, i;
-    for (i = 0; i < n; ++i) {
+    int32_t s = 0, i = 0;
+#if MT_NN_DSP && !MT_NN_MVE
+    for (; i + 4 <= n; i += 4) {
+        const uint32_t v = mt_nn_load4(w + i);
+        s = __smlad(__sxtb16((int32_t)v), 0x00010001, s);
+        s = __smlad(mt_nn_sxtb16_ror8(v), 0x00010001, s);
+    }
+#endif
+    for (; i < n; ++i) {
         s += w[i];
     }
     return s;
@@ -189,6 +204,112 @@ static inline void mt_nn_dot2x2_ext_s8(const int8_t *x0, const int8_t *x1, const
 }
 #endif
 
+/* The fast store (mt_nn_fast_out) of an output with the full act range [-128, 127], the output
+ * zero point folded into the rounding constant: with rz = 2^(right - 1) + z_y * 2^right,
+ *     clamp(((h + 2^(right-1) + [h < 0]) >> right) + z_y) = SSAT8((h + rz + [h < 0]) >> right)
+ * (adding z_y * 2^right before an arithmetic shift adds exactly z_y after it). |h| <= 2^30
+ * (mt_nn_fast_store_of) and right <= MT_NN_ZFOLD_MAX_RIGHT keep every sum inside int32:
+ * 2^30 + 2^21 + 128 * 2^22 < 2^31. Operand a holds the raw sum on entry and the int8 on exit
+ * (h + [h < 0] first, then + rz: the same integer sum); r4, r5, r6, r8 hold bias2, multiplier,
+ * rz, right. */
+#define MT_NN_ZFOLD_MAX_RIGHT 22
+#if MT_NN_DSP_ASM
+#define MT_NN_STORE_Q8(a)                                                                                         \
+    "add %[" a "], r4, %[" a "], lsl #1\n\t"                                                                     \
+    "smmulr %[" a "], %[" a "], r5\n\t"                                                                          \
+    "add %[" a "], %[" a "], %[" a "], asr #31\n\t"                                                              \
+    "add %[" a "], %[" a "], r6\n\t"                                                                             \
+    "asr %[" a "], %[" a "], r8\n\t"                                                                             \
+    "ssat %[" a "], #8, %[" a "]\n\t"
+
+/* The loop of mt_nn_pointwise_pair_fast_s8 over the pixel pairs [x, x_end) (x_end - x an even
+ * number of x_stride), written out: per pair the 2x2 dot products of MT_NN_DOT2X2_STEP over the
+ * n4 (= n, a multiple of 4, > 0) extended inputs at wb, then the four outputs with the folded
+ * store (kz, MT_NN_STORE_Q8) to y[0], y[yc], y[ys], y[ys + yc], y advancing two pixels. Only 13
+ * registers (the loop state that does not fit stays in memory operands). */
+#define MT_NN_DOT2X2_STEP_P                                                                                      \
+    "ldmia %[p1]!, {r4, r5, r6, r8}\n\t"                                                                       \
+    "ldr %[p3], [%[x0]], #4\n\t"                                                                              \
+    "sxtb16 %[p4], %[p3]\n\t"                                                                                 \
+    "sxtb16 %[p3], %[p3], ror #8\n\t"                                                                         \
+    "smlad %[a00], %[p4], r4, %[a00]\n\t"                                                                     \
+    "smlad %[a00], %[p3], r5, %[a00]\n\t"                                                                     \
+    "smlad %[a01], %[p4], r6, %[a01]\n\t"                                                                     \
+    "smlad %[a01], %[p3], r8, %[a01]\n\t"                                                                     \
+    "ldr %[p3], [%[p2]], #4\n\t"                                                                              \
+    "sxtb16 %[p4], %[p3]\n\t"                                                                                 \
+    "sxtb16 %[p3], %[p3], ror #8\n\t"                                                                         \
+    "smlad %[a10], %[p4], r4, %[a10]\n\t"                                                                     \
+    "smlad %[a10], %[p3], r5, %[a10]\n\t"                                                                     \
+    "smlad %[a11], %[p4], r6, %[a11]\n\t"                                                                     \
+    "smlad %[a11], %[p3], r8, %[a11]\n\t"
+
+typedef struct {
+    const int32_t *wb, *wb_end, *kz;
+    const int8_t *x_end;
+    int32_t n4, x_stride, x_advance, ys, yc;
+    int8_t *y;
+} mt_nn_pw_loop;
+
+MT_NN_INLINE void mt_nn_pointwise_pairs_asm(const int8_t *x, mt_nn_pw_loop *L)
+{
+    int32_t a00, a01, a10, a11, p1, p2, p3, p4;
+    __asm__ volatile("1:\n\t"
+                     "ldr %[p1], %[wb]\n\t"
+                     "ldr %[p2], %[xs]\n\t"
+                     "add %[p2], %[x0], %[p2]\n\t"
+                     "mov %[a00], #0\n\t"
+                     "mov %[a01], #0\n\t"
+                     "mov %[a10], #0\n\t"
+                     "mov %[a11], #0\n\t"
+                     "ldr %[p3], %[n4]\n\t"
+                     "tst %[p3], #4\n\t"
+                     "bne 3f\n\t"
+                     "2:\n\t" MT_NN_DOT2X2_STEP_P "3:\n\t" MT_NN_DOT2X2_STEP_P
+                     "ldr %[p3], %[wb_end]\n\t"
+                     "cmp %[p1], %[p3]\n\t"
+                     "bne 2b\n\t"
+                     "ldr %[p1], %[kz]\n\t"
+                     "ldr %[p2], %[y]\n\t"
+                     "ldr %[p3], %[ys]\n\t"
+                     "ldr %[p4], %[yc]\n\t"
+                     "ldmia %[p1]!, {r4, r5, r6, r8}\n\t" MT_NN_STORE_Q8("a00") MT_NN_STORE_Q8("a10")
+                     "strb %[a00], [%[p2]]\n\t"
+                     "strb %[a10], [%[p2], %[p3]]\n\t"
+                     "ldmia %[p1]!, {r4, r5, r6, r8}\n\t" MT_NN_STORE_Q8("a01") MT_NN_STORE_Q8("a11")
+                     "strb %[a01], [%[p2], %[p4]]\n\t"
+                     "add %[p1], %[p2], %[p3]\n\t"
+                     "strb %[a11], [%[p1], %[p4]]\n\t"
+                     "add %[p2], %[p2], %[p3], lsl #1\n\t"
+                     "str %[p2], %[y]\n\t"
+                     "ldr %[p3], %[xadv]\n\t"
+                     "add %[x0], %[x0], %[p3]\n\t"
+                     "ldr %[p3], %[x_end]\n\t"
+                     "cmp %[x0], %[p3]\n\t"
+                     "bne 1b\n\t"
+                     : [a00] "=&r"(a00), [a01] "=&r"(a01), [a10] "=&r"(a10), [a11] "=&r"(a11), [x0] "+&r"(x),
+                       [p1] "=&r"(p1), [p2] "=&r"(p2), [p3] "=&r"(p3), [p4] "=&r"(p4), [y] "+m"(L->y)
+                     : [wb] "m"(L->wb), [wb_end] "m"(L->wb_end), [kz] "m"(L->kz), [x_end] "m"(L->x_end),
+                       [n4] "m"(L->n4), [xs] "m"(L->x_stride), [xadv] "m"(L->x_advance), [ys] "m"(L->ys),
+                       [yc] "m"(L->yc)
+                     : "r4", "r5", "r6", "r8", "cc", "memory");
+}
+#endif
+
+/* The words {bias2, multiplier, rz, right} of MT_NN_STORE_Q8 for channel f and output zero
+ * point z, when right allows the folded zero point (0: the caller takes mt_nn_fast_out). */
+static inline int mt_nn_zfold_of(const mt_nn_fast_store *f, int32_t z, int32_t k[4])
+{
+    if (f->right > MT_NN_ZFOLD_MAX_RIGHT) {
+        return 0;
+    }
+    k[0] = f->bias2;
+    k[1] = f->multiplier;
+    k[2] = f->round + z * ((int32_t)1 << f->right);
+    k[3] = f->right;
+    return 1;
+}
+
 /* acc[2][2] += x_p . w_c, raw int8 products, for pixels x0, x1 and rows w0, w1 over [i, n). */
 static inline void mt_nn_dot2x2_s8(const int8_t *x0, const int8_t *x1, const int8_t *w0, const int8_t *w1, int32_t i,
                                    int32_t n, int32_t acc[4])
@@ -227,13 +348,6 @@ static inline void mt_nn_dot2x2_s8(const int8_t *x0, const int8_t *x1, const int
     acc[3] = a11;
 }
 
-/* Inlined into every caller, so that a constant `full` selects the clamp at compile time. */
-#if defined(__GNUC__)
-#define MT_NN_INLINE static inline __attribute__((always_inline))
-#else
-#define MT_NN_INLINE static inline
-#endif
-
 /* The fast store of one output: requantize (mt_nn_fast_requantize), offset, clamp. */
 MT_NN_INLINE int8_t mt_nn_fast_out(int32_t raw, int32_t bias2, int32_t multiplier, int32_t round, int32_t right,
                                    int32_t zero_point, int32_t act_min, int32_t act_max, int full)
@@ -244,19 +358,37 @@ MT_NN_INLINE int8_t mt_nn_fast_out(int32_t raw, int32_t bias2, int32_t multiplie
 
 /* The outputs of one channel pair (c, c + 1) over pixels [0, pixels) with the fast store:
  * x pixel p at x + p * x_stride; output (p, c + k) at y + p * y_stride + k * y_cstride; wb the
- * extended rows (or NULL). full: act range [-128, 127] (a constant at each call site). */
+ * extended rows (or NULL). full: act range [-128, 127] (a constant at each call site). kz: the
+ * 8 words of the folded store of the pair (mt_nn_zfold_of: full range), or NULL. */
 MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride, int32_t pixels, const int8_t *w0,
                                                const int8_t *w1, const int32_t *wb, int32_t n,
                                                const mt_nn_fast_store *f0, const mt_nn_fast_store *f1,
                                                const mt_conv_params *p, int8_t *y, int32_t y_stride,
-                                               int32_t y_cstride, int full)
+                                               int32_t y_cstride, int full, const int32_t *kz)
 {
     const int32_t n4 = wb != NULL ? n & ~3 : 0;
     const int32_t z = p->output_zero_point, lo = p->act_min, hi = p->act_max;
     const int32_t b0 = f0->bias2, m0 = f0->multiplier, r0 = f0->round, s0 = f0->right;
     const int32_t b1 = f1->bias2, m1 = f1->multiplier, r1 = f1->round, s1 = f1->right;
-    int32_t px;
-    for (px = 0; px < pixels; px += 2) {
+    int32_t px = 0;
+#if MT_NN_DSP_ASM
+    if (kz != NULL && n4 == n && n4 > 0 && pixels >= 2) { /* the pixel pairs in one asm loop */
+        mt_nn_pw_loop L;
+        px = pixels & ~1;
+        L.wb = wb;
+        L.wb_end = wb + n4;
+        L.kz = kz;
+        L.x_end = x + px * x_stride;
+        L.n4 = n4;
+        L.x_stride = x_stride;
+        L.x_advance = 2 * x_stride - n4;
+        L.ys = y_stride;
+        L.yc = y_cstride;
+        L.y = y;
+        mt_nn_pointwise_pairs_asm(x, &L);
+    }
+#endif
+    for (; px < pixels; px += 2) {
         const int8_t *x0 = x + px * x_stride;
         const int8_t *x1 = px + 1 < pixels ? x0 + x_stride : x0; /* an odd last pixel: computed twice, stored once */
         int8_t *y0 = y + px * y_stride;
@@ -271,6 +403,7 @@ MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride
         if (n4 < n) {
             mt_nn_dot2x2_s8(x0, x1, w0, w1, n4, n, acc);
         }
+        (void)kz;
         y0[0] = mt_nn_fast_out(acc[0], b0, m0, r0, s0, z, lo, hi, full);
         y0[y_cstride] = mt_nn_fast_out(acc[1], b1, m1, r1, s1, z, lo, hi, full);
         if (x1 != x0) {
@@ -310,6 +443,7 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
                 mt_nn_fast_store_of(b1, (int64_t)z * mt_nn_row_sum_s8(w1, n), q->multiplier[oc + 1],
                                     q->shift[oc + 1], raw_bound, true_bound, &f1)) {
                 const int32_t *wb = NULL;
+                int32_t kz[8];
 #if MT_NN_DSP_ASM
                 if (wbuf != NULL && (n & ~3) <= wbuf_words) {
                     mt_nn_extend2_s8(w0, w1, n & ~3, wbuf);
@@ -317,11 +451,13 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
                 }
 #endif
                 if (full) {
+                    const int zf = MT_NN_DSP_ASM && mt_nn_zfold_of(&f0, p->output_zero_point, kz) &&
+                                   mt_nn_zfold_of(&f1, p->output_zero_point, kz + 4);
                     mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, &f0, &f1, p, y + oc * y_cstride,
-                                                 y_stride, y_cstride, 1);
+                                                 y_stride, y_cstride, 1, zf ? kz : NULL);
                 } else {
                     mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, &f0, &f1, p, y + oc * y_cstride,
-                                                 y_stride, y_cstride, 0);
+                                                 y_stride, y_cstride, 0, NULL);
                 }
                 continue;
             }
