@@ -208,8 +208,23 @@ static int random_shapes(void)
         check(mt_pointwise_conv2d_s8(&p, &q, rx, rw, rbias, ry), "long pointwise");
         bad += compare(ry, rref, hw * out_c, "long pointwise", t);
     }
+    /* the 3x3 depthwise of the asm pairs (mt_nn_dw.h: stride 1 and 2, full act range, odd and even
+     * widths) and its refusals (extreme constants, a clamped act range) */
+    for (int t = 0; t < 40; t++) {
+        const int in_h = rnd(3, RH), in_w = rnd(3, RH), in_c = rnd(1, RC), s = 1 + t % 2, pad = rnd(0, 1);
+        mt_conv_params p;
+        random_conv_params(&p, in_h, in_w, in_c, in_c, 3, s, pad, in_c);
+        if (t % 6 != 5) { p.act_min = -128; p.act_max = 127; }
+        fill_s8(rx, in_h * in_w * in_c);
+        fill_s8(rw, in_c * 9);
+        random_quant(in_c, t % 5 == 4);
+        const int32_t *b = t % 7 == 6 ? NULL : rbias;
+        naive_conv(&p, &q, rx, rw, b, rref);
+        check(mt_depthwise_conv2d_s8(&p, &q, rx, rw, b, ry), "3x3 depthwise");
+        bad += compare(ry, rref, p.out_h * p.out_w * in_c, "3x3 depthwise", t);
+    }
     /* the fused block vs its ops one by one (expand kxk -> depthwise -> 1x1 [-> ADD]) */
-    for (int t = 0; t < 12; t++) {
+    for (int t = 0; t < 24; t++) {
         mt_inverted_bottleneck_params ib;
         memset(&ib, 0, sizeof ib);
         const int in_h = rnd(3, RH), in_w = rnd(3, RH), in_c = rnd(1, 8), mid = rnd(1, RC);

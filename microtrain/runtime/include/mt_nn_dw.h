@@ -285,6 +285,70 @@ MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_
 }
 #endif
 
+#if MT_NN_DSP_ASM
+/* 3x3 depthwise rows in asm, two outputs per iteration, on plane rows p0, p1, p2 (window rows 0-2,
+ * every one inside the input): raw int8 sums (the zero point folded into bias2: the padded taps
+ * hold z, so sum (x - z) w = sum x w - z * sum w over the whole window), then the folded store
+ * (MT_NN_STORE_Q8). wk: the packed weights of mt_nn_dw_plane_pack (two words per window row:
+ * taps (0, 2) and (1, -) as int16 lanes), then {bias2, multiplier, rz, right}. y advances two
+ * outputs (2 * ys) per iteration until p0 reaches p0_end. Stride 1: the word at column ox holds
+ * taps (0, 1, 2) of output ox and (0, 1, 2) of ox + 1 shifted by one (SMUAD / SMLABB / SMLATB as
+ * in mt_nn_dw_plane_row_fast_s8); stride 2: the word at 2 ox and the byte at 2 ox + 4. */
+#define MT_NN_DW3S1_ROW(p, off, first)                                                                            \
+    "ldr %[v], [%[" p "]], #2\n\t"                                                                              \
+    "ldrd r4, r5, [%[wk], #" off "]\n\t"                                                                        \
+    "sxtb16 %[o], %[v], ror #8\n\t"                                                                             \
+    "sxtb16 %[v], %[v]\n\t" first                                                                              \
+    "smlabb %[a0], %[o], r5, %[a0]\n\t"                                                                         \
+    "smlatb %[a1], %[v], r5, %[a1]\n\t"
+#define MT_NN_DW3S1_FIRST "smuad %[a0], %[v], r4\n\t" "smuad %[a1], %[o], r4\n\t"
+#define MT_NN_DW3S1_NEXT "smlad %[a0], %[v], r4, %[a0]\n\t" "smlad %[a1], %[o], r4, %[a1]\n\t"
+
+#define MT_NN_DW3S2_ROW(p, off, first)                                                                            \
+    "ldr %[v], [%[" p "]], #4\n\t"                                                                              \
+    "ldrsb r6, [%[" p "]]\n\t"                                                                                  \
+    "ldrd r4, r5, [%[wk], #" off "]\n\t"                                                                        \
+    "sxtb16 %[o], %[v], ror #8\n\t"                                                                             \
+    "sxtb16 %[v], %[v]\n\t" first                                                                              \
+    "smlabb %[a0], %[o], r5, %[a0]\n\t"                                                                         \
+    "smlatb %[a1], %[o], r5, %[a1]\n\t"                                                                         \
+    "smlabt %[a1], r6, r4, %[a1]\n\t"
+#define MT_NN_DW3S2_FIRST "smuad %[a0], %[v], r4\n\t" "smultb %[a1], %[v], r4\n\t"
+#define MT_NN_DW3S2_NEXT "smlad %[a0], %[v], r4, %[a0]\n\t" "smlatb %[a1], %[v], r4, %[a1]\n\t"
+
+#define MT_NN_DW3_TAIL                                                                                            \
+    "ldrd r4, r5, [%[wk], #24]\n\t"                                                                             \
+    "ldrd r6, r8, [%[wk], #32]\n\t" MT_NN_STORE_Q8("a0") MT_NN_STORE_Q8("a1")                                  \
+    "ldr %[v], %[ys]\n\t"                                                                                       \
+    "strb %[a0], [%[y]]\n\t"                                                                                    \
+    "strb %[a1], [%[y], %[v]]\n\t"                                                                              \
+    "add %[y], %[y], %[v], lsl #1\n\t"                                                                          \
+    "ldr %[v], %[end]\n\t"                                                                                      \
+    "cmp %[p0], %[v]\n\t"                                                                                       \
+    "bne 1b\n\t"
+
+MT_NN_INLINE void mt_nn_dw3_pairs_asm(const int8_t *p0, const int8_t *p1, const int8_t *p2, const int32_t *wk,
+                                      int8_t *y, int32_t ys, const int8_t *end, int stride2)
+{
+    int32_t a0, a1, v, o;
+    if (stride2) {
+        __asm__ volatile("1:\n\t" MT_NN_DW3S2_ROW("p0", "0", MT_NN_DW3S2_FIRST) MT_NN_DW3S2_ROW("p1", "8", MT_NN_DW3S2_NEXT)
+                             MT_NN_DW3S2_ROW("p2", "16", MT_NN_DW3S2_NEXT) MT_NN_DW3_TAIL
+                         : [a0] "=&r"(a0), [a1] "=&r"(a1), [v] "=&r"(v), [o] "=&r"(o), [p0] "+&r"(p0), [p1] "+&r"(p1),
+                           [p2] "+&r"(p2), [y] "+&r"(y)
+                         : [wk] "r"(wk), [ys] "m"(ys), [end] "m"(end)
+                         : "r4", "r5", "r6", "r8", "cc", "memory");
+    } else {
+        __asm__ volatile("1:\n\t" MT_NN_DW3S1_ROW("p0", "0", MT_NN_DW3S1_FIRST) MT_NN_DW3S1_ROW("p1", "8", MT_NN_DW3S1_NEXT)
+                             MT_NN_DW3S1_ROW("p2", "16", MT_NN_DW3S1_NEXT) MT_NN_DW3_TAIL
+                         : [a0] "=&r"(a0), [a1] "=&r"(a1), [v] "=&r"(v), [o] "=&r"(o), [p0] "+&r"(p0), [p1] "+&r"(p1),
+                           [p2] "+&r"(p2), [y] "+&r"(y)
+                         : [wk] "r"(wk), [ys] "m"(ys), [end] "m"(end)
+                         : "r4", "r5", "r6", "r8", "cc", "memory");
+    }
+}
+#endif
+
 #if MT_NN_MVE
 #include "mt_nn_dw_mve.h"
 #endif
@@ -313,11 +377,49 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
         int32_t wp[MT_NN_DW_PLANE_WORDS];
         const int32_t lanes = mt_nn_lane_offset(d->input_zero_point);
         const int full = d->act_min == -128 && d->act_max == 127;
+        int use3 = 0;
+#if MT_NN_DSP_ASM
+        int32_t wk[10];
+#endif
         mt_nn_dw_plane_pack(w, d->kernel_h, d->kernel_w, wp);
+#if MT_NN_DSP_ASM
+        if (full && d->kernel_h == 3 && d->kernel_w == 3 && ky_begin == 0 && ky_end == 3 && d->out_w >= 2 &&
+            (d->stride_w == 1 || d->stride_w == 2)) { /* the asm pairs, with the zero point folded */
+            mt_nn_fast_store g;
+            int32_t sum = 0, k;
+            for (k = 0; k < 9; ++k) {
+                sum += w[k];
+            }
+            if (mt_nn_fast_store_of(s->bias != NULL ? s->bias[c] : 0, (int64_t)d->input_zero_point * sum,
+                                    s->multiplier[c], s->shift[c], 9 * 16384, bound, &g) &&
+                mt_nn_zfold_of(&g, d->output_zero_point, wk + 6)) {
+                memcpy(wk, wp, 6 * sizeof(int32_t));
+                use3 = 1;
+            }
+        }
+#endif
         for (r = 0; r < rows; ++r) {
             for (ky = ky_begin; ky < ky_end; ++ky) {
                 pr[ky] = prow[ky] + r * row_step;
             }
+#if MT_NN_DSP_ASM
+            if (use3) {
+                const int32_t pairs = d->out_w >> 1, sw = d->stride_w;
+                int8_t *yr = y + r * y_row_stride;
+                mt_nn_dw3_pairs_asm(pr[0], pr[1], pr[2], wk, yr, y_stride, pr[0] + pairs * 2 * sw, sw == 2);
+                if (d->out_w & 1) { /* the last output: the C sums of mt_nn_dw_plane_row_fast_s8 */
+                    const int32_t last = d->out_w - 1;
+                    int32_t a = 0;
+                    for (ky = 0; ky < 3; ++ky) {
+                        a = mt_nn_dw_plane_taps(pr[ky] + last * sw, wp + 2 * ky, 1, lanes, a);
+                    }
+                    yr[last * y_stride] = mt_nn_fast_out(a, f.bias2, f.multiplier, f.round, f.right,
+                                                         d->output_zero_point, -128, 127, 1);
+                }
+                continue;
+            }
+#endif
+            (void)use3;
             if (full) {
                 mt_nn_dw_plane_row_any_s8(d, pr, ky_begin, ky_end, wp, lanes, &f, y + r * y_row_stride, y_stride, 1);
             } else {
