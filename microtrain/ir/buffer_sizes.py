@@ -48,20 +48,22 @@ PATCH_MAX = 64
 def inverted_bottleneck_get_buffer_size(p: dict) -> int:
     """Twin of mt_inverted_bottleneck_get_buffer_size, the layout of runtime/include/mt_nn_ib.h: the
     pre-extended weight rows of a channel pair (4 bytes per input of the longer of the expansion's and
-    the projection's rows, rounded down to 4), the ring of min(kernel_h, in_h) channel-planar expanded
-    rows with the depthwise padding + 4 bytes (with an expansion), a strip of patches (a conv expansion
-    whose window fits PATCH_MAX), a strip of depthwise output and of projection output (with a residual)."""
+    the projection's rows, rounded down to 4, a patched expansion's window rounded up), the ring of
+    min(kernel_h, in_h) channel-planar expanded rows with the depthwise padding + 4 bytes (with an
+    expansion), a strip of patches each padded to a word (a conv expansion whose window fits PATCH_MAX),
+    a strip of depthwise output and of projection output (with a residual)."""
     e, d, pr = p.get("expand"), p["depthwise"], p["project"]
     one_by_one = e is not None and e["kernel_h"] == e["kernel_w"] == 1 and e["stride_w"] == 1 and \
         e["pad_left"] == e["pad_right"] == e["pad_top"] == 0
     window = e["kernel_h"] * e["kernel_w"] * e["in_c"] if e is not None else 0
     patched = p["has_expand"] and not one_by_one and window <= PATCH_MAX
-    e4 = 0 if not p["has_expand"] else (e["in_c"] & ~3) if one_by_one else (window & ~3) if patched else 0
+    window4 = (window + 3) & ~3  # a patch row padded to a word (the pre-extended rows cover it, weight 0 past the window)
+    e4 = 0 if not p["has_expand"] else (e["in_c"] & ~3) if one_by_one else window4 if patched else 0
     words = max(e4, pr["in_c"] & ~3)
     strip = min(d["out_w"], IB_STRIP)
     seg = d["pad_left"] + d["in_w"] + d["pad_right"]
     ring = min(d["kernel_h"], d["in_h"]) * d["in_c"] * seg + 4 if p["has_expand"] else 0
-    patch = min(e["out_w"], IB_STRIP) * window if patched else 0
+    patch = min(e["out_w"], IB_STRIP) * window4 if patched else 0
     return 4 * words + ring + patch + strip * d["in_c"] + (strip * pr["out_c"] if p["has_residual"] else 0)
 
 

@@ -160,6 +160,23 @@ static inline void mt_nn_extend2_s8(const int8_t *w0, const int8_t *w1, int32_t 
     }
 }
 
+/* mt_nn_extend2_s8 over ne = n rounded up to 4 inputs: the last group's inputs past n get weight 0
+ * (their x bytes, read from the caller's padded rows, then add nothing). */
+static inline void mt_nn_extend2_pad_s8(const int8_t *w0, const int8_t *w1, int32_t n, int32_t ne, int32_t *wb)
+{
+    const int32_t n4 = n & ~3;
+    mt_nn_extend2_s8(w0, w1, n4, wb);
+    if (ne > n4) {
+        int8_t a[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0};
+        int32_t i;
+        for (i = n4; i < n; ++i) {
+            a[i - n4] = w0[i];
+            b[i - n4] = w1[i];
+        }
+        mt_nn_extend2_s8(a, b, 4, wb + n4);
+    }
+}
+
 /* acc[2][2] += x_p . w_c for pixels x0, x1 and the extended rows in wb, over n4 inputs
  * (n4 > 0, a multiple of 4). Per 4 inputs one LDM of four weight words, one word of each
  * pixel, four SXTB16, eight SMLAD (16 MACs in 15 instructions), unrolled twice (an odd count
@@ -359,20 +376,21 @@ MT_NN_INLINE int8_t mt_nn_fast_out(int32_t raw, int32_t bias2, int32_t multiplie
 /* The outputs of one channel pair (c, c + 1) over pixels [0, pixels) with the fast store:
  * x pixel p at x + p * x_stride; output (p, c + k) at y + p * y_stride + k * y_cstride; wb the
  * extended rows (or NULL). full: act range [-128, 127] (a constant at each call site). kz: the
- * 8 words of the folded store of the pair (mt_nn_zfold_of: full range), or NULL. */
+ * 8 words of the folded store of the pair (mt_nn_zfold_of: full range), or NULL. ne: the inputs
+ * the extended rows cover (n rounded down to 4, or up to 4 when the x rows are padded). */
 MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride, int32_t pixels, const int8_t *w0,
                                                const int8_t *w1, const int32_t *wb, int32_t n,
                                                const mt_nn_fast_store *f0, const mt_nn_fast_store *f1,
                                                const mt_conv_params *p, int8_t *y, int32_t y_stride,
-                                               int32_t y_cstride, int full, const int32_t *kz)
+                                               int32_t y_cstride, int full, const int32_t *kz, int32_t ne)
 {
-    const int32_t n4 = wb != NULL ? n & ~3 : 0;
+    const int32_t n4 = wb != NULL ? ne : 0;
     const int32_t z = p->output_zero_point, lo = p->act_min, hi = p->act_max;
     const int32_t b0 = f0->bias2, m0 = f0->multiplier, r0 = f0->round, s0 = f0->right;
     const int32_t b1 = f1->bias2, m1 = f1->multiplier, r1 = f1->round, s1 = f1->right;
     int32_t px = 0;
 #if MT_NN_DSP_ASM
-    if (kz != NULL && n4 == n && n4 > 0 && pixels >= 2) { /* the pixel pairs in one asm loop */
+    if (kz != NULL && n4 >= n && n4 > 0 && pixels >= 2) { /* the pixel pairs in one asm loop */
         mt_nn_pw_loop L;
         px = pixels & ~1;
         L.wb = wb;
@@ -418,7 +436,8 @@ MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride
  * is not NULL, else w + c * in_c), bias (may be NULL) and q. NHWC output: y_cstride 1; a
  * channel-planar row (the fused block's ring): y_stride 1, y_cstride the plane row. wbuf: room for
  * the pre-extended rows of a channel pair (wbuf_words >= in_c rounded down to 4 for them to be used;
- * 4-byte aligned). The caller has checked p, q and the accumulator bound (in_c <= MT_NN_MAX_DOT_LENGTH).
+ * 4-byte aligned). Padded x rows (x_stride >= in_c rounded up to 4 > in_c: the bytes between are
+ * readable, any value) let the extended rows cover in_c rounded up, with zero weights past in_c. The caller has checked p, q and the accumulator bound (in_c <= MT_NN_MAX_DOT_LENGTH).
  * Channel pairs whose constants allow it take the fast store, the others (and an odd last channel)
  * the reference store. */
 static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, const mt_per_channel_quant *q,
@@ -430,6 +449,7 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
     const int32_t n = p->in_c, out_c = p->out_c, z = p->input_zero_point;
     const int64_t raw_bound = (int64_t)n * 16384, true_bound = (int64_t)n * 32640;
     const int full = p->act_min == -128 && p->act_max == 127;
+    const int32_t ne = x_stride > n && x_stride >= ((n + 3) & ~3) ? (n + 3) & ~3 : n & ~3;
     const mt_nn_store s = mt_nn_store_of(bias, q, p);
     int32_t oc, px;
     for (oc = 0; oc < out_c; oc += 2) {
@@ -445,8 +465,8 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
                 const int32_t *wb = NULL;
                 int32_t kz[8];
 #if MT_NN_DSP_ASM
-                if (wbuf != NULL && (n & ~3) <= wbuf_words) {
-                    mt_nn_extend2_s8(w0, w1, n & ~3, wbuf);
+                if (wbuf != NULL && ne <= wbuf_words) {
+                    mt_nn_extend2_pad_s8(w0, w1, n, ne, wbuf);
                     wb = wbuf;
                 }
 #endif
@@ -454,10 +474,10 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
                     const int zf = MT_NN_DSP_ASM && mt_nn_zfold_of(&f0, p->output_zero_point, kz) &&
                                    mt_nn_zfold_of(&f1, p->output_zero_point, kz + 4);
                     mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, &f0, &f1, p, y + oc * y_cstride,
-                                                 y_stride, y_cstride, 1, zf ? kz : NULL);
+                                                 y_stride, y_cstride, 1, zf ? kz : NULL, ne);
                 } else {
                     mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, &f0, &f1, p, y + oc * y_cstride,
-                                                 y_stride, y_cstride, 0, NULL);
+                                                 y_stride, y_cstride, 0, NULL, ne);
                 }
                 continue;
             }

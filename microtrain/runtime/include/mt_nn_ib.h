@@ -17,11 +17,12 @@
  * Scratch layout (mt_nn_ib_layout; mt_inverted_bottleneck_get_buffer_size returns its total,
  * Python twin ir/buffer_sizes.py inverted_bottleneck_get_buffer_size), in bytes:
  *   wbuf   4 * max(e, pj): the pre-extended weight rows of a channel pair (mt_nn_fast.h), e = the
- *          expansion's row length rounded down to 4 (in_c for a 1x1, the window for a patched
- *          conv, 0 otherwise), pj = in_c of the projection rounded down to 4
+ *          expansion's row length rounded to 4 (in_c rounded down for a 1x1, the window rounded
+ *          up for a patched conv, 0 otherwise), pj = in_c of the projection rounded down to 4
  *   ring   rows * in_c * (pad_left + in_w + pad_right) + 4 (with an expansion)
- *   patch  min(expand out_w, MT_NN_IB_STRIP) * window (a conv expansion whose window fits
- *          MT_NN_PATCH_MAX: the receptive fields of a strip of output pixels)
+ *   patch  min(expand out_w, MT_NN_IB_STRIP) * window rounded up to 4 (a conv expansion whose
+ *          window fits MT_NN_PATCH_MAX: the receptive fields of a strip of output pixels, each
+ *          padded to a word)
  *   dw     min(out_w, MT_NN_IB_STRIP) * in_c (a strip of the depthwise output row)
  *   pr     min(out_w, MT_NN_IB_STRIP) * out_c (a strip of the projection output, with a residual)
  * The output row is computed in strips of MT_NN_IB_STRIP pixels (depthwise, projection, ADD).
@@ -58,7 +59,7 @@ static inline mt_nn_ib_layout_t mt_nn_ib_layout(const mt_inverted_bottleneck_par
     const mt_conv_params *e = &p->expand, *d = &p->depthwise;
     const int32_t window = e->kernel_h * e->kernel_w * e->in_c;
     const int32_t patched = p->has_expand && !mt_nn_ib_is_1x1(e) && window <= MT_NN_PATCH_MAX;
-    const int32_t e4 = !p->has_expand ? 0 : mt_nn_ib_is_1x1(e) ? e->in_c & ~3 : patched ? window & ~3 : 0;
+    const int32_t e4 = !p->has_expand ? 0 : mt_nn_ib_is_1x1(e) ? e->in_c & ~3 : patched ? (window + 3) & ~3 : 0;
     const int32_t pj4 = p->project.in_c & ~3, strip = mt_nn_ib_min(d->out_w, MT_NN_IB_STRIP);
     mt_nn_ib_layout_t l;
     l.wbuf_words = e4 > pj4 ? e4 : pj4;
@@ -66,7 +67,7 @@ static inline mt_nn_ib_layout_t mt_nn_ib_layout(const mt_inverted_bottleneck_par
     l.patch = l.ring + (p->has_expand ? mt_nn_ib_min(d->kernel_h, d->in_h) * d->in_c *
                                                 (d->pad_left + d->in_w + d->pad_right) + 4
                                       : 0);
-    l.dw = l.patch + (patched ? mt_nn_ib_min(e->out_w, MT_NN_IB_STRIP) * window : 0);
+    l.dw = l.patch + (patched ? mt_nn_ib_min(e->out_w, MT_NN_IB_STRIP) * ((window + 3) & ~3) : 0);
     l.pr = l.dw + strip * d->in_c;
     l.total = l.pr + (p->has_residual ? strip * p->project.out_c : 0);
     return l;
@@ -102,7 +103,7 @@ static MT_NN_NOINLINE void mt_nn_ib_conv_row_s8(const mt_conv_params *e, const m
     }
     if (window <= MT_NN_PATCH_MAX) {
         /* strips of patches (padding = the zero point), each strip one 1x1 conv of window-long rows */
-        const int32_t per_strip = MT_NN_IB_STRIP;
+        const int32_t per_strip = MT_NN_IB_STRIP, window4 = (window + 3) & ~3; /* patches padded to 4 bytes */
         mt_conv_params as_1x1 = *e;
         as_1x1.in_c = window;
         for (ox = 0; ox < e->out_w; ox += per_strip) {
@@ -112,9 +113,9 @@ static MT_NN_NOINLINE void mt_nn_ib_conv_row_s8(const mt_conv_params *e, const m
                 const int32_t x0 = (ox + k) * e->stride_w - e->pad_left;
                 const int32_t kx_begin = x0 < 0 ? -x0 : 0;
                 const int32_t kx_end = e->in_w - x0 < e->kernel_w ? e->in_w - x0 : e->kernel_w;
-                mt_nn_patch_s8(strip + k * window, row, ky_begin, ky_end, kx_begin, kx_end, x0, e);
+                mt_nn_patch_s8(strip + k * window4, row, ky_begin, ky_end, kx_begin, kx_end, x0, e);
             }
-            mt_nn_pointwise_fast_s8(&as_1x1, q, strip, window, n, weights, NULL, bias, dst + ox * y_stride, y_stride,
+            mt_nn_pointwise_fast_s8(&as_1x1, q, strip, window4, n, weights, NULL, bias, dst + ox * y_stride, y_stride,
                                     y_cstride, wbuf, wbuf_words);
         }
         return;
