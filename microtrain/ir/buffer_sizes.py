@@ -57,7 +57,7 @@ def inverted_bottleneck_get_buffer_size(p: dict) -> int:
         e["pad_left"] == e["pad_right"] == e["pad_top"] == 0
     window = e["kernel_h"] * e["kernel_w"] * e["in_c"] if e is not None else 0
     patched = p["has_expand"] and not one_by_one and window <= PATCH_MAX
-    window4 = (window + 3) & ~3  # a patch row padded to a word (the pre-extended rows cover it, weight 0 past the window)
+    window4 = (window + 3) & ~3  # a patch row padded to a word (extended weights: 0 past the window)
     e4 = 0 if not p["has_expand"] else (e["in_c"] & ~3) if one_by_one else window4 if patched else 0
     words = max(e4, pr["in_c"] & ~3)
     strip = min(d["out_w"], IB_STRIP)
