@@ -12,6 +12,9 @@ subset, and the test accuracy at that lr is reported.
 The frozen prefix (everything before block 12) never changes, so its output is computed
 once per image and cached (``Trainer.cache``).
 
+``--grad-dtypes fp32 int16 int8`` runs each int8 row also with integer error tensors in the
+backward (``runtime/grad_quant.py``); those rows are labelled "<row>, int8 errors".
+
     nice -n 10 .venv/bin/python benchmarks/qas_experiment.py --dataset digits --zero-head --out-json /tmp/qd.json
     .venv/bin/python benchmarks/qas_experiment.py --merge /tmp/qas_*.json --append-results
 """
@@ -94,15 +97,20 @@ def run_dataset(args) -> dict:
     caches: dict[int, dict] = {}  # prefix cut -> cached prefix outputs (train, test)
     results = json.loads(Path(args.out_json).read_text()) if args.out_json and Path(args.out_json).exists() else {}
     results.setdefault("runs", [])
-    done = {(r["optimizer"], r["rounding"], r["scheme"], r["lr"], r.get("seed", 0)) for r in results["runs"]}
-    for seed, (label, opt, rounding, scheme_key), lr in itertools.product(args.seeds, ROWS, args.lrs):
+    done = {(r["optimizer"], r["rounding"], r["scheme"], r["lr"], r.get("seed", 0), r.get("grad_dtype", "fp32"))
+            for r in results["runs"]}
+    for seed, (label, opt, rounding, scheme_key), gd, lr in itertools.product(args.seeds, ROWS, args.grad_dtypes,
+                                                                              args.lrs):
         if args.rows and label not in args.rows:
             continue
-        if (opt, rounding, scheme_key, lr, seed) in done:
+        if gd != "fp32" and opt.startswith("fp32"):
+            continue  # the float baseline has no int8 backward to quantize
+        if (opt, rounding, scheme_key, lr, seed, gd) in done:
             continue
+        label = row_label(label, gd)
         t = time.time()
         cfg = TrainConfig(opt, lr=lr, epochs=args.epochs, batch_size=args.batch_size,
-                          rounding=rounding if rounding != "-" else "nearest", seed=seed)
+                          rounding=rounding if rounding != "-" else "nearest", seed=seed, grad_dtype=gd)
         scheme = sch[scheme_key]
         tr = Trainer(graph, scheme, cfg)
         if tr.sim.cut not in caches:
@@ -115,6 +123,7 @@ def run_dataset(args) -> dict:
         val = {k: v[torch.from_numpy(val_idx)] for k, v in cache["train"].items()}
         tr.fit(sub, train.labels[tr_idx])
         row = {"label": label, "optimizer": opt, "rounding": rounding, "scheme": scheme_key, "lr": lr, "seed": seed,
+               "grad_dtype": gd,
                "val_accuracy": tr.evaluate(val, train.labels[val_idx]),
                "test_accuracy": tr.evaluate(cache["test"], test.labels),
                "train_loss": tr.history[-1]["train_loss"], "seconds": time.time() - t}
@@ -127,6 +136,10 @@ def run_dataset(args) -> dict:
                            val_size=len(val_idx), test_size=len(test))
             Path(args.out_json).write_text(json.dumps(results, indent=1))
     return results
+
+
+def row_label(label: str, grad_dtype: str) -> str:
+    return label if grad_dtype == "fp32" else f"{label}, {grad_dtype} errors"
 
 
 def config_of(args) -> dict:
@@ -151,7 +164,8 @@ def table(all_results: list[dict]) -> str:
     bests = [best_per_row(r["runs"]) for r in all_results]
     head = "| row | rounding | " + " | ".join(f"{d} test acc % (lr)" for d in datasets) + " |"
     lines = [head, "|" + "---|" * (2 + len(datasets))]
-    for label, _opt, rounding, _s in ROWS:
+    for (label, _opt, rounding, _s), gd in itertools.product(ROWS, ("fp32", "int16", "int8")):
+        label = row_label(label, gd)
         cells = []
         for b in bests:
             r = b.get((label, rounding))
@@ -190,6 +204,8 @@ def main() -> int:
     p.add_argument("--lrs", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (data order, rounding)")
     p.add_argument("--rows", nargs="*", help="only these row labels")
+    p.add_argument("--grad-dtypes", nargs="+", default=["fp32"], choices=["fp32", "int16", "int8"],
+                   help="error tensors of the backward to run each int8 row with (default fp32)")
     p.add_argument("--zero-head", action="store_true", help="start the new head from zero weights")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-json", help="results file (runs already in it are skipped: the sweep resumes)")

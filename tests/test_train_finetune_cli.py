@@ -92,3 +92,18 @@ def test_finetune_fp32_head_writes_int8_model(model, tmp_path, capsys):
     test = load_dataset("digits", "test", limit=40, seed=0)
     acc = float(np.mean(infer_batch(g, preprocess(test.images, g)).argmax(1) == test.labels))
     assert abs(acc - doc["test_accuracy"]) <= 0.1
+
+
+def test_finetune_int8_errors_train_and_differ_from_fp32(model, tmp_path, capsys):
+    runs = {}
+    for dtype in ("fp32", "int8"):
+        out = tmp_path / dtype
+        assert main(["finetune", model, *COMMON, "--epochs", "1", "--grad-dtype", dtype, "--out", str(out),
+                     "--json"]) == 0
+        runs[dtype] = json.loads(capsys.readouterr().out)
+        assert runs[dtype]["grad_dtype"] == dtype
+    assert runs["int8"]["epochs"][0]["train_loss"] != runs["fp32"]["epochs"][0]["train_loss"]
+    assert np.isfinite(runs["int8"]["epochs"][0]["train_loss"])
+    base = ["finetune", model, *COMMON, "--epochs", "1", "--out", str(tmp_path / "x")]
+    assert main([*base, "--optimizer", "fp32-sgd", "--grad-dtype", "int8"]) == 2
+    assert "the float baseline fp32-sgd has none" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from microtrain.data.datasets import check_fits, load_dataset
 from microtrain.data.preprocess import preprocess
 from microtrain.errors import UserError
 from microtrain.ir import Graph, save_graph
+from microtrain.runtime.grad_quant import GRAD_DTYPES
 from microtrain.sim.resolution import with_resolution
 from microtrain.train.checkpoint import CheckpointError, restore, save_checkpoint
 from microtrain.train.divergence import TrainingDiverged, advice
@@ -79,14 +80,16 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
              rounding: str = "stochastic", seed: int = 0, resolution: int | None = None, limit: int | None = None,
              test_limit: int | None = None, checkpoint_every: int = 0, resume: bool = False, restart: bool = False,
              stop_after: int | None = None, threads: int | None = None, input_range: InputRange = None,
-             export: str | Path | None = None) -> FinetuneResult:
+             export: str | Path | None = None, grad_dtype: str = "fp32") -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` (see the module doc). ``classes``: a new N-class head (needed
     when the dataset's classes differ); ``head``: int8 (default) or fp32 classifier training;
     ``resolution``: train and evaluate at R x R; ``limit``/``test_limit``: class-balanced subsets;
     ``stop_after``: stop after K optimizer steps as an interruption would (to try resuming);
     ``threads``: torch threads (default: torch's choice); ``input_range``: the real input values of
     pixels 0..1 (stored in the model written); ``export``: also write the trained model there (a
-    .tflite for a model imported from one, else a .json + .npz stem)."""
+    .tflite for a model imported from one, else a .json + .npz stem); ``grad_dtype``: the layers'
+    error tensors in the backward, fp32 (default) or int16 / int8 codes with a power-of-two scale
+    per tensor (``runtime/grad_quant.py``)."""
     if threads:
         torch.set_num_threads(threads)
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("accumulate", accumulate),
@@ -96,6 +99,11 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
     check_count(checkpoint_every, "--checkpoint-every", 0)
     check_lr(lr)
     check_seed(seed)
+    if grad_dtype not in GRAD_DTYPES:
+        raise UserError(f"--grad-dtype {grad_dtype!r} is not one of {', '.join(GRAD_DTYPES)}")
+    if grad_dtype != "fp32" and OPTIMIZERS.get(optimizer, ("", False, ""))[2] == "fp32":
+        raise UserError(f"--grad-dtype {grad_dtype} quantizes the int8 model's backward; the float baseline "
+                        f"{optimizer} has none: use an int8 optimizer (e.g. sgd-qas) or --grad-dtype fp32")
     graph = load_model(model, input_range)
     check_export(graph, export)
     try:
@@ -125,7 +133,7 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(optimizer, lr=lr, epochs=epochs, batch_size=batch_size, accumulate=accumulate,
-                      rounding=rounding, seed=seed)
+                      rounding=rounding, seed=seed, grad_dtype=grad_dtype)
     trainer = Trainer(graph, plan, cfg)
     signature = {"model": str(model), "data": data, "classes": classes, "scheme": str(scheme), "head": head,
                  "optimizer": optimizer, "epochs": epochs, "lr": lr, "batch_size": batch_size,
@@ -133,6 +141,8 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
                  "limit": limit, "test_limit": test_limit}
     if input_range is not None:
         signature["input_range"] = str(input_range)
+    if grad_dtype != "fp32":  # (absent for fp32: checkpoints of earlier versions still match)
+        signature["grad_dtype"] = grad_dtype
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not restart:
         try:
@@ -189,7 +199,8 @@ def finetune(model: ModelSpec, data: str, out: str | Path, *, classes: int | Non
     (out / "history.json").write_text(json.dumps(history, indent=1))
     accuracy = history[-1]["test_accuracy"] if history else float("nan")
     doc = {"model": str(model), "data": data, "scheme": plan.name or str(scheme), "optimizer": optimizer,
-           "rounding": rounding, "epochs": history, "test_accuracy": accuracy, "train_samples": len(train),
+           "rounding": rounding, "grad_dtype": grad_dtype, "epochs": history, "test_accuracy": accuracy,
+           "train_samples": len(train),
            "test_samples": len(test), "out": str(out), "model_file": str(out / "model.json"),
            "trained_layers": sorted(plan.updated_layers()), "exported": exported}
     return FinetuneResult(doc, final)

@@ -22,6 +22,7 @@ import numpy as np
 import microtrain
 from microtrain.api.finetune import OPTIMIZERS
 from microtrain.cli.common import add_input_range, emit, nonnegative_int, positive_float, positive_int, seed_int
+from microtrain.runtime.grad_quant import GRAD_DTYPES
 from microtrain.runtime.rounding import ROUNDINGS
 
 
@@ -29,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "finetune", help="fine-tune an int8 model on a dataset in the simulator (int8 updates, QAS, sparse schemes)",
         description="Fine-tune an int8 model on a dataset with the device's arithmetic: int8 forward, fp32 "
-                    "gradients, updates applied to the int8 weights with the device's rounding. Prints train loss "
+                    "gradients (or int16 / int8 errors, --grad-dtype), updates applied to the int8 weights with "
+                    "the device's rounding. Prints train loss "
                     "and test accuracy per epoch, writes the trained int8 model, the scheme and a checkpoint "
                     "(resumable) to --out.")
     p.add_argument("model", metavar="MODEL",
@@ -54,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--accumulate", type=positive_int, default=1, metavar="K", help="micro-batches per optimizer step")
     p.add_argument("--rounding", choices=ROUNDINGS, default="stochastic",
                    help="rounding of the int8 update (default stochastic)")
+    p.add_argument("--grad-dtype", choices=list(GRAD_DTYPES), default="fp32",
+                   help="the layers' error tensors in the backward: fp32 (default), or int16 / int8 codes with one "
+                        "power-of-two scale per tensor (docs/concepts.md, 'Integer errors')")
     p.add_argument("--seed", type=seed_int, default=0, help="data order, subsets, new head and stochastic rounding")
     p.add_argument("--resolution", type=positive_int, default=None, metavar="R",
                    help="train and evaluate at R x R instead of the model's resolution")
@@ -85,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         accumulate=args.accumulate, rounding=args.rounding, seed=args.seed, resolution=args.resolution,
         limit=args.limit, test_limit=args.test_limit, checkpoint_every=args.checkpoint_every, resume=args.resume,
         restart=args.restart, stop_after=args.stop_after, threads=args.threads, input_range=args.input_range,
-        export=args.export)
+        export=args.export, grad_dtype=args.grad_dtype)
     doc = result.doc
     if doc.get("stopped"):
         emit(args, doc, lambda: None)

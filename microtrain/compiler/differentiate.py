@@ -13,6 +13,10 @@ The clamp derivative is ``act_min < y < act_max`` on the int8 output (CLAMP_MASK
 1-bit), applied to the incoming gradient (MASK_GRAD) -- for every CONV2D, FC and ADD,
 including those whose range is the whole int8 range (saturation then blocks the gradient).
 GLOBAL_AVG_POOL is treated as linear: an average of int8 values cannot saturate.
+
+With ``grad_dtype`` int8 / int16 the error of each CONV2D / FC (its MASK_GRAD output) is held
+as integer codes with a power-of-two scale (``runtime/grad_quant.py``): that MASK_GRAD and the
+layer's weight and bias gradients carry ``error_bits`` (8 or 16); the fp32 default carries none.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from microtrain.ir.buffer_sizes import clamp_mask_get_buffer_size as mask_bytes
 from microtrain.ir.graph import Graph, Node, Tensor
 from microtrain.ir.ops import TRAINING_OPS, Op
 from microtrain.ir.verify import verify_graph
+from microtrain.runtime.grad_quant import error_bits
 
 
 class Emitter:
     """Collects the new tensors and nodes of the backward graph, naming them uniquely."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, error_bits: int = 0) -> None:
         self.graph = graph
+        self.error_bits = error_bits  # bits of the conv/FC error codes (0: fp32 errors)
         self.tensors: dict[str, Tensor] = dict(graph.tensors)
         self.nodes: list[Node] = []
 
@@ -50,18 +56,25 @@ class Emitter:
 VjpRule = Callable[[Node, Graph, str, tuple[bool, ...], Emitter], list[str | None]]
 
 
-def _masked(node: Node, graph: Graph, g: str, em: Emitter) -> str:
-    """The clamp derivative: g * (act_min < y < act_max), y the node's int8 output."""
+def _error_attrs(em: Emitter) -> dict:
+    """``error_bits`` of a conv/FC error and of the gradients formed from it (none for fp32)."""
+    return {"error_bits": em.error_bits} if em.error_bits else {}
+
+
+def _masked(node: Node, graph: Graph, g: str, em: Emitter, error: bool = False) -> str:
+    """The clamp derivative: g * (act_min < y < act_max), y the node's int8 output; ``error``:
+    the result is a conv/FC layer's error, quantized when the graph has integer errors."""
     y = graph.tensors[node.outputs[0]]
     lo, hi = node.attrs.get("act_min", -128), node.attrs.get("act_max", 127)
     mask = em.emit(f"mask.{node.name}", Op.CLAMP_MASK, (y.name,), (mask_bytes(y.size),), "uint8",
                    act_min=lo, act_max=hi)
-    return em.emit(f"dpre.{node.name}", Op.MASK_GRAD, (g, mask), y.shape, "float32")
+    return em.emit(f"dpre.{node.name}", Op.MASK_GRAD, (g, mask), y.shape, "float32",
+                   **(_error_attrs(em) if error else {}))
 
 
 def _conv2d(node: Node, graph: Graph, g: str, wants: tuple[bool, ...], em: Emitter) -> list[str | None]:
     x, w, _ = (graph.tensors[n] for n in node.inputs)
-    gp = _masked(node, graph, g, em)
+    gp = _masked(node, graph, g, em, error=True)
     geo = {"stride": tuple(node.attrs.get("stride", (1, 1))), "padding": tuple(node.attrs.get("padding", (0,) * 4)),
            "groups": int(node.attrs.get("groups", 1))}
     out: list[str | None] = [None, None, None]
@@ -71,24 +84,26 @@ def _conv2d(node: Node, graph: Graph, g: str, wants: tuple[bool, ...], em: Emitt
     if wants[1]:
         out[1] = em.emit(f"d.{w.name}", Op.CONV2D_GRAD_WEIGHT, (gp, x.name), w.shape, "float32",
                          channels=tuple(range(w.shape[0])), kernel=tuple(w.shape[1:]), x_channels=None,
-                         layer=node.name, **geo)
+                         layer=node.name, **geo, **_error_attrs(em))
     if wants[2]:
-        out[2] = em.emit(f"d.{node.inputs[2]}", Op.BIAS_GRAD, (gp,), (w.shape[0],), "float32", layer=node.name)
+        out[2] = em.emit(f"d.{node.inputs[2]}", Op.BIAS_GRAD, (gp,), (w.shape[0],), "float32", layer=node.name,
+                         **_error_attrs(em))
     return out
 
 
 def _fully_connected(node: Node, graph: Graph, g: str, wants: tuple[bool, ...], em: Emitter) -> list[str | None]:
     x, w, _ = (graph.tensors[n] for n in node.inputs)
-    gp = _masked(node, graph, g, em)
+    gp = _masked(node, graph, g, em, error=True)
     out: list[str | None] = [None, None, None]
     if wants[0]:
         out[0] = em.emit(f"d.{x.name}@{node.name}", Op.FC_GRAD_INPUT, (gp, w.name), x.shape, "float32",
                          layer=node.name)
     if wants[1]:
         out[1] = em.emit(f"d.{w.name}", Op.FC_GRAD_WEIGHT, (gp, x.name), w.shape, "float32",
-                         channels=tuple(range(w.shape[0])), layer=node.name)
+                         channels=tuple(range(w.shape[0])), layer=node.name, **_error_attrs(em))
     if wants[2]:
-        out[2] = em.emit(f"d.{node.inputs[2]}", Op.BIAS_GRAD, (gp,), (w.shape[0],), "float32", layer=node.name)
+        out[2] = em.emit(f"d.{node.inputs[2]}", Op.BIAS_GRAD, (gp,), (w.shape[0],), "float32", layer=node.name,
+                         **_error_attrs(em))
     return out
 
 
@@ -141,8 +156,9 @@ replace frozen blocks (compiler/fuse_frozen_blocks.py), through which no gradien
 int8 SOFTMAX only ends a graph, and training takes the logits before it (``ir.logits``)."""
 
 
-def differentiate(graph: Graph) -> Graph:
-    """Append the backward nodes; ``meta['training']['grads']`` maps each trained tensor to its gradient."""
+def differentiate(graph: Graph, grad_dtype: str = "fp32") -> Graph:
+    """Append the backward nodes; ``meta['training']['grads']`` maps each trained tensor to its gradient,
+    ``meta['training']['grad_dtype']`` records the error tensors' type (fp32 | int16 | int8)."""
     info = graph.meta["training"]
     wrt = [t["name"] for t in info["trained"]]
     needs = set(wrt)
@@ -152,7 +168,7 @@ def differentiate(graph: Graph) -> Graph:
     loss = graph.outputs[0]
     if loss not in needs:
         raise CompileError("the loss does not depend on any trained tensor")
-    em = Emitter(graph)
+    em = Emitter(graph, error_bits(grad_dtype))
     pending: dict[str, list[str]] = {loss: []}
     for node in reversed(graph.nodes):
         out = node.outputs[0]
@@ -171,7 +187,7 @@ def differentiate(graph: Graph) -> Graph:
                 pending.setdefault(name, []).append(cot)
     grads = {name: _accumulate(pending.pop(name), name, em) for name in wrt}
     meta = dict(graph.meta)
-    meta["training"] = {**info, "grads": grads}
+    meta["training"] = {**info, "grads": grads, "grad_dtype": grad_dtype}
     return verify_graph(graph.replace(tensors=em.tensors, nodes=graph.nodes + tuple(em.nodes), meta=meta))
 
 

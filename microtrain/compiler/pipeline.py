@@ -33,6 +33,7 @@ from microtrain.compiler.stream_block_grads import stream_block_grads
 from microtrain.compiler.stream_input import stream_input
 from microtrain.ir.graph import Graph
 from microtrain.ir.verify import verify_graph
+from microtrain.runtime.grad_quant import GRAD_DTYPES
 from microtrain.scheme import UpdateScheme
 
 log = logging.getLogger("microtrain.compiler")
@@ -67,6 +68,7 @@ class CompileOptions:
     warmup: float = 0.1         # fraction of the schedule's updates spent warming up
     steps: int = 0              # samples the schedule spans (0: unknown until run time: warm-up, then constant)
     loss: str = "cross_entropy"  # cross_entropy (classification) | mse (autoencoder reconstruction)
+    grad_dtype: str = "fp32"    # conv/FC error tensors of the backward: fp32 | int16 | int8 (runtime/grad_quant.py)
     algorithm: str = "greedy_by_size"
     budget: int | None = None   # bytes; CompileError if the peak exceeds it
     measure_passes: bool = False  # re-plan after each pass to log its effect on the peak (compile -v)
@@ -107,6 +109,8 @@ def check_recipe(opt: CompileOptions) -> None:
     if opt.loss == "mse" and opt.stream_input:
         raise CompileError("--loss mse compares the output with the whole input, which --stream-input never holds; "
                            "compile without --stream-input")
+    if opt.grad_dtype not in GRAD_DTYPES:
+        raise CompileError(f"grad dtype {opt.grad_dtype!r} is not one of {', '.join(GRAD_DTYPES)}")
     if not (isinstance(opt.steps, int) and 0 <= opt.steps < 2**32):
         raise CompileError(f"steps {opt.steps!r} must be a sample count in [0, 2^32) (0: set at run time)")
 
@@ -128,7 +132,7 @@ def compile_training(graph: Graph, scheme: UpdateScheme, options: CompileOptions
                                        opt.loss),
          "nodes"),
         # backward from the loss toward the trained tensors only (VJP rule table)
-        ("differentiate", True, differentiate, "nodes"),
+        ("differentiate", True, lambda g: differentiate(g, opt.grad_dtype), "nodes"),
         # SGD+QAS update of each trained tensor, after the whole backward (optimizer.step position)
         ("insert_updates", True, insert_updates, "peak"),
         # drop nodes and tensors no update and no output needs

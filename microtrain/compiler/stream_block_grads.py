@@ -61,8 +61,9 @@ class _Index:
         return r[0] if len(r) == 1 else None
 
     def mask_of(self, n: Node | None, y: str) -> bool:
-        """n is a MASK_GRAD whose mask is the clamp mask of forward tensor y."""
-        if n is None or n.op != Op.MASK_GRAD:
+        """n is a MASK_GRAD whose mask is the clamp mask of forward tensor y. An integer error
+        (``error_bits``) needs the whole tensor for its scale, so it is never streamed."""
+        if n is None or n.op != Op.MASK_GRAD or n.attrs.get("error_bits"):
             return False
         m = self.producer.get(n.inputs[1])
         return m is not None and m.op == Op.CLAMP_MASK and m.inputs[0] == y

@@ -23,6 +23,7 @@ from microtrain.ir.conv_kinds import depthwise
 from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
+from microtrain.runtime.grad_quant import exact_f32, fake_quantize_error
 from microtrain.runtime.rounding import apply_update
 
 F32 = np.float32
@@ -54,9 +55,11 @@ def _clamp_mask(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> l
 
 
 def _mask_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """g * bit(mask); with ``error_bits`` the layer's error d^ = q 2^e (runtime/grad_quant.py)."""
     g = values[node.inputs[0]]
     bits = np.unpackbits(values[node.inputs[1]], bitorder="little", count=g.size).astype(bool)
-    return [np.where(bits.reshape(g.shape), g, F32(0.0)).astype(F32)]
+    return [fake_quantize_error(np.where(bits.reshape(g.shape), g, F32(0.0)).astype(F32),
+                                int(node.attrs.get("error_bits", 0)))]
 
 
 def _conv_geometry(node: Node):
@@ -115,12 +118,14 @@ def _conv_grad_weight(node: Node, graph: Graph, values: Mapping[str, np.ndarray]
         cols.append([x_channels.index(c) for c in wanted] if x_channels is not None else list(wanted))
     cols = np.asarray(cols)  # [K, per_group]
     gk = g[:, :, channels]  # [oh, ow, K]
-    acc = np.zeros((len(channels), kh, kw, per_group), dtype=F32)
+    exact = bool(node.attrs.get("error_bits"))  # integer error: the sum is exact (float64), rounded once
+    acc = np.zeros((len(channels), kh, kw, per_group), dtype=np.float64 if exact else F32)
     for oy in range(oh):
         for ox in range(ow):
             patch = xp[oy * sh: oy * sh + kh, ox * sw: ox * sw + kw]  # [kh, kw, C]
-            acc += (gk[oy, ox][:, None, None, None] * patch[:, :, cols].transpose(2, 0, 1, 3)).astype(F32)
-    return [(acc * F32(x_t.quant.s)).astype(F32)]
+            term = gk[oy, ox][:, None, None, None].astype(acc.dtype) * patch[:, :, cols].transpose(2, 0, 1, 3)
+            acc += term.astype(acc.dtype)
+    return [(exact_f32(acc) * F32(x_t.quant.s)).astype(F32)]
 
 
 def _fc_grad_input(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -137,14 +142,19 @@ def _fc_grad_input(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -
 def _fc_grad_weight(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     g = values[node.inputs[0]][0]
     x_t = graph.tensors[node.inputs[1]]
-    xr = (_deq_x(values[node.inputs[1]][0], x_t.quant.z) * F32(x_t.quant.s)).astype(F32)
     channels = list(node.attrs["channels"])
+    if node.attrs.get("error_bits"):  # integer error: float32(d^ * (x_q - z_x)) (exact) * s_x
+        prod = g[channels][:, None].astype(np.float64) * _deq_x(values[node.inputs[1]][0], x_t.quant.z)[None, :]
+        return [(exact_f32(prod) * F32(x_t.quant.s)).astype(F32)]
+    xr = (_deq_x(values[node.inputs[1]][0], x_t.quant.z) * F32(x_t.quant.s)).astype(F32)
     return [(g[channels][:, None] * xr[None, :]).astype(F32)]
 
 
 def _bias_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     g = values[node.inputs[0]]
     flat = g.reshape(-1, g.shape[-1])
+    if node.attrs.get("error_bits"):  # integer error: float32 of the exact sum of d^
+        return [exact_f32(flat.astype(np.float64).sum(axis=0))]
     acc = np.zeros(g.shape[-1], dtype=F32)
     for row in flat:  # s ascending from 0.0f
         acc = (acc + row).astype(F32)

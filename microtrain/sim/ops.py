@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from microtrain.ir.graph import Graph, Node, QParams, Tensor
 from microtrain.ir.ops import TRAINING_OPS, Op
+from microtrain.runtime.grad_quant import fake_quantize_error
 from microtrain.runtime.twins import add_params, avg_pool_params, output_multipliers
 from microtrain.sim.fixed_point import requantize
 
@@ -65,6 +66,7 @@ class LayerParams:
     b_q: torch.Tensor  # int64, [O]
     w_real: torch.Tensor | None = None  # float32 leaf requiring grad (weights trained)
     b_real: torch.Tensor | None = None  # float32 leaf requiring grad (biases trained)
+    error_bits: int = 0  # bits of the layer's error codes in the backward (runtime/grad_quant.py; 0: fp32)
 
 
 def clamp_mask(y_q: torch.Tensor, node: Node) -> torch.Tensor:
@@ -132,10 +134,13 @@ class WeightedFn(torch.autograd.Function):
     """CONV2D/FC: integer forward; backward = float conv gradients of the masked pre-activation."""
 
     @staticmethod
-    def forward(ctx, x_real, w_real, b_real, node, graph, x_q, w_q, b_q):  # type: ignore[override]
+    def forward(ctx, x_real, w_real, b_real, node, graph, x_q, w_q, b_q, error_bits=0):  # type: ignore[override]
         y_q = conv_int(node, graph, x_q, w_q, b_q)
         y_t = graph.tensors[node.outputs[0]]
         ctx.node = node
+        ctx.error_bits = error_bits
+        ctx.x_int = (x_q - graph.tensors[node.inputs[0]].quant.z) if error_bits else None
+        ctx.x_scale = graph.tensors[node.inputs[0]].quant.s
         ctx.save_for_backward(x_real, w_real, b_real, clamp_mask(y_q, node))
         ctx.mark_non_differentiable(y_q)
         y_real = dequantize32(y_q, y_t.quant.s, y_t.quant.z)
@@ -146,6 +151,9 @@ class WeightedFn(torch.autograd.Function):
         x_real, w_real, b_real, mask = ctx.saved_tensors
         node = ctx.node
         g = grad_y * mask
+        if ctx.error_bits:  # int8/int16 error codes: the consumers read d^, weight/bias sums are exact
+            g = torch.from_numpy(fake_quantize_error(g.detach().numpy(), ctx.error_bits, batched=True))
+            return _int_error_grads(ctx, node, g, w_real)
         gx = gw = gb = None
         if node.op is Op.FULLY_CONNECTED:
             if ctx.needs_input_grad[0]:
@@ -168,7 +176,44 @@ class WeightedFn(torch.autograd.Function):
                                                  groups=groups).permute(0, 2, 3, 1)
         if ctx.needs_input_grad[2]:
             gb = g.reshape(-1, g.shape[-1]).sum(0)
-        return gx, gw, gb, None, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None, None
+
+
+def _int_error_grads(ctx, node: Node, g: torch.Tensor, w_real: torch.Tensor) -> tuple:
+    """Backward of a CONV2D/FC whose error ``g`` holds d^ = q 2^e (``runtime/grad_quant.py``):
+    the input gradient in float32 from d^, the weight gradient float32(sum d^ (x_q - z_x)) * s_x
+    and the bias gradient float32(sum d^), both sums exact in float64 (2^e times an integer)."""
+    gx = gw = gb = None
+    if node.op is Op.FULLY_CONNECTED:
+        if ctx.needs_input_grad[0]:
+            gx = g @ w_real
+        if ctx.needs_input_grad[1]:
+            gw = exact_f32_t(g.double().t() @ ctx.x_int.double())
+    else:
+        stride = tuple(node.attrs.get("stride", (1, 1)))
+        groups = int(node.attrs.get("groups", 1))
+        g_nchw = g.permute(0, 3, 1, 2).contiguous()
+        w_oihw = w_real.permute(0, 3, 1, 2).contiguous()
+        if ctx.needs_input_grad[0]:
+            n, h, w, c = ctx.x_int.shape
+            top, left, bottom, right = node.attrs.get("padding", (0, 0, 0, 0))
+            shape = (n, c, h + top + bottom, w + left + right)
+            gx_pad = torch.nn.grad.conv2d_input(shape, w_oihw, g_nchw, stride=stride, groups=groups)
+            gx = gx_pad[:, :, top:top + h, left:left + w].permute(0, 2, 3, 1)
+        if ctx.needs_input_grad[1]:
+            x_pad = _pad_nchw(ctx.x_int.double().permute(0, 3, 1, 2), node).contiguous()
+            gw = exact_f32_t(torch.nn.grad.conv2d_weight(x_pad, w_oihw.shape, g_nchw.double(), stride=stride,
+                                                         groups=groups).permute(0, 2, 3, 1))
+    if gw is not None:
+        gw = (gw * torch.tensor(ctx.x_scale, dtype=torch.float32)).contiguous()
+    if ctx.needs_input_grad[2]:
+        gb = exact_f32_t(g.double().reshape(-1, g.shape[-1]).sum(0))
+    return gx, gw, gb, None, None, None, None, None, None
+
+
+def exact_f32_t(acc: torch.Tensor) -> torch.Tensor:
+    """``grad_quant.exact_f32`` on a float64 torch tensor: one rounding to float32."""
+    return acc.to(torch.float32)
 
 
 def _weighted(node: Node, graph: Graph, env: Mapping[str, Act], params: Mapping[str, LayerParams]) -> list[Act]:
@@ -181,7 +226,7 @@ def _weighted(node: Node, graph: Graph, env: Mapping[str, Act], params: Mapping[
     w_const, b_const = real_weights(graph, node, p.w_q, p.b_q)
     w_real = p.w_real if p.w_real is not None else w_const
     b_real = p.b_real if p.b_real is not None else b_const
-    y_real, y_q = WeightedFn.apply(x.real, w_real, b_real, node, graph, x.q, p.w_q, p.b_q)
+    y_real, y_q = WeightedFn.apply(x.real, w_real, b_real, node, graph, x.q, p.w_q, p.b_q, p.error_bits)
     return [Act(y_q, y_t.quant.s, y_t.quant.z, y_real)]
 
 

@@ -9,6 +9,10 @@ Backpropagation stops at the earliest updated layer of the scheme: every node be
 (the frozen *prefix*) runs integer-only under ``no_grad``, and ``prefix()`` returns the
 tensors live across that cut so callers can cache them when the prefix never changes.
 
+``grad_dtype`` int8 / int16 holds the error of every conv/FC layer in the backward as
+integer codes with a power-of-two scale per sample (``runtime/grad_quant.py``, the one
+statement of that rule); fp32 (the default) keeps float errors.
+
 Heads (``scheme.head``): ``int8`` keeps the graph's classifier and takes the dequantized
 int8 logits; ``fp32`` replaces the classifier (the last weighted layer, whose output must
 be the graph output) by a float linear layer on its dequantized input features,
@@ -31,19 +35,23 @@ from microtrain import quant
 from microtrain.ir.graph import Graph, QParams
 from microtrain.ir.logits import logits_graph
 from microtrain.ir.verify import verify_graph
+from microtrain.runtime.grad_quant import error_bits
 from microtrain.scheme import UpdateScheme, check_scheme
 from microtrain.sim.ops import SIM_RULES, Act, LayerParams, real_weights, to_codes
 
 
 class Simulator:
-    def __init__(self, graph: Graph, scheme: UpdateScheme | None = None) -> None:
+    def __init__(self, graph: Graph, scheme: UpdateScheme | None = None, grad_dtype: str = "fp32") -> None:
         verify_graph(graph)
+        self.grad_dtype = grad_dtype
+        bits = error_bits(grad_dtype)
         self.full_graph = graph  # with an int8 SOFTMAX ending it, if it has one (inference, export)
         self.graph = graph = logits_graph(graph)  # what trains: its output is the logits
         self.scheme = check_scheme(scheme or UpdateScheme(), graph)
         self.layers = graph.weighted_nodes()
         self.params: dict[str, LayerParams] = {
-            n.name: LayerParams(to_codes(graph.tensors[n.inputs[1]].data), to_codes(graph.tensors[n.inputs[2]].data))
+            n.name: LayerParams(to_codes(graph.tensors[n.inputs[1]].data), to_codes(graph.tensors[n.inputs[2]].data),
+                                error_bits=bits)
             for n in self.layers}
         self.classifier = self.layers[-1] if self.layers else None
         self.head_w: torch.Tensor | None = None

@@ -63,6 +63,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | constant: the device's schedule (runtime/schedule.py), in float32
     loss: str = "cross_entropy"  # cross_entropy | mse: an autoencoder's reconstruction error; its "labels"
     #                              are then the int8 inputs [N, features] it reconstructs
+    grad_dtype: str = "fp32"  # fp32 | int16 | int8: the layers' error tensors in the backward (runtime/grad_quant.py)
 
 
 def _torch_optimizer(kind: str, params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -79,7 +80,7 @@ class Trainer:
         kind, qas, self.mode = OPTIMIZERS[cfg.optimizer]
         if cfg.loss not in ("cross_entropy", "mse"):
             raise ValueError(f"unknown loss {cfg.loss!r}; choose cross_entropy or mse")
-        self.sim = Simulator(graph, scheme)
+        self.sim = Simulator(graph, scheme, cfg.grad_dtype)
         self.target_quant = graph.tensors[graph.inputs[0]].quant  # the reconstruction target's (mse)
         self.float_model: FloatModel | None = None
         self.int8_opt: Int8Optimizer | None = None
