@@ -45,6 +45,7 @@ from microtrain.models import zoo_model_path  # noqa: E402
 from microtrain.scheme import make_scheme  # noqa: E402
 from microtrain.sim.resolution import with_resolution  # noqa: E402
 from microtrain.sparse.presets import preset  # noqa: E402
+from microtrain.train.divergence import TrainingDiverged  # noqa: E402
 from microtrain.train.loop import TrainConfig, Trainer  # noqa: E402
 
 # (label, optimizer, rounding, scheme)
@@ -103,6 +104,8 @@ def run_dataset(args) -> dict:
                                                                               args.lrs):
         if args.rows and label not in args.rows:
             continue
+        if args.roundings and rounding not in args.roundings:
+            continue
         if gd != "fp32" and opt.startswith("fp32"):
             continue  # the float baseline has no int8 backward to quantize
         if (opt, rounding, scheme_key, lr, seed, gd) in done:
@@ -121,15 +124,21 @@ def run_dataset(args) -> dict:
         cache = caches[tr.sim.cut]
         sub = {k: v[torch.from_numpy(tr_idx)] for k, v in cache["train"].items()}
         val = {k: v[torch.from_numpy(val_idx)] for k, v in cache["train"].items()}
-        tr.fit(sub, train.labels[tr_idx])
+        diverged = None
+        try:
+            tr.fit(sub, train.labels[tr_idx])
+        except TrainingDiverged as e:  # scored as it stood when the watch stopped it, and marked
+            diverged = str(e)
         row = {"label": label, "optimizer": opt, "rounding": rounding, "scheme": scheme_key, "lr": lr, "seed": seed,
                "grad_dtype": gd,
                "val_accuracy": tr.evaluate(val, train.labels[val_idx]),
                "test_accuracy": tr.evaluate(cache["test"], test.labels),
-               "train_loss": tr.history[-1]["train_loss"], "seconds": time.time() - t}
+               "train_loss": tr.history[-1]["train_loss"] if tr.history else float("nan"),
+               "seconds": time.time() - t, "diverged": diverged}
         results["runs"].append(row)
         print(f"[{args.dataset}] {label:45s} {rounding:10s} lr={lr:<6g} seed {seed} val {row['val_accuracy']:.3f} "
-              f"test {row['test_accuracy']:.3f} loss {row['train_loss']:.3f} ({row['seconds']:.0f} s)",
+              f"test {row['test_accuracy']:.3f} loss {row['train_loss']:.3f} ({row['seconds']:.0f} s)"
+              f"{' DIVERGED' if diverged else ''}",
               file=sys.stderr, flush=True)
         if args.out_json:
             results.update(dataset=args.dataset, config=config_of(args), train_size=len(tr_idx),
@@ -169,7 +178,8 @@ def table(all_results: list[dict]) -> str:
         cells = []
         for b in bests:
             r = b.get((label, rounding))
-            cells.append(f"{100 * r['test_accuracy']:.1f} ({r['lr']:g})" if r else "-")
+            cells.append(f"{100 * r['test_accuracy']:.1f} ({r['lr']:g}{', diverged' if r.get('diverged') else ''})"
+                         if r else "-")
         if any(c != "-" for c in cells):
             lines.append(f"| {label} | {rounding} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -204,6 +214,7 @@ def main() -> int:
     p.add_argument("--lrs", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (data order, rounding)")
     p.add_argument("--rows", nargs="*", help="only these row labels")
+    p.add_argument("--roundings", nargs="*", help="only these roundings of the rows (nearest, stochastic, -)")
     p.add_argument("--grad-dtypes", nargs="+", default=["fp32"], choices=["fp32", "int16", "int8"],
                    help="error tensors of the backward to run each int8 row with (default fp32)")
     p.add_argument("--zero-head", action="store_true", help="start the new head from zero weights")

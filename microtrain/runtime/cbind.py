@@ -121,6 +121,12 @@ class Channels(ctypes.Structure):
                 ("begin", ctypes.c_int32), ("end", ctypes.c_int32)]
 
 
+class Error(ctypes.Structure):
+    """mt_error: a layer's error as integer codes, element i = codes[i] * 2^exponent."""
+
+    _fields_ = [("codes", ctypes.c_void_p), ("bits", ctypes.c_int32), ("exponent", ctypes.c_int32)]
+
+
 class UpdateParams(ctypes.Structure):
     _fields_ = [("lr", ctypes.c_float), ("rounding", ctypes.c_int32), ("seed", ctypes.c_uint32),
                 ("step", ctypes.c_uint32), ("tensor_id", ctypes.c_uint32), ("accum", ctypes.POINTER(ctypes.c_float)),
@@ -259,6 +265,13 @@ PROTOTYPES: dict[str, tuple[type, list[type]]] = {
     "mt_max_pool2d_grad_f32": (_I, [_P(PoolParams), _i8, _f32, _f32]),
     "mt_pad_grad_f32": (_I, [_P(PadParams), _f32, _f32]),
     "mt_concat_part_grad_f32": (_I, [_P(ConcatParams), _f32, _f32]),
+    "mt_quantize_error_s8": (_I, [_f32, _u8, _I, _i8, _i32]),
+    "mt_quantize_error_s16": (_I, [_f32, _u8, _I, _P(ctypes.c_int16), _i32]),
+    "mt_bias_grad_err_f32": (_I, [_P(Error), _I, _I, _ch, _f32]),
+    "mt_conv2d_grad_weight_err_f32": (_I, [_conv, _F, _i8, _P(Error), _ch, _f32]),
+    "mt_fully_connected_grad_weight_err_f32": (_I, [_fc, _F, _i8, _P(Error), _ch, _f32]),
+    "mt_conv2d_grad_input_err_f32": (_I, [_conv, _f32, _i8, _P(Error), _f32]),
+    "mt_fully_connected_grad_input_err_f32": (_I, [_fc, _f32, _i8, _P(Error), _f32]),
     "mt_crc32": (_U, [_U, _u8, _U]),
     "mt_checkpoint_slot_pages": (_U, [_P(Flash), _U]),
     "mt_checkpoint_scan": (_I, [_P(Flash), _U, _U, _P(CheckpointInfo)]),

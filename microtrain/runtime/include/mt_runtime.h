@@ -586,6 +586,56 @@ mt_status mt_pad_grad_f32(const mt_pad_params *p, const float *grad_output, floa
 /* Gradient of one CONCAT input: grad_input[k * in_inner + j] = grad_output[k * out_inner + offset + j]. */
 mt_status mt_concat_part_grad_f32(const mt_concat_params *p, const float *grad_output, float *grad_input);
 
+/* ------------------------------------------------------------------------------------ */
+/* backward/ with integer errors (--grad-dtype int8 / int16; docs/concepts.md)            */
+/* ------------------------------------------------------------------------------------ */
+
+/* A layer's error (the gradient w.r.t. its output after the clamp mask) as integer codes:
+ * element i is codes[i] * 2^exponent exactly (Python twin: microtrain/runtime/grad_quant.py). */
+typedef struct {
+    const void *codes;  /* int8_t [n] (bits 8) or int16_t [n] (bits 16) */
+    int32_t bits;       /* 8 or 16 */
+    int32_t exponent;   /* in [-114, 121] */
+} mt_error;
+
+/* Mask and quantize a layer's error: d[i] = bit i of mask ? grad[i] : 0 (mask NULL: no mask),
+ * m = max |d|, *exponent = e = k - 7 with m = f 2^k, f in [0.5, 1), codes[i] =
+ * clamp(rint(d[i] * 2^-e), -127, 127), rint half to even; m == 0, < 2^-100 or not finite:
+ * codes 0 and e = 0. codes may not alias grad. */
+mt_status mt_quantize_error_s8(const float *grad, const uint8_t *mask, int32_t n, int8_t *codes, int32_t *exponent);
+
+/* The same with 16-bit codes: e = k - 15, codes in [-32767, 32767]. */
+mt_status mt_quantize_error_s16(const float *grad, const uint8_t *mask, int32_t n, int16_t *codes,
+                                int32_t *exponent);
+
+/* Bias gradient of selected channels from an integer error [spatial][c]: the int32 sum of the
+ * codes over the positions, then (float)sum * 2^e (exact: float32 of the exact sum). Requires
+ * spatial * 32767 <= INT32_MAX (MT_ERR_OVERFLOW otherwise). */
+mt_status mt_bias_grad_err_f32(const mt_error *err, int32_t spatial, int32_t c, const mt_channels *ch,
+                               float *grad_bias);
+
+/* Weight gradient of selected output channels of a conv (any groups) from an integer error
+ * [out_h][out_w][out_c]: acc = sum over positions of code * (x - z_x) in int64 (exact, so any
+ * order), grad_weight[row][ky][kx][i] = (float)acc * (2^e * input_scale). Equals float32 of
+ * the exact sum of d^ * (x - z_x), times input_scale (the reference's definition). */
+mt_status mt_conv2d_grad_weight_err_f32(const mt_conv_params *p, float input_scale, const int8_t *input,
+                                        const mt_error *err, const mt_channels *ch, float *grad_weight);
+
+/* The same for a fully-connected layer: grad_weight[row][i] = (float)(code[o] * (x[i] - z_x)) *
+ * (2^e * input_scale). */
+mt_status mt_fully_connected_grad_weight_err_f32(const mt_fc_params *p, float input_scale, const int8_t *input,
+                                                 const mt_error *err, const mt_channels *ch, float *grad_weight);
+
+/* Input gradient of a conv (any groups) from an integer error: mt_conv2d_grad_input_f32 on the
+ * error d^ = (float)code * 2^e (exact), the same expression and order, hence bit-exact with it. */
+mt_status mt_conv2d_grad_input_err_f32(const mt_conv_params *p, const float *weight_scale, const int8_t *weights,
+                                       const mt_error *err, float *grad_input);
+
+/* Input gradient of a fully-connected layer from an integer error: mt_fully_connected_grad_input_f32
+ * on d^ = (float)code * 2^e, bit-exact with it. */
+mt_status mt_fully_connected_grad_input_err_f32(const mt_fc_params *p, const float *weight_scale,
+                                                const int8_t *weights, const mt_error *err, float *grad_input);
+
 #ifdef __cplusplus
 }
 #endif
