@@ -120,13 +120,3 @@ def test_compiled_step_keeps_integer_errors_whole():
     for layer in scheme.bias_layers:
         np.testing.assert_array_equal(vals[grads[f"{layer}.bias"]], full[f"{layer}.bias"])
 
-
-def test_c_backend_refuses_integer_errors_clearly(tmp_path):
-    from microtrain.codegen.generate_project import generate_project
-
-    graph = toy_mbnet(1, size=6, classes=3)
-    names = [n.name for n in graph.weighted_nodes()]
-    step = compile_training(graph, make_scheme(graph, names[-1:], {names[-1]: 1.0}), CompileOptions(grad_dtype="int16"))
-    with pytest.raises(ValueError, match="no kernels for int16 error tensors"):
-        generate_project(step, graph, tmp_path / "p")
-    assert not (tmp_path / "p").exists()

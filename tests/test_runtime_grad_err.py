@@ -66,9 +66,11 @@ def test_quantize_matches_twin(rt, bits):
         assert_equal_first(cq.astype(np.int32), q, f"codes of {g[:3]}")
 
 
-def _conv(rng, kernel, stride, groups):
+def _conv(rng, kernel, stride, groups, depthwise=False):
     h, w = int(rng.integers(kernel, kernel + 5)), int(rng.integers(kernel, kernel + 5))
     c_in, c_out = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 4))
+    if depthwise:
+        c_in = c_out = groups
     pad = tuple(int(v) for v in rng.integers(0, kernel // 2 + 1, 4))
     oh, ow = conv_output_hw(h, w, kernel, kernel, (stride, stride), pad)
     p = cbind.ConvParams(in_h=h, in_w=w, in_c=c_in, out_h=oh, out_w=ow, out_c=c_out, kernel_h=kernel,
@@ -88,8 +90,8 @@ def test_conv_kernels_match_reference_definitions(rt, bits, seed):
     kernel, stride = [(1, 1), (3, 1), (3, 2), (5, 2)][seed]
     groups = [1, 2, 1, 3][seed]
     if seed == 2:  # depthwise
-        groups = 4
-    p, x, wq, pad = _conv(rng, kernel, stride, groups)
+        groups = 6
+    p, x, wq, pad = _conv(rng, kernel, stride, groups, depthwise=seed == 2)
     oh, ow, c_out = p.out_h, p.out_w, p.out_c
     g = (rng.standard_normal((oh, ow, c_out)) * 10.0 ** rng.uniform(-6, 1)).astype(np.float32)
     mask = rng.integers(0, 256, (g.size + 7) // 8).astype(np.uint8)
@@ -107,9 +109,15 @@ def test_conv_kernels_match_reference_definitions(rt, bits, seed):
     keep = np.sort(rng.choice(c_out, size=int(rng.integers(1, c_out + 1)), replace=False)).astype(np.int32)
     gw = np.zeros((len(keep),) + wq.shape[1:], np.float32)
     ch = channels(keep, len(keep), 0, len(keep))
-    assert rt.mt_conv2d_grad_weight_err_f32(ctypes.byref(p), s_x, ptr(x), ctypes.byref(err), ctypes.byref(ch),
+    assert rt.mt_conv2d_grad_weight_err_f32(ctypes.byref(p), s_x, ptr(x), 0, ctypes.byref(err), ctypes.byref(ch),
                                             ptr(gw)) == 0
     assert_equal_first(gw, (exact_f32(exact[keep]) * s_x).astype(np.float32), "weight gradient")
+    if groups == p.in_c == c_out:  # depthwise: the kept input channels saved alone give the same bits
+        sliced = np.ascontiguousarray(x[:, :, keep])
+        gw_sliced = np.zeros_like(gw)
+        assert rt.mt_conv2d_grad_weight_err_f32(ctypes.byref(p), s_x, ptr(sliced), 1, ctypes.byref(err),
+                                                ctypes.byref(ch), ptr(gw_sliced)) == 0
+        assert_equal_first(gw_sliced, gw, "depthwise weight gradient from the sliced input")
     # bias gradient: float32 of the exact sum of d^
     gb = np.zeros(c_out, np.float32)
     all_ch = channels(None, c_out, 0, c_out)
@@ -118,10 +126,21 @@ def test_conv_kernels_match_reference_definitions(rt, bits, seed):
     # input gradient: the fp32 kernel on d^, bit for bit
     gi = np.zeros((p.in_h, p.in_w, p.in_c), np.float32)
     want = np.zeros_like(gi)
-    assert rt.mt_conv2d_grad_input_err_f32(ctypes.byref(p), ptr(s_w), ptr(wq), ctypes.byref(err), ptr(gi)) == 0
+    assert rt.mt_conv2d_grad_input_err_f32(ctypes.byref(p), ptr(s_w), ptr(wq), None, ctypes.byref(err),
+                                           ptr(gi)) == 0
     assert rt.mt_conv2d_grad_input_f32(ctypes.byref(p), ptr(s_w), ptr(wq), ptr(np.ascontiguousarray(d_hat)),
                                        ptr(want)) == 0
     assert_equal_first(gi, want, "input gradient")
+    # a split weight: its rows read through a row table (rows in any order in memory)
+    perm = rng.permutation(c_out)
+    shuffled = np.ascontiguousarray(wq[perm])
+    table = (ctypes.POINTER(ctypes.c_int8) * c_out)()
+    for k, oc in enumerate(perm):
+        table[oc] = ctypes.cast(shuffled.ctypes.data + k * shuffled[0].size, ctypes.POINTER(ctypes.c_int8))
+    gi_rows = np.zeros_like(gi)
+    assert rt.mt_conv2d_grad_input_err_f32(ctypes.byref(p), ptr(s_w), None, table, ctypes.byref(err),
+                                           ptr(gi_rows)) == 0
+    assert_equal_first(gi_rows, want, "input gradient through a row table")
 
 
 @pytest.mark.parametrize("bits", [8, 16])

@@ -55,7 +55,7 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
             target: str | None = None, core: str | None = None, sram: str | int | None = None,
             flash: str | int | None = None, verbose: bool = False, accumulate: int = 1, momentum: float = 0.0,
             lr: float = DEVICE_LR, schedule: str = "cosine", warmup: float = 0.1, steps: int = 0,
-            input_range: InputRange = None, loss: str = "cross_entropy") -> CompileResult:
+            input_range: InputRange = None, loss: str = "cross_entropy", grad_dtype: str = "fp32") -> CompileResult:
     """Derive the training step of ``model`` (with a new ``classes``-way head if given) for ``scheme``,
     plan its memory, write the C project to ``out`` and, for a cross ``target`` (a core name such as
     ``cortex-m4``, or ``qemu`` with ``core``; docs/targets.md), link it at the ``sram``/``flash``
@@ -66,7 +66,9 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
     ``accumulate`` samples, ``momentum``, ``rounding``, and the learning-rate ``schedule`` (cosine
     or constant) from ``lr`` with ``warmup`` (a fraction) over ``steps`` samples (0: set at run
     time). ``loss``: "cross_entropy" (a classifier) or "mse" (an autoencoder learning to reconstruct
-    its input; the anomaly score is the reconstruction error). ``verbose``: log one line per
+    its input; the anomaly score is the reconstruction error). ``grad_dtype``: the layers' error tensors
+    in the backward, fp32 (default) or int16 / int8 codes with a power-of-two scale per tensor
+    (``runtime/grad_quant.py``). ``verbose``: log one line per
     compiler pass to stderr (logger ``microtrain.compiler``) with its effect on the peak (the
     planner then runs after every pass)."""
     check_lr(lr)
@@ -77,6 +79,7 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
     options = CompileOptions(reorder=reorder, per_channel=per_channel, rounding=rounding, seed=seed, qas=qas,
                              stream_input=stream_input, measure_passes=verbose, accumulate=accumulate,
                              momentum=momentum, lr=lr, lr_schedule=schedule, warmup=warmup, steps=steps, loss=loss,
+                             grad_dtype=grad_dtype,
                              budget=parse_size(budget, "budget") if budget is not None else None)
     try:
         with _pass_log(verbose):

@@ -22,6 +22,7 @@ from microtrain.cli.common import (
 )
 from microtrain.compiler.pipeline import DEVICE_LR
 from microtrain.report.memory import format_memory
+from microtrain.runtime.grad_quant import GRAD_DTYPES
 from microtrain.runtime.rounding import ROUNDINGS
 
 
@@ -48,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="with --reorder: compute, apply and free one output channel's gradient at a time")
     p.add_argument("--rounding", choices=ROUNDINGS, default="stochastic",
                    help="rounding of the int8/int32 update (default stochastic, as finetune and plan)")
+    p.add_argument("--grad-dtype", choices=list(GRAD_DTYPES), default="fp32",
+                   help="the layers' error tensors in the backward: fp32 (default), or int16 / int8 codes with one "
+                        "power-of-two scale per tensor (docs/concepts.md, 'Integer errors')")
     recipe = p.add_argument_group("training recipe (the simulator's, computed by the generated step)")
     recipe.add_argument("--accumulate", type=int, default=1, metavar="K",
                         help="update every K samples with the mean of their gradients (default 1); the "
@@ -101,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
                                 accumulate=args.accumulate, momentum=args.momentum, lr=args.lr,
                                 schedule=args.schedule, warmup=args.warmup, steps=args.steps,
                                 plot=args.plot, target=args.target, core=args.core, sram=args.sram, flash=args.flash,
-                                verbose=args.verbose, input_range=args.input_range, loss=args.loss)
+                                verbose=args.verbose, input_range=args.input_range, loss=args.loss,
+                                grad_dtype=args.grad_dtype)
     doc, out = result.report, result.out
 
     def human() -> None:

@@ -21,7 +21,7 @@ from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import UPDATE_OPS
 from microtrain.runtime import twins
 
-CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t", "float32": "float"}
+CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t", "float32": "float", "int16": "int16_t"}
 
 
 def c_float(v: float) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from microtrain.codegen.context import CContext, c_float
+from microtrain.codegen.emit_error import ERROR_EMIT_RULES, error_decl, grad_weight_call
 from microtrain.codegen.emit_window import WINDOW_EMIT_RULES
 from microtrain.compiler.stream_input import input_ring_bytes
 from microtrain.ir.buffer_sizes import depthwise_conv2d_grad_input_inplace_get_buffer_size
@@ -216,7 +217,7 @@ def _update_params(upd: Node, ctx: CContext) -> str:
 
 def _grad_weight(node: Node, ctx: CContext) -> list[str]:
     layer = ctx.graph.node(node.attrs["layer"])
-    g, x = node.inputs
+    g, x = node.inputs[:2]
     x_t = ctx.graph.tensors[x]
     out_c = ctx.graph.tensors[g].shape[-1]
     index, count = ctx.channels(f"{layer.name}.weight", node.attrs["channels"], out_c)
@@ -230,12 +231,15 @@ def _grad_weight(node: Node, ctx: CContext) -> list[str]:
     else:
         call = lambda gw: _try(ctx, "mt_conv2d_grad_weight_f32", "&" + ctx.conv_params(layer),  # noqa: E731
                                c_float(x_t.quant.s), ctx.ptr(x), ctx.ptr(g), "&ch", gw)
+    err = []
+    if node.attrs.get("error_bits"):  # an integer error (codegen/emit_error.py)
+        call, err = grad_weight_call(node, ctx), [error_decl(node, ctx)]
     gw = ctx.ptr(node.outputs[0])
     if not node.attrs.get("chunk"):
-        return ["{", f"    const mt_channels ch = {{{index}, {count}, 0, {count}}};", "    " + call(gw), "}"]
+        return ["{", *err, f"    const mt_channels ch = {{{index}, {count}, 0, {count}}};", "    " + call(gw), "}"]
     upd = next(n for n in ctx.graph.nodes if n.inputs[1:2] == (node.outputs[0],))
     step = int(node.attrs["chunk"])
-    return ["{", "    int32_t j;", _update_params(upd, ctx),
+    return ["{", "    int32_t j;", *err, _update_params(upd, ctx),
             f"    for (j = 0; j < {count}; j += {step}) {{",
             f"        const mt_channels ch = {{{index}, {count}, j, j + {step} < {count} ? j + {step} : {count}}};",
             "        " + call(gw), "        " + _update_call(upd, ctx, gw), "    }", "}"]
@@ -339,6 +343,13 @@ def _inverted_bottleneck_grad(node: Node, ctx: CContext) -> list[str]:
     return lines
 
 
+def _or_error(rule: EmitRule) -> EmitRule:
+    """``rule``, or for a node with ``error_bits`` its integer-error rule (codegen/emit_error.py)."""
+    def emit(node: Node, ctx: CContext) -> list[str]:
+        return (ERROR_EMIT_RULES[node.op] if node.attrs.get("error_bits") else rule)(node, ctx)
+    return emit
+
+
 EMIT_RULES: dict[Op, EmitRule] = {
     Op.CONV2D: _conv2d,
     Op.FULLY_CONNECTED: _fully_connected,
@@ -351,12 +362,12 @@ EMIT_RULES: dict[Op, EmitRule] = {
     Op.MEAN_SQUARED_ERROR: _mean_squared_error,
     Op.MSE_GRAD: _mse_grad,
     Op.CLAMP_MASK: _clamp_mask,
-    Op.MASK_GRAD: _mask_grad,
-    Op.CONV2D_GRAD_INPUT: _conv_grad_input,
+    Op.MASK_GRAD: _or_error(_mask_grad),
+    Op.CONV2D_GRAD_INPUT: _or_error(_conv_grad_input),
     Op.CONV2D_GRAD_WEIGHT: _grad_weight,
-    Op.FC_GRAD_INPUT: _fc_grad_input,
+    Op.FC_GRAD_INPUT: _or_error(_fc_grad_input),
     Op.FC_GRAD_WEIGHT: _grad_weight,
-    Op.BIAS_GRAD: _bias_grad,
+    Op.BIAS_GRAD: _or_error(_bias_grad),
     Op.AVG_POOL_GRAD: _avg_pool_grad,
     Op.GRAD_ACCUMULATE: _grad_accumulate,
     Op.SLICE_CHANNELS: _slice_channels,

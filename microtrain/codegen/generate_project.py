@@ -388,9 +388,6 @@ def generate_project(step: CompiledStep, inference_graph: Graph, out_dir: str | 
         raise ValueError(f"--out {out} is an existing file, not a folder; give a new or project folder")
     g = step.graph
     info = g.meta["training"]
-    if info.get("grad_dtype", "fp32") != "fp32":
-        raise ValueError(f"the C runtime has no kernels for {info['grad_dtype']} error tensors yet: grad dtype "
-                         f"{info['grad_dtype']} runs in the simulator and the reference interpreter; compile with fp32")
     num_classes = int(g.tensors[info["logits"]].shape[1])
     source, kernels, symbols = model_source(step)
     header = model_header(step, num_classes, g.tensors[g.inputs[0]].nbytes)

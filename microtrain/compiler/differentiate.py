@@ -14,19 +14,21 @@ The clamp derivative is ``act_min < y < act_max`` on the int8 output (CLAMP_MASK
 including those whose range is the whole int8 range (saturation then blocks the gradient).
 GLOBAL_AVG_POOL is treated as linear: an average of int8 values cannot saturate.
 
-With ``grad_dtype`` int8 / int16 the error of each CONV2D / FC (its MASK_GRAD output) is held
-as integer codes with a power-of-two scale (``runtime/grad_quant.py``): that MASK_GRAD and the
-layer's weight and bias gradients carry ``error_bits`` (8 or 16); the fp32 default carries none.
+With ``grad_dtype`` int8 / int16 the error of each CONV2D / FC is held as integer codes with a
+power-of-two scale (``runtime/grad_quant.py``): its MASK_GRAD carries ``error_bits`` (8 or 16)
+and outputs the int8/int16 codes and their exponent (int32 [1]); the layer's input, weight and
+bias gradients carry ``error_bits`` too and take the codes first and the exponent last.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from microtrain.compiler.build_training_graph import CompileError
 from microtrain.compiler.vjp_window import WINDOW_VJP_RULES
 from microtrain.ir.buffer_sizes import clamp_mask_get_buffer_size as mask_bytes
-from microtrain.ir.graph import Graph, Node, Tensor
+from microtrain.ir.graph import Graph, Node, QParams, Tensor
 from microtrain.ir.ops import TRAINING_OPS, Op
 from microtrain.ir.verify import verify_graph
 from microtrain.runtime.grad_quant import error_bits
@@ -61,49 +63,67 @@ def _error_attrs(em: Emitter) -> dict:
     return {"error_bits": em.error_bits} if em.error_bits else {}
 
 
-def _masked(node: Node, graph: Graph, g: str, em: Emitter, error: bool = False) -> str:
-    """The clamp derivative: g * (act_min < y < act_max), y the node's int8 output; ``error``:
-    the result is a conv/FC layer's error, quantized when the graph has integer errors."""
+def _masked(node: Node, graph: Graph, g: str, em: Emitter) -> str:
+    """The clamp derivative: g * (act_min < y < act_max), y the node's int8 output."""
     y = graph.tensors[node.outputs[0]]
     lo, hi = node.attrs.get("act_min", -128), node.attrs.get("act_max", 127)
     mask = em.emit(f"mask.{node.name}", Op.CLAMP_MASK, (y.name,), (mask_bytes(y.size),), "uint8",
                    act_min=lo, act_max=hi)
-    return em.emit(f"dpre.{node.name}", Op.MASK_GRAD, (g, mask), y.shape, "float32",
-                   **(_error_attrs(em) if error else {}))
+    return em.emit(f"dpre.{node.name}", Op.MASK_GRAD, (g, mask), y.shape, "float32")
+
+
+def _error(node: Node, graph: Graph, g: str, em: Emitter) -> tuple[str, tuple[str, ...]]:
+    """A conv/FC layer's error: (the masked gradient, ()) with fp32 errors; with integer errors
+    (the codes, (their exponent,)), the exponent being the last input of every consumer."""
+    if not em.error_bits:
+        return _masked(node, graph, g, em), ()
+    y = graph.tensors[node.outputs[0]]
+    lo, hi = node.attrs.get("act_min", -128), node.attrs.get("act_max", 127)
+    mask = em.emit(f"mask.{node.name}", Op.CLAMP_MASK, (y.name,), (mask_bytes(y.size),), "uint8",
+                   act_min=lo, act_max=hi)
+    # The codes' static quantization is the unit (scale 1, zero 0): their real value is code * 2^e
+    # with e computed at run time into the exponent tensor.
+    unit = QParams.per_tensor(1.0, 0) if em.error_bits == 8 else None
+    codes = em.emit(f"dpre.{node.name}", Op.MASK_GRAD, (g, mask), y.shape, f"int{em.error_bits}", unit,
+                    error_bits=em.error_bits)
+    exponent = f"dexp.{codes}"
+    em.tensors[exponent] = Tensor(exponent, (1,), "int32", None)
+    em.nodes[-1] = dataclasses.replace(em.nodes[-1], outputs=(codes, exponent))
+    return codes, (exponent,)
 
 
 def _conv2d(node: Node, graph: Graph, g: str, wants: tuple[bool, ...], em: Emitter) -> list[str | None]:
     x, w, _ = (graph.tensors[n] for n in node.inputs)
-    gp = _masked(node, graph, g, em, error=True)
+    gp, ex = _error(node, graph, g, em)
     geo = {"stride": tuple(node.attrs.get("stride", (1, 1))), "padding": tuple(node.attrs.get("padding", (0,) * 4)),
            "groups": int(node.attrs.get("groups", 1))}
     out: list[str | None] = [None, None, None]
     if wants[0]:
-        out[0] = em.emit(f"d.{x.name}@{node.name}", Op.CONV2D_GRAD_INPUT, (gp, w.name), x.shape, "float32",
-                         input_shape=x.shape, layer=node.name, **geo)
+        out[0] = em.emit(f"d.{x.name}@{node.name}", Op.CONV2D_GRAD_INPUT, (gp, w.name, *ex), x.shape, "float32",
+                         input_shape=x.shape, layer=node.name, **geo, **_error_attrs(em))
     if wants[1]:
-        out[1] = em.emit(f"d.{w.name}", Op.CONV2D_GRAD_WEIGHT, (gp, x.name), w.shape, "float32",
+        out[1] = em.emit(f"d.{w.name}", Op.CONV2D_GRAD_WEIGHT, (gp, x.name, *ex), w.shape, "float32",
                          channels=tuple(range(w.shape[0])), kernel=tuple(w.shape[1:]), x_channels=None,
                          layer=node.name, **geo, **_error_attrs(em))
     if wants[2]:
-        out[2] = em.emit(f"d.{node.inputs[2]}", Op.BIAS_GRAD, (gp,), (w.shape[0],), "float32", layer=node.name,
-                         **_error_attrs(em))
+        out[2] = em.emit(f"d.{node.inputs[2]}", Op.BIAS_GRAD, (gp, *ex), (w.shape[0],), "float32",
+                         layer=node.name, **_error_attrs(em))
     return out
 
 
 def _fully_connected(node: Node, graph: Graph, g: str, wants: tuple[bool, ...], em: Emitter) -> list[str | None]:
     x, w, _ = (graph.tensors[n] for n in node.inputs)
-    gp = _masked(node, graph, g, em, error=True)
+    gp, ex = _error(node, graph, g, em)
     out: list[str | None] = [None, None, None]
     if wants[0]:
-        out[0] = em.emit(f"d.{x.name}@{node.name}", Op.FC_GRAD_INPUT, (gp, w.name), x.shape, "float32",
-                         layer=node.name)
+        out[0] = em.emit(f"d.{x.name}@{node.name}", Op.FC_GRAD_INPUT, (gp, w.name, *ex), x.shape, "float32",
+                         layer=node.name, **_error_attrs(em))
     if wants[1]:
-        out[1] = em.emit(f"d.{w.name}", Op.FC_GRAD_WEIGHT, (gp, x.name), w.shape, "float32",
+        out[1] = em.emit(f"d.{w.name}", Op.FC_GRAD_WEIGHT, (gp, x.name, *ex), w.shape, "float32",
                          channels=tuple(range(w.shape[0])), layer=node.name, **_error_attrs(em))
     if wants[2]:
-        out[2] = em.emit(f"d.{node.inputs[2]}", Op.BIAS_GRAD, (gp,), (w.shape[0],), "float32", layer=node.name,
-                         **_error_attrs(em))
+        out[2] = em.emit(f"d.{node.inputs[2]}", Op.BIAS_GRAD, (gp, *ex), (w.shape[0],), "float32",
+                         layer=node.name, **_error_attrs(em))
     return out
 
 

@@ -46,7 +46,7 @@ def slice_subtensor(graph: Graph) -> Graph:
             producer = graph.producer(x.name)
             inserts.append((producer.name if producer else None,
                             Node(f"slice:{sliced}", Op.SLICE_CHANNELS, (x.name,), (sliced,), {"channels": kept})))
-            inputs = (gw.inputs[0], sliced)
+            inputs = (gw.inputs[0], sliced, *gw.inputs[2:])  # an integer error's exponent stays last
             attrs["x_channels"] = kept
         nodes[gw_i] = dataclasses.replace(gw, inputs=inputs, attrs=attrs)
     for after, node in inserts:

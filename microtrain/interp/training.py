@@ -23,7 +23,7 @@ from microtrain.ir.conv_kinds import depthwise
 from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import verify_graph
-from microtrain.runtime.grad_quant import exact_f32, fake_quantize_error
+from microtrain.runtime.grad_quant import dequantize_error, exact_f32, quantize_error
 from microtrain.runtime.rounding import apply_update
 
 F32 = np.float32
@@ -55,11 +55,24 @@ def _clamp_mask(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> l
 
 
 def _mask_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """g * bit(mask); with ``error_bits`` the layer's error d^ = q 2^e (runtime/grad_quant.py)."""
+    """g * bit(mask); with ``error_bits`` B the layer's error as int{B} codes and exponent
+    (``runtime/grad_quant.py``)."""
     g = values[node.inputs[0]]
     bits = np.unpackbits(values[node.inputs[1]], bitorder="little", count=g.size).astype(bool)
-    return [fake_quantize_error(np.where(bits.reshape(g.shape), g, F32(0.0)).astype(F32),
-                                int(node.attrs.get("error_bits", 0)))]
+    d = np.where(bits.reshape(g.shape), g, F32(0.0)).astype(F32)
+    b = int(node.attrs.get("error_bits", 0))
+    if not b:
+        return [d]
+    q, e = quantize_error(d, b)
+    return [q.astype(f"int{b}"), np.array([e], np.int32)]
+
+
+def _error(node: Node, values: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The error a backward node reads (its first input): with ``error_bits`` d^ = codes * 2^e,
+    the exponent being its last input."""
+    if not node.attrs.get("error_bits"):
+        return values[node.inputs[0]]
+    return dequantize_error(values[node.inputs[0]], int(values[node.inputs[-1]][0]))
 
 
 def _conv_geometry(node: Node):
@@ -69,7 +82,7 @@ def _conv_geometry(node: Node):
 
 
 def _conv_grad_input(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    g = values[node.inputs[0]][0]
+    g = _error(node, values)[0]
     w_t = graph.tensors[node.inputs[1]]
     w = values[node.inputs[1]].astype(F32)
     ws = w_t.quant.scales().astype(F32)
@@ -98,7 +111,7 @@ def _conv_grad_input(node: Node, graph: Graph, values: Mapping[str, np.ndarray])
 
 
 def _conv_grad_weight(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    g = values[node.inputs[0]][0]
+    g = _error(node, values)[0]
     x_t = graph.tensors[node.inputs[1]]
     x = _deq_x(values[node.inputs[1]][0], x_t.quant.z)
     channels = list(node.attrs["channels"])
@@ -129,7 +142,7 @@ def _conv_grad_weight(node: Node, graph: Graph, values: Mapping[str, np.ndarray]
 
 
 def _fc_grad_input(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    g = values[node.inputs[0]][0]
+    g = _error(node, values)[0]
     w_t = graph.tensors[node.inputs[1]]
     w = values[node.inputs[1]].astype(F32)
     gs = (g * w_t.quant.scales().astype(F32)).astype(F32)
@@ -140,7 +153,7 @@ def _fc_grad_input(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -
 
 
 def _fc_grad_weight(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    g = values[node.inputs[0]][0]
+    g = _error(node, values)[0]
     x_t = graph.tensors[node.inputs[1]]
     channels = list(node.attrs["channels"])
     if node.attrs.get("error_bits"):  # integer error: float32(d^ * (x_q - z_x)) (exact) * s_x
@@ -151,7 +164,7 @@ def _fc_grad_weight(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) 
 
 
 def _bias_grad(node: Node, graph: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    g = values[node.inputs[0]]
+    g = _error(node, values)
     flat = g.reshape(-1, g.shape[-1])
     if node.attrs.get("error_bits"):  # integer error: float32 of the exact sum of d^
         return [exact_f32(flat.astype(np.float64).sum(axis=0))]

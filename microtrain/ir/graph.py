@@ -27,10 +27,11 @@ import numpy as np
 from microtrain.ir.ops import WEIGHTED_OPS, Op
 from microtrain.ir.printer import format_graph
 
-DTYPES = ("int8", "int32", "float32", "uint8")
-"""Element types a tensor may have; uint8 is used for packed 1-bit masks."""
+DTYPES = ("int8", "int32", "float32", "uint8", "int16")
+"""Element types a tensor may have; uint8 is used for packed 1-bit masks, int16 for the codes of
+an integer error (``--grad-dtype int16``)."""
 
-DTYPE_BYTES = {"int8": 1, "uint8": 1, "int32": 4, "float32": 4}
+DTYPE_BYTES = {"int8": 1, "uint8": 1, "int32": 4, "float32": 4, "int16": 2}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,20 @@ def _f32(node: Node, t: Tensor, role: str) -> None:
     _expect(t.dtype == "float32", node, f"{role} {t.name!r} must be float32, is {t.dtype}")
 
 
+def _error_in(node: Node, ins: list[Tensor], n: int) -> list[Tensor]:
+    """The inputs of a consumer of a layer's error: n of them, the first the error -- float32, or
+    with ``error_bits`` B its int8/int16 codes, with their exponent (int32 [1]) appended last."""
+    bits = int(node.attrs.get("error_bits", 0))
+    if not bits:
+        _n_in(node, ins, n)
+        _f32(node, ins[0], "gradient")
+        return ins
+    _n_in(node, ins, n + 1)
+    _expect(ins[0].dtype == f"int{bits}", node, f"error codes {ins[0].name!r} must be int{bits}, is {ins[0].dtype}")
+    _expect(ins[-1].dtype == "int32" and ins[-1].shape == (1,), node, "error exponent must be int32 [1]")
+    return ins[:-1]
+
+
 def _loss_grad(node: Node, ins: list[Tensor]) -> OutSpec:
     _n_in(node, ins, 2)
     logits, label = ins
@@ -48,18 +62,21 @@ def _clamp_mask(node: Node, ins: list[Tensor]) -> OutSpec:
 
 
 def _mask_grad(node: Node, ins: list[Tensor]) -> OutSpec:
-    _n_in(node, ins, 2)
+    """-> the masked gradient (float32), or with ``error_bits`` B the error's int{B} codes and its
+    exponent int32 [1] (``runtime/grad_quant.py``)."""
+    bits = int(node.attrs.get("error_bits", 0))
+    _expect(len(ins) == 2, node, f"expects 2 inputs, has {len(ins)}")
+    _expect(len(node.outputs) == (2 if bits else 1), node, f"expects {2 if bits else 1} outputs")
     g, m = ins
     _f32(node, g, "gradient")
     _expect(m.dtype == "uint8" and m.shape == (mask_bytes(g.size),), node,
             f"mask {m.name!r} must be uint8 [{mask_bytes(g.size)}], is {m.dtype}{list(m.shape)}")
-    return [(g.shape, "float32")]
+    _expect(bits in (0, 8, 16), node, f"error_bits {bits} must be 8 or 16")
+    return [(g.shape, f"int{bits}"), ((1,), "int32")] if bits else [(g.shape, "float32")]
 
 
 def _conv_grad_input(node: Node, ins: list[Tensor]) -> OutSpec:
-    _n_in(node, ins, 2)
-    g, w = ins
-    _f32(node, g, "gradient")
+    g, w = _error_in(node, ins, 2)
     _expect(w.dtype == "int8" and len(w.shape) == 4 and w.quant is not None, node, "weight must be int8 OHWI")
     _expect(len(g.shape) == 4 and g.shape[3] == w.shape[0], node,
             f"gradient {g.shape} does not match weight {w.shape}")
@@ -70,9 +87,7 @@ def _conv_grad_input(node: Node, ins: list[Tensor]) -> OutSpec:
 
 
 def _conv_grad_weight(node: Node, ins: list[Tensor]) -> OutSpec:
-    _n_in(node, ins, 2)
-    g, x = ins
-    _f32(node, g, "gradient")
+    g, x = _error_in(node, ins, 2)
     _expect(x.dtype == "int8" and len(x.shape) == 4, node, f"saved input {x.name!r} must be int8 NHWC")
     channels = tuple(node.attrs["channels"])
     kh, kw, per_group = node.attrs["kernel"]
@@ -85,18 +100,14 @@ def _conv_grad_weight(node: Node, ins: list[Tensor]) -> OutSpec:
 
 
 def _fc_grad_input(node: Node, ins: list[Tensor]) -> OutSpec:
-    _n_in(node, ins, 2)
-    g, w = ins
-    _f32(node, g, "gradient")
+    g, w = _error_in(node, ins, 2)
     _expect(len(g.shape) == 2 and len(w.shape) == 2 and g.shape[1] == w.shape[0], node,
             f"gradient {g.shape} does not match weight {w.shape}")
     return [((1, w.shape[1]), "float32")]
 
 
 def _fc_grad_weight(node: Node, ins: list[Tensor]) -> OutSpec:
-    _n_in(node, ins, 2)
-    g, x = ins
-    _f32(node, g, "gradient")
+    g, x = _error_in(node, ins, 2)
     _expect(x.dtype == "int8" and len(x.shape) == 2, node, f"saved input {x.name!r} must be int8 [1, C]")
     channels = tuple(node.attrs["channels"])
     _expect(all(0 <= c < g.shape[1] for c in channels), node, "kept channel out of range")
@@ -104,9 +115,8 @@ def _fc_grad_weight(node: Node, ins: list[Tensor]) -> OutSpec:
 
 
 def _bias_grad(node: Node, ins: list[Tensor]) -> OutSpec:
-    _n_in(node, ins, 1)
-    _f32(node, ins[0], "gradient")
-    return [((ins[0].shape[-1],), "float32")]
+    (g,) = _error_in(node, ins, 1)
+    return [((g.shape[-1],), "float32")]
 
 
 def _avg_pool_grad(node: Node, ins: list[Tensor]) -> OutSpec:

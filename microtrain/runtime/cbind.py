@@ -122,7 +122,7 @@ class Channels(ctypes.Structure):
 
 
 class Error(ctypes.Structure):
-    """mt_error: a layer's error as integer codes, element i = codes[i] * 2^exponent."""
+    """mt_grad_codes: a layer's error as integer codes, element i = codes[i] * 2^exponent."""
 
     _fields_ = [("codes", ctypes.c_void_p), ("bits", ctypes.c_int32), ("exponent", ctypes.c_int32)]
 
@@ -268,9 +268,9 @@ PROTOTYPES: dict[str, tuple[type, list[type]]] = {
     "mt_quantize_error_s8": (_I, [_f32, _u8, _I, _i8, _i32]),
     "mt_quantize_error_s16": (_I, [_f32, _u8, _I, _P(ctypes.c_int16), _i32]),
     "mt_bias_grad_err_f32": (_I, [_P(Error), _I, _I, _ch, _f32]),
-    "mt_conv2d_grad_weight_err_f32": (_I, [_conv, _F, _i8, _P(Error), _ch, _f32]),
+    "mt_conv2d_grad_weight_err_f32": (_I, [_conv, _F, _i8, _I, _P(Error), _ch, _f32]),
     "mt_fully_connected_grad_weight_err_f32": (_I, [_fc, _F, _i8, _P(Error), _ch, _f32]),
-    "mt_conv2d_grad_input_err_f32": (_I, [_conv, _f32, _i8, _P(Error), _f32]),
+    "mt_conv2d_grad_input_err_f32": (_I, [_conv, _f32, _i8, _P(_i8), _P(Error), _f32]),
     "mt_fully_connected_grad_input_err_f32": (_I, [_fc, _f32, _i8, _P(Error), _f32]),
     "mt_crc32": (_U, [_U, _u8, _U]),
     "mt_checkpoint_slot_pages": (_U, [_P(Flash), _U]),

@@ -1,7 +1,7 @@
 /*
  * mt_nn_err.h: internal helpers of the integer-error kernels (--grad-dtype int8 / int16).
  *
- * An error tensor is held as integer codes with one power-of-two scale (mt_error): element i
+ * An error tensor is held as integer codes with one power-of-two scale (mt_grad_codes): element i
  * is codes[i] * 2^exponent exactly. The rule (Python twin: microtrain/runtime/grad_quant.py):
  *   m = max |d|;  m = f * 2^k with f in [0.5, 1);  e = k - (bits - 1)
  *   q = clamp(rint(d * 2^-e), -(2^(bits-1) - 1), 2^(bits-1) - 1)   (rint: half to even)
@@ -45,13 +45,13 @@ static inline int32_t mt_nn_rint_small(float v)
 }
 
 /* The code of element i. */
-static inline int32_t mt_nn_err_code(const mt_error *err, int32_t i)
+static inline int32_t mt_nn_err_code(const mt_grad_codes *err, int32_t i)
 {
     return err->bits == 8 ? (int32_t)((const int8_t *)err->codes)[i] : (int32_t)((const int16_t *)err->codes)[i];
 }
 
 /* MT_OK when err describes codes of 8 or 16 bits with an exponent of the rule. */
-static inline mt_status mt_nn_check_error(const mt_error *err)
+static inline mt_status mt_nn_check_error(const mt_grad_codes *err)
 {
     if (err == NULL || err->codes == NULL) {
         return MT_ERR_NULL;

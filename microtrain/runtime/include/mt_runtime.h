@@ -596,7 +596,7 @@ typedef struct {
     const void *codes;  /* int8_t [n] (bits 8) or int16_t [n] (bits 16) */
     int32_t bits;       /* 8 or 16 */
     int32_t exponent;   /* in [-114, 121] */
-} mt_error;
+} mt_grad_codes;
 
 /* Mask and quantize a layer's error: d[i] = bit i of mask ? grad[i] : 0 (mask NULL: no mask),
  * m = max |d|, *exponent = e = k - 7 with m = f 2^k, f in [0.5, 1), codes[i] =
@@ -611,30 +611,35 @@ mt_status mt_quantize_error_s16(const float *grad, const uint8_t *mask, int32_t 
 /* Bias gradient of selected channels from an integer error [spatial][c]: the int32 sum of the
  * codes over the positions, then (float)sum * 2^e (exact: float32 of the exact sum). Requires
  * spatial * 32767 <= INT32_MAX (MT_ERR_OVERFLOW otherwise). */
-mt_status mt_bias_grad_err_f32(const mt_error *err, int32_t spatial, int32_t c, const mt_channels *ch,
+mt_status mt_bias_grad_err_f32(const mt_grad_codes *err, int32_t spatial, int32_t c, const mt_channels *ch,
                                float *grad_bias);
 
 /* Weight gradient of selected output channels of a conv (any groups) from an integer error
  * [out_h][out_w][out_c]: acc = sum over positions of code * (x - z_x) in int64 (exact, so any
  * order), grad_weight[row][ky][kx][i] = (float)acc * (2^e * input_scale). Equals float32 of
- * the exact sum of d^ * (x - z_x), times input_scale (the reference's definition). */
+ * the exact sum of d^ * (x - z_x), times input_scale (the reference's definition).
+ * input_sliced 1 (depthwise only, as mt_depthwise_conv2d_grad_weight_f32): input holds only the
+ * kept channels, [in_h][in_w][ch->count], list entry j at channel j. */
 mt_status mt_conv2d_grad_weight_err_f32(const mt_conv_params *p, float input_scale, const int8_t *input,
-                                        const mt_error *err, const mt_channels *ch, float *grad_weight);
+                                        int32_t input_sliced, const mt_grad_codes *err, const mt_channels *ch,
+                                        float *grad_weight);
 
 /* The same for a fully-connected layer: grad_weight[row][i] = (float)(code[o] * (x[i] - z_x)) *
  * (2^e * input_scale). */
 mt_status mt_fully_connected_grad_weight_err_f32(const mt_fc_params *p, float input_scale, const int8_t *input,
-                                                 const mt_error *err, const mt_channels *ch, float *grad_weight);
+                                                 const mt_grad_codes *err, const mt_channels *ch, float *grad_weight);
 
 /* Input gradient of a conv (any groups) from an integer error: mt_conv2d_grad_input_f32 on the
- * error d^ = (float)code * 2^e (exact), the same expression and order, hence bit-exact with it. */
+ * error d^ = (float)code * 2^e (exact), the same expression and order, hence bit-exact with it.
+ * rows: NULL, or a split weight's row table (row oc at rows[oc], as in
+ * mt_pointwise_conv2d_grad_input_rows_f32; weights is then unused and may be NULL). */
 mt_status mt_conv2d_grad_input_err_f32(const mt_conv_params *p, const float *weight_scale, const int8_t *weights,
-                                       const mt_error *err, float *grad_input);
+                                       const int8_t *const *rows, const mt_grad_codes *err, float *grad_input);
 
 /* Input gradient of a fully-connected layer from an integer error: mt_fully_connected_grad_input_f32
  * on d^ = (float)code * 2^e, bit-exact with it. */
 mt_status mt_fully_connected_grad_input_err_f32(const mt_fc_params *p, const float *weight_scale,
-                                                const int8_t *weights, const mt_error *err, float *grad_input);
+                                                const int8_t *weights, const mt_grad_codes *err, float *grad_input);
 
 #ifdef __cplusplus
 }

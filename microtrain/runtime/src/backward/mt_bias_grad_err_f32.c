@@ -3,7 +3,7 @@
  * float32 of the exact sum of the errors d^ (the scaling by 2^e is exact). */
 #include "mt_nn_err.h"
 
-mt_status mt_bias_grad_err_f32(const mt_error *err, int32_t spatial, int32_t c, const mt_channels *ch,
+mt_status mt_bias_grad_err_f32(const mt_grad_codes *err, int32_t spatial, int32_t c, const mt_channels *ch,
                                float *grad_bias)
 {
     int32_t j, s;

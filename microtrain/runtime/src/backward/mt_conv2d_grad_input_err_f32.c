@@ -1,18 +1,19 @@
 /*
  * mt_conv2d_grad_input_err_f32: input gradient of a conv (any groups) from an integer error.
  * Exactly mt_conv2d_grad_input_f32 (scatter form, the same loops and float32 expression) on
- * the error d^ = (float)code * 2^e, which is exact: bit-exact with that kernel on d^.
+ * the error d^ = (float)code * 2^e, which is exact: bit-exact with that kernel on d^. With a
+ * row table (a split trained weight, compiler/split_trained_rows.py) row oc is read at rows[oc].
  */
 #include "mt_nn_err.h"
 
 mt_status mt_conv2d_grad_input_err_f32(const mt_conv_params *p, const float *weight_scale, const int8_t *weights,
-                                       const mt_error *err, float *grad_input)
+                                       const int8_t *const *rows, const mt_grad_codes *err, float *grad_input)
 {
     int32_t in_per_group, out_per_group, n, oy, ox, oc;
     float unit;
     mt_status st;
 
-    if (p == NULL || weight_scale == NULL || weights == NULL || grad_input == NULL) {
+    if (p == NULL || weight_scale == NULL || (weights == NULL && rows == NULL) || grad_input == NULL) {
         return MT_ERR_NULL;
     }
     if ((st = mt_nn_check_error(err)) != MT_OK) {
@@ -37,7 +38,8 @@ mt_status mt_conv2d_grad_input_err_f32(const mt_conv_params *p, const float *wei
             for (oc = 0; oc < p->out_c; ++oc) {
                 const float gs = ((float)mt_nn_err_code(err, at + oc) * unit) * weight_scale[oc];
                 const int32_t first_in = (oc / out_per_group) * in_per_group;
-                const int8_t *w = weights + (int32_t)oc * p->kernel_h * p->kernel_w * in_per_group;
+                const int8_t *w = rows != NULL ? rows[oc]
+                                               : weights + (int32_t)oc * p->kernel_h * p->kernel_w * in_per_group;
                 int32_t ky, kx, i;
                 for (ky = 0; ky < p->kernel_h; ++ky) {
                     const int32_t iy = y0 + ky;

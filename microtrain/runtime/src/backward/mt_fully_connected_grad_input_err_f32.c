@@ -4,7 +4,7 @@
 #include "mt_nn_err.h"
 
 mt_status mt_fully_connected_grad_input_err_f32(const mt_fc_params *p, const float *weight_scale,
-                                                const int8_t *weights, const mt_error *err, float *grad_input)
+                                                const int8_t *weights, const mt_grad_codes *err, float *grad_input)
 {
     int32_t o, i;
     float unit;

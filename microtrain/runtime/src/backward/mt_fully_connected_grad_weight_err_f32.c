@@ -4,7 +4,7 @@
 #include "mt_nn_err.h"
 
 mt_status mt_fully_connected_grad_weight_err_f32(const mt_fc_params *p, float input_scale, const int8_t *input,
-                                                 const mt_error *err, const mt_channels *ch, float *grad_weight)
+                                                 const mt_grad_codes *err, const mt_channels *ch, float *grad_weight)
 {
     int32_t j, i;
     float scale;
