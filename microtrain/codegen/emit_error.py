@@ -83,3 +83,7 @@ ERROR_EMIT_RULES: dict[Op, Callable[[Node, CContext], list[str]]] = {
 }
 """Nodes with ``error_bits``; the weight gradients go through ``emit_rules._grad_weight`` (its
 per-channel update loop) with ``grad_weight_call``."""
+
+ERROR_EMIT_RULES_EXEMPT = frozenset(Op) - frozenset(ERROR_EMIT_RULES)
+"""Ops that never read or write an integer error, and the weight gradients, which do but are emitted
+by ``emit_rules._grad_weight`` (its per-channel update loop) with ``grad_weight_call``."""

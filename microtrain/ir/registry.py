@@ -122,6 +122,8 @@ RULE_KINDS: tuple[RuleKind, ...] = (
              "VJP_EXEMPT"),
     RuleKind("inplace", "microtrain.compiler.inplace", "INPLACE_RULES", "operands the output may overwrite"),
     RuleKind("emit", "microtrain.codegen.emit_rules", "EMIT_RULES", "the C lines of the training step"),
+    RuleKind("emit_error", "microtrain.codegen.emit_error", "ERROR_EMIT_RULES",
+             "the C lines of a node reading or writing an integer error (error_bits; --grad-dtype)"),
     RuleKind("cost", "microtrain.report.inspect", "MACS_RULES", "multiply-accumulates of an inference node"),
 )
 """Every kind of per-op rule and the one table that holds it."""
