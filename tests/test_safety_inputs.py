@@ -205,8 +205,16 @@ def _folder(root: Path, sizes=((8, 8),) * 6, mode="L") -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def tiny_project(tiny, tmp_path_factory) -> Path:
+    """The tiny model compiled for the host (classifier-only): what `run` trains."""
+    proj = tmp_path_factory.mktemp("proj") / "tiny"
+    assert main(["compile", str(tiny), "--scheme", "classifier-only", "--out", str(proj)]) == 0
+    return proj
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_corrupt_image_in_a_class_folder_is_named(tmp_path, capsys, damage):
+def test_corrupt_image_in_a_class_folder_is_named(tmp_path, capsys, damage, tiny_project):
     root = _folder(tmp_path / "imgs", sizes=((32, 32),) * 10)
     victim = root / "c1" / "3.png"
     if damage == "garbage":
@@ -220,7 +228,8 @@ def test_corrupt_image_in_a_class_folder_is_named(tmp_path, capsys, damage):
     for argv in (["eval", "default", "--data", str(root)],
                  ["finetune", "default", "--data", str(root), "--classes", "2", "--out", str(tmp_path / "ft")],
                  ["quantize", "x.npz", "--arch", "default", "--calib-data", str(root), "--out", str(tmp_path / "q")],
-                 ["plan", "default", "--data", str(root), "--budget", "64KB", "--out", str(tmp_path / "s.json")]):
+                 ["plan", "default", "--data", str(root), "--budget", "64KB", "--out", str(tmp_path / "s.json")],
+                 ["run", str(tiny_project), "--data", str(root), "--steps", "2", "--workdir", str(tmp_path / "w")]):
         if argv[0] == "quantize":
             from microtrain.zoo.default_cnn import build_default_cnn, save_state_npz
 
@@ -250,6 +259,17 @@ def test_three_image_npz_says_the_split_is_too_small(tmp_path, capsys):
     assert code == 2 and "is empty" not in line and "test split" in line and "3 images" in line
     code, out, err = cli(capsys, ["eval", "default", "--data", str(path), "--split", "all", "--json"])
     assert code == 0 and json.loads(out)["samples"] == 3
+
+
+def test_run_eval_on_a_three_image_npz_says_the_test_split_is_too_small(tmp_path, capsys, tiny_project):
+    path = tmp_path / "three.npz"
+    np.savez(path, images=np.zeros((3, 8, 8), np.uint8), labels=np.array([0, 1, 2]),
+             class_names=np.array([f"c{i}" for i in range(10)]))  # the head's 10 classes, 3 images
+    code, _, err = cli(capsys, ["run", str(tiny_project), "--data", str(path), "--steps", "2", "--eval", "2",
+                                "--workdir", str(tmp_path / "w")])
+    line = one_line_error(err)
+    assert code == 2 and "is empty" not in line and "test split" in line and "3 images" in line
+    assert not (tmp_path / "w").exists()  # refused before anything was built
 
 
 def test_mixed_image_sizes_and_modes_are_stated(tmp_path, capsys):
