@@ -376,6 +376,226 @@ def _check_tflite(path: Path, graph) -> None:
     infer(graph, np.zeros(x.shape, np.int8))
 
 
+# --- the models a user brings: .onnx and .pt2 (scripts/make_fuzz_fixtures.py made the seeds) ------
+
+FIXTURES = ROOT / "tests" / "fixtures" / "fuzz"
+HOSTILE_LOCATIONS = ["/etc/passwd", "../../../../../../../../etc/passwd", "../seed/tiny_qdq.onnx.data",
+                     "sub/../../seed/tiny_qdq.onnx.data", "..", ".", "", "/dev/zero", "/proc/self/environ",
+                     "tiny_qdq.onnx", "file:///etc/passwd", "tiny_qdq.onnx.data\x00.txt"]
+"""External-data locations a hostile .onnx may name: outside its folder, devices, the model itself."""
+
+
+class RunsCode:
+    """Pickled, this is a call of os.system: a hostile file's payload (the audit hook sees it if it runs)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("true",))
+
+
+def _load_user_model(path: Path):
+    """As `microtrain quantize FILE --out X` reads it (``api.quantize``), or every verb once
+    ``microtrain.models.IMPORTERS`` knows the suffix."""
+    from microtrain.models import IMPORTERS
+
+    if path.suffix in IMPORTERS:
+        return _load_model(path)
+    from microtrain.api.quantize import quantize_checkpoint
+
+    return quantize_checkpoint(path, None, None)
+
+
+def _seed_onnx(folder: Path) -> Path:
+    """onnxruntime's QDQ int8 model of a tiny CNN, its conv weight in an external-data file."""
+    for name in ("tiny_qdq.onnx", "tiny_qdq.onnx.data"):
+        shutil.copy(FIXTURES / name, folder / name)
+    return folder / "tiny_qdq.onnx"
+
+
+ONNX_INTERESTING = [*INTERESTING, *HOSTILE_LOCATIONS, "Loop", "If", "Scan", "QLinearConv", "com.microsoft",
+                    "ai.onnx.ml", "EXTERNAL", "RAW", {"key": "location", "value": "/etc/passwd"}, ["-1"], ["0", "0"]]
+
+
+def _typed(model) -> None:
+    """Initializers stored as raw bytes rewritten with their values in the typed fields (the same
+    model), so that structure edits reach the numbers."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    for t in model.graph.initializer:
+        if t.data_location != TensorProto.EXTERNAL and t.raw_data:
+            t.CopyFrom(helper.make_tensor(t.name, t.data_type, t.dims, numpy_helper.to_array(t).ravel().tolist()))
+
+
+def _external(t, rng: random.Random) -> None:
+    """The initializer ``t`` made to read its data from a hostile location (maybe with an offset/length)."""
+    from onnx import TensorProto
+
+    for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data"):
+        t.ClearField(field)
+    del t.external_data[:]
+    t.data_location = TensorProto.EXTERNAL
+    entries = {"location": rng.choice(HOSTILE_LOCATIONS)}
+    if rng.random() < 0.5:
+        entries["offset"] = str(rng.choice((0, 1, 7, 2**40, -1)))
+    if rng.random() < 0.5:
+        entries["length"] = str(rng.choice((0, 1, 4, 36, 2**40, -5)))
+    for k, v in entries.items():
+        e = t.external_data.add()
+        e.key, e.value = k, v
+
+
+def _mutate_onnx(data: bytes, rng: random.Random) -> bytes:
+    """The protobuf's bytes (1 in 5), an initializer's data moved to a hostile location (1 in 6),
+    or (otherwise) the model's structure edited as JSON (protobuf's JSON mapping)."""
+    import onnx
+    from google.protobuf import json_format
+
+    r = rng.random()
+    if r < 0.2:
+        return mutate_bytes(data, rng)
+    model = onnx.ModelProto()
+    model.ParseFromString(data)
+    if r < 0.37:
+        _external(rng.choice(list(model.graph.initializer)), rng)
+        return model.SerializeToString()
+    _typed(model)
+    doc = mutate_structure(json_format.MessageToDict(model), rng, ONNX_INTERESTING)
+    try:
+        return json_format.ParseDict(doc, onnx.ModelProto()).SerializeToString()
+    except (json_format.ParseError, TypeError, ValueError, AttributeError):  # an edit protobuf cannot hold
+        return mutate_bytes(model.SerializeToString(), rng)
+
+
+def _int8_input(graph, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 NHWC input of ``graph``, the same grid values as float NCHW) for an oracle."""
+    x = graph.tensors[graph.inputs[0]]
+    xq = rng.integers(-128, 128, (4, *x.shape[1:])).astype(np.int8)
+    real = (xq.astype(np.float32) - x.quant.z) * np.float32(x.quant.s)
+    return xq, (real.transpose(0, 3, 1, 2) if real.ndim == 4 else real)
+
+
+def _ours(graph, xq: np.ndarray) -> np.ndarray:
+    from microtrain.interp.batched import infer_batch
+
+    return infer_batch(graph, xq).reshape(len(xq), -1).astype(np.int64)
+
+
+def _codes(graph, logits: np.ndarray) -> np.ndarray:
+    """The int8 codes of an oracle's dequantized output, on ``graph``'s output grid."""
+    q = graph.tensors[graph.outputs[0]].quant
+    return np.rint(np.asarray(logits, np.float64).reshape(len(logits), -1) / q.s).astype(np.int64) + q.z
+
+
+def _check_onnx(path: Path, graph) -> None:
+    """A mutant that loads reads no data from outside its folder, and computes what onnxruntime
+    computes on the same file (every int8 output code within 1 LSB: float32 vs fixed-point
+    requantization, benchmarks/onnx_agreement.py)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    folder = path.parent.resolve()
+    model = onnx.load(str(path), load_external_data=False)
+    for t in model.graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:
+            loc = {e.key: e.value for e in t.external_data}.get("location", "")
+            real = (folder / loc).resolve()
+            assert real.parent == folder and real.is_file(), f"loaded external data {loc!r} from outside {folder}"
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - the oracle's own refusal
+        raise AssertionError(f"microtrain loaded a model onnxruntime refuses: {' '.join(str(e).split())[:200]}") \
+            from None
+    xq, real = _int8_input(graph, np.random.default_rng(0))
+    (inp,) = sess.get_inputs()
+    theirs = np.concatenate([sess.run(None, {inp.name: real[i:i + 1].reshape(
+        [d if isinstance(d, int) else 1 for d in inp.shape])})[0] for i in range(len(real))])
+    diff = np.abs(_ours(graph, xq) - _codes(graph, theirs))
+    assert diff.max() <= 1, f"int8 outputs differ from onnxruntime's by {diff.max()} LSB"
+
+
+def _seed_pt2(folder: Path) -> Path:
+    """torchao's PT2E int8 model of the same tiny CNN, saved with torch.export.save."""
+    shutil.copy(FIXTURES / "tiny_pt2e.pt2", folder / "tiny_pt2e.pt2")
+    return folder / "tiny_pt2e.pt2"
+
+
+PT2_PICKLE_PLACES = ("weight", "sample-inputs", "tensor-constant", "custom-object", "opaque-object",
+                     "opaque-object-in-a-subfolder")
+
+
+def hostile_pt2(members: list[tuple[str, bytes]], payload: bytes, place: str) -> list[tuple[str, bytes]]:
+    """The archive's members with ``payload`` (a pickle) put where ``torch.export.load`` may unpickle:
+    a weight or a tensor constant marked ``use_pickle``, the sample inputs, a custom or an opaque
+    object (torch tells them by the ``path_name`` of the constants table; in a subfolder, the
+    member's own name does not start with the prefix)."""
+    from torch.export.pt2_archive.constants import CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX
+
+    names = [n for n, _ in members]
+    root = names[0].split("/")[0]
+    out = dict(members)
+    if place == "weight":
+        w = sorted(n for n in names if "/data/weights/weight_" in n)[0]
+        out[w] = payload
+        cfg = f"{root}/data/weights/model_weights_config.json"
+        out[cfg] = out[cfg].replace(b'"use_pickle": false', b'"use_pickle": true')
+    elif place == "sample-inputs":
+        out[f"{root}/data/sample_inputs/model.pt"] = payload
+    else:
+        file = {"tensor-constant": "tensor_0", "custom-object": f"{CUSTOM_OBJ_FILENAME_PREFIX}0",
+                "opaque-object": f"{OPAQUE_OBJ_FILENAME_PREFIX}0",
+                "opaque-object-in-a-subfolder": f"{OPAQUE_OBJ_FILENAME_PREFIX}x/payload"}[place]
+        out[f"{root}/data/constants/model_constants_config.json"] = json.dumps({"config": {"c": {
+            "path_name": file, "is_param": False, "use_pickle": True, "tensor_meta": None}}}).encode()
+        out[f"{root}/data/constants/{file}"] = payload
+    return list(out.items())
+
+
+def write_zip(members: list[tuple[str, bytes]]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+        for name, payload in members:
+            zf.writestr(name, payload)
+    return out.getvalue()
+
+
+def _mutate_pt2(data: bytes, rng: random.Random) -> bytes:
+    """The archive's bytes (1 in 8), a hostile pickle (1 in 8), or one member rewritten (valid
+    CRCs): the program's JSON (half of those) or the weights config as JSON structures, any
+    other member's bytes."""
+    r = rng.random()
+    if r < 0.125:
+        return mutate_bytes(data, rng)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        members = [(i.filename, zf.read(i.filename)) for i in zf.infolist()]
+    if r < 0.25:
+        members = hostile_pt2(members, pickle.dumps(RunsCode(), protocol=rng.choice((2, 4))),
+                              rng.choice(PT2_PICKLE_PLACES))
+    else:
+        program = [i for i, (n, _) in enumerate(members) if n.endswith("/models/model.json")]
+        k = program[0] if program and rng.random() < 0.5 else rng.randrange(len(members))
+        name, payload = members[k]
+        members[k] = (name, mutate_json_text(payload, rng) if name.endswith(".json") else mutate_bytes(payload, rng))
+    return write_zip(members)
+
+
+def _check_pt2(path: Path, graph) -> None:
+    """A mutant that loads computes what the program in the file computes when PyTorch runs it
+    (loaded by torch.export with weights-only unpickling): every int8 output code within 3 LSB,
+    the PT2E agreement bound of tests/test_byom_pt2e.py."""
+    import torch
+
+    from microtrain.frontend.torch_export import load_pt2
+
+    module = load_pt2(path).module()
+    xq, real = _int8_input(graph, np.random.default_rng(0))
+    with torch.no_grad():
+        theirs = torch.cat([module(torch.from_numpy(real[i:i + 1].copy())) for i in range(len(real))]).numpy()
+    diff = np.abs(_ours(graph, xq) - _codes(graph, theirs))
+    assert diff.max() <= 3, f"int8 outputs differ from PyTorch's by {diff.max()} LSB"
+
+
 def _errors() -> dict[str, tuple[type[BaseException], ...]]:
     from microtrain.errors import UserError
     from microtrain.scheme import SchemeError
@@ -394,6 +614,8 @@ def readers() -> list[Reader]:
                lambda p, g: _check_model(p, g)),
         Reader("zoo-pkl", _seed_zoo, _load_model, err["user"], _mutate_zoo),
         Reader("tflite", _seed_tflite, _load_model, err["user"], mutate_bytes, _check_tflite),
+        Reader("onnx", _seed_onnx, _load_user_model, err["user"], _mutate_onnx, _check_onnx),
+        Reader("pt2", _seed_pt2, _load_user_model, err["user"], _mutate_pt2, _check_pt2),
         Reader("scheme-json", _seed_scheme, _load_scheme, err["scheme"], mutate_json_text, _check_scheme),
         Reader("checkpoint", _seed_checkpoint, _load_checkpoint, err["checkpoint"], mutate_bytes, _check_checkpoint),
         Reader("data-npz", _seed_data_npz, _load_dataset, err["data"], mutate_zip_members),
@@ -438,6 +660,9 @@ def fuzz(reader: Reader, cases: int, seed: int = 0, work: Path | None = None) ->
         base.mkdir()
         target = reader.seed(base)
         original = target.read_bytes()
+        seed_result = reader.load(target)  # the seed loads (and imports what the reader needs before the alarm)
+        if reader.check is not None:
+            reader.check(target, seed_result)
         old = signal.signal(signal.SIGALRM, _alarm)
         try:
             for case in range(cases):

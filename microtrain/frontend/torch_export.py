@@ -22,6 +22,7 @@ Rules are keyed by ATen op (``ATEN_RULES``); the shared ones live in ``lowering.
 from __future__ import annotations
 
 import contextlib
+import json
 import operator
 import os
 import zipfile
@@ -66,19 +67,37 @@ def _weights_only_loads() -> Iterator[None]:
             os.environ[key] = old
 
 
+def _object_payloads(z: zipfile.ZipFile) -> list[str]:
+    """What ``torch.export.load`` would unpickle as Python objects: a member with a custom- or
+    opaque-object name, and a payload-config entry whose ``path_name`` starts so (torch decides
+    by that name, and a name such as ``opaque_obj_x/y`` gives the member another basename)."""
+    from torch.export.pt2_archive.constants import CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX
+
+    prefixes = (CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX)
+    found = [n for n in z.namelist() if any(part.startswith(prefixes) for part in n.split("/"))]
+    for n in z.namelist():
+        if not n.endswith("_config.json"):
+            continue
+        try:
+            entries = json.loads(z.read(n)).get("config", {})
+            names = [str(meta.get("path_name", "")) for meta in entries.values()]
+        except (ValueError, AttributeError, TypeError, zipfile.BadZipFile):
+            found.append(f"{n} (not a payload table)")
+            continue
+        found += [f"{n}: {name}" for name in names if name.startswith(prefixes)]
+    return found
+
+
 def load_pt2(path: str | Path):
     """The ExportedProgram in a ``torch.export.save`` archive, loaded without running code."""
     import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the quantized_decomposed ops of PT2E
-    from torch.export.pt2_archive.constants import CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX
 
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+            objects = _object_payloads(z)
     except (OSError, zipfile.BadZipFile) as e:
         raise UnsupportedError(f"{path}: not a torch.export archive ({e})") from None
-    objects = [n for n in names if os.path.basename(n).startswith((CUSTOM_OBJ_FILENAME_PREFIX,
-                                                                    OPAQUE_OBJ_FILENAME_PREFIX))]
     if objects:
         raise UnsupportedError(f"{path}: holds pickled Python objects ({objects[0]}); only tensors are read, "
                                "export a program whose constants are tensors")
