@@ -20,10 +20,14 @@ from microtrain.sim.random_graph import random_graph
 @pytest.fixture(autouse=True)
 def every_refresh_drawn(monkeypatch):
     """tqdm redraws at most every 0.1 s (and skips updates it deems too close); on a tiny model a
-    whole phase is shorter than that, so every update is drawn (tqdm reads its defaults from
-    TQDM_* variables) to see each bar reach its end."""
-    monkeypatch.setenv("TQDM_MININTERVAL", "0")
-    monkeypatch.setenv("TQDM_MINITERS", "1")
+    whole phase is shorter than that, so every update is drawn here (mininterval 0, miniters 1) to
+    see each bar reach its end. (tqdm's TQDM_* variables are read once, when tqdm is imported.)"""
+    from functools import partialmethod
+
+    from tqdm import std
+
+    init = std.tqdm.__dict__["__init__"]
+    monkeypatch.setattr(std.tqdm, "__init__", partialmethod(getattr(init, "func", init), mininterval=0, miniters=1))
 
 
 @pytest.fixture(scope="module")

@@ -152,6 +152,9 @@ def _conv_geometry(low: OnnxLowering, node, x_shape, w_shape) -> tuple[dict, tup
                                f"(dilations={dil}, auto_pad={auto})")
     if auto == "VALID":
         pads = [0] * len(pads)
+    if "kernel_shape" in a and list(a["kernel_shape"]) != ([kw] if one_d else [kh, kw]):
+        raise UnsupportedError(f"{low.where(node)}: kernel_shape {list(a['kernel_shape'])} does not match the "
+                               f"weight's {[kw] if one_d else [kh, kw]}")
     if one_d:
         strides, pads = [1, strides[0]], [0, pads[0], 0, pads[1]]
     sh, sw = strides
@@ -343,8 +346,14 @@ def _dequantize_linear(low: OnnxLowering, node) -> None:
     src = node.input[0]
     if src in low.init:  # a weight or a bias: read by the op that uses it
         zp = low.init.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        low.const_dq[node.output[0]] = (low.init[src], low.const(node.input[1], node, "scale"), zp,
-                                        int(attrs(node).get("axis", 1)))
+        q, scale, axis = low.init[src], low.const(node.input[1], node, "scale"), int(attrs(node).get("axis", 1))
+        if scale.size > 1:  # per axis: one scale (and zero point) per index along a real axis
+            sizes = {q.shape[axis] if -q.ndim <= axis < q.ndim else -1, zp.size if zp is not None else scale.size}
+            if sizes != {scale.size}:
+                raise UnsupportedError(f"{low.where(node)}: {scale.size} scales along axis {axis} of a "
+                                       f"{list(q.shape)} tensor")
+            axis %= q.ndim
+        low.const_dq[node.output[0]] = (q, scale, zp, axis)
         return
     key = low.value(src, node)
     low.set_given(key, low.qparams(node.input[1], node.input[2] if len(node.input) > 2 else None, node,

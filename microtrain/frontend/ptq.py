@@ -187,6 +187,12 @@ def _weights(b: GraphBuilder, op: FloatOp, w: np.ndarray, x: Tensor) -> tuple[st
     """int8 OHWI / OI weights (``w`` is the float or the given int8 array, already in IR layout)."""
     if op.wq is not None:
         wq, scales = w.astype(np.int8), np.asarray(op.w_scales, dtype=np.float64)
+        units = np.abs(np.asarray(op.bias, np.float64)) / (x.quant.s * scales)
+        if op.bq is None and not np.all(units <= quant.INT32_MAX):  # the model's own scales: no silent clamp
+            c = int(np.argmax(np.where(np.isfinite(units), units, np.inf)))
+            raise UnsupportedError(f"{op.name}: bias {float(op.bias[c]):.4g} of channel {c} is {units[c]:.3g} x "
+                                   "(input scale x weight scale), outside int32: the model's weight scales are too "
+                                   "small for its biases")
     else:
         wq, scales = quant.quantize_weights_per_channel(w, axis=0)
     bq = op.bq.astype(np.int32) if op.bq is not None else quant.quantize_bias(op.bias, x.quant.s, scales)
