@@ -10,7 +10,12 @@ always come from the integer path; only gradients are float:
   stored int8 output: ``act_min < y_q < act_max`` (a value sitting exactly on a bound counts
   as clamped, so ReLU has derivative 0 at 0);
 * weight and bias gradients are w.r.t. the *real* weights s_w[c] * w_q and biases
-  s_x * s_w[c] * b_q (the gradient of the dequantized equivalent), in fp32.
+  s_x * s_w[c] * b_q (the gradient of the dequantized equivalent), in fp32;
+* every gradient is computed by ``sim/device_grads.py``, the device's backward kernels written in
+  torch: per sample, the same float32 products added in the same order as the generated C, so
+  that a batch-1 run of the simulator trains exactly as the device does, step after step (the
+  int32 bias update, scaled up by QAS, would otherwise turn last-bit differences into different
+  integers within a few dozen steps).
 
 Integer convolutions run as float convolutions of integer-valued tensors, which is exact
 while every partial sum is an integer the float type represents: float32 when the bound
@@ -34,6 +39,7 @@ from microtrain.ir.graph import Graph, Node, QParams, Tensor
 from microtrain.ir.ops import TRAINING_OPS, Op
 from microtrain.runtime.grad_quant import fake_quantize_error
 from microtrain.runtime.twins import add_params, avg_pool_params, output_multipliers
+from microtrain.sim import device_grads as dg
 from microtrain.sim.fixed_point import requantize
 
 
@@ -67,6 +73,7 @@ class LayerParams:
     w_real: torch.Tensor | None = None  # float32 leaf requiring grad (weights trained)
     b_real: torch.Tensor | None = None  # float32 leaf requiring grad (biases trained)
     error_bits: int = 0  # bits of the layer's error codes in the backward (runtime/grad_quant.py; 0: fp32)
+    w_rows: list[int] | None = None  # output channels whose weight gradient is wanted (None: all)
 
 
 def clamp_mask(y_q: torch.Tensor, node: Node) -> torch.Tensor:
@@ -131,84 +138,73 @@ def conv_float(node: Node, x_real: torch.Tensor, w_real: torch.Tensor, b_real: t
 
 
 class WeightedFn(torch.autograd.Function):
-    """CONV2D/FC: integer forward; backward = float conv gradients of the masked pre-activation."""
+    """CONV2D/FC: integer forward; backward = the device's gradient kernels on the masked
+    pre-activation gradient (``sim/device_grads.py``: the C's float32 arithmetic, bit for bit).
+    With ``error_bits`` (int8/int16 errors, ``runtime/grad_quant.py``) the error is d^ = q 2^e and
+    the weight and bias sums are exact (float64, rounded once), as the device's error kernels."""
 
     @staticmethod
-    def forward(ctx, x_real, w_real, b_real, node, graph, x_q, w_q, b_q, error_bits=0):  # type: ignore[override]
+    def forward(ctx, x_real, w_real, b_real, node, graph, x_q, w_q, b_q, rows, error_bits=0):  # type: ignore[override]
         y_q = conv_int(node, graph, x_q, w_q, b_q)
         y_t = graph.tensors[node.outputs[0]]
-        ctx.node = node
-        ctx.error_bits = error_bits
-        ctx.x_int = (x_q - graph.tensors[node.inputs[0]].quant.z) if error_bits else None
-        ctx.x_scale = graph.tensors[node.inputs[0]].quant.s
-        ctx.save_for_backward(x_real, w_real, b_real, clamp_mask(y_q, node))
+        ctx.node, ctx.graph, ctx.rows, ctx.error_bits = node, graph, rows, error_bits
+        lo, hi = node.attrs.get("act_min", -128), node.attrs.get("act_max", 127)
+        ctx.save_for_backward(x_q, w_q, (y_q > lo) & (y_q < hi))  # w_q: updated only after the backward
         ctx.mark_non_differentiable(y_q)
         y_real = dequantize32(y_q, y_t.quant.s, y_t.quant.z)
         return y_real, y_q
 
     @staticmethod
     def backward(ctx, grad_y, _grad_q):  # type: ignore[override]
-        x_real, w_real, b_real, mask = ctx.saved_tensors
-        node = ctx.node
-        g = grad_y * mask
-        if ctx.error_bits:  # int8/int16 error codes: the consumers read d^, weight/bias sums are exact
+        x_q, w_q, keep = ctx.saved_tensors
+        node, graph = ctx.node, ctx.graph
+        x_t, w_t, _ = (graph.tensors[n] for n in node.inputs)
+        g = dg.mask_grad(grad_y, keep)
+        if ctx.error_bits:  # int8/int16 error codes: the consumers read d^
             g = torch.from_numpy(fake_quantize_error(g.detach().numpy(), ctx.error_bits, batched=True))
-            return _int_error_grads(ctx, node, g, w_real)
+        ws = torch.from_numpy(w_t.quant.scales().astype(np.float32))
+        stride = tuple(node.attrs.get("stride", (1, 1)))
+        padding = tuple(node.attrs.get("padding", (0, 0, 0, 0)))
+        groups = int(node.attrs.get("groups", 1))
         gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = dg.fc_grad_input(g, w_q, ws) if node.op is Op.FULLY_CONNECTED else \
+                dg.conv_grad_input(g, w_q, ws, (x_q.shape[1], x_q.shape[2]), stride, padding, groups)
+        if ctx.error_bits:
+            gw, gb = _int_error_param_grads(ctx, node, g, x_q - x_t.quant.z, x_t.quant.s, w_q.shape)
+        else:
+            if ctx.needs_input_grad[1] and node.op is Op.FULLY_CONNECTED:
+                gw = dg.sample_sum(dg.fc_grad_weight(g, dequantize32(x_q, x_t.quant.s, x_t.quant.z)))
+            elif ctx.needs_input_grad[1]:
+                rows = ctx.rows if ctx.rows is not None else list(range(w_q.shape[0]))
+                part = dg.sample_sum(dg.conv_grad_weight(g, x_q, x_t.quant.z, x_t.quant.s, tuple(w_q.shape[1:3]),
+                                                         stride, padding, groups, rows))
+                gw = torch.zeros(w_q.shape, dtype=torch.float32)
+                gw[rows] = part
+            if ctx.needs_input_grad[2]:
+                gb = dg.sample_sum(dg.bias_grad(g))
+        return gx, gw, gb, None, None, None, None, None, None, None
+
+
+def _int_error_param_grads(ctx, node: Node, g: torch.Tensor, x_int: torch.Tensor, x_scale: float, w_shape) -> tuple:
+    """Weight and bias gradients of a CONV2D/FC whose error ``g`` holds d^ = q 2^e: the weight
+    gradient float32(sum d^ (x_q - z_x)) * s_x and the bias gradient float32(sum d^), both sums
+    exact in float64 (2^e times an integer), so their order does not matter."""
+    gw = gb = None
+    if ctx.needs_input_grad[1]:
         if node.op is Op.FULLY_CONNECTED:
-            if ctx.needs_input_grad[0]:
-                gx = g @ w_real
-            if ctx.needs_input_grad[1]:
-                gw = g.t() @ x_real
+            gw = exact_f32_t(g.double().t() @ x_int.double())
         else:
             stride = tuple(node.attrs.get("stride", (1, 1)))
             groups = int(node.attrs.get("groups", 1))
-            g_nchw = g.permute(0, 3, 1, 2).contiguous()
-            w_oihw = w_real.permute(0, 3, 1, 2).contiguous()
-            x_pad = _pad_nchw(x_real.permute(0, 3, 1, 2), node).contiguous()
-            if ctx.needs_input_grad[0]:
-                gx_pad = torch.nn.grad.conv2d_input(x_pad.shape, w_oihw, g_nchw, stride=stride, groups=groups)
-                top, left, _, _ = node.attrs.get("padding", (0, 0, 0, 0))
-                h, w = x_real.shape[1], x_real.shape[2]
-                gx = gx_pad[:, :, top:top + h, left:left + w].permute(0, 2, 3, 1)
-            if ctx.needs_input_grad[1]:
-                gw = torch.nn.grad.conv2d_weight(x_pad, w_oihw.shape, g_nchw, stride=stride,
-                                                 groups=groups).permute(0, 2, 3, 1)
-        if ctx.needs_input_grad[2]:
-            gb = g.reshape(-1, g.shape[-1]).sum(0)
-        return gx, gw, gb, None, None, None, None, None, None
-
-
-def _int_error_grads(ctx, node: Node, g: torch.Tensor, w_real: torch.Tensor) -> tuple:
-    """Backward of a CONV2D/FC whose error ``g`` holds d^ = q 2^e (``runtime/grad_quant.py``):
-    the input gradient in float32 from d^, the weight gradient float32(sum d^ (x_q - z_x)) * s_x
-    and the bias gradient float32(sum d^), both sums exact in float64 (2^e times an integer)."""
-    gx = gw = gb = None
-    if node.op is Op.FULLY_CONNECTED:
-        if ctx.needs_input_grad[0]:
-            gx = g @ w_real
-        if ctx.needs_input_grad[1]:
-            gw = exact_f32_t(g.double().t() @ ctx.x_int.double())
-    else:
-        stride = tuple(node.attrs.get("stride", (1, 1)))
-        groups = int(node.attrs.get("groups", 1))
-        g_nchw = g.permute(0, 3, 1, 2).contiguous()
-        w_oihw = w_real.permute(0, 3, 1, 2).contiguous()
-        if ctx.needs_input_grad[0]:
-            n, h, w, c = ctx.x_int.shape
-            top, left, bottom, right = node.attrs.get("padding", (0, 0, 0, 0))
-            shape = (n, c, h + top + bottom, w + left + right)
-            gx_pad = torch.nn.grad.conv2d_input(shape, w_oihw, g_nchw, stride=stride, groups=groups)
-            gx = gx_pad[:, :, top:top + h, left:left + w].permute(0, 2, 3, 1)
-        if ctx.needs_input_grad[1]:
-            x_pad = _pad_nchw(ctx.x_int.double().permute(0, 3, 1, 2), node).contiguous()
-            gw = exact_f32_t(torch.nn.grad.conv2d_weight(x_pad, w_oihw.shape, g_nchw.double(), stride=stride,
-                                                         groups=groups).permute(0, 2, 3, 1))
-    if gw is not None:
-        gw = (gw * torch.tensor(ctx.x_scale, dtype=torch.float32)).contiguous()
+            w_oihw = (w_shape[0], w_shape[3], w_shape[1], w_shape[2])
+            x_pad = _pad_nchw(x_int.double().permute(0, 3, 1, 2), node).contiguous()
+            gw = exact_f32_t(torch.nn.grad.conv2d_weight(x_pad, w_oihw, g.permute(0, 3, 1, 2).contiguous().double(),
+                                                         stride=stride, groups=groups).permute(0, 2, 3, 1))
+        gw = (gw * torch.tensor(x_scale, dtype=torch.float32)).contiguous()
     if ctx.needs_input_grad[2]:
         gb = exact_f32_t(g.double().reshape(-1, g.shape[-1]).sum(0))
-    return gx, gw, gb, None, None, None, None, None, None
+    return gw, gb
 
 
 def exact_f32_t(acc: torch.Tensor) -> torch.Tensor:
@@ -226,7 +222,8 @@ def _weighted(node: Node, graph: Graph, env: Mapping[str, Act], params: Mapping[
     w_const, b_const = real_weights(graph, node, p.w_q, p.b_q)
     w_real = p.w_real if p.w_real is not None else w_const
     b_real = p.b_real if p.b_real is not None else b_const
-    y_real, y_q = WeightedFn.apply(x.real, w_real, b_real, node, graph, x.q, p.w_q, p.b_q, p.error_bits)
+    y_real, y_q = WeightedFn.apply(x.real, w_real, b_real, node, graph, x.q, p.w_q, p.b_q, p.w_rows,
+                                   p.error_bits)
     return [Act(y_q, y_t.quant.s, y_t.quant.z, y_real)]
 
 
@@ -247,14 +244,15 @@ class AddFn(torch.autograd.Function):
     def forward(ctx, a_real, b_real, node, graph, a_q, b_q):  # type: ignore[override]
         y_q = add_int(node, graph, a_q, b_q)
         y_t = graph.tensors[node.outputs[0]]
-        ctx.save_for_backward(clamp_mask(y_q, node))
+        lo, hi = node.attrs.get("act_min", -128), node.attrs.get("act_max", 127)
+        ctx.save_for_backward((y_q > lo) & (y_q < hi))
         ctx.mark_non_differentiable(y_q)
         return dequantize32(y_q, y_t.quant.s, y_t.quant.z), y_q
 
     @staticmethod
     def backward(ctx, grad_y, _grad_q):  # type: ignore[override]
-        (mask,) = ctx.saved_tensors
-        g = grad_y * mask
+        (keep,) = ctx.saved_tensors
+        g = dg.mask_grad(grad_y, keep)
         return g, g, None, None, None, None
 
 
@@ -280,23 +278,20 @@ def pool_int(node: Node, graph: Graph, x_q: torch.Tensor) -> torch.Tensor:
 
 
 class PoolFn(torch.autograd.Function):
-    """GLOBAL_AVG_POOL: y_real = mean_hw x_real; gradient spread evenly, masked by the clamp."""
+    """GLOBAL_AVG_POOL: y_real = mean_hw x_real; the gradient spread evenly, g / (h * w) in float32,
+    unmasked: the compiler treats the pool as linear (an average of int8 values cannot saturate)."""
 
     @staticmethod
     def forward(ctx, x_real, node, graph, x_q):  # type: ignore[override]
         y_q = pool_int(node, graph, x_q)
         y_t = graph.tensors[node.outputs[0]]
-        ctx.save_for_backward(clamp_mask(y_q, node))
         ctx.hw = (x_q.shape[1], x_q.shape[2])
         ctx.mark_non_differentiable(y_q)
         return dequantize32(y_q, y_t.quant.s, y_t.quant.z), y_q
 
     @staticmethod
     def backward(ctx, grad_y, _grad_q):  # type: ignore[override]
-        (mask,) = ctx.saved_tensors
-        h, w = ctx.hw
-        g = (grad_y * mask / (h * w)).expand(-1, h, w, -1)
-        return g, None, None, None
+        return dg.global_avg_pool_grad(grad_y, ctx.hw), None, None, None
 
 
 def _pool(node: Node, graph: Graph, env: Mapping[str, Act], params: Mapping[str, LayerParams]) -> list[Act]:

@@ -111,12 +111,13 @@ class Simulator:
     def attach_grads(self, trained: list[tuple[str, str]]) -> None:
         """Make fp32 leaves (real weights/biases) for the trained tensors; clears old ones."""
         for p in self.params.values():
-            p.w_real = p.b_real = None
+            p.w_real = p.b_real = p.w_rows = None
         for layer, kind in trained:
             p = self.params[layer]
             w, b = real_weights(self.graph, self.graph.node(layer), p.w_q, p.b_q)
             if kind == "weight":
                 p.w_real = w.requires_grad_()
+                p.w_rows = list(self.scheme.weight_update(layer).channels)  # the kept rows: only theirs are computed
             else:
                 p.b_real = b.requires_grad_()
 

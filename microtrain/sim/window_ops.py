@@ -1,7 +1,8 @@
 """Simulator rules of the window and copy ops (AVG_POOL2D, MAX_POOL2D, PAD, CONCAT, SOFTMAX).
 
 Integer forward on a batch, bit-exact with ``interp/window_ops.py`` (the definitions, TFLite
-Micro's kernels); float backward w.r.t. real values, as the compiler's VJP rules:
+Micro's kernels); float backward w.r.t. real values, as the compiler's VJP rules, computed by
+the device's kernels (``sim/device_grads.py``, bit for bit):
 
 * pools: rounding is straight-through, so the average's gradient is ``g / n`` spread over
   each window and the max's goes to the first maximum of each window (row-major; the C and
@@ -101,28 +102,22 @@ class PoolFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y, _grad_q):  # type: ignore[override]
+        from microtrain.sim import device_grads as dg
+
         x_q, y_q = ctx.saved_tensors
         node = ctx.node
         g = grad_y
         if _masked(node):
-            g = g * ((y_q > node.attrs.get("act_min", -128)) & (y_q < node.attrs.get("act_max", 127))).to(g.dtype)
-        g = g.permute(0, 3, 1, 2)  # NCHW
-        n, c, h, w = x_q.shape[0], x_q.shape[3], x_q.shape[1], x_q.shape[2]
-        (fh, fw), stride, pads = _geometry(node)
+            lo, hi = node.attrs.get("act_min", -128), node.attrs.get("act_max", 127)
+            g = dg.mask_grad(g, (y_q > lo) & (y_q < hi))
+        h, w = x_q.shape[1], x_q.shape[2]
+        (fh, fw), stride, (left, right, top, bottom) = _geometry(node)
+        padding = (top, left, bottom, right)
         if node.op.name == "AVG_POOL2D":
-            share = (g / _counts(node, h, w).to(g.dtype)).reshape(n * c, 1, -1)
-            ones = torch.ones(n * c, fh * fw, share.shape[2], dtype=g.dtype)
-            hp, wp = h + pads[2] + pads[3], w + pads[0] + pads[1]
-            dx = F.fold(ones * share, (hp, wp), (fh, fw), stride=stride).reshape(n, c, hp, wp)
-        else:
-            cols = _max_windows(x_q.permute(0, 3, 1, 2).to(torch.float64), node)
-            first = cols.argmax(dim=2, keepdim=True)  # torch: the first maximal value
-            onehot = torch.zeros(cols.shape, dtype=g.dtype).scatter_(2, first, 1.0)
-            hp, wp = h + pads[2] + pads[3], w + pads[0] + pads[1]
-            spread = (onehot * g.reshape(n, c, 1, -1)).reshape(n * c, fh * fw, -1)
-            dx = F.fold(spread, (hp, wp), (fh, fw), stride=stride).reshape(n, c, hp, wp)
-        dx = dx[:, :, pads[2]:pads[2] + h, pads[0]:pads[0] + w]
-        return dx.permute(0, 2, 3, 1).contiguous(), None, None, None
+            return dg.avg_pool2d_grad(g, _counts(node, h, w)[0, 0], (h, w), (fh, fw), stride, padding), None, None, None
+        cols = _max_windows(x_q.permute(0, 3, 1, 2).to(torch.float64), node)  # [N, C, fh*fw, OH*OW]
+        first = cols.argmax(dim=2).reshape(x_q.shape[0], x_q.shape[3], *y_q.shape[1:3]).permute(0, 2, 3, 1)
+        return dg.max_pool2d_grad(g, first, (h, w), (fh, fw), stride, padding), None, None, None
 
 
 def _needs_grad(*acts) -> bool:
