@@ -3,11 +3,14 @@
     .venv/bin/python benchmarks/onnx_agreement.py                 # 1,000 Fashion-MNIST test images
     .venv/bin/python benchmarks/onnx_agreement.py --images 200 --no-results
 
-The two user networks of tests/user_models/ (a residual CNN with pooling, a Conv1d
-keyword-spotting-like network) are trained briefly in float, exported to ONNX
+The user networks of tests/user_models/ (a residual CNN with pooling, a Conv1d
+keyword-spotting-like network, a two-branch CNN with max/average pooling, zero padding and a
+concatenation) are trained briefly in float, exported to ONNX
 (``torch.onnx.export``, opset 17, dynamic batch), pre-processed and quantized by
 ``onnxruntime.quantization.quantize_static`` (int8 activations and weights, min/max
-calibration on 200 training images) in QDQ and QOperator format, per channel and per tensor.
+calibration on 200 training images) in QDQ and QOperator format, per channel and per tensor
+(the two-branch network in QDQ only: onnxruntime's QOperator QLinearAveragePool requantizes,
+which the int8 average pool does not).
 Each int8 model is imported by ``microtrain quantize``'s loader (its own scales and zero
 points kept) and run by the batched interpreter (bit-exact with the reference interpreter
 and the generated C); onnxruntime runs the same file (CPU, default graph optimizations,
@@ -19,7 +22,11 @@ Why they can differ: onnxruntime requantizes each int32 accumulator with a float
 multiplier (s_x * s_w / s_y, rounded to float32) and rounds half to even; microtrain (like
 TFLite and CMSIS-NN) uses a 31-bit fixed-point multiplier and rounding shift (half away
 from zero). The two give the same integer except near a rounding tie, i.e. by one LSB of
-one activation, which later layers may carry forward.
+one activation, which later layers may carry forward. In the two-branch network two more
+roundings differ: the average pool (onnxruntime rounds the mean half to even, TFLite Micro's
+kernel half away from zero) and the concatenation, whose differently quantized inputs
+onnxruntime rounds twice (each input's grid, then the concatenation's) and microtrain once
+(each input is computed on the concatenation's grid).
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ RESULTS = ROOT / "docs" / "RESULTS.md"
 sys.path.insert(0, str(ROOT / "tests"))
 
 VARIANTS = [("QDQ", True), ("QDQ", False), ("QOperator", True), ("QOperator", False)]
+NETS = {"residual": ("RESIDUAL", "image", VARIANTS), "kws": ("KWS", "signal", VARIANTS),
+        "branch": ("BRANCH", "image", VARIANTS[:2])}
+"""net -> (its name in tests/byom_support.py, input kind, the quantized variants)"""
 
 
 def export_onnx(module, kind: str, path: Path) -> Path:
@@ -99,18 +109,20 @@ def compare(onnx_path: Path, images: np.ndarray, labels: np.ndarray, model_input
             "acc_onnxruntime": float(np.mean(theirs.argmax(1) == labels))}
 
 
-def make_models(work: Path) -> dict[str, tuple[Path, str]]:
-    """Train the two user networks, export and quantize them: {name: (onnx path, kind)}."""
-    from byom_support import KWS, RESIDUAL, fashion, model_input, train_float
+def make_models(work: Path, nets: list[str]) -> dict[str, tuple[Path, str]]:
+    """Train the user networks, export and quantize them: {name: (onnx path, kind)}."""
+    import byom_support
+    from byom_support import fashion, model_input, train_float
 
     from microtrain.frontend.user_model import load_arch
 
     calib_images = fashion("train", 200, seed=1).images
     models = {}
-    for net, arch, kind in (("residual", RESIDUAL, "image"), ("kws", KWS, "signal")):
-        f = export_onnx(train_float(load_arch(arch), kind), kind, work / f"{net}.onnx")
+    for net in nets:
+        attr, kind, variants = NETS[net]
+        f = export_onnx(train_float(load_arch(getattr(byom_support, attr)), kind), kind, work / f"{net}.onnx")
         calib = model_input(calib_images, kind).numpy()
-        for fmt, per_channel in VARIANTS:
+        for fmt, per_channel in variants:
             name = f"{net}_{fmt.lower()}_{'per_channel' if per_channel else 'per_tensor'}"
             models[name] = (quantize_onnx(f, work / f"{name}.onnx", calib, fmt, per_channel), kind)
     return models
@@ -121,6 +133,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=1000, help="Fashion-MNIST test images (default 1000)")
     p.add_argument("--work", default="build/onnx_agreement", help="folder for the ONNX files")
     p.add_argument("--no-results", action="store_true", help="do not append to docs/RESULTS.md")
+    p.add_argument("--nets", default=",".join(NETS), help=f"comma-separated networks (default {','.join(NETS)})")
     args = p.parse_args()
     from byom_support import fashion, model_input
 
@@ -129,7 +142,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    models = make_models(work)
+    models = make_models(work, args.nets.split(","))
     test = fashion("test", args.images, seed=0)
     rows = []
     for name, (path, kind) in models.items():
@@ -150,15 +163,17 @@ def main() -> None:
         with RESULTS.open("a") as f:
             f.write(f"\n## ONNX int8 models: microtrain vs onnxruntime ({when})\n\n"
                     f"`{cmd}` on {platform.machine()}, {os.cpu_count()} cores, onnxruntime "
-                    f"{onnxruntime.__version__}. {args.images} Fashion-MNIST test images; the two user networks "
-                    "of tests/user_models/ trained briefly in float, quantized by onnxruntime's quantize_static "
-                    "(int8, min/max on 200 training images), imported with their own scales and zero points and "
-                    "run by microtrain's batched interpreter (bit-exact with the generated C). LSB = one step of "
-                    "the int8 output code.\n\n```\n" + table + "\n```\n\n"
+                    f"{onnxruntime.__version__}. {args.images} Fashion-MNIST test images; the user networks "
+                    f"{args.nets} of tests/user_models/ trained briefly in float, quantized by onnxruntime's "
+                    "quantize_static (int8, min/max on 200 training images), imported with their own scales and "
+                    "zero points and run by microtrain's batched interpreter (bit-exact with the generated C). "
+                    "LSB = one step of the int8 output code.\n\n```\n" + table + "\n```\n\n"
                     "Why they can differ: onnxruntime requantizes with a float32 multiplier and rounds half to "
                     "even; microtrain (TFLite's int8 spec) with a 31-bit fixed-point multiplier and a rounding "
                     "shift (half away from zero). They agree except near rounding ties, by one LSB of an "
-                    "activation, which later layers can carry forward.\n")
+                    "activation, which later layers can carry forward. The branch network's average pool rounds "
+                    "half away from zero (TFLite Micro) where onnxruntime rounds half to even, and its concatenation "
+                    "rounds once (inputs computed on its grid) where onnxruntime rounds twice.\n")
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
 Three forms, one rule table keyed by op type (``ONNX_RULES``):
 
 * float (Conv, Gemm, MatMul, BatchNormalization, Relu, Clip, Add, GlobalAveragePool,
-  ReduceMean, Flatten, Reshape, Identity, Dropout): calibrated and quantized like PyTorch;
+  ReduceMean, Flatten, Reshape, Identity, Dropout; MaxPool, AveragePool, Pad, Concat in
+  ``onnx_window.py``): calibrated and quantized like PyTorch;
 * QDQ, as ``onnxruntime.quantization.quantize_static(quant_format=QDQ)`` writes it: each
   activation passes QuantizeLinear -> DequantizeLinear, weights and biases are int8 / int32
   initializers behind a DequantizeLinear. Q/DQ pairs become ``FloatPlan.given`` (scale, zero
   point) of the value they quantize; the float op between them is lowered as usual, with
   its int8 weights (``FloatOp.wq``, per channel or per tensor) and int32 bias (``bq``);
-* QOperator: QLinearConv, QLinearMatMul, QGemm, QLinearAdd, QLinearGlobalAveragePool (the
-  last three in onnxruntime's com.microsoft domain), with int8 Flatten/Reshape between them.
+* QOperator: QLinearConv, QLinearMatMul, QGemm, QLinearAdd, QLinearGlobalAveragePool,
+  QLinearAveragePool, QLinearConcat (all but the first two in onnxruntime's com.microsoft
+  domain), with int8 Flatten/Reshape/MaxPool/Pad between them.
 
 uint8 activations are taken exactly as int8 (q - 128, zero point - 128). Weights must be
 int8, symmetric (zero point 0) and in [-127, 127]. A relu that onnxruntime removed in QDQ
@@ -362,6 +364,7 @@ def _dequantize_linear(low: OnnxLowering, node) -> None:
 
 
 from microtrain.frontend.onnx_qoperator import QOPERATOR_RULES  # noqa: E402  (uses the helpers above)
+from microtrain.frontend.onnx_window import WINDOW_RULES  # noqa: E402  (uses the helpers above)
 
 ONNX_RULES = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "Add": _add, "BatchNormalization": _batch_norm,
@@ -369,7 +372,7 @@ ONNX_RULES = {
     "GlobalAveragePool": _pool, "ReduceMean": _pool, "Flatten": _reshape, "Reshape": _reshape,
     "Identity": _passthrough, "Dropout": _passthrough,
     "QuantizeLinear": _quantize_linear, "DequantizeLinear": _dequantize_linear,
-    **QOPERATOR_RULES,
+    **QOPERATOR_RULES, **WINDOW_RULES,
 }
 
 
@@ -468,5 +471,6 @@ def load_onnx_plan(path: str | Path) -> tuple[FloatPlan, str]:
         raise UnsupportedError(f"{path}: not a readable ONNX model ({' '.join(str(e).split())[:200]})") from None
     ops = {n.op_type for n in model.graph.node}
     plan = lower_onnx(model)
-    kind = "onnx-qoperator" if ops & set(QOPERATOR_RULES) else ("onnx-qdq" if "QuantizeLinear" in ops else "onnx")
+    qoperator = any(op.startswith(("QLinear", "QGemm")) for op in ops)
+    kind = "onnx-qoperator" if qoperator else ("onnx-qdq" if "QuantizeLinear" in ops else "onnx")
     return plan, kind

@@ -16,7 +16,10 @@
 * Pooling, pad, concatenation and reshape keep their input's quantization (TFLite Micro's
   kernels move or pick int8 values). A concatenation's inputs must share one: the values that
   feed it (through such ops) are quantized together over the union of their ranges
-  (``shared_quantization``); a model's own differing quantizations there are an error.
+  (``shared_quantization``). Where a model with its own quantization quantizes them differently
+  but fixes the concatenation's (ONNX QDQ and QOperator do), each input is requantized to the
+  concatenation's grid by the op that computes it: one rounding instead of the model's two (its
+  own grid, then the concatenation's), as TFLite's converter does; otherwise it is an error.
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ def quantize_plan(plan: FloatPlan, ranges: Mapping[str, tuple[float, float]],
                   input_quant: tuple[float, int] | None = None, meta: dict | None = None) -> Graph:
     """Quantize every op of ``plan`` with its given quantization, else the calibrated ``ranges``;
     returns a verified Graph."""
-    plan = dataclasses.replace(plan, given={**shared_quantization(plan, ranges), **plan.given})
+    plan = dataclasses.replace(plan, given={**plan.given, **shared_quantization(plan, ranges)})
     b = GraphBuilder()
     in_q = plan.given.get(plan.input) or input_quant or quant.choose_activation_qparams(*_range(plan, ranges,
                                                                                                  plan.input))
@@ -144,9 +147,14 @@ def shared_quantization(plan: FloatPlan, ranges: Mapping[str, tuple[float, float
             continue
         roots = sorted(k for k in members if k not in producer or producer[k].kind not in SAME_QUANT)
         given = {plan.given[k] for k in roots if k in plan.given}
-        if len(given) > 1:
+        # the model's own quantization of the concatenation (or of a pool or pad in the group)
+        fixed = {plan.given[k] for k in members if k in plan.given and k not in roots}
+        input_kept = plan.input in roots and plan.input in plan.given and plan.given[plan.input] not in fixed
+        if len(fixed) == 1 and not input_kept:
+            given = set(fixed)  # each differing root is requantized to it once, by the op that computes it
+        if len(given) > 1 or (fixed and given != fixed):
             raise UnsupportedError(f"the values {roots} are concatenated but the model quantizes them differently "
-                                   f"({sorted(given)}); the int8 concatenation needs one scale and zero point")
+                                   f"({sorted(given | fixed)}); the int8 concatenation needs one scale and zero point")
         if given:
             q = given.pop()
         else:
