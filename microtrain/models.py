@@ -7,6 +7,8 @@ A MODEL is one of:
                        ($MICROTRAIN_MODELS, else ../shared/models next to the project)
   path/to/file.pkl     an MCU-zoo file (loaded with the safe unpickler)
   path/to/model.tflite an int8 TensorFlow Lite model (frontend/tflite.py; TFLM's arithmetic kept)
+  path/to/model.onnx   an int8 ONNX model, QDQ or QOperator (frontend/onnx_import.py; its own quantization)
+  path/to/model.pt2    a PT2E-quantized torch.export program (frontend/torch_export.py; its own quantization)
   path/to/model.json   a microtrain graph (.json + .npz side by side)
 """
 
@@ -50,9 +52,23 @@ def _zoo_file(path: Path) -> Graph:
     return import_zoo_model(path)
 
 
+def _int8_file(path: Path) -> Graph:
+    """An int8 .onnx or PT2E .pt2 (``frontend/byom.py``); its import errors as ``ModelFileError``."""
+    from microtrain.frontend.byom import import_int8_file  # deferred: torch, onnx
+
+    if not path.is_file():
+        raise ModelNotFound(f"{path}: no such file")
+    try:
+        return import_int8_file(path)
+    except ValueError as e:  # ModelLoadError, UnsupportedError, IRError: one line naming what and where
+        raise ModelFileError(str(e)) from None
+
+
 IMPORTERS: dict[str, Callable[[Path], Graph]] = {
     ".pkl": _zoo_file,     # an MCU-zoo checkpoint (frontend/mcu_zoo.py)
     ".tflite": import_tflite,  # an int8 TensorFlow Lite flatbuffer (frontend/tflite.py)
+    ".onnx": _int8_file,   # an int8 ONNX model, QDQ or QOperator (frontend/onnx_import.py)
+    ".pt2": _int8_file,    # a PT2E-quantized torch.export program (frontend/torch_export.py)
     ".json": load_graph,   # a microtrain model (model.json + model.npz)
     ".npz": load_graph,
 }

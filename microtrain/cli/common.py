@@ -17,7 +17,12 @@ from microtrain.api.messages import log
 from microtrain.errors import UserError
 from microtrain.units import parse_size
 
-__all__ = ["UserError", "add_input_range", "emit", "log"]
+__all__ = ["MODEL_HELP", "UserError", "add_input_range", "emit", "log"]
+
+MODEL_HELP = ("'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl, an int8 .tflite, an int8 .onnx "
+              "(QDQ or QOperator), a PT2E-quantized .pt2 or a microtrain .json (float .onnx/.pt2 files: "
+              "`microtrain quantize` them first)")
+"""The MODEL argument of every verb (``microtrain.models.IMPORTERS`` reads the files)."""
 
 
 def _default(o: Any) -> Any:

@@ -11,6 +11,7 @@ import argparse
 
 import microtrain
 from microtrain.cli.common import (
+    MODEL_HELP,
     add_input_range,
     emit,
     fraction,
@@ -35,8 +36,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "project (include/, src/, runtime/, main/mt_main.c, report.json) to --out.",
     )
     p.add_argument("model", metavar="MODEL",
-                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl, an int8 .tflite or a "
-                        "microtrain .json")
+                   help=MODEL_HELP)
     p.add_argument("--scheme", required=True, metavar="FILE|PRESET",
                    help="a scheme JSON file or a preset (full, bias-only, classifier-only, last-k:<k>, "
                         "last-blocks:<n>, <model>/<budget> for the published schemes)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import add_input_range, emit, positive_int, seed_int
+from microtrain.cli.common import MODEL_HELP, add_input_range, emit, positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -23,8 +23,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "interpreter at batch 1 (progress on stderr).",
     )
     p.add_argument("model", metavar="MODEL",
-                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl, an int8 .tflite or a "
-                        "microtrain .json")
+                   help=MODEL_HELP)
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz of images and labels")
     p.add_argument("--split", default="test", choices=("train", "test", "all"), help="dataset split (default test)")

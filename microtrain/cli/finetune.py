@@ -21,7 +21,15 @@ import numpy as np
 
 import microtrain
 from microtrain.api.finetune import OPTIMIZERS
-from microtrain.cli.common import add_input_range, emit, nonnegative_int, positive_float, positive_int, seed_int
+from microtrain.cli.common import (
+    MODEL_HELP,
+    add_input_range,
+    emit,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    seed_int,
+)
 from microtrain.runtime.grad_quant import GRAD_DTYPES
 from microtrain.runtime.rounding import ROUNDINGS
 
@@ -35,8 +43,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "and test accuracy per epoch, writes the trained int8 model, the scheme and a checkpoint "
                     "(resumable) to --out.")
     p.add_argument("model", metavar="MODEL",
-                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl, an int8 .tflite or a "
-                        "microtrain .json")
+                   help=MODEL_HELP)
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz of images and labels")
     p.add_argument("--classes", type=positive_int, default=None, metavar="N",

@@ -17,7 +17,7 @@ import argparse
 import logging
 import sys
 
-from microtrain.cli.common import UserError, emit, log
+from microtrain.cli.common import MODEL_HELP, UserError, emit, log
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "trained sub-tensors; the server checks each update, aggregates them in real units and "
                     "requantizes with the device's rounding. Prints accuracy on the test split per round.")
     p.add_argument("model", metavar="MODEL", nargs="?", default="default",
-                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl or a microtrain .json")
+                   help=MODEL_HELP)
     p.add_argument("--data", default="digits", metavar="NAME", help="dataset split over the devices (default digits)")
     p.add_argument("--classes", type=int, default=10, metavar="N", help="new N-class head (default 10; 0 keeps it)")
     p.add_argument("--scheme", default="last-k:2", metavar="FILE|PRESET", help="update scheme (default last-k:2)")

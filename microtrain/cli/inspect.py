@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import emit
+from microtrain.cli.common import MODEL_HELP, emit
 from microtrain.report.inspect import format_table
 
 
@@ -19,8 +19,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "nodes run in graph order and every live tensor has its own buffer.",
     )
     p.add_argument("model", metavar="MODEL",
-                   help="'default', a zoo name (mcunet-5fps, mbv2-w0.35, proxyless-w0.3), a zoo .pkl file, an int8 "
-                        ".tflite or a microtrain model .json (with its .npz)")
+                   help=MODEL_HELP)
     p.set_defaults(func=run)
     return p
 

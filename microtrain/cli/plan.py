@@ -9,7 +9,7 @@ import argparse
 import sys
 
 import microtrain
-from microtrain.cli.common import add_input_range, emit, lr_or_auto, positive_int, seed_int, size_arg
+from microtrain.cli.common import MODEL_HELP, add_input_range, emit, lr_or_auto, positive_int, seed_int, size_arg
 from microtrain.report.tables import Column, fmt_kb, render
 
 
@@ -23,8 +23,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "Writes the scheme JSON (--out) and a frontier plot.",
     )
     p.add_argument("model", metavar="MODEL",
-                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl, an int8 .tflite or a "
-                        "microtrain .json")
+                   help=MODEL_HELP)
     p.add_argument("--data", required=True, metavar="NAME",
                    help="fashion-mnist, digits, a folder of class sub-folders or an .npz (see `microtrain eval`)")
     p.add_argument("--budget", required=True, type=size_arg("budget"), metavar="SIZE",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import microtrain
-from microtrain.cli.common import add_input_range, emit
+from microtrain.cli.common import MODEL_HELP, add_input_range, emit
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,8 +24,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "the K classes with the largest logits are printed.",
     )
     p.add_argument("model", metavar="MODEL",
-                   help="'default', mcunet-5fps | mbv2-w0.35 | proxyless-w0.3, a zoo .pkl, an int8 .tflite or a "
-                        "microtrain .json")
+                   help=MODEL_HELP)
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ... anything PIL reads)")
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes to list per image (default 5)")
     add_input_range(p)

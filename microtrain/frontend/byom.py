@@ -24,6 +24,7 @@ import numpy as np
 
 from microtrain import quant
 from microtrain.frontend.float_plan import FloatPlan, UnsupportedError, nhwc_to_model_input
+from microtrain.frontend.ptq import calibrate, needs_calibration, quantize_plan
 from microtrain.frontend.user_model import ModelLoadError, load_arch, load_state_dict, load_weights
 from microtrain.ir.graph import Graph
 
@@ -95,13 +96,27 @@ def import_model(source: str | Path, *, images: np.ndarray | None = None, arch: 
                  name: str | None = None) -> Graph:
     """A verified int8 Graph from any source. ``images``: calibration images (uint8 or [0, 1]
     float, [N, H, W] or [N, H, W, C]); needed unless the model carries its own quantization."""
-    from microtrain.frontend.ptq import calibrate, needs_calibration, quantize_plan
-
     plan, how, stem = plan_source(source, arch=arch, arch_args=arch_args, input_shape=input_shape, images=images)
+    if images is None and needs_calibration(plan):
+        raise ModelLoadError(f"{source} is a float model: give calibration data (--calib-data)")
+    return _quantize(plan, how, name or stem, images, input_range, method, percentile)
+
+
+def import_int8_file(path: str | Path) -> Graph:
+    """An .onnx or .pt2 file as every verb takes it (``microtrain.models.IMPORTERS``): an int8 model
+    (ONNX QDQ / QOperator, PT2E) with its own quantization and the default input range [0, 1]; a
+    float one is refused with the command that quantizes it."""
+    plan, how, stem = plan_source(path)
+    if needs_calibration(plan):
+        raise ModelLoadError(f"{path} is a float model ({how}): quantize it first, `microtrain quantize {path} "
+                             "--calib-data DATA --out MODEL`, then give MODEL.json")
+    return _quantize(plan, how, stem, None, (0.0, 1.0), "minmax", 99.99)
+
+
+def _quantize(plan: FloatPlan, how: str, name: str, images: np.ndarray | None, input_range: Sequence[float],
+              method: str, percentile: float) -> Graph:
     spec = preprocess_for(plan, input_range, images)
     if needs_calibration(plan):
-        if images is None:
-            raise ModelLoadError(f"{source} is a float model: give calibration data (--calib-data)")
         x = calibration_inputs(plan, spec, images)
         try:
             ranges = calibrate(plan, x, method=method, percentile=percentile)
@@ -114,26 +129,5 @@ def import_model(source: str | Path, *, images: np.ndarray | None = None, arch: 
     else:
         ranges, input_quant = {}, None
         calibration = {"method": "from the model"}
-    meta = {"source": how, "model": name or stem, "preprocess": spec, "calibration": calibration}
+    meta = {"source": how, "model": name, "preprocess": spec, "calibration": calibration}
     return quantize_plan(plan, ranges, input_quant=input_quant, meta=meta)
-
-
-def load_int8_model(path: str | Path) -> Graph:
-    """A .pt2 or .onnx that carries its own int8 quantization, as every verb takes a model file;
-    a float one must be quantized first (it needs calibration images)."""
-    from microtrain.frontend.ptq import needs_calibration, quantize_plan
-    from microtrain.ir import ModelFileError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        plan, how, stem = plan_source(path)
-        if needs_calibration(plan):
-            raise ModelFileError(f"{path} is a float model: quantize it first, e.g. `microtrain quantize {path} "
-                                 f"--calib-data fashion-mnist --out {path.with_suffix('')}`")
-        meta = {"source": how, "model": stem, "preprocess": preprocess_for(plan, (0.0, 1.0), None),
-                "calibration": {"method": "from the model"}}
-        return quantize_plan(plan, {}, meta=meta)
-    except (UnsupportedError, ModelLoadError) as e:
-        raise ModelFileError(f"{path}: {e}") from None
