@@ -8,6 +8,44 @@
  */
 #include "mt_nn_err.h"
 
+/* A 1x1 conv, stride 1, no padding, one group: output pixel p reads input pixel p. */
+static inline int32_t mt_nn_err_pointwise(const mt_conv_params *p)
+{
+    return p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0
+           && p->pad_left == 0 && p->pad_bottom == 0 && p->pad_right == 0 && p->groups == 1;
+}
+
+/* The pointwise case, the same integers in another order: pixels outer, input channels inner
+ * (contiguous), pixels whose code is 0 skipped, int32 sums held in grad_weight itself (the caller
+ * checked pixels * max|code| * 255 <= INT32_MAX), then each converted in place. */
+static void mt_nn_err_pointwise_grad(const mt_conv_params *p, float scale, const int8_t *input,
+                                     const mt_grad_codes *err, const mt_channels *ch, float *grad_weight)
+{
+    const int32_t pixels = p->out_h * p->out_w;
+    int32_t j, q, i;
+    for (j = ch->begin; j < ch->end; ++j) {
+        const int32_t oc = mt_nn_channel(ch, j);
+        float *gw = grad_weight + (j - ch->begin) * p->in_c;
+        int32_t *acc = (int32_t *)(void *)gw; /* same size and alignment as float */
+        for (i = 0; i < p->in_c; ++i) {
+            acc[i] = 0;
+        }
+        for (q = 0; q < pixels; ++q) {
+            const int32_t code = mt_nn_err_code(err, q * p->out_c + oc);
+            const int8_t *x = input + q * p->in_c;
+            if (code == 0) {
+                continue;
+            }
+            for (i = 0; i < p->in_c; ++i) {
+                acc[i] += code * ((int32_t)x[i] - p->input_zero_point);
+            }
+        }
+        for (i = 0; i < p->in_c; ++i) {
+            gw[i] = (float)acc[i] * scale;
+        }
+    }
+}
+
 mt_status mt_conv2d_grad_weight_err_f32(const mt_conv_params *p, float input_scale, const int8_t *input,
                                         int32_t input_sliced, const mt_grad_codes *err, const mt_channels *ch,
                                         float *grad_weight)
@@ -37,6 +75,11 @@ mt_status mt_conv2d_grad_weight_err_f32(const mt_conv_params *p, float input_sca
     scale = mt_nn_pow2f(err->exponent) * input_scale;
     in_stride = input_sliced ? ch->count : p->in_c;
 
+    if (!input_sliced && mt_nn_err_pointwise(p)
+        && (int64_t)p->out_h * p->out_w * ((1 << (err->bits - 1)) - 1) * 255 <= INT32_MAX) {
+        mt_nn_err_pointwise_grad(p, scale, input, err, ch, grad_weight);
+        return MT_OK;
+    }
     for (j = ch->begin; j < ch->end; ++j) {
         const int32_t oc = mt_nn_channel(ch, j);
         const int32_t first_in = input_sliced ? j : (oc / out_per_group) * in_per_group;
