@@ -53,7 +53,7 @@ MODELS = {
                    lr=0.005),
 }
 DATA = {"digits": dict(train_limit=None, test_limit=None, central_epochs=5),
-        "fashion-mnist": dict(train_limit=None, test_limit=2000, central_epochs=1)}
+        "fashion-mnist": dict(train_limit=12000, test_limit=2000, central_epochs=2)}  # 12k of 60k: CPU-bound
 ZOO_LIMITS = {"fashion-mnist": dict(train_limit=6000, test_limit=1000, central_epochs=2)}
 
 
@@ -232,7 +232,8 @@ def pct(x: float) -> str:
 
 
 def table(results: list[dict]) -> list[str]:
-    lines = ["| model | data | alpha | devices | rounds x K | fleet | device alone: median / best | centralised | "
+    lines = ["| model | data (train / test images) | alpha | devices | rounds x K | fleet | "
+             "device alone: median / best | centralised | "
              "fleet - median alone | centralised - fleet | fleet wall time | alone / centralised wall time | "
              "load (1 min, fleet start / end) | bytes up per device per round (payload / serialized) | "
              "whole model int8 / fp32 |",
@@ -245,7 +246,8 @@ def table(results: list[dict]) -> list[str]:
         best = a["best"][str(last)] if str(last) in a["best"] else a["best"][last]
         b = f["bytes"]
         load = " / ".join(f"{x:.0f}" for x in r["load"]) if r.get("load") else "not recorded"
-        lines.append(f"| {r['spec']['model']} | {c['data']} | {c['alpha']:g} | {c['devices']} | "
+        sizes = " / ".join(str(r["spec"][k] or "all") for k in ("train_limit", "test_limit"))
+        lines.append(f"| {r['spec']['model']} | {c['data']} ({sizes}) | {c['alpha']:g} | {c['devices']} | "
                      f"{last} x {r['spec']['local_steps']} | {pct(fleet_acc)} % | {pct(med)} / {pct(best)} % | "
                      f"{pct(ce['accuracy'])} % | {100 * (fleet_acc - med):+.1f} | "
                      f"{100 * (ce['accuracy'] - fleet_acc):+.1f} | "
