@@ -239,20 +239,21 @@ def table(results: list[dict]) -> list[str]:
              "whole model int8 / fp32 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        c, f, a, ce = r["config"], r["fleet"], r["alone"], r["central"]["best"]
+        c, f, a, ce = r["config"], r["fleet"], r["alone"], (r.get("central") or {}).get("best")
         last = r["rounds"]
         fleet_acc = f["history"][-1][1]
         med = a["median"][str(last)] if str(last) in a["median"] else a["median"][last]
         best = a["best"][str(last)] if str(last) in a["best"] else a["best"][last]
         b = f["bytes"]
+        central_acc, gap, central_s = ((f"{pct(ce['accuracy'])} %", f"{100 * (ce['accuracy'] - fleet_acc):+.1f}",
+                                        f"{ce['seconds']:.0f} s") if ce else ("not run", "", "-"))
         load = " / ".join(f"{x:.0f}" for x in r["load"]) if r.get("load") else "not recorded"
         sizes = " / ".join(str(r["spec"][k] or "all") for k in ("train_limit", "test_limit"))
         lines.append(f"| {r['spec']['model']} | {c['data']} ({sizes}) | {c['alpha']:g} | {c['devices']} | "
                      f"{last} x {r['spec']['local_steps']} | {pct(fleet_acc)} % | {pct(med)} / {pct(best)} % | "
-                     f"{pct(ce['accuracy'])} % | {100 * (fleet_acc - med):+.1f} | "
-                     f"{100 * (ce['accuracy'] - fleet_acc):+.1f} | "
+                     f"{central_acc} | {100 * (fleet_acc - med):+.1f} | {gap} | "
                      f"{f['seconds']:.0f} s ({np.mean(f['round_seconds']):.1f} s/round) | "
-                     f"{a['seconds']:.0f} s / {ce['seconds']:.0f} s | {load} | "
+                     f"{a['seconds']:.0f} s / {central_s} | {load} | "
                      f"{b['payload_bytes_per_device_per_round']} / {b['up_bytes_per_device_per_round']} B | "
                      f"{b['int8_model_bytes']} / {b['fp32_model_bytes']} B |")
     return lines
@@ -279,7 +280,8 @@ def plot(results: list[dict], path: Path) -> Path:
                 er = [int(k) for k in r["alone"]["median"]]
                 ax.plot(er, [100 * r["alone"]["median"][k] for k in r["alone"]["median"]], "--o", ms=3,
                         color=line.get_color(), label=f"median device alone ({n})")
-                ax.axhline(100 * r["central"]["best"]["accuracy"], color="k", ls=":", lw=1)
+                if r.get("central"):
+                    ax.axhline(100 * r["central"]["best"]["accuracy"], color="k", ls=":", lw=1)
             ax.set_title(f"{model} / {data}, alpha {alpha:g}", fontsize=9)
             ax.set_xlabel("round")
             ax.set_ylabel("test accuracy %")
@@ -299,6 +301,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--central-lrs", type=float, nargs="+", default=[0.01, 0.03])
     ap.add_argument("--work", default=str(ROOT / "build" / "bench_fleet"))
+    ap.add_argument("--no-central", action="store_true", help="leave out the centralised baseline (not computed)")
     ap.add_argument("--append-results", action="store_true", help="append the table and plot to docs/RESULTS.md")
     a = ap.parse_args()
     grid = full_grid()
@@ -321,7 +324,7 @@ def main() -> int:
         else:
             r = run_config(cfg, work, a.workers, a.rounds)
             path.write_text(json.dumps(r))
-        r["central"] = central_for(cfg, work, a.central_lrs, a.rounds)
+        r["central"] = None if a.no_central else central_for(cfg, work, a.central_lrs, a.rounds)
         results.append(r)
         print("\n".join(table([r])[2:]), file=sys.stderr, flush=True)
     lines = table(results)
