@@ -105,3 +105,78 @@ def test_pt2_with_a_pickle_that_would_run_code_is_refused(tmp_path, capsys, plac
     code, err = _quantize(capsys, evil, tmp_path / "out")
     assert code == 2 and len(err.splitlines()) == 1, err
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "out.json").exists()
+
+
+# --- what the fuzzing found, one regression test each: refused in one line, not imported as something else ---
+
+def _edit_onnx(folder: Path, edit) -> Path:
+    import onnx
+
+    path = fr._seed_onnx(folder)
+    model = onnx.load(str(path), load_external_data=False)
+    edit(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _node(model, name: str):
+    return next(n for n in model.graph.node if n.name == name)
+
+
+def _init(model, name: str):
+    return next(t for t in model.graph.initializer if t.name == name)
+
+
+def _rename_attribute(model):  # 'strides' -> 'x': imported with the default stride before
+    next(a for a in _node(model, "/conv/Conv").attribute if a.name == "strides").name = "x"
+
+
+def _short_kernel_shape(model):  # kernel_shape [3] on a 3x3 weight
+    a = next(a for a in _node(model, "/conv/Conv").attribute if a.name == "kernel_shape")
+    del a.ints[1:]
+
+
+def _bias_axis_out_of_range(model):  # 4 bias scales along axis 1 of a [4] tensor
+    next(a for a in _node(model, "conv.bias_DequantizeLinear").attribute if a.name == "axis").i = 1
+
+
+def _shifted_inputs(model):  # DequantizeLinear(scale, zero point): float values, an int32 "scale"
+    del _node(model, "fc.bias_DequantizeLinear").input[0]
+
+
+def _tiny_weight_scale(model):  # a weight scale so small the bias is 3e10 units: was clamped to -2^31
+    from onnx import numpy_helper
+
+    t = _init(model, "fc.weight_scale")
+    s = numpy_helper.to_array(t).copy()
+    s[0] = 3.75e-9
+    t.CopyFrom(numpy_helper.from_array(s, t.name))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_rename_attribute, "not a valid ONNX model"), (_short_kernel_shape, "kernel_shape [3]"),
+    (_bias_axis_out_of_range, "along axis 1"), (_shifted_inputs, "dequantizes float32 values"),
+    (_tiny_weight_scale, "outside int32"),
+], ids=lambda v: getattr(v, "__name__", "")[1:] if callable(v) else "")
+def test_onnx_mutants_the_fuzzer_found_are_refused(tmp_path, capsys, edit, message):
+    code, err = _quantize(capsys, _edit_onnx(tmp_path, edit), tmp_path / "out")
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_pt2_dequantize_must_undo_its_quantize(tmp_path, capsys):
+    """A dequantize whose zero point differs from its quantize's (fuzzed: -128 -> 129) made PyTorch's
+    output differ by 81 LSB from the int8 graph that ignored it."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(fr._seed_pt2(tmp_path)) as zf:
+        members = [(i.filename, zf.read(i.filename)) for i in zf.infolist()]
+    name, program = next((n, p) for n, p in members if n.endswith("/models/model.json"))
+    doc = json.loads(program)
+    dq = [n for n in doc["graph_module"]["graph"]["nodes"] if n["target"].endswith("dequantize_per_tensor.default")]
+    dq[-1]["inputs"][2]["arg"]["as_int"] = 129  # the zero point of the last activation's dequantize
+    evil = tmp_path / "bad.pt2"
+    evil.write_bytes(fr.write_zip([(n, json.dumps(doc).encode() if n == name else p) for n, p in members]))
+    code, err = _quantize(capsys, evil, tmp_path / "out")
+    assert code == 2 and len(err.splitlines()) == 1 and "zero point 129" in err, err

@@ -88,6 +88,8 @@ class OnnxLowering:
     def qparams(self, scale_name: str, zp_name: str | None, node, what: str) -> tuple[float, int]:
         scale = self.const(scale_name, node, f"{what} scale")
         zp = self.const(zp_name, node, f"{what} zero point") if zp_name else np.zeros((), np.uint8)
+        if scale.dtype.kind != "f":
+            raise UnsupportedError(f"{self.where(node)}: the {what} scale is {scale.dtype}; a float scale is needed")
         if scale.size != 1 or zp.size != 1:
             raise UnsupportedError(f"{self.where(node)}: the {what} is quantized per axis; activations must be "
                                    "quantized per tensor")
@@ -349,6 +351,13 @@ def _dequantize_linear(low: OnnxLowering, node) -> None:
     if src in low.init:  # a weight or a bias: read by the op that uses it
         zp = low.init.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         q, scale, axis = low.init[src], low.const(node.input[1], node, "scale"), int(attrs(node).get("axis", 1))
+        if (q.dtype not in (np.int8, np.uint8, np.int32) or scale.dtype.kind != "f" or (zp is not None and
+                                                                                      zp.dtype != q.dtype)):
+            raise UnsupportedError(f"{low.where(node)}: dequantizes {q.dtype} values with a {scale.dtype} scale"
+                                   f"{f' and a {zp.dtype} zero point' if zp is not None else ''}; it takes int8, "
+                                   "uint8 or int32 values, a float scale and a zero point of the values' type")
+        if not np.all(np.isfinite(scale) & (scale > 0)):
+            raise UnsupportedError(f"{low.where(node)}: scales must be finite and > 0, got {scale.ravel()[:4]}")
         if scale.size > 1:  # per axis: one scale (and zero point) per index along a real axis
             sizes = {q.shape[axis] if -q.ndim <= axis < q.ndim else -1, zp.size if zp is not None else scale.size}
             if sizes != {scale.size}:

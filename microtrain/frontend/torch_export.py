@@ -332,9 +332,9 @@ def _getitem(low: AtenLowering, node: torch.fx.Node) -> None:
         low.refuse(node)
 
 
-def _quantize(low: AtenLowering, node: torch.fx.Node) -> None:
+def _activation_qparams(low: AtenLowering, node: torch.fx.Node) -> tuple[float, int]:
+    """(scale, int8 zero point) of a per-tensor quantize or dequantize node (int8, or uint8 shifted)."""
     k = aten_args(node)
-    key = low.value(k["input"], node)
     scale, zero = low.number(k["scale"], node, "scale"), int(low.number(k["zero_point"], node, "zero point"))
     dtype, qmin, qmax = k["dtype"], k["quant_min"], k["quant_max"]
     if dtype == torch.uint8 and (qmin, qmax) == (0, 255):
@@ -342,6 +342,12 @@ def _quantize(low: AtenLowering, node: torch.fx.Node) -> None:
     elif dtype != torch.int8 or (qmin, qmax) != (-128, 127):
         raise UnsupportedError(f"quantization at {where(node)} is {dtype} in [{qmin}, {qmax}]; activations must be "
                                "int8 in [-128, 127] (or uint8 in [0, 255])")
+    return scale, zero
+
+
+def _quantize(low: AtenLowering, node: torch.fx.Node) -> None:
+    key = low.value(aten_args(node)["input"], node)
+    scale, zero = _activation_qparams(low, node)
     old = low.given.get(key)
     if old is not None and (abs(old[0] - scale) > 1e-9 * scale or old[1] != zero):
         raise UnsupportedError(f"value {key!r} is quantized twice with different parameters ({old} and "
@@ -351,10 +357,20 @@ def _quantize(low: AtenLowering, node: torch.fx.Node) -> None:
 
 
 def _dequantize(low: AtenLowering, node: torch.fx.Node) -> None:
+    """A weight's dequantize is read by the conv/linear rule; an activation's must undo its quantize
+    (the same scale and zero point), since the int8 graph keeps the codes as they are."""
     src = node.args[0]
     if isinstance(src, torch.fx.Node) and src.name in low.consts:
-        return  # a weight's dequantize: read by the conv/linear rule
-    low.alias[node.name] = low.value(src, node)
+        return
+    key = low.value(src, node)
+    if node.target not in DQ_OPS:
+        raise UnsupportedError(f"{where(node)} dequantizes an activation per channel; activations must be "
+                               "quantized per tensor")
+    got, given = _activation_qparams(low, node), low.given.get(key)
+    if given is None or abs(given[0] - got[0]) > 1e-9 * got[0] or given[1] != got[1]:
+        raise UnsupportedError(f"{where(node)} dequantizes with scale {got[0]:g} and zero point {got[1]} a value "
+                               f"quantized with {'nothing' if given is None else given}; they must be the same")
+    low.alias[node.name] = key
 
 
 WEIGHTED = {aten.conv2d.default, aten.conv1d.default, aten.conv2d.padding, aten.conv1d.padding,
