@@ -184,6 +184,17 @@ static inline void mt_nn_dw_plane_pack(const int8_t *w, int32_t kh, int32_t kw, 
     for (ky = 0; ky < kh; ++ky) {
         for (j = 0; j < kw; j += 4) {
             const int8_t *r = w + ky * kw + j;
+#if MT_NN_DSP
+            /* a group of 4 taps, or of 3 taps followed by the next window row (inside the weights):
+             * one word load; SXTB16 gives the lanes, the missing fourth tap's lane is cleared */
+            if (j + 4 <= kw || (j + 3 == kw && ky + 1 < kh)) {
+                const uint32_t v = mt_nn_load4(r);
+                const int32_t odd = mt_nn_sxtb16_ror8(v);
+                *wp++ = __sxtb16((int32_t)v);
+                *wp++ = j + 4 <= kw ? odd : (int32_t)((uint32_t)odd & 0xFFFFu);
+                continue;
+            }
+#endif
             *wp++ = mt_nn_pack16(r[0], j + 2 < kw ? r[2] : 0);
             *wp++ = mt_nn_pack16(j + 1 < kw ? r[1] : 0, j + 3 < kw ? r[3] : 0);
         }
@@ -289,7 +300,7 @@ MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_
 /* 3x3 depthwise rows in asm, two outputs per iteration, on plane rows p0, p1, p2 (window rows 0-2,
  * every one inside the input): raw int8 sums (the zero point folded into bias2: the padded taps
  * hold z, so sum (x - z) w = sum x w - z * sum w over the whole window), then the folded store
- * (MT_NN_STORE_Q8). wk: the packed weights of mt_nn_dw_plane_pack (two words per window row:
+ * (MT_NN_STORE_Q8), 12 registers (y, ys and the end in memory). wk: the packed weights of mt_nn_dw_plane_pack (two words per window row:
  * taps (0, 2) and (1, -) as int16 lanes), then {bias2, multiplier, rz, right}. y advances two
  * outputs (2 * ys) per iteration until p0 reaches p0_end. Stride 1: the word at column ox holds
  * taps (0, 1, 2) of output ox and (0, 1, 2) of ox + 1 shifted by one (SMUAD / SMLABB / SMLATB as
@@ -319,10 +330,12 @@ MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_
 #define MT_NN_DW3_TAIL                                                                                            \
     "ldrd r4, r5, [%[wk], #24]\n\t"                                                                             \
     "ldrd r6, r8, [%[wk], #32]\n\t" MT_NN_STORE_Q8("a0") MT_NN_STORE_Q8("a1")                                  \
-    "ldr %[v], %[ys]\n\t"                                                                                       \
-    "strb %[a0], [%[y]]\n\t"                                                                                    \
-    "strb %[a1], [%[y], %[v]]\n\t"                                                                              \
-    "add %[y], %[y], %[v], lsl #1\n\t"                                                                          \
+    "ldr %[v], %[y]\n\t"                                                                                        \
+    "ldr %[o], %[ys]\n\t"                                                                                       \
+    "strb %[a0], [%[v]]\n\t"                                                                                    \
+    "strb %[a1], [%[v], %[o]]\n\t"                                                                              \
+    "add %[v], %[v], %[o], lsl #1\n\t"                                                                          \
+    "str %[v], %[y]\n\t"                                                                                        \
     "ldr %[v], %[end]\n\t"                                                                                      \
     "cmp %[p0], %[v]\n\t"                                                                                       \
     "bne 1b\n\t"
@@ -335,14 +348,14 @@ MT_NN_INLINE void mt_nn_dw3_pairs_asm(const int8_t *p0, const int8_t *p1, const 
         __asm__ volatile("1:\n\t" MT_NN_DW3S2_ROW("p0", "0", MT_NN_DW3S2_FIRST) MT_NN_DW3S2_ROW("p1", "8", MT_NN_DW3S2_NEXT)
                              MT_NN_DW3S2_ROW("p2", "16", MT_NN_DW3S2_NEXT) MT_NN_DW3_TAIL
                          : [a0] "=&r"(a0), [a1] "=&r"(a1), [v] "=&r"(v), [o] "=&r"(o), [p0] "+&r"(p0), [p1] "+&r"(p1),
-                           [p2] "+&r"(p2), [y] "+&r"(y)
+                           [p2] "+&r"(p2), [y] "+m"(y)
                          : [wk] "r"(wk), [ys] "m"(ys), [end] "m"(end)
                          : "r4", "r5", "r6", "r8", "cc", "memory");
     } else {
         __asm__ volatile("1:\n\t" MT_NN_DW3S1_ROW("p0", "0", MT_NN_DW3S1_FIRST) MT_NN_DW3S1_ROW("p1", "8", MT_NN_DW3S1_NEXT)
                              MT_NN_DW3S1_ROW("p2", "16", MT_NN_DW3S1_NEXT) MT_NN_DW3_TAIL
                          : [a0] "=&r"(a0), [a1] "=&r"(a1), [v] "=&r"(v), [o] "=&r"(o), [p0] "+&r"(p0), [p1] "+&r"(p1),
-                           [p2] "+&r"(p2), [y] "+&r"(y)
+                           [p2] "+&r"(p2), [y] "+m"(y)
                          : [wk] "r"(wk), [ys] "m"(ys), [end] "m"(end)
                          : "r4", "r5", "r6", "r8", "cc", "memory");
     }
@@ -372,54 +385,49 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
 #if MT_NN_DSP
     const int8_t *pr[MT_NN_IB_MAX_KERNEL];
     const int64_t bound = (int64_t)d->kernel_h * d->kernel_w * 32640;
+    const int32_t bias = s->bias != NULL ? s->bias[c] : 0;
+    const int full = d->act_min == -128 && d->act_max == 127;
+    int32_t wp[MT_NN_DW_PLANE_WORDS];
     mt_nn_fast_store f;
-    if (mt_nn_fast_store_of(s->bias != NULL ? s->bias[c] : 0, 0, s->multiplier[c], s->shift[c], bound, bound, &f)) {
-        int32_t wp[MT_NN_DW_PLANE_WORDS];
-        const int32_t lanes = mt_nn_lane_offset(d->input_zero_point);
-        const int full = d->act_min == -128 && d->act_max == 127;
-        int use3 = 0;
 #if MT_NN_DSP_ASM
-        int32_t wk[10];
-#endif
-        mt_nn_dw_plane_pack(w, d->kernel_h, d->kernel_w, wp);
-#if MT_NN_DSP_ASM
-        if (full && d->kernel_h == 3 && d->kernel_w == 3 && ky_begin == 0 && ky_end == 3 && d->out_w >= 2 &&
-            (d->stride_w == 1 || d->stride_w == 2)) { /* the asm pairs, with the zero point folded */
-            mt_nn_fast_store g;
-            int32_t sum = 0, k;
-            for (k = 0; k < 9; ++k) {
-                sum += w[k];
-            }
-            if (mt_nn_fast_store_of(s->bias != NULL ? s->bias[c] : 0, (int64_t)d->input_zero_point * sum,
-                                    s->multiplier[c], s->shift[c], 9 * 16384, bound, &g) &&
-                mt_nn_zfold_of(&g, d->output_zero_point, wk + 6)) {
-                memcpy(wk, wp, 6 * sizeof(int32_t));
-                use3 = 1;
-            }
+    if (full && d->kernel_h == 3 && d->kernel_w == 3 && ky_begin == 0 && ky_end == 3 && d->out_w >= 2 &&
+        (d->stride_w == 1 || d->stride_w == 2)) {
+        /* the asm pairs, with the zero point folded: bias2 from the raw window sum (the packed lanes
+         * summed by SMLAD against 1: the nine taps, exactly) */
+        int32_t wk[10], sum = 0, k;
+        mt_nn_fast_store g;
+        mt_nn_dw_plane_pack(w, 3, 3, wk);
+        for (k = 0; k < 6; ++k) {
+            sum = __smlad(wk[k], 0x00010001, sum);
         }
+        if (mt_nn_fast_store_of(bias, (int64_t)d->input_zero_point * sum, s->multiplier[c], s->shift[c], 9 * 16384,
+                                bound, &g) &&
+            mt_nn_zfold_of(&g, d->output_zero_point, wk + 6)) {
+            const int32_t pairs = d->out_w >> 1, sw = d->stride_w, odd = d->out_w & 1;
+            for (r = 0; r < rows; ++r) {
+                const int8_t *p0 = prow[0] + r * row_step, *p1 = prow[1] + r * row_step, *p2 = prow[2] + r * row_step;
+                int8_t *yr = y + r * y_row_stride;
+                mt_nn_dw3_pairs_asm(p0, p1, p2, wk, yr, y_stride, p0 + pairs * 2 * sw, sw == 2);
+                if (odd) { /* the last output: the same raw window sum in C (lane offset 0), the same store */
+                    const int32_t last = d->out_w - 1;
+                    int32_t a = mt_nn_dw_plane_taps(p0 + last * sw, wk, 1, 0, 0);
+                    a = mt_nn_dw_plane_taps(p1 + last * sw, wk + 2, 1, 0, a);
+                    a = mt_nn_dw_plane_taps(p2 + last * sw, wk + 4, 1, 0, a);
+                    yr[last * y_stride] = mt_nn_fast_out(a, g.bias2, g.multiplier, g.round, g.right,
+                                                         d->output_zero_point, -128, 127, 1);
+                }
+            }
+            return;
+        }
+    }
 #endif
+    if (mt_nn_fast_store_of(bias, 0, s->multiplier[c], s->shift[c], bound, bound, &f)) {
+        const int32_t lanes = mt_nn_lane_offset(d->input_zero_point);
+        mt_nn_dw_plane_pack(w, d->kernel_h, d->kernel_w, wp);
         for (r = 0; r < rows; ++r) {
             for (ky = ky_begin; ky < ky_end; ++ky) {
                 pr[ky] = prow[ky] + r * row_step;
             }
-#if MT_NN_DSP_ASM
-            if (use3) {
-                const int32_t pairs = d->out_w >> 1, sw = d->stride_w;
-                int8_t *yr = y + r * y_row_stride;
-                mt_nn_dw3_pairs_asm(pr[0], pr[1], pr[2], wk, yr, y_stride, pr[0] + pairs * 2 * sw, sw == 2);
-                if (d->out_w & 1) { /* the last output: the C sums of mt_nn_dw_plane_row_fast_s8 */
-                    const int32_t last = d->out_w - 1;
-                    int32_t a = 0;
-                    for (ky = 0; ky < 3; ++ky) {
-                        a = mt_nn_dw_plane_taps(pr[ky] + last * sw, wp + 2 * ky, 1, lanes, a);
-                    }
-                    yr[last * y_stride] = mt_nn_fast_out(a, f.bias2, f.multiplier, f.round, f.right,
-                                                         d->output_zero_point, -128, 127, 1);
-                }
-                continue;
-            }
-#endif
-            (void)use3;
             if (full) {
                 mt_nn_dw_plane_row_any_s8(d, pr, ky_begin, ky_end, wp, lanes, &f, y + r * y_row_stride, y_stride, 1);
             } else {

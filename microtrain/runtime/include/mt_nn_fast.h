@@ -29,9 +29,11 @@
 
 #include "mt_nn.h"
 
-/* The hand-scheduled inner loops (GNU asm) need 13 registers: optimised DSP builds only (at -O0
- * r7 is the frame pointer and gcc cannot allocate them); -O0 builds run the C loops. */
-#if MT_NN_DSP && defined(__OPTIMIZE__) && !MT_NN_MVE /* Helium cores: mt_nn_mve_dot2x2_s8 instead */
+/* The hand-scheduled inner loops (GNU asm) need up to 13 registers: optimised DSP builds only (at -O0
+ * r7 is the frame pointer and gcc cannot allocate them); -O0 builds run the C loops. Built and tested
+ * at -O2 (the firmware's and the library's flag), also compiled at -O1 and -Os; -Og cannot allocate
+ * them: define MT_NN_NO_ASM there (the C loops, the same integers). */
+#if MT_NN_DSP && defined(__OPTIMIZE__) && !MT_NN_MVE && !defined(MT_NN_NO_ASM) /* Helium: mt_nn_mve_dot2x2_s8 */
 #define MT_NN_DSP_ASM 1
 #else
 #define MT_NN_DSP_ASM 0
@@ -335,6 +337,44 @@ static inline void mt_nn_dot2x2_s8(const int8_t *x0, const int8_t *x1, const int
 #if MT_NN_MVE
     mt_nn_mve_dot2x2_s8(x0, x1, w0, w1, i, n, acc);
     return;
+#elif MT_NN_DSP_ASM
+    if (i + 4 <= n) { /* rows too long to pre-extend: the weights extended on the fly, each x word loaded
+                        * twice (once per lane pair) so that the loop fits 13 registers */
+        const int8_t *xa = x0 + i, *xb = x1 + i, *wa = w0 + i, *wc = w1 + i;
+        const int8_t *end = xa + ((n - i) & ~3);
+        int32_t t0;
+        __asm__ volatile("1:\n\t"
+                         "ldr r4, [%[wa]], #4\n\t"
+                         "sxtb16 r5, r4, ror #8\n\t"
+                         "sxtb16 r4, r4\n\t"
+                         "ldr r6, [%[wc]], #4\n\t"
+                         "sxtb16 r8, r6, ror #8\n\t"
+                         "sxtb16 r6, r6\n\t"
+                         "ldr %[t0], [%[xa]]\n\t"
+                         "sxtb16 %[t0], %[t0]\n\t"
+                         "smlad %[a00], %[t0], r4, %[a00]\n\t"
+                         "smlad %[a01], %[t0], r6, %[a01]\n\t"
+                         "ldr %[t0], [%[xa]], #4\n\t"
+                         "sxtb16 %[t0], %[t0], ror #8\n\t"
+                         "smlad %[a00], %[t0], r5, %[a00]\n\t"
+                         "smlad %[a01], %[t0], r8, %[a01]\n\t"
+                         "ldr %[t0], [%[xb]]\n\t"
+                         "sxtb16 %[t0], %[t0]\n\t"
+                         "smlad %[a10], %[t0], r4, %[a10]\n\t"
+                         "smlad %[a11], %[t0], r6, %[a11]\n\t"
+                         "ldr %[t0], [%[xb]], #4\n\t"
+                         "sxtb16 %[t0], %[t0], ror #8\n\t"
+                         "smlad %[a10], %[t0], r5, %[a10]\n\t"
+                         "smlad %[a11], %[t0], r8, %[a11]\n\t"
+                         "ldr %[t0], %[end]\n\t"
+                         "cmp %[xa], %[t0]\n\t"
+                         "bne 1b\n\t"
+                         : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [xa] "+r"(xa),
+                           [xb] "+r"(xb), [wa] "+r"(wa), [wc] "+r"(wc), [t0] "=&r"(t0)
+                         : [end] "m"(end)
+                         : "r4", "r5", "r6", "r8", "cc", "memory");
+        i += (n - i) & ~3;
+    }
 #elif MT_NN_DSP
     for (; i + 4 <= n; i += 4) {
         uint32_t v = mt_nn_load4(w0 + i);
