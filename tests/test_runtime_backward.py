@@ -236,12 +236,14 @@ def test_dequantize_mask_and_add_exact(rt):
     assert_equal_first(out, (q.astype(np.float32) - np.float32(z)) * scale, "dequantize")
     for n in (1, 8, 13, 1000):
         y = rng.integers(-128, 128, n).astype(np.int8)
-        lo, hi = -20, 100
-        mask = np.full(rt.mt_clamp_mask_get_buffer_size(n), 0xFF, dtype=np.uint8)
-        assert mask.size == buffer_sizes.clamp_mask_get_buffer_size(n) == (n + 7) // 8
-        assert rt.mt_clamp_mask_s8(ptr(y), n, lo, hi, ptr(mask)) == 0
-        keep = (y > lo) & (y < hi)
-        assert_equal_first(mask, np.packbits(keep, bitorder="little"), "mask bits (LSB first, tail zero)")
+        y[: min(n, 4)] = [-128, 127, -20, 100][: min(n, 4)]
+        # the clamp ranges of the zoo (-20..100, full int8), ranges past int8, an empty and a reversed one
+        for lo, hi in ((-128, 127), (-129, 128), (5, 6), (10, 3), (-2**31, 2**31 - 1), (-20, 100)):
+            mask = np.full(rt.mt_clamp_mask_get_buffer_size(n), 0xFF, dtype=np.uint8)
+            assert mask.size == buffer_sizes.clamp_mask_get_buffer_size(n) == (n + 7) // 8
+            assert rt.mt_clamp_mask_s8(ptr(y), n, lo, hi, ptr(mask)) == 0
+            keep = (y.astype(np.int64) > lo) & (y.astype(np.int64) < hi)
+            assert_equal_first(mask, np.packbits(keep, bitorder="little"), f"mask bits ({lo}, {hi}; LSB first, tail 0)")
         g = rng.normal(0, 1, n).astype(np.float32)
         masked = g.copy()
         assert rt.mt_apply_mask_f32(ptr(masked), ptr(mask), n, ptr(masked)) == 0  # in place
