@@ -422,13 +422,24 @@ static inline int mt_nn_direction(const mt_update_params *u, uint32_t at, float 
     return 1;
 }
 
+/* mt_floorf inlined where it is one instruction (FPv5 and Armv8-M FPUs: VRINTM, the condition
+ * and the builtin of math/mt_floorf.c), else the call. */
+static inline float mt_nn_floorf(float v)
+{
+#if defined(__ARM_FP) && (__ARM_FP & 4) && ((__ARM_FP & 8) || __ARM_ARCH >= 8)
+    return __builtin_floorf(v);
+#else
+    return mt_floorf(v);
+#endif
+}
+
 static inline float mt_nn_round(float v, int32_t rounding, uint32_t noise_base, uint32_t index)
 {
     if (rounding == MT_ROUND_NEAREST) {
-        return mt_floorf(v + 0.5f);
+        return mt_nn_floorf(v + 0.5f);
     }
     if (rounding == MT_ROUND_STOCHASTIC) {
-        return mt_floorf(v + (float)mt_nn_noise_at(noise_base, index) * (1.0f / 16777216.0f));
+        return mt_nn_floorf(v + (float)mt_nn_noise_at(noise_base, index) * (1.0f / 16777216.0f));
     }
     return v;
 }

@@ -37,6 +37,28 @@ mt_status mt_sgd_update_s8(int8_t *weights, int32_t weights_sliced, int32_t chan
 
     /* the (seed, step, tensor) part of the stochastic-rounding hash, once per call */
     noise_base = mt_nn_noise_base(u->seed, u->step, u->tensor_id);
+    if (u->accum == NULL && u->momentum == NULL) {
+        /* plain SGD (no optimizer state): the same expressions, with u's fields read once (the
+         * int8 stores to w could alias them, so the loop below reloads them per element) */
+        const float lr = u->lr;
+        const int32_t rounding = u->rounding;
+        for (j = ch->begin; j < ch->end; ++j) {
+            const int32_t o = mt_nn_channel(ch, j);
+            const float f = factor[o];
+            const float *g = grad + (j - ch->begin) * channel_size;
+            int8_t *w = weights + (weights_sliced ? j : o) * channel_size;
+            const uint32_t i0 = (uint32_t)o * (uint32_t)channel_size;
+            for (e = 0; e < channel_size; ++e) {
+                const float v = (float)w[e] - (lr * g[e]) * f;
+                const float r = mt_nn_round(v, rounding, noise_base, i0 + (uint32_t)e);
+                if (r != r) {
+                    continue;
+                }
+                w[e] = r < -127.0f ? (int8_t)-127 : r > 127.0f ? (int8_t)127 : (int8_t)r;
+            }
+        }
+        return MT_OK;
+    }
     for (j = ch->begin; j < ch->end; ++j) {
         const int32_t o = mt_nn_channel(ch, j);
         const float f = factor[o];
