@@ -178,12 +178,31 @@ static mt_status mt_nn_kept_row(const mt_inverted_bottleneck_grad_params *p, con
 
 /* nk (2 to 4, a constant at each call) rows at once: row q, element i = (sum over n ascending, from
  * 0.0f, of b[q][n] * (float)(input[n][i] - z)) * scale into room[q * I + i]; each (input - z) is
- * converted once for all nk rows. */
+ * converted once for all nk rows, and elements i, i + 1 go together (each keeps its own sum, in
+ * the same order). */
 static MT_NN_GRAD_ALWAYS void mt_nn_kept_sums(const float *const *b, int32_t in_plane, const int8_t *input,
                                               int32_t I, int32_t z, float scale, float *room, const int nk)
 {
     int32_t i, n, q;
-    for (i = 0; i < I; ++i) {
+    for (i = 0; i + 2 <= I; i += 2) { /* two input channels at a time share each b[q][n] load */
+        float s[MT_NN_IB_BLOCK] = {0.0f, 0.0f, 0.0f, 0.0f}, t[MT_NN_IB_BLOCK] = {0.0f, 0.0f, 0.0f, 0.0f};
+        const int8_t *x = input + i;
+        for (n = 0; n < in_plane; ++n) {
+            const float xf = (float)((int32_t)x[n * I] - z), xg = (float)((int32_t)x[n * I + 1] - z);
+            MT_NN_GRAD_UNROLL
+            for (q = 0; q < nk; ++q) {
+                const float bq = b[q][n];
+                s[q] = mt_nn_fmla(s[q], bq, xf);
+                t[q] = mt_nn_fmla(t[q], bq, xg);
+            }
+        }
+        MT_NN_GRAD_UNROLL
+        for (q = 0; q < nk; ++q) {
+            room[q * I + i] = s[q] * scale;
+            room[q * I + i + 1] = t[q] * scale;
+        }
+    }
+    for (; i < I; ++i) {
         float s[MT_NN_IB_BLOCK] = {0.0f, 0.0f, 0.0f, 0.0f};
         const int8_t *x = input + i;
         for (n = 0; n < in_plane; ++n) {
