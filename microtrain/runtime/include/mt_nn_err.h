@@ -44,6 +44,37 @@ static inline int32_t mt_nn_rint_small(float v)
     return (int32_t)(t - 12582912.0f);
 }
 
+/* 1 when element i passes the clamp mask (bit i of mask; a NULL mask passes every element). */
+static inline int32_t mt_nn_err_kept(const uint8_t *mask, int32_t i)
+{
+    return mask == NULL || ((mask[i >> 3] >> (i & 7)) & 1u);
+}
+
+/* The scale pass of mt_quantize_error_s8/_s16: the max |d| over the masked elements (any
+ * non-finite one makes the whole tensor zero, as the twin's max would be NaN or infinite), its
+ * exponent for codes of `bits` bits into *exponent, and 2^-e into *inv (0 when every code is 0). */
+static inline void mt_nn_err_scale(const float *grad, const uint8_t *mask, int32_t n, int32_t bits,
+                                   int32_t *exponent, float *inv)
+{
+    float m = 0.0f;
+    int32_t i, nonzero = 0, finite = 1;
+
+    for (i = 0; i < n; ++i) {
+        float a;
+        if (!mt_nn_err_kept(mask, i)) {
+            continue;
+        }
+        a = grad[i] < 0.0f ? -grad[i] : grad[i];
+        if (!(a <= FLT_MAX)) {
+            finite = 0;
+        } else if (a > m) {
+            m = a;
+        }
+    }
+    *exponent = finite ? mt_nn_err_exponent(m, bits, &nonzero) : 0;
+    *inv = nonzero ? mt_nn_pow2f(-*exponent) : 0.0f;
+}
+
 /* The code of element i. */
 static inline int32_t mt_nn_err_code(const mt_grad_codes *err, int32_t i)
 {
