@@ -598,7 +598,7 @@ def _check_pt2(path: Path, graph) -> None:
     the PT2E agreement bound of tests/test_byom_pt2e.py."""
     import torch
 
-    from microtrain.frontend.torch_export import load_pt2
+    from microtrain.frontend.pt2_file import load_pt2
 
     module = load_pt2(path).module()
     xq, real = _int8_input(graph, np.random.default_rng(0))

@@ -63,7 +63,8 @@ def plan_source(source: str | Path, *, arch: str | None = None, arch_args: dict 
     """(FloatPlan, capture path, model name) of any source (see the module doc)."""
     path = Path(source)
     if path.suffix == ".pt2":
-        from microtrain.frontend.torch_export import load_pt2, lower_exported
+        from microtrain.frontend.pt2_file import load_pt2
+        from microtrain.frontend.torch_export import lower_exported
 
         if arch:
             raise ModelLoadError(f"{path} is a torch.export program: it needs no --arch")

@@ -5,10 +5,8 @@ Three ways in, one lowering (``lower_exported``) to the same FloatPlan as torch.
 * ``capture(module, shape)``: torch.export of a module torch.fx could not trace (Python
   control flow on shapes or constants is specialised at the example shape; control flow on
   tensor *values* cannot be captured by either and is reported).
-* ``load_pt2(path)``: a program saved with ``torch.export.save``, no Python source needed.
-  ``torch.export.load`` would unpickle weights with ``weights_only=False`` and custom or
-  opaque objects with pickle; here the archive is checked first (no object payloads) and
-  loaded with ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1``, so nothing in the file can run code.
+* ``load_pt2(path)`` (``pt2_file.py``): a program saved with ``torch.export.save``, no
+  Python source needed, read so that nothing in the file can run code.
 * A PT2E-quantized model (``prepare_pt2e``/``convert_pt2e``, after PTQ or QAT, then
   ``torch.export.export`` + ``save``): its ``quantized_decomposed`` quantize/dequantize
   nodes give each value's scale and zero point and each weight's int8 values and scales,
@@ -21,13 +19,8 @@ Rules are keyed by ATen op (``ATEN_RULES``); the shared ones live in ``lowering.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import operator
-import os
-import zipfile
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -51,61 +44,6 @@ def capture(module: torch.nn.Module, example_input_shape: Sequence[int], fx_erro
         before = f"{fx_error}; " if fx_error is not None else ""
         raise UnsupportedError(f"{before}torch.export cannot capture {type(module).__name__} either ({first}); "
                                "control flow on tensor values must be removed (or written with torch.cond)") from e
-
-
-@contextlib.contextmanager
-def _weights_only_loads() -> Iterator[None]:
-    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
-    old = os.environ.get(key)
-    os.environ[key] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[key]
-        else:
-            os.environ[key] = old
-
-
-def _object_payloads(z: zipfile.ZipFile) -> list[str]:
-    """What ``torch.export.load`` would unpickle as Python objects: a member with a custom- or
-    opaque-object name, and a payload-config entry whose ``path_name`` starts so (torch decides
-    by that name, and a name such as ``opaque_obj_x/y`` gives the member another basename)."""
-    from torch.export.pt2_archive.constants import CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX
-
-    prefixes = (CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX)
-    found = [n for n in z.namelist() if any(part.startswith(prefixes) for part in n.split("/"))]
-    for n in z.namelist():
-        if not n.endswith("_config.json"):
-            continue
-        try:
-            entries = json.loads(z.read(n)).get("config", {})
-            names = [str(meta.get("path_name", "")) for meta in entries.values()]
-        except (ValueError, AttributeError, TypeError, zipfile.BadZipFile):
-            found.append(f"{n} (not a payload table)")
-            continue
-        found += [f"{n}: {name}" for name in names if name.startswith(prefixes)]
-    return found
-
-
-def load_pt2(path: str | Path):
-    """The ExportedProgram in a ``torch.export.save`` archive, loaded without running code."""
-    import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the quantized_decomposed ops of PT2E
-
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as z:
-            objects = _object_payloads(z)
-    except (OSError, zipfile.BadZipFile) as e:
-        raise UnsupportedError(f"{path}: not a torch.export archive ({e})") from None
-    if objects:
-        raise UnsupportedError(f"{path}: holds pickled Python objects ({objects[0]}); only tensors are read, "
-                               "export a program whose constants are tensors")
-    try:
-        with _weights_only_loads():
-            return torch.export.load(path)
-    except Exception as e:  # deserialisation errors, refused pickles, unknown ops
-        raise UnsupportedError(f"{path}: torch.export.load refused it ({' '.join(str(e).split())[:300]})") from None
 
 
 # --- constants and weights -------------------------------------------------------------------
