@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import results_md
+
 import microtrain
 from microtrain.sparse.contribution import AnalysisConfig, map_jobs, prepare
 
@@ -45,7 +47,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--backends", nargs="+", default=["serial", "local", "ray"])
-    p.add_argument("--no-append", action="store_true")
+    results_md.add_flag(p)
     a = p.parse_args()
 
     cfg = AnalysisConfig(epochs=a.epochs, candidates=8)
@@ -81,9 +83,8 @@ def main() -> int:
                      f"{results[b] == ref} ({len(ref)} runs) |")
     text = "\n".join(lines) + "\n"
     print(text)
-    if not a.no_append:
-        with open(ROOT / "docs" / "RESULTS.md", "a") as f:
-            f.write("\n" + text)
+    if not a.no_write:
+        results_md.append(text)
     return 0
 
 

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results_md
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-anomaly", type=int, default=40, help="held-out windows of each fault kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", default="qemu", choices=("qemu", "host"))
-    ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/RESULTS.md")
+    results_md.add_flag(ap)
     args = ap.parse_args(argv)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
@@ -148,9 +149,7 @@ error computed by the device (`mt_reconstruction_error`). Held-out: {args.normal
 
 {chr(10).join("- " + f for f in facts)}
 """
-        with open(ROOT / "docs" / "RESULTS.md", "a") as fh:
-            fh.write(section)
-        print("appended to docs/RESULTS.md", file=sys.stderr)
+        results_md.append(section)
     return 0
 
 

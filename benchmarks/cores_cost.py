@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results_md
 
 from microtrain.codegen.driver_files import write_driver_files
 from microtrain.codegen.generate_project import generate_project
@@ -93,7 +94,7 @@ def main() -> int:
     ap.add_argument("--models", nargs="*", default=["default", *ZOO_NAMES])
     ap.add_argument("--cores", nargs="*", default=list(CORES))
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/RESULTS.md")
+    results_md.add_flag(ap)
     args = ap.parse_args()
     rows = []
     t0 = time.time()
@@ -143,10 +144,7 @@ def main() -> int:
 
 {table}
 """
-        results = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"
-        with results.open("a") as f:
-            f.write(section)
-        print(f"appended to {results}", file=sys.stderr)
+        results_md.append(section)
     return 0
 
 

@@ -34,6 +34,7 @@ import tempfile
 from pathlib import Path
 
 import host_profile as hp
+import results_md
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNERS = ROOT / "benchmarks" / "peers"
@@ -150,7 +151,7 @@ def main() -> int:
     ap.add_argument("--models", nargs="*", default=list(hp.SCHEMES))
     ap.add_argument("--k", type=int, default=2, help="warm-up steps before the counted ones")
     ap.add_argument("--m", type=int, default=3, help="extra steps whose instruction difference is divided by m")
-    ap.add_argument("--no-write", action="store_true")
+    results_md.add_flag(ap)
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="mt_evf_") as tmp:
@@ -180,8 +181,7 @@ def main() -> int:
                    "AVX2/FMA kernels do 8 fp32 multiply-adds per instruction, microtrain's portable C mostly one "
                    "int8 MAC per few instructions.\n\n"
                    f"{text}\n")
-        with (ROOT / "docs" / "RESULTS.md").open("a") as f:
-            f.write(section)
+        results_md.append(section)
     return 0
 
 

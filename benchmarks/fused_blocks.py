@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import results_md
 
 from microtrain.cli.common import UserError
 from microtrain.codegen.driver_files import write_driver_files
@@ -107,7 +108,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=list(ZOO_NAMES))
     ap.add_argument("--no-qemu", action="store_true", help="planner numbers only")
-    ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/RESULTS.md")
+    results_md.add_flag(ap)
     args = ap.parse_args()
     qemu = not args.no_qemu
     text = table(rows(args.models, qemu), qemu)
@@ -120,8 +121,7 @@ def main() -> int:
                    "Inference arena = planned int8 forward arena; training peak = planned arena + trained tensors "
                    "in RAM; SRAM measured = .data + .bss + heap + stack high-water on QEMU. Bit-exact either way "
                    "(tests/test_fused_blocks.py, tests/test_host_zoo.py).\n\n" + text + "\n")
-        with open(Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md", "a") as f:
-            f.write(section)
+        results_md.append(section)
     return 0
 
 

@@ -9,10 +9,10 @@ e.g. the loaded model says exactly what the file says and runs). A new reader (.
 is one entry.
 
     python benchmarks/fuzz_readers.py --cases 2000            # every reader, 2000 mutants each
-    python benchmarks/fuzz_readers.py --cases 200 --only model-json --append-results
+    python benchmarks/fuzz_readers.py --cases 200 --only model-json --no-write
 
 ``tests/test_fuzz_readers.py`` runs a bounded number of cases per reader in ``make test``;
-``--append-results`` appends the counts of a long run to docs/RESULTS.md.
+a run of the script appends its counts to docs/RESULTS.md (``--no-write``: print only).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import results_md
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 20  # a reader that takes longer on a file of a few KB is hung
@@ -717,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", type=int, default=1000, help="mutants per reader (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="*", default=None, help="reader names (default: all)")
-    p.add_argument("--append-results", action="store_true", help="append the table to docs/RESULTS.md")
+    results_md.add_flag(p)
     args = p.parse_args(argv)
     rows = []
     start = time.time()
@@ -734,14 +735,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {f}")
     clean = all(not r["failures"] for r in rows)
     print(f"{'all clean' if clean else 'FAILURES'} in {time.time() - start:.0f} s")
-    if args.append_results:
+    if not args.no_write:
         _append(rows, args, clean)
     return 0 if clean else 1
 
 
 def _append(rows: list[dict], args: argparse.Namespace, clean: bool) -> None:
     cmd = "python benchmarks/fuzz_readers.py " + " ".join(sys.argv[1:])
-    lines = [f"\n## Fuzzing the file readers ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n",
+    lines = [f"## Fuzzing the file readers ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n",
              f"`{cmd}` on {platform.machine()} ({platform.python_version()}), seed {args.seed}. Each mutant is a "
              "seed file changed by the reader's mutator (bit flips, truncation, insertions; JSON or pickled "
              "structure edits; zip members rewritten with valid CRCs); it must load correctly (the check of the "
@@ -750,8 +751,7 @@ def _append(rows: list[dict], args: argparse.Namespace, clean: bool) -> None:
              "| reader | files tried | loaded correctly | refused cleanly | failures |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {r['reader']} | {r['files']} | {r['loaded']} | {r['refused']} | {len(r['failures'])} |" for r in rows]
     lines.append(f"\n{'All clean.' if clean else 'NOT clean: see the failures printed by the command.'}\n")
-    with (ROOT / "docs" / "RESULTS.md").open("a") as f:
-        f.write("\n".join(lines))
+    results_md.append("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 vs int8 error tensors (``compile --grad-dtype``), for the zoo models with the published ~100 KB
 schemes (new 10-class head, 128x128). Each build + QEMU run is ``target_cost.measure``'s (SRAM =
 .data + .bss + heap in use + stack high-water; instructions = QEMU -icount inside one
-``mt_train_step``, median over the steps). Prints a table; ``--append`` adds it to
-docs/RESULTS.md with the command, the date and the machine.
+``mt_train_step``, median over the steps). Prints a table and appends it to
+docs/RESULTS.md (``--no-write``: print only) with the command, the date and the machine.
 
-    nice -n 10 .venv/bin/python benchmarks/grad_dtype_cost.py [--models mbv2-w0.35 ...] [--steps 2] [--append]
+    nice -n 10 .venv/bin/python benchmarks/grad_dtype_cost.py [--models mbv2-w0.35 ...] [--steps 2] [--no-write]
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import results_md
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,7 +42,7 @@ def main() -> int:
     ap.add_argument("--models", nargs="*", default=list(ZOO_NAMES))
     ap.add_argument("--dtypes", nargs="*", default=list(DTYPES), choices=list(VARIANTS))
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--append", action="store_true", help="append the table to docs/RESULTS.md")
+    results_md.add_flag(ap)
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +66,7 @@ def main() -> int:
                      f"{r['insns']:,} | {r['insns'] - r['infer']:,} | {rel} | {rel_bwd} |")
     table = "\n".join(lines)
     print(table)
-    if args.append:
+    if not args.no_write:
         cmd = "nice -n 10 .venv/bin/python benchmarks/grad_dtype_cost.py " + " ".join(sys.argv[1:])
         gcc = subprocess.run(["arm-none-eabi-gcc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
         section = (f"\n## Integer errors on the emulated Cortex-M7: SRAM and instructions per step "
@@ -72,8 +74,7 @@ def main() -> int:
                    f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC  \n"
                    f"Machine: {platform.machine()}, nproc {os.cpu_count()} (shared); {gcc}; "
                    f"qemu-system-arm -M mps2-an500 -icount, {args.steps} steps (median)\n\n{table}\n")
-        with open(Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md", "a") as fh:
-            fh.write(section)
+        results_md.append(section)
     return 0
 
 

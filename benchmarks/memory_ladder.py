@@ -17,7 +17,8 @@ import datetime
 import platform
 import subprocess
 import sys
-from pathlib import Path
+
+import results_md
 
 from microtrain.compiler.hoist_masks import forward_end
 from microtrain.compiler.pipeline import CompileOptions, compile_inference, compile_training
@@ -85,7 +86,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/RESULTS.md")
+    results_md.add_flag(ap)
     args = ap.parse_args()
     rows = ladder()
     text = table(rows)
@@ -100,10 +101,7 @@ def main() -> int:
                    "Deterministic (no timing). 'backward live' = bytes alive in the arena at the worst step after "
                    "the loss (the training overhead beyond inference), without the trained tensors.\n\n"
                    f"{text}\n")
-        path = Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
-        with path.open("a") as f:
-            f.write(section)
-        print(f"appended to {path}", file=sys.stderr)
+        results_md.append(section)
     return 0
 
 

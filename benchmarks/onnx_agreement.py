@@ -1,7 +1,7 @@
 """Agreement of microtrain's fixed-point int8 arithmetic with onnxruntime on int8 ONNX models.
 
     .venv/bin/python benchmarks/onnx_agreement.py                 # 1,000 Fashion-MNIST test images
-    .venv/bin/python benchmarks/onnx_agreement.py --images 200 --no-results
+    .venv/bin/python benchmarks/onnx_agreement.py --images 200 --no-write
 
 The user networks of tests/user_models/ (a residual CNN with pooling, a Conv1d
 keyword-spotting-like network, a two-branch CNN with max/average pooling, zero padding and a
@@ -41,9 +41,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results_md
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "docs" / "RESULTS.md"
 sys.path.insert(0, str(ROOT / "tests"))
 
 VARIANTS = [("QDQ", True), ("QDQ", False), ("QOperator", True), ("QOperator", False)]
@@ -132,7 +132,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=1000, help="Fashion-MNIST test images (default 1000)")
     p.add_argument("--work", default="build/onnx_agreement", help="folder for the ONNX files")
-    p.add_argument("--no-results", action="store_true", help="do not append to docs/RESULTS.md")
+    results_md.add_flag(p)
     p.add_argument("--nets", default=",".join(NETS), help=f"comma-separated networks (default {','.join(NETS)})")
     args = p.parse_args()
     from byom_support import fashion, model_input
@@ -155,25 +155,25 @@ def main() -> None:
                     Column("max LSB per output (classes 0-9)")], rows)
     print(table)
     print(f"({time.time() - t0:.0f} s)")
-    if not args.no_results:
+    if not args.no_write:
         import onnxruntime
 
         cmd = shlex.join([".venv/bin/python", "benchmarks/onnx_agreement.py", *sys.argv[1:]])
         when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        with RESULTS.open("a") as f:
-            f.write(f"\n## ONNX int8 models: microtrain vs onnxruntime ({when})\n\n"
-                    f"`{cmd}` on {platform.machine()}, {os.cpu_count()} cores, onnxruntime "
-                    f"{onnxruntime.__version__}. {args.images} Fashion-MNIST test images; the user networks "
-                    f"{args.nets} of tests/user_models/ trained briefly in float, quantized by onnxruntime's "
-                    "quantize_static (int8, min/max on 200 training images), imported with their own scales and "
-                    "zero points and run by microtrain's batched interpreter (bit-exact with the generated C). "
-                    "LSB = one step of the int8 output code.\n\n```\n" + table + "\n```\n\n"
-                    "Why they can differ: onnxruntime requantizes with a float32 multiplier and rounds half to "
-                    "even; microtrain (TFLite's int8 spec) with a 31-bit fixed-point multiplier and a rounding "
-                    "shift (half away from zero). They agree except near rounding ties, by one LSB of an "
-                    "activation, which later layers can carry forward. The branch network's average pool rounds "
-                    "half away from zero (TFLite Micro) where onnxruntime rounds half to even, and its concatenation "
-                    "rounds once (inputs computed on its grid) where onnxruntime rounds twice.\n")
+        results_md.append(
+            f"## ONNX int8 models: microtrain vs onnxruntime ({when})\n\n"
+            f"`{cmd}` on {platform.machine()}, {os.cpu_count()} cores, onnxruntime "
+            f"{onnxruntime.__version__}. {args.images} Fashion-MNIST test images; the user networks "
+            f"{args.nets} of tests/user_models/ trained briefly in float, quantized by onnxruntime's "
+            "quantize_static (int8, min/max on 200 training images), imported with their own scales and "
+            "zero points and run by microtrain's batched interpreter (bit-exact with the generated C). "
+            "LSB = one step of the int8 output code.\n\n```\n" + table + "\n```\n\n"
+            "Why they can differ: onnxruntime requantizes with a float32 multiplier and rounds half to "
+            "even; microtrain (TFLite's int8 spec) with a 31-bit fixed-point multiplier and a rounding "
+            "shift (half away from zero). They agree except near rounding ties, by one LSB of an "
+            "activation, which later layers can carry forward. The branch network's average pool rounds "
+            "half away from zero (TFLite Micro) where onnxruntime rounds half to even, and its concatenation "
+            "rounds once (inputs computed on its grid) where onnxruntime rounds twice.\n")
 
 
 if __name__ == "__main__":

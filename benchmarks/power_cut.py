@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import results_md
+
 ENDURANCE = 10_000  # erase cycles of a typical MCU flash page
 
 
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--every", type=int, default=4)
     ap.add_argument("--target", default="qemu", choices=("qemu", "host"))
-    ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/RESULTS.md")
+    results_md.add_flag(ap)
     args = ap.parse_args(argv)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
@@ -114,10 +116,7 @@ Endurance: with two slots every page of the region is erased once per two checkp
 takes 20,000 checkpoints; a checkpoint every hour lasts {2 * ENDURANCE / 24 / 365.25:.1f} years, every 10 minutes
 {2 * ENDURANCE * 10 / 1440:.0f} days (more slots, or a larger region used as a ring, would multiply this).
 """
-        path = Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
-        with open(path, "a") as fh:
-            fh.write(section)
-        print(f"appended to {path}", file=sys.stderr)
+        results_md.append(section)
     return 0 if res.ok else 1
 
 

@@ -18,9 +18,9 @@ import platform
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+import results_md
 
 from microtrain.api.evaluate import predict_int8
 from microtrain.data.datasets import load_dataset
@@ -30,7 +30,6 @@ from microtrain.report.inspect import analyze
 from microtrain.zoo import default_cnn as dc
 
 CHECK_SAMPLES = 500
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
 
 
 def main() -> None:
@@ -39,7 +38,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="class-balanced subset of the test set")
     p.add_argument("--percentile", type=float, default=None, metavar="P",
                    help="also re-quantize with P-percentile calibration (e.g. 99.99) and evaluate it")
-    p.add_argument("--no-append", action="store_true", help="do not append to docs/RESULTS.md")
+    results_md.add_flag(p)
     args = p.parse_args()
 
     model = dc.load_default_float()
@@ -77,16 +76,16 @@ def main() -> None:
                  f"each), {size['macs']:,} MACs")
     table = "\n".join(lines)
     print(f"Fashion-MNIST test set, {len(test)} images\n{table}\n{size_line}")
-    if not args.no_append:
+    if not args.no_write:
         machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/ptq.py", *sys.argv[1:]])
-        with open(RESULTS, "a") as f:
-            f.write(f"\n## PTQ of the default CNN on Fashion-MNIST (benchmarks/ptq.py)\n\n"
-                    f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {machine}; command: `{command}`; "
-                    f"test set: {len(test)} images; int8 by the {args.engine} interpreter"
-                    + (f" (predictions identical to the reference interpreter on the first {CHECK_SAMPLES})"
-                       if args.engine == "batched" else "") + ".\n\n"
-                    f"{table}\n\n{size_line}.\n")
+        results_md.append(
+            f"## PTQ of the default CNN on Fashion-MNIST (benchmarks/ptq.py)\n\n"
+            f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {machine}; command: `{command}`; "
+            f"test set: {len(test)} images; int8 by the {args.engine} interpreter"
+            + (f" (predictions identical to the reference interpreter on the first {CHECK_SAMPLES})"
+               if args.engine == "batched" else "") + ".\n\n"
+            f"{table}\n\n{size_line}.\n")
 
 
 if __name__ == "__main__":

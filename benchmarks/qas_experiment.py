@@ -15,8 +15,9 @@ once per image and cached (``Trainer.cache``).
 ``--grad-dtypes fp32 int16 int8`` runs each int8 row also with integer error tensors in the
 backward (``runtime/grad_quant.py``); those rows are labelled "<row>, int8 errors".
 
-    nice -n 10 .venv/bin/python benchmarks/qas_experiment.py --dataset digits --zero-head --out-json /tmp/qd.json
-    .venv/bin/python benchmarks/qas_experiment.py --merge /tmp/qas_*.json --append-results
+    nice -n 10 .venv/bin/python benchmarks/qas_experiment.py \\
+        --dataset digits --zero-head --out-json /tmp/qd.json --no-write
+    .venv/bin/python benchmarks/qas_experiment.py --merge /tmp/qas_*.json
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results_md
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,8 +223,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-json", help="results file (runs already in it are skipped: the sweep resumes)")
     p.add_argument("--merge", nargs="+", help="print the table of these result files instead of running")
-    p.add_argument("--append-results", action="store_true", help="append the table to docs/RESULTS.md")
-    p.add_argument("--command", default=None, help="the command lines to record with --append-results")
+    results_md.add_flag(p)
+    p.add_argument("--command", default=None, help="the command lines to record in docs/RESULTS.md")
     args = p.parse_args()
     if args.merge:
         by_dataset: dict[str, dict] = {}  # several files of one dataset (e.g. extra lrs) are pooled
@@ -242,17 +244,16 @@ def main() -> int:
     if seeds:
         text += "\n\nSeed check (data order and stochastic rounding; the lr chosen with seed 0):\n\n" + seeds
     print(text)
-    if args.append_results:
+    if not args.no_write:
         cfgs = "; ".join(f"{r['dataset']}: {r['train_size']} train / {r['val_size']} val (lr choice) / "
                          f"{r['test_size']} test images, config {json.dumps(r['config'])}" for r in all_results)
-        section = (f"\n## QAS experiment (paper Table 1), {datetime.date.today()}\n\n"
+        section = (f"## QAS experiment (paper Table 1), {datetime.date.today()}\n\n"
                    f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared). mcunet-5fps + new 10-class "
                    f"head, last two blocks + classifier trained (weights and biases), batch as configured, "
                    f"cosine schedule with 10 % warm-up, momentum 0.9, one seed. {cfgs}. Accuracy is on the "
                    f"test subset at the lr with the best validation accuracy.\n\n"
                    f"Commands:\n\n```\n{args.command or ' '.join(sys.argv)}\n```\n\n{text}\n")
-        with open(ROOT / "docs" / "RESULTS.md", "a") as f:
-            f.write(section)
+        results_md.append(section)
     return 0
 
 

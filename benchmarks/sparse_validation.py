@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results_md
 
 import microtrain
 from microtrain.data.datasets import load_dataset
@@ -315,7 +316,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="reduced: 40x40, 300/200 analysis images, 1 epoch, "
                    "8 candidates, 1000/500 fine-tuning images, 2 epochs, 4 budgets, 100 evaluations")
     p.add_argument("--out", default=str(ROOT / "build" / "sparse_validation"))
-    p.add_argument("--no-append", action="store_true")
+    results_md.add_flag(p)
     p.add_argument("--report-only", action="store_true", help="write the report from --out/results.json (after an "
                    "interrupted run) and append it")
     a = p.parse_args()
@@ -342,9 +343,8 @@ def main() -> int:
     cmd = "nice -n 10 .venv/bin/python " + " ".join(["benchmarks/sparse_validation.py"] + sys.argv[1:])
     text = report(rows, notes, a, cmd.replace(" --report-only", ""), time.time() - t0)
     print(text)
-    if not a.no_append:
-        with open(ROOT / "docs" / "RESULTS.md", "a") as f:
-            f.write("\n" + text)
+    if not a.no_write:
+        results_md.append(text)
     return 0
 
 

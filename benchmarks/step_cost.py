@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import results_md
 
 from microtrain.codegen.driver_files import write_driver_files
 from microtrain.codegen.generate_project import generate_project
@@ -61,7 +62,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=list(ZOO_NAMES))
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--no-write", action="store_true")
+    results_md.add_flag(ap)
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind not installed (Debian package valgrind)", file=sys.stderr)
@@ -90,9 +91,7 @@ def main() -> int:
                    f"divided by {args.steps} steps (deterministic; reference C kernels of runtime/, the same "
                    "kernels for both schemes, so the ratio is the work the sparse scheme removes).\n\n"
                    f"{text}\n")
-        path = Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
-        with path.open("a") as f:
-            f.write(section)
+        results_md.append(section)
     return 0
 
 

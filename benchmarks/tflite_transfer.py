@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results_md
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "tests" / "fixtures" / "tflite" / "fashion_mnist_cnn.tflite"
@@ -106,7 +107,7 @@ def main() -> int:
     ap.add_argument("--budget", default="64KB", help="SRAM budget of the planned scheme (default 64KB)")
     ap.add_argument("--steps", type=int, default=1400, help="training steps on the device (default 1400)")
     ap.add_argument("--lr", type=float, default=0.01, help="learning rate of the device run (default 0.01)")
-    ap.add_argument("--no-write", action="store_true", help="print only, do not append to docs/RESULTS.md")
+    results_md.add_flag(ap)
     args = ap.parse_args()
     from microtrain.data.datasets import load_dataset
     from microtrain.data.preprocess import preprocess
@@ -168,8 +169,7 @@ def main() -> int:
                    "--target qemu --export trained.tflite`), batch 1 on the emulated Cortex-M7 (256 KB SRAM / 1 MB "
                    "flash). Accuracies are on the digits test split, which planning and training never see.\n\n"
                    f"{text}\n")
-        with (ROOT / "docs" / "RESULTS.md").open("a") as f:
-            f.write(section)
+        results_md.append(section)
     return 0
 
 

@@ -1,8 +1,8 @@
 """Fuzzing every file reader (issue 11), bounded for `make test`: for each reader of
 benchmarks/fuzz_readers.py, seeded mutants of a valid file must load correctly (the reader's
 check) or be refused with a one-line error; no traceback, no hang, no program started. The long
-run (thousands of mutants per reader) is `python benchmarks/fuzz_readers.py --cases 2000
---append-results` (docs/RESULTS.md). Below them, the hostile .onnx and .pt2 files a user might be
+run (thousands of mutants per reader) is `python benchmarks/fuzz_readers.py --cases 2000`
+(it appends to docs/RESULTS.md). Below them, the hostile .onnx and .pt2 files a user might be
 sent, each refused by `microtrain quantize` in one line with nothing read from outside the model's
 folder and nothing run."""
 

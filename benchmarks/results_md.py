@@ -1,0 +1,27 @@
+"""The one place benchmarks write to: a section appended to docs/RESULTS.md.
+
+Every benchmark prints its table and, unless ``--no-write`` (``add_flag``), appends a section
+with its numbers, the exact command and the machine (``append``). Imported by the scripts of
+this folder as ``import results_md`` (the folder is on ``sys.path`` when a script runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
+
+
+def add_flag(parser: argparse.ArgumentParser) -> None:
+    """``--no-write``: print only. The same flag in every benchmark."""
+    parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/RESULTS.md")
+
+
+def append(section: str) -> Path:
+    """Append ``section`` to docs/RESULTS.md after one blank line, and say so on stderr."""
+    with RESULTS.open("a") as f:
+        f.write("\n" + section.strip("\n") + "\n")
+    print(f"appended to {RESULTS}", file=sys.stderr)
+    return RESULTS
