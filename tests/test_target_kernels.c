@@ -122,6 +122,7 @@ static int random_shapes(void)
     mt_per_channel_quant q = {rmult, rshift};
     printf("dsp path %d\n", MT_NN_DSP);
     printf("mve path %d\n", MT_NN_MVE);
+    printf("vec path %d\n", MT_NN_VEC);
     /* the helpers, on random lengths (the DSP loop + every tail), misaligned pointers and zero points */
     for (int t = 0; t < 400; t++) {
         const int32_t n = rnd(0, 70), z = rnd(-128, 127), ox = rnd(0, 3), ow = rnd(0, 3);

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import peer_common as pc
 
-from microtrain.targets.host import HOST_OPT  # the same optimisation level as `microtrain run --target host`
+from microtrain.targets.host import HOST_OPT, host_arch_flags  # the flags of `microtrain run --target host`
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -108,7 +108,7 @@ def run_host(project: Path, warmup: int, steps: int, lr: float, work: Path) -> d
     sources = sorted(str(p) for d in ("src", "runtime") for p in (project / d).rglob("*.c"))
     includes = sorted({str(p.parent) for p in project.rglob("*.h")})
     exe = work / "mt_bench"
-    cmd = ["gcc", HOST_OPT, "-std=c99", "-ffp-contract=off", *[f"-I{i}" for i in includes],
+    cmd = ["gcc", HOST_OPT, *host_arch_flags(), "-std=c99", "-ffp-contract=off", *[f"-I{i}" for i in includes],
            str(HERE / "mt_bench_main.c"), *sources, "-o", str(exe), "-lm"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:

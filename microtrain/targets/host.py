@@ -1,13 +1,16 @@
 """Host target: build a generated project with the host gcc and run its driver.
 
 Flags as every build of the runtime (CONTRACTS.md): ``-std=c99 -Wall -Wextra -Werror
--ffp-contract=off``, optimised with ``HOST_OPT``. ``run`` executes ``main/mt_main.c`` in a work directory holding
+-ffp-contract=off``, optimised with ``HOST_OPT``, plus ``-march=x86-64-v3`` where the CPU has it
+(``host_arch_flags``). ``run`` executes ``main/mt_main.c`` in a work directory holding
 ``mt_config.txt`` and the ``mt_*.bin`` files and parses its output.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import platform
 import re
 import shutil
 import subprocess
@@ -19,7 +22,32 @@ NAME = "host"
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off")
 HOST_OPT = "-O3"
 """-O3 vectorises the fp32 backward loops: 18 % fewer instructions per MbV2 step than -O2, with bit-identical
-losses and weights (no -ffast-math, no contraction, so no float reassociation; benchmarks/host_profile.py)."""
+losses and weights (no -ffast-math, no contraction, so no float reassociation; benchmarks/host_profile.py).
+On x86-64-v3 CPUs the build adds ``host_arch_flags()`` (AVX2: the vector kernels of MT_NN_VEC)."""
+X86_64_V3_CPU_FLAGS = frozenset({"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave", "cx16",
+                                  "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"})
+"""The /proc/cpuinfo flags of the x86-64-v3 level (AVX2, FMA, BMI1/2, F16C, LZCNT (abm), MOVBE, and v2's)."""
+
+
+@functools.cache
+def host_arch_flags() -> tuple[str, ...]:
+    """``("-march=x86-64-v3",)`` when this machine is x86-64 with every flag of that level, else ``()``.
+
+    With it, mt_nn.h sets MT_NN_VEC: the int8 1x1 and depthwise kernels run their AVX2 paths
+    (runtime/include/mt_nn_*vec.h), and -O3 vectorises the fp32 loops 8 wide. The float results do
+    not change: -ffp-contract=off keeps FMA out (the level has it), and vector code only runs
+    independent elements side by side. ``build(..., defines=("MT_NN_NO_VEC",))`` builds the portable
+    kernels with the same flags; ``build(..., arch=())`` leaves the architecture at gcc's default."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ()
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    return ("-march=x86-64-v3",) if X86_64_V3_CPU_FLAGS <= set(flags) else ()
+
+
 _STEP_RE = re.compile(r"^step (\d+) loss (\S+) bits ([0-9a-fA-F]{8})$", re.M)
 _EVAL_RE = re.compile(r"^eval correct (\d+) total (\d+)$", re.M)
 _ARENA_RE = re.compile(r"^arena high_water (\d+) size (\d+)$", re.M)
@@ -57,15 +85,18 @@ def sources(project_dir: Path) -> tuple[list[Path], list[Path]]:
 
 
 def build(project_dir: str | Path, cc: str = "gcc", opt: str = HOST_OPT, defines: tuple[str, ...] = (),
-          name: str = "mt_main", extra_flags: tuple[str, ...] = ()) -> Path:
-    """Compile and link the project into ``DIR/build/host/<name>``; raises BuildError with gcc's output."""
+          name: str = "mt_main", extra_flags: tuple[str, ...] = (), arch: tuple[str, ...] | None = None) -> Path:
+    """Compile and link the project into ``DIR/build/host/<name>``; raises BuildError with gcc's output.
+
+    arch: the -march flags, by default ``host_arch_flags()``."""
     project_dir = Path(project_dir)
     if shutil.which(cc) is None:
         raise BuildError(f"C compiler {cc!r} not found; install gcc")
     srcs, incs = sources(project_dir)
     out = project_dir / "build" / "host" / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [cc, *CFLAGS, opt, *extra_flags, *(f"-D{d}" for d in defines), *(f"-I{i}" for i in incs),
+    arch = host_arch_flags() if arch is None else arch
+    cmd = [cc, *CFLAGS, opt, *arch, *extra_flags, *(f"-D{d}" for d in defines), *(f"-I{i}" for i in incs),
            *map(str, srcs), "-o", str(out), "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

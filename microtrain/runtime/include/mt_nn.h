@@ -36,6 +36,15 @@
 #define MT_NN_MVE 0
 #endif
 
+/* x86-64 hosts built for AVX2 (the host target passes -march=x86-64-v3 where the CPU has it,
+ * targets/host.py) run the int8 1x1 and depthwise kernels in 256-bit vectors (mt_nn_vec.h,
+ * mt_nn_pw_vec.h, mt_nn_dw_vec.h), the same integers again; -DMT_NN_NO_VEC builds the portable C. */
+#if defined(__x86_64__) && defined(__AVX2__) && !defined(MT_NN_NO_VEC)
+#define MT_NN_VEC 1
+#else
+#define MT_NN_VEC 0
+#endif
+
 /* Helpers with a stack buffer are kept out of line, so that the buffers of helpers called one
  * after the other never add up in one inlined frame (the stack high-water counts in SRAM). */
 #if defined(__GNUC__)

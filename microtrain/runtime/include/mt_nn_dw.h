@@ -22,6 +22,10 @@
 /* Largest kernel window (kernel_h * kernel_w) of the fast depthwise path (7x7). */
 #define MT_NN_DW_TAPS_MAX 49
 
+#if MT_NN_VEC
+#include "mt_nn_dw_vec.h"
+#endif
+
 #if MT_NN_DSP
 /* a[k] += (x - z) * w over n consecutive taps of four channels: x at the first tap's channel c,
  * the next tap C bytes on; w the packed weights (two words per tap: (c, c+2) and (c+1, c+3) as
@@ -83,6 +87,9 @@ static MT_NN_NOINLINE void mt_nn_dw_row_fast_s8(const mt_conv_params *d, const m
 {
     const int32_t C = d->in_c, K = d->kernel_h * d->kernel_w, kw = d->kernel_w, z = d->input_zero_point;
     int32_t c0 = 0, ox, ky;
+#if MT_NN_VEC
+    c0 = mt_nn_vec_dw_row_s8(d, s, src_row, ky_begin, ky_end, weights, y);
+#endif
 #if MT_NN_DSP
     if (K <= MT_NN_DW_TAPS_MAX) {
         const int32_t lanes = mt_nn_lane_offset(z);
@@ -377,6 +384,11 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
                                           int32_t y_row_stride)
 {
     int32_t ox, ky, r;
+#if MT_NN_VEC
+    if (mt_nn_vec_dw_plane_rows_s8(d, s, c, prow, ky_begin, ky_end, rows, row_step, w, y, y_stride, y_row_stride)) {
+        return;
+    }
+#endif
 #if MT_NN_MVE
     if (mt_nn_mve_dw_plane_rows_s8(d, s, c, prow, ky_begin, ky_end, rows, row_step, w, y, y_stride, y_row_stride)) {
         return;

@@ -480,6 +480,10 @@ MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride
  * readable, any value) let the extended rows cover in_c rounded up, with zero weights past in_c. The caller has checked p, q and the accumulator bound (in_c <= MT_NN_MAX_DOT_LENGTH).
  * Channel pairs whose constants allow it take the fast store, the others (and an odd last channel)
  * the reference store. */
+#if MT_NN_VEC
+#include "mt_nn_pw_vec.h"
+#endif
+
 static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, const mt_per_channel_quant *q,
                                                    const int8_t *x, int32_t x_stride, int32_t pixels, const int8_t *w,
                                                    const int8_t *const *rows, const int32_t *bias, int8_t *y,
@@ -492,6 +496,11 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
     const int32_t ne = x_stride > n && x_stride >= ((n + 3) & ~3) ? (n + 3) & ~3 : n & ~3;
     const mt_nn_store s = mt_nn_store_of(bias, q, p);
     int32_t oc, px;
+#if MT_NN_VEC
+    if (mt_nn_vec_pointwise_s8(p, q, x, x_stride, pixels, w, rows, bias, y, y_stride, y_cstride)) {
+        return;
+    }
+#endif
     for (oc = 0; oc < out_c; oc += 2) {
         const int8_t *w0 = rows != NULL ? rows[oc] : w + oc * n;
         if (oc + 1 < out_c) {
