@@ -71,7 +71,7 @@ static void naive_conv(const mt_conv_params *p, const mt_per_channel_quant *q, c
             }
 }
 
-enum { RH = 9, RC = 16, RK = 5 };
+enum { RH = 12, RC = 16, RK = 7 };
 static int8_t rx[RH * RH * RC + 4], rw[RC * RK * RK * RC + 4], ry[RH * RH * RC], rref[RH * RH * RC];
 static int8_t rmid[RH * RH * RC], rmid2[RH * RH * RC], rscratch[4 * 64 + RK * (RH + RK) * RC + 4 + 16 * 64 + 2 * RH * RC];
 static int32_t rbias[RC], rmult[RC], rshift[RC];
@@ -224,12 +224,30 @@ static int random_shapes(void)
         check(mt_depthwise_conv2d_s8(&p, &q, rx, rw, b, ry), "3x3 depthwise");
         bad += compare(ry, rref, p.out_h * p.out_w * in_c, "3x3 depthwise", t);
     }
+    /* the 5x5 and 7x7 depthwise of the four-output asm (mt_nn_dw.h: stride 1 and 2, full act range,
+     * widths with and without a remainder of four) and its refusals (extreme constants, a clamped
+     * act range) */
+    for (int t = 0; t < 48; t++) {
+        const int k = t % 2 ? 5 : 7, s = 1 + (t / 2) % 2, pad = t % 9 == 8 ? rnd(0, k / 2) : k / 2;
+        const int in_h = rnd(k - 2 * pad > 1 ? k - 2 * pad : 1, RH), in_w = rnd(k - 2 * pad > 1 ? k - 2 * pad : 1, RH);
+        const int in_c = rnd(1, RC);
+        mt_conv_params p;
+        random_conv_params(&p, in_h, in_w, in_c, in_c, k, s, pad, in_c);
+        if (t % 6 != 5) { p.act_min = -128; p.act_max = 127; }
+        fill_s8(rx, in_h * in_w * in_c);
+        fill_s8(rw, in_c * k * k);
+        random_quant(in_c, t % 5 == 4);
+        const int32_t *b = t % 7 == 6 ? NULL : rbias;
+        naive_conv(&p, &q, rx, rw, b, rref);
+        check(mt_depthwise_conv2d_s8(&p, &q, rx, rw, b, ry), "5x5/7x7 depthwise");
+        bad += compare(ry, rref, p.out_h * p.out_w * in_c, "5x5/7x7 depthwise", t);
+    }
     /* the fused block vs its ops one by one (expand kxk -> depthwise -> 1x1 [-> ADD]) */
-    for (int t = 0; t < 24; t++) {
+    for (int t = 0; t < 40; t++) {
         mt_inverted_bottleneck_params ib;
         memset(&ib, 0, sizeof ib);
         const int in_h = rnd(3, RH), in_w = rnd(3, RH), in_c = rnd(1, 8), mid = rnd(1, RC);
-        const int ek = t % 3 == 0 ? 3 : 1, dk = t % 2 ? 3 : 5, ds = t % 4 < 2 ? 1 : 2;
+        const int ek = t % 3 == 0 ? 3 : 1, dk = t % 2 ? 3 : (t / 4) % 2 ? 7 : 5, ds = t % 4 < 2 ? 1 : 2;
         const int residual = ek == 1 && ds == 1 && t % 5 != 0;
         const int out_c = residual ? in_c : rnd(1, 8);
         ib.has_expand = 1;

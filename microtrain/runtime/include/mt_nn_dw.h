@@ -369,6 +369,264 @@ MT_NN_INLINE void mt_nn_dw3_pairs_asm(const int8_t *p0, const int8_t *p1, const 
 }
 #endif
 
+#if MT_NN_DSP_ASM
+/* Square 3x3, 5x5 and 7x7 depthwise rows in asm, four outputs per iteration (stride 1 or 2), on plane
+ * rows whose every window row is a plane row (rows outside the input point at a row of the zero
+ * point: the padded taps then hold z everywhere). Raw int8 sums with the zero point folded into
+ * the bias (sum (x - z) w = sum x w - z * sum w over the whole window), weights doubled in their
+ * int16 lanes so that the accumulator, started at bias2 = 2 (bias - z sum w), ends at
+ * u = bias2 + 2 raw, the operand of SMMULR in the fast store. The store (MT_NN_DW4_STORE) is
+ * MT_NN_STORE_Q8 with two steps merged: SMMLAR adds rz to the high product (h + rz exactly), and
+ * the [h < 0] rounding correction takes the sign of u instead of h: u >= 0 gives h >= 0; u < 0
+ * gives h <= 0, and when h = 0 the correction cannot change (rz - 1) >> right = rz >> right, as
+ * rz = 2^(right-1) + z_y 2^right is not a multiple of 2^right. Same integers as MT_NN_STORE_Q8.
+ *
+ * A word of x at byte o (column ox * stride + o of the window row) sign-extended gives the int16
+ * lane pairs Pa = (b_o, b_o+2) (SXTB16) and Pb = (b_o+1, b_o+3) (SXTB16 ROR 8); the packed
+ * weights per window row (mt_nn_dw4_pack) are (2w0, 2w2), (2w1, 2w3 or 0), and for 5x5/7x7
+ * (2w4, 2w6 or 0), (2w5 or 0, 0): SMLAD sums the two products of a lane pair, SMLAxy one.
+ * Outputs k = 0..3 of an iteration read bytes b_(stride k) .. b_(stride k + kernel - 1) of the
+ * row; the loads read at most 3 bytes past the last window of the row (the plane rows' slack).
+ * Registers: a0-a3, Pa, Pb, Wa, Wb, Wc, x, off (ox * stride), tab (the kernel_h row pointers),
+ * wk (packed rows, then {bias2, multiplier, rz, right}); y, ys and the end of off in memory. */
+#define MT_NN_DW4_X(t) "ldr %[x], [%[tab], #" t "]\n\t" "add %[x], %[x], %[off]\n\t"
+#define MT_NN_DW4_LD(o) "ldr %[Pb], [%[x], #" o "]\n\t" "sxtb16 %[Pa], %[Pb]\n\t" "sxtb16 %[Pb], %[Pb], ror #8\n\t"
+#define MT_NN_DW4_W(o) "ldrd %[Wa], %[Wb], [%[wk], #" o "]\n\t"
+#define MT_NN_DW4_M(op, a, p, w) op " %[" a "], %[" p "], %[" w "], %[" a "]\n\t"
+
+/* stride 1, 3x3: out k = P_k (w0, w2) + b_(k+1) w1 */
+#define MT_NN_DW4_S1K3(t, w)                                                                                       \
+    MT_NN_DW4_X(t) MT_NN_DW4_W(w) MT_NN_DW4_LD("0") MT_NN_DW4_M("smlad", "a0", "Pa", "Wa")                        \
+    MT_NN_DW4_M("smlabb", "a0", "Pb", "Wb") MT_NN_DW4_M("smlad", "a1", "Pb", "Wa")                                 \
+    MT_NN_DW4_M("smlatb", "a1", "Pa", "Wb") MT_NN_DW4_LD("2") MT_NN_DW4_M("smlad", "a2", "Pa", "Wa")              \
+    MT_NN_DW4_M("smlabb", "a2", "Pb", "Wb") MT_NN_DW4_M("smlad", "a3", "Pb", "Wa")                                 \
+    MT_NN_DW4_M("smlatb", "a3", "Pa", "Wb")
+/* stride 2, 3x3: words at 0 and 4, the byte at 8 */
+#define MT_NN_DW4_S2K3(t, w)                                                                                       \
+    MT_NN_DW4_X(t) MT_NN_DW4_W(w) MT_NN_DW4_LD("0") MT_NN_DW4_M("smlad", "a0", "Pa", "Wa")                        \
+    MT_NN_DW4_M("smlabb", "a0", "Pb", "Wb") MT_NN_DW4_M("smlatb", "a1", "Pa", "Wa")                                \
+    MT_NN_DW4_M("smlatb", "a1", "Pb", "Wb") MT_NN_DW4_LD("4") MT_NN_DW4_M("smlabt", "a1", "Pa", "Wa")             \
+    MT_NN_DW4_M("smlad", "a2", "Pa", "Wa") MT_NN_DW4_M("smlabb", "a2", "Pb", "Wb")                                 \
+    MT_NN_DW4_M("smlatb", "a3", "Pa", "Wa") MT_NN_DW4_M("smlatb", "a3", "Pb", "Wb")                                \
+    "ldrsb %[Pb], [%[x], #8]\n\t" MT_NN_DW4_M("smlabt", "a3", "Pb", "Wa")
+/* stride 1, 5x5: out k = P_k (w0, w2) + P_(k+1) (w1, w3) + b_(k+4) w4 */
+#define MT_NN_DW4_S1K5(t, w, w8)                                                                                   \
+    MT_NN_DW4_X(t) MT_NN_DW4_W(w) MT_NN_DW4_LD("0") MT_NN_DW4_M("smlad", "a0", "Pa", "Wa")                        \
+    MT_NN_DW4_M("smlad", "a0", "Pb", "Wb") MT_NN_DW4_M("smlad", "a1", "Pb", "Wa") MT_NN_DW4_LD("2")               \
+    MT_NN_DW4_M("smlad", "a1", "Pa", "Wb") MT_NN_DW4_M("smlad", "a2", "Pa", "Wa")                                  \
+    MT_NN_DW4_M("smlad", "a2", "Pb", "Wb") MT_NN_DW4_M("smlad", "a3", "Pb", "Wa") MT_NN_DW4_LD("4")               \
+    MT_NN_DW4_M("smlad", "a3", "Pa", "Wb") "ldr %[Wc], [%[wk], #" w8 "]\n\t"                                       \
+    MT_NN_DW4_M("smlabb", "a0", "Pa", "Wc") MT_NN_DW4_M("smlabb", "a1", "Pb", "Wc")                                \
+    MT_NN_DW4_M("smlatb", "a2", "Pa", "Wc") MT_NN_DW4_M("smlatb", "a3", "Pb", "Wc")
+/* stride 2, 5x5: words at 0, 4, 8; the odd outputs tap by tap */
+#define MT_NN_DW4_S2K5(t, w, w8)                                                                                   \
+    MT_NN_DW4_X(t) MT_NN_DW4_W(w) "ldr %[Wc], [%[wk], #" w8 "]\n\t" MT_NN_DW4_LD("0")                             \
+    MT_NN_DW4_M("smlad", "a0", "Pa", "Wa") MT_NN_DW4_M("smlad", "a0", "Pb", "Wb")                                  \
+    MT_NN_DW4_M("smlatb", "a1", "Pa", "Wa") MT_NN_DW4_M("smlatb", "a1", "Pb", "Wb") MT_NN_DW4_LD("4")             \
+    MT_NN_DW4_M("smlabt", "a1", "Pa", "Wa") MT_NN_DW4_M("smlabt", "a1", "Pb", "Wb")                                \
+    MT_NN_DW4_M("smlatb", "a1", "Pa", "Wc") MT_NN_DW4_M("smlad", "a2", "Pa", "Wa")                                 \
+    MT_NN_DW4_M("smlad", "a2", "Pb", "Wb") MT_NN_DW4_M("smlatb", "a3", "Pa", "Wa")                                 \
+    MT_NN_DW4_M("smlatb", "a3", "Pb", "Wb") MT_NN_DW4_M("smlabb", "a0", "Pa", "Wc") MT_NN_DW4_LD("8")             \
+    MT_NN_DW4_M("smlabb", "a2", "Pa", "Wc") MT_NN_DW4_M("smlabt", "a3", "Pa", "Wa")                                \
+    MT_NN_DW4_M("smlabt", "a3", "Pb", "Wb") MT_NN_DW4_M("smlatb", "a3", "Pa", "Wc")
+/* stride 1, 7x7: out k = P_k (w0, w2) + P_(k+1) (w1, w3) + P_(k+4) (w4, w6) + b_(k+5) w5 */
+#define MT_NN_DW4_S1K7(t, w, w8)                                                                                   \
+    MT_NN_DW4_X(t) MT_NN_DW4_W(w) MT_NN_DW4_LD("0") MT_NN_DW4_M("smlad", "a0", "Pa", "Wa")                        \
+    MT_NN_DW4_M("smlad", "a0", "Pb", "Wb") MT_NN_DW4_M("smlad", "a1", "Pb", "Wa") MT_NN_DW4_LD("2")               \
+    MT_NN_DW4_M("smlad", "a1", "Pa", "Wb") MT_NN_DW4_M("smlad", "a2", "Pa", "Wa")                                  \
+    MT_NN_DW4_M("smlad", "a2", "Pb", "Wb") MT_NN_DW4_M("smlad", "a3", "Pb", "Wa") MT_NN_DW4_LD("4")               \
+    MT_NN_DW4_M("smlad", "a3", "Pa", "Wb") MT_NN_DW4_W(w8) MT_NN_DW4_M("smlad", "a0", "Pa", "Wa")                 \
+    MT_NN_DW4_M("smlad", "a1", "Pb", "Wa") MT_NN_DW4_M("smlabb", "a0", "Pb", "Wb")                                 \
+    MT_NN_DW4_M("smlatb", "a1", "Pa", "Wb") MT_NN_DW4_M("smlatb", "a2", "Pb", "Wb") MT_NN_DW4_LD("6")             \
+    MT_NN_DW4_M("smlad", "a2", "Pa", "Wa") MT_NN_DW4_M("smlad", "a3", "Pb", "Wa")                                  \
+    MT_NN_DW4_M("smlatb", "a3", "Pa", "Wb")
+/* stride 2, 7x7: words at 0, 4, 8 with (w0, w2), (w1, w3); at 8, 4, 12 with (w4, w6), (w5, 0) */
+#define MT_NN_DW4_S2K7(t, w, w8)                                                                                   \
+    MT_NN_DW4_X(t) MT_NN_DW4_W(w) MT_NN_DW4_LD("0") MT_NN_DW4_M("smlad", "a0", "Pa", "Wa")                        \
+    MT_NN_DW4_M("smlad", "a0", "Pb", "Wb") MT_NN_DW4_M("smlatb", "a1", "Pa", "Wa")                                 \
+    MT_NN_DW4_M("smlatb", "a1", "Pb", "Wb") MT_NN_DW4_LD("4") MT_NN_DW4_M("smlabt", "a1", "Pa", "Wa")             \
+    MT_NN_DW4_M("smlabt", "a1", "Pb", "Wb") MT_NN_DW4_M("smlad", "a2", "Pa", "Wa")                                 \
+    MT_NN_DW4_M("smlad", "a2", "Pb", "Wb") MT_NN_DW4_M("smlatb", "a3", "Pa", "Wa")                                 \
+    MT_NN_DW4_M("smlatb", "a3", "Pb", "Wb") MT_NN_DW4_LD("8") MT_NN_DW4_M("smlabt", "a3", "Pa", "Wa")             \
+    MT_NN_DW4_M("smlabt", "a3", "Pb", "Wb") MT_NN_DW4_W(w8) MT_NN_DW4_M("smlabt", "a1", "Pa", "Wa")               \
+    MT_NN_DW4_M("smlad", "a2", "Pa", "Wa") MT_NN_DW4_M("smlabb", "a2", "Pb", "Wb")                                 \
+    MT_NN_DW4_M("smlatb", "a3", "Pa", "Wa") MT_NN_DW4_M("smlatb", "a3", "Pb", "Wb") MT_NN_DW4_LD("4")             \
+    MT_NN_DW4_M("smlad", "a0", "Pa", "Wa") MT_NN_DW4_M("smlabb", "a0", "Pb", "Wb")                                 \
+    MT_NN_DW4_M("smlatb", "a1", "Pa", "Wa") MT_NN_DW4_M("smlatb", "a1", "Pb", "Wb")                                \
+    "ldr %[Pb], [%[x], #12]\n\t" "sxtb16 %[Pa], %[Pb]\n\t" MT_NN_DW4_M("smlabt", "a3", "Pa", "Wa")
+
+#define MT_NN_DW4_STORE(a)                                                                                         \
+    "smmlar %[Pa], %[" a "], %[Wa], %[Wb]\n\t"                                                                     \
+    "add %[Pa], %[Pa], %[" a "], asr #31\n\t"                                                                      \
+    "asr %[Pa], %[Pa], %[Wc]\n\t"                                                                                  \
+    "ssat %[" a "], #8, %[Pa]\n\t"
+
+/* One iteration's frame: the accumulators start at bias2 (word kc of wk), the rows, the store of the
+ * four outputs to y, y + ys, y + 2 ys, y + 3 ys, off += step until it reaches end. */
+#define MT_NN_DW4_LOOP(rows, kc, kc4, kc12, step)                                                                 \
+    "1:\n\t"                                                                                                      \
+    "ldr %[a0], [%[wk], #" kc "]\n\t"                                                                            \
+    "mov %[a1], %[a0]\n\t"                                                                                        \
+    "mov %[a2], %[a0]\n\t"                                                                                        \
+    "mov %[a3], %[a0]\n\t" rows "ldrd %[Wa], %[Wb], [%[wk], #" kc4 "]\n\t"                                       \
+    "ldr %[Wc], [%[wk], #" kc12 "]\n\t" MT_NN_DW4_STORE("a0") MT_NN_DW4_STORE("a1") MT_NN_DW4_STORE("a2")       \
+        MT_NN_DW4_STORE("a3") "ldr %[x], %[y]\n\t"                                                               \
+    "ldr %[Pb], %[ys]\n\t"                                                                                        \
+    "strb %[a0], [%[x]]\n\t"                                                                                      \
+    "strb %[a1], [%[x], %[Pb]]\n\t"                                                                               \
+    "add %[x], %[x], %[Pb], lsl #1\n\t"                                                                           \
+    "strb %[a2], [%[x]]\n\t"                                                                                      \
+    "strb %[a3], [%[x], %[Pb]]\n\t"                                                                               \
+    "add %[x], %[x], %[Pb], lsl #1\n\t"                                                                           \
+    "str %[x], %[y]\n\t"                                                                                          \
+    "add %[off], %[off], #" step "\n\t"                                                                           \
+    "ldr %[Pb], %[end]\n\t"                                                                                       \
+    "cmp %[off], %[Pb]\n\t"                                                                                       \
+    "bne 1b\n\t"
+
+#define MT_NN_DW4_ASM(body)                                                                                       \
+    __asm__ volatile(body                                                                                         \
+                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [Pa] "=&r"(pa),            \
+                       [Pb] "=&r"(pb), [Wa] "=&r"(wa), [Wb] "=&r"(wb), [Wc] "=&r"(wc), [x] "=&r"(xr),             \
+                       [off] "+&r"(off), [y] "+m"(y)                                                              \
+                     : [tab] "r"(tab), [wk] "r"(wk), [ys] "m"(ys), [end] "m"(end)                                 \
+                     : "cc", "memory")
+
+/* Outputs [0, end / stride) of one row (end a positive multiple of 4 * stride), k in {3, 5, 7}. */
+MT_NN_INLINE void mt_nn_dw4_asm(const int8_t *const *tab, const int32_t *wk, int8_t *y, int32_t ys,
+                                         int32_t end, int32_t k, int32_t stride)
+{
+    int32_t a0, a1, a2, a3, pa, pb, wa, wb, wc, off = 0;
+    const int8_t *xr;
+    if (k == 3 && stride == 1) {
+        MT_NN_DW4_ASM(MT_NN_DW4_LOOP(MT_NN_DW4_S1K3("0", "0") MT_NN_DW4_S1K3("4", "8") MT_NN_DW4_S1K3("8", "16"),
+                                     "24", "28", "36", "4"));
+    } else if (k == 3) {
+        MT_NN_DW4_ASM(MT_NN_DW4_LOOP(MT_NN_DW4_S2K3("0", "0") MT_NN_DW4_S2K3("4", "8") MT_NN_DW4_S2K3("8", "16"),
+                                     "24", "28", "36", "8"));
+    } else if (k == 5 && stride == 1) {
+        MT_NN_DW4_ASM(MT_NN_DW4_LOOP(MT_NN_DW4_S1K5("0", "0", "8") MT_NN_DW4_S1K5("4", "16", "24")
+                                         MT_NN_DW4_S1K5("8", "32", "40") MT_NN_DW4_S1K5("12", "48", "56")
+                                             MT_NN_DW4_S1K5("16", "64", "72"),
+                                     "80", "84", "92", "4"));
+    } else if (k == 5) {
+        MT_NN_DW4_ASM(MT_NN_DW4_LOOP(MT_NN_DW4_S2K5("0", "0", "8") MT_NN_DW4_S2K5("4", "16", "24")
+                                         MT_NN_DW4_S2K5("8", "32", "40") MT_NN_DW4_S2K5("12", "48", "56")
+                                             MT_NN_DW4_S2K5("16", "64", "72"),
+                                     "80", "84", "92", "8"));
+    } else if (stride == 1) {
+        MT_NN_DW4_ASM(MT_NN_DW4_LOOP(MT_NN_DW4_S1K7("0", "0", "8") MT_NN_DW4_S1K7("4", "16", "24")
+                                         MT_NN_DW4_S1K7("8", "32", "40") MT_NN_DW4_S1K7("12", "48", "56")
+                                             MT_NN_DW4_S1K7("16", "64", "72") MT_NN_DW4_S1K7("20", "80", "88")
+                                                 MT_NN_DW4_S1K7("24", "96", "104"),
+                                     "112", "116", "124", "4"));
+    } else {
+        MT_NN_DW4_ASM(MT_NN_DW4_LOOP(MT_NN_DW4_S2K7("0", "0", "8") MT_NN_DW4_S2K7("4", "16", "24")
+                                         MT_NN_DW4_S2K7("8", "32", "40") MT_NN_DW4_S2K7("12", "48", "56")
+                                             MT_NN_DW4_S2K7("16", "64", "72") MT_NN_DW4_S2K7("20", "80", "88")
+                                                 MT_NN_DW4_S2K7("24", "96", "104"),
+                                     "112", "116", "124", "8"));
+    }
+    (void)a0; (void)a1; (void)a2; (void)a3; (void)pa; (void)pb; (void)wa; (void)wb; (void)wc; (void)xr;
+}
+
+/* Largest zero-point row of the four-output path (the window rows outside the input). */
+#define MT_NN_DW4_ZROW 96
+
+/* The packed rows of mt_nn_dw4_asm for a k x k kernel w (doubled weights in int16 lanes: SXTB16 of
+ * word loads, doubled by SADD16; the lanes past the row are cleared), then the store words start
+ * at the returned word count. *sum: the sum of the k * k weights (the doubled lanes summed by SMLAD
+ * against 1, halved: exact). No load reads past the kernel's k * k bytes. */
+static inline int32_t mt_nn_dw4_pack(const int8_t *w, int32_t k, int32_t *wk, int32_t *sum)
+{
+    const int32_t ones = 0x00010001;
+    int32_t ky, s = 0;
+    for (ky = 0; ky < k; ++ky, w += k) {
+        /* bytes 0-3 of the row (k = 3: the last row's bytes 0-2 from a load one byte earlier) */
+        const uint32_t v = k == 3 && ky == 2 ? mt_nn_load4(w - 1) >> 8 : mt_nn_load4(w);
+        const int32_t e = __sxtb16((int32_t)v), o = mt_nn_sxtb16_ror8(v);
+        const int32_t e2 = __sadd16(e, e);
+        s = __smlad(e2, ones, s);
+        *wk++ = e2;
+        if (k == 3) {
+            const int32_t o2 = (int32_t)(((uint32_t)o << 1) & 0xFFFFu); /* (2 w1, 0) */
+            s = __smlad(o2, ones, s);
+            *wk++ = o2;
+        } else {
+            const int32_t o2 = __sadd16(o, o);
+            s = __smlad(o2, ones, s);
+            *wk++ = o2;
+            if (k == 5) {
+                const int32_t w4 = (int32_t)(uint32_t)(uint16_t)(int16_t)(2 * w[4]); /* (2 w4, 0) */
+                s += 2 * w[4];
+                *wk++ = w4;
+                wk++; /* unused */
+            } else {
+                const uint32_t u = mt_nn_load4(w + 3) >> 8; /* bytes 4, 5, 6, 0 */
+                const int32_t e4 = __sxtb16((int32_t)u), o4 = mt_nn_sxtb16_ror8(u);
+                const int32_t e42 = __sadd16(e4, e4), o42 = __sadd16(o4, o4);
+                s = __smlad(e42, ones, s);
+                s = __smlad(o42, ones, s);
+                *wk++ = e42;
+                *wk++ = o42;
+            }
+        }
+    }
+    *sum = s >> 1;
+    return k == 3 ? 6 : 4 * k;
+}
+
+/* `rows` output rows of channel c of depthwise conv d (square kernel 3, 5 or 7, stride 1 or 2, full
+ * act range, out_w >= 4) by mt_nn_dw4_asm (outputs in fours, the last out_w % 4 in C with the same
+ * raw sums and fast store); arguments as mt_nn_dw_plane_rows_s8, buf: MT_NN_DW_PLANE_WORDS words of
+ * scratch. Returns 0 (nothing written) when the channel's constants do not allow the folded store. */
+static MT_NN_NOINLINE int mt_nn_dw4_rows_s8(const mt_conv_params *d, const mt_nn_store *s, int32_t c,
+                                            const int8_t *const *prow, int32_t ky_begin, int32_t ky_end,
+                                            int32_t rows, int32_t row_step, const int8_t *w, int8_t *y,
+                                            int32_t y_stride, int32_t y_row_stride, int32_t *buf)
+{
+    const int32_t k = d->kernel_w, K = k * k, sw = d->stride_w, out_w = d->out_w, n4 = out_w & ~3;
+    const int8_t *tab[7];
+    int8_t *zrow = (int8_t *)(void *)(buf + 32);
+    mt_nn_fast_store g;
+    int32_t sum, r, ky, ox;
+    const int32_t kc = mt_nn_dw4_pack(w, k, buf, &sum);
+    if (!mt_nn_fast_store_of(s->bias != NULL ? s->bias[c] : 0, (int64_t)d->input_zero_point * sum, s->multiplier[c],
+                             s->shift[c], (int64_t)K * 16384, (int64_t)K * 32640, &g)) {
+        return 0;
+    }
+    if (!mt_nn_zfold_of(&g, d->output_zero_point, buf + kc)) {
+        return 0;
+    }
+    if (ky_begin > 0 || ky_end < k) {
+        memset(zrow, (int)(int8_t)d->input_zero_point, MT_NN_DW4_ZROW);
+    }
+    for (ky = 0; ky < k; ++ky) {
+        tab[ky] = ky >= ky_begin && ky < ky_end ? prow[ky] : zrow;
+    }
+    for (r = 0; r < rows; ++r) {
+        int8_t *yr = y + r * y_row_stride;
+        if (r > 0) { /* the next output row: its window rows row_step bytes on */
+            for (ky = ky_begin; ky < ky_end; ++ky) {
+                tab[ky] += row_step;
+            }
+        }
+        mt_nn_dw4_asm(tab, buf, yr, y_stride, n4 * sw, k, sw);
+        for (ox = n4; ox < out_w; ++ox) { /* the last outputs: the same raw sums, the same store */
+            int32_t a = 0, kx;
+            for (ky = 0; ky < k; ++ky) {
+                for (kx = 0; kx < k; ++kx) {
+                    a += (int32_t)tab[ky][ox * sw + kx] * w[ky * k + kx];
+                }
+            }
+            yr[ox * y_stride] = mt_nn_fast_out(a, g.bias2, g.multiplier, g.round, g.right, d->output_zero_point,
+                                               -128, 127, 1);
+        }
+    }
+    return 1;
+}
+#endif
+
 #if MT_NN_MVE
 #include "mt_nn_dw_mve.h"
 #endif
@@ -402,6 +660,13 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
     int32_t wp[MT_NN_DW_PLANE_WORDS];
     mt_nn_fast_store f;
 #if MT_NN_DSP_ASM
+    if (full && d->kernel_h == d->kernel_w && (d->kernel_w == 5 || d->kernel_w == 7) &&
+        (d->stride_w == 1 || d->stride_w == 2) && d->out_w >= 4 &&
+        ((ky_begin == 0 && ky_end == d->kernel_h) ||
+         (d->out_w - 1) * d->stride_w + d->kernel_w + 3 <= MT_NN_DW4_ZROW) &&
+        mt_nn_dw4_rows_s8(d, s, c, prow, ky_begin, ky_end, rows, row_step, w, y, y_stride, y_row_stride, wp)) {
+        return; /* four outputs per iteration */
+    }
     if (full && d->kernel_h == 3 && d->kernel_w == 3 && ky_begin == 0 && ky_end == 3 && d->out_w >= 2 &&
         (d->stride_w == 1 || d->stride_w == 2)) {
         /* the asm pairs, with the zero point folded: bias2 from the raw window sum (the packed lanes
