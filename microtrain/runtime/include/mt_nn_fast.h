@@ -147,27 +147,35 @@ static inline int32_t mt_nn_row_sum_s8(const int8_t *w, int32_t n)
 
 #if MT_NN_DSP_ASM
 /* Rows w0, w1 (n4 = n rounded down to 4) as int16 pairs: per 4 inputs the words
- * [w0 (0,2)] [w0 (1,3)] [w1 (0,2)] [w1 (1,3)], the lanes SXTB16 / SXTB16 ROR 8 give of x. */
-static inline void mt_nn_extend2_s8(const int8_t *w0, const int8_t *w1, int32_t n4, int32_t *wb)
+ * [w0 (0,2)] [w0 (1,3)] [w1 (0,2)] [w1 (1,3)], the lanes SXTB16 / SXTB16 ROR 8 give of x; with
+ * dbl each lane doubled (SADD16: 2w fits int16), for the doubled sums of MT_NN_STORE_U8. */
+static inline void mt_nn_extend2_s8(const int8_t *w0, const int8_t *w1, int32_t n4, int32_t *wb, int dbl)
 {
     int32_t i;
     for (i = 0; i < n4; i += 4) {
-        uint32_t v = mt_nn_load4(w0 + i);
-        wb[0] = __sxtb16((int32_t)v);
-        wb[1] = mt_nn_sxtb16_ror8(v);
-        v = mt_nn_load4(w1 + i);
-        wb[2] = __sxtb16((int32_t)v);
-        wb[3] = mt_nn_sxtb16_ror8(v);
+        uint32_t v = mt_nn_load4(w0 + i), u = mt_nn_load4(w1 + i);
+        int32_t a = __sxtb16((int32_t)v), b = mt_nn_sxtb16_ror8(v), c = __sxtb16((int32_t)u), d = mt_nn_sxtb16_ror8(u);
+        if (dbl) {
+            a = __sadd16(a, a);
+            b = __sadd16(b, b);
+            c = __sadd16(c, c);
+            d = __sadd16(d, d);
+        }
+        wb[0] = a;
+        wb[1] = b;
+        wb[2] = c;
+        wb[3] = d;
         wb += 4;
     }
 }
 
 /* mt_nn_extend2_s8 over ne = n rounded up to 4 inputs: the last group's inputs past n get weight 0
  * (their x bytes, read from the caller's padded rows, then add nothing). */
-static inline void mt_nn_extend2_pad_s8(const int8_t *w0, const int8_t *w1, int32_t n, int32_t ne, int32_t *wb)
+static inline void mt_nn_extend2_pad_s8(const int8_t *w0, const int8_t *w1, int32_t n, int32_t ne, int32_t *wb,
+                                        int dbl)
 {
     const int32_t n4 = n & ~3;
-    mt_nn_extend2_s8(w0, w1, n4, wb);
+    mt_nn_extend2_s8(w0, w1, n4, wb, dbl);
     if (ne > n4) {
         int8_t a[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0};
         int32_t i;
@@ -175,7 +183,7 @@ static inline void mt_nn_extend2_pad_s8(const int8_t *w0, const int8_t *w1, int3
             a[i - n4] = w0[i];
             b[i - n4] = w1[i];
         }
-        mt_nn_extend2_s8(a, b, 4, wb + n4);
+        mt_nn_extend2_s8(a, b, 4, wb + n4, dbl);
     }
 }
 
@@ -241,11 +249,26 @@ static inline void mt_nn_dot2x2_ext_s8(const int8_t *x0, const int8_t *x1, const
     "asr %[" a "], %[" a "], r8\n\t"                                                                             \
     "ssat %[" a "], #8, %[" a "]\n\t"
 
+/* MT_NN_STORE_Q8 on u = bias2 + 2 raw (the accumulator started at bias2 and summed doubled
+ * weights), two steps merged: SMMLAR adds rz to the rounded high product (h + rz, exactly), and
+ * the [h < 0] correction takes the sign of u: u >= 0 gives h >= 0 (M >= 0); u < 0 gives h <= 0,
+ * and where h = 0 the correction changes nothing, (rz - 1) >> right = rz >> right, as
+ * rz = 2^(right-1) + z_y 2^right is no multiple of 2^right. The same integers in 4 instructions
+ * (6). Operand a holds u on entry and the int8 on exit; r5, r6, r8 hold multiplier, rz, right;
+ * r4 is scratch. */
+#define MT_NN_STORE_U8(a)                                                                                         \
+    "smmlar r4, %[" a "], r5, r6\n\t"                                                                             \
+    "add r4, r4, %[" a "], asr #31\n\t"                                                                           \
+    "asr r4, r4, r8\n\t"                                                                                          \
+    "ssat %[" a "], #8, r4\n\t"
+
 /* The loop of mt_nn_pointwise_pair_fast_s8 over the pixel pairs [x, x_end) (x_end - x an even
  * number of x_stride), written out: per pair the 2x2 dot products of MT_NN_DOT2X2_STEP over the
- * n4 (= n, a multiple of 4, > 0) extended inputs at wb, then the four outputs with the folded
- * store (kz, MT_NN_STORE_Q8) to y[0], y[yc], y[ys], y[ys + yc], y advancing two pixels. Only 13
- * registers (the loop state that does not fit stays in memory operands). */
+ * n4 (= n, a multiple of 4, > 0) extended inputs at wb (doubled weights), the accumulators
+ * started at the pair's bias2 words (kz[-2], kz[-1]), then the four outputs with the folded store
+ * (MT_NN_STORE_U8; kz: multiplier, rz, right of each channel) to y[0], y[yc], y[ys], y[ys + yc],
+ * y advancing two pixels. Only 13 registers (the loop state that does not fit stays in memory
+ * operands). */
 #define MT_NN_DOT2X2_STEP_P                                                                                      \
     "ldmia %[p1]!, {r4, r5, r6, r8}\n\t"                                                                       \
     "ldr %[p3], [%[x0]], #4\n\t"                                                                              \
@@ -277,10 +300,10 @@ MT_NN_INLINE void mt_nn_pointwise_pairs_asm(const int8_t *x, mt_nn_pw_loop *L)
                      "ldr %[p1], %[wb]\n\t"
                      "ldr %[p2], %[xs]\n\t"
                      "add %[p2], %[x0], %[p2]\n\t"
-                     "mov %[a00], #0\n\t"
-                     "mov %[a01], #0\n\t"
-                     "mov %[a10], #0\n\t"
-                     "mov %[a11], #0\n\t"
+                     "ldr %[p3], %[kz]\n\t"
+                     "ldrd %[a00], %[a01], [%[p3], #-8]\n\t"
+                     "mov %[a10], %[a00]\n\t"
+                     "mov %[a11], %[a01]\n\t"
                      "ldr %[p3], %[n4]\n\t"
                      "tst %[p3], #4\n\t"
                      "bne 3f\n\t"
@@ -292,10 +315,10 @@ MT_NN_INLINE void mt_nn_pointwise_pairs_asm(const int8_t *x, mt_nn_pw_loop *L)
                      "ldr %[p2], %[y]\n\t"
                      "ldr %[p3], %[ys]\n\t"
                      "ldr %[p4], %[yc]\n\t"
-                     "ldmia %[p1]!, {r4, r5, r6, r8}\n\t" MT_NN_STORE_Q8("a00") MT_NN_STORE_Q8("a10")
+                     "ldmia %[p1]!, {r5, r6, r8}\n\t" MT_NN_STORE_U8("a00") MT_NN_STORE_U8("a10")
                      "strb %[a00], [%[p2]]\n\t"
                      "strb %[a10], [%[p2], %[p3]]\n\t"
-                     "ldmia %[p1]!, {r4, r5, r6, r8}\n\t" MT_NN_STORE_Q8("a01") MT_NN_STORE_Q8("a11")
+                     "ldmia %[p1]!, {r5, r6, r8}\n\t" MT_NN_STORE_U8("a01") MT_NN_STORE_U8("a11")
                      "strb %[a01], [%[p2], %[p4]]\n\t"
                      "add %[p1], %[p2], %[p3]\n\t"
                      "strb %[a11], [%[p1], %[p4]]\n\t"
@@ -415,9 +438,10 @@ MT_NN_INLINE int8_t mt_nn_fast_out(int32_t raw, int32_t bias2, int32_t multiplie
 
 /* The outputs of one channel pair (c, c + 1) over pixels [0, pixels) with the fast store:
  * x pixel p at x + p * x_stride; output (p, c + k) at y + p * y_stride + k * y_cstride; wb the
- * extended rows (or NULL). full: act range [-128, 127] (a constant at each call site). kz: the
- * 8 words of the folded store of the pair (mt_nn_zfold_of: full range), or NULL. ne: the inputs
- * the extended rows cover (n rounded down to 4, or up to 4 when the x rows are padded). */
+ * extended rows (or NULL). full: act range [-128, 127] (a constant at each call site). kz: NULL, or
+ * (full range, wb doubled, ne >= n) the pair's store words {bias2 of c, of c + 1, then multiplier,
+ * rz, right of c, of c + 1} (mt_nn_zfold_of), passed as kz + 2. ne: the inputs the extended rows
+ * cover (n rounded down to 4, or up to 4 when the x rows are padded). */
 MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride, int32_t pixels, const int8_t *w0,
                                                const int8_t *w1, const int32_t *wb, int32_t n,
                                                const mt_nn_fast_store *f0, const mt_nn_fast_store *f1,
@@ -430,7 +454,7 @@ MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride
     const int32_t b1 = f1->bias2, m1 = f1->multiplier, r1 = f1->round, s1 = f1->right;
     int32_t px = 0;
 #if MT_NN_DSP_ASM
-    if (kz != NULL && n4 >= n && n4 > 0 && pixels >= 2) { /* the pixel pairs in one asm loop */
+    if (kz != NULL && pixels >= 2) { /* the pixel pairs in one asm loop */
         mt_nn_pw_loop L;
         px = pixels & ~1;
         L.wb = wb;
@@ -454,6 +478,12 @@ MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride
 #if MT_NN_DSP_ASM
         if (n4 > 0) {
             mt_nn_dot2x2_ext_s8(x0, x1, wb, n4, acc);
+            if (kz != NULL) { /* doubled weights: even sums, halved exactly */
+                acc[0] >>= 1;
+                acc[1] >>= 1;
+                acc[2] >>= 1;
+                acc[3] >>= 1;
+            }
         }
 #else
         (void)wb;
@@ -512,18 +542,30 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
                 mt_nn_fast_store_of(b1, (int64_t)z * mt_nn_row_sum_s8(w1, n), q->multiplier[oc + 1],
                                     q->shift[oc + 1], raw_bound, true_bound, &f1)) {
                 const int32_t *wb = NULL;
-                int32_t kz[8];
+                int32_t k0[4] = {0, 0, 0, 0}, k1[4] = {0, 0, 0, 0}, kz[8];
+                /* the asm pairs (doubled weights, MT_NN_STORE_U8) where the constants allow the folded store */
+                const int zf = MT_NN_DSP_ASM && full && wbuf != NULL && ne <= wbuf_words && ne >= n && ne > 0 &&
+                               mt_nn_zfold_of(&f0, p->output_zero_point, k0) &&
+                               mt_nn_zfold_of(&f1, p->output_zero_point, k1);
 #if MT_NN_DSP_ASM
                 if (wbuf != NULL && ne <= wbuf_words) {
-                    mt_nn_extend2_pad_s8(w0, w1, n, ne, wbuf);
+                    mt_nn_extend2_pad_s8(w0, w1, n, ne, wbuf, zf);
                     wb = wbuf;
                 }
 #endif
+                if (zf) {
+                    kz[0] = k0[0];
+                    kz[1] = k1[0];
+                    kz[2] = k0[1];
+                    kz[3] = k0[2];
+                    kz[4] = k0[3];
+                    kz[5] = k1[1];
+                    kz[6] = k1[2];
+                    kz[7] = k1[3];
+                }
                 if (full) {
-                    const int zf = MT_NN_DSP_ASM && mt_nn_zfold_of(&f0, p->output_zero_point, kz) &&
-                                   mt_nn_zfold_of(&f1, p->output_zero_point, kz + 4);
                     mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, &f0, &f1, p, y + oc * y_cstride,
-                                                 y_stride, y_cstride, 1, zf ? kz : NULL, ne);
+                                                 y_stride, y_cstride, 1, zf ? kz + 2 : NULL, ne);
                 } else {
                     mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, &f0, &f1, p, y + oc * y_cstride,
                                                  y_stride, y_cstride, 0, NULL, ne);
