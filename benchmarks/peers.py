@@ -73,10 +73,11 @@ NOTES = """Notes on the rows:
 - +BN rows: the conv weights are the pretrained folded ones, large next to BatchNorm's normalisation, so BN's
   scale invariance makes their SGD steps ~1e-10, below fp32 resolution: those gradients are computed and applied
   (the memory and time are real) but the conv weights do not change, hence e.g. 103/155 tensors moved.
-- microtrain host: the generated model and runtime linked with `benchmarks/peers/mt_bench_main.c` (gcc -O2),
-  same measure as the peers; 'arena' is MT_ARENA_BYTES, the planned arena of the compiled step. Its delta also
-  counts the first touch of the program's const weights and code (file-backed pages, faulted in lazily during
-  the first steps), which the peers had already loaded into memory before their baseline."""
+- microtrain host: the generated model and runtime linked with `benchmarks/peers/mt_bench_main.c` (the host
+  target's flags: gcc -O3, -march=x86-64-v3 where the CPU has it), same measure as the peers; 'arena' is
+  MT_ARENA_BYTES, the planned arena of the compiled step. Its delta also counts the first touch of the program's
+  const weights and code (file-backed pages, faulted in lazily during the first steps), which the peers had
+  already loaded into memory before their baseline."""
 
 
 def peers_extra(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
@@ -293,13 +294,14 @@ def summary_lines(results: list[dict]) -> list[str]:
     return lines
 
 
-SLOWER_WHY = (
-    "Why the compiled step can be slower on a PC than PyTorch at batch 1: its int8 kernels are portable C99 "
-    "(no SIMD intrinsics, built -O2 without -march, single thread) written for a Cortex-M, while PyTorch and "
-    "TensorFlow call vectorised fp32 kernels (oneDNN/MKL, AVX2); and the compiled step is planned for memory, "
-    "not speed: banded (patch-based) execution of the early stage recomputes overlapping rows, and "
-    "requantization, masks and in-place updates are done element by element. The device-relevant cost is the "
-    "deterministic instruction count on the Cortex-M7 row.")
+HOST_STEP_WHY = (
+    "What the host step runs: the device's C kernels (single thread), built with the host target's flags (gcc -O3, "
+    "plus -march=x86-64-v3 where the CPU has it: targets/host.py). With AVX2 the int8 1x1 and depthwise "
+    "convolutions and the fused block's fp32 backward run in 256-bit vectors (MT_NN_VEC, docs/targets.md), bit-exact "
+    "with the portable C and the device; without it, the portable C, where PyTorch and TensorFlow still call "
+    "vectorised fp32 kernels (oneDNN/MKL). The step is planned for memory, not speed (fused blocks on a ring of "
+    "rows, masks and in-place updates element by element). The device-relevant cost is the deterministic "
+    "instruction count on the Cortex-M7 row.")
 
 
 def results_section(results: list[dict], command: str, args: argparse.Namespace, chart: Path | None) -> str:
@@ -324,7 +326,7 @@ def results_section(results: list[dict], command: str, args: argparse.Namespace,
     ]
     summary = summary_lines(results)
     if summary:
-        parts += ["Summary:", "", *summary, "", SLOWER_WHY, ""]
+        parts += ["Summary:", "", *summary, "", HOST_STEP_WHY, ""]
     if chart is not None:
         parts += [f"![memory of one training step, log scale]({os.path.relpath(chart, ROOT / 'docs')})", ""]
     if missing:

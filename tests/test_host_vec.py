@@ -52,11 +52,14 @@ def _harness_run(harness: Path, work: Path, flags: tuple[str, ...]) -> tuple[str
     return run.stdout, (work / out_name).read_bytes()
 
 
-@pytest.mark.parametrize("harness", list(HARNESSES), ids=lambda p: p.name)
-def test_kernel_harness_vector_build_equals_portable(tmp_path, harness):
+@pytest.mark.parametrize("harness,defines", [(h, ()) for h in HARNESSES] + [
+    (TESTS / "test_target_kernels.c", ("-DMT_TEST_RH=40",))],  # rows past the vector depthwise's 16-output groups
+    ids=lambda v: v.name if isinstance(v, Path) else " ".join(v))
+def test_kernel_harness_vector_build_equals_portable(tmp_path, harness, defines):
     arch = _arch_or_skip()
-    vec_out, vec_bytes = _harness_run(harness, tmp_path / "vec", (host.HOST_OPT, *arch))
-    port_out, port_bytes = _harness_run(harness, tmp_path / "portable", (host.HOST_OPT, *arch, "-DMT_NN_NO_VEC"))
+    vec_out, vec_bytes = _harness_run(harness, tmp_path / "vec", (host.HOST_OPT, *arch, *defines))
+    port_out, port_bytes = _harness_run(harness, tmp_path / "portable",
+                                        (host.HOST_OPT, *arch, *defines, "-DMT_NN_NO_VEC"))
     if "vec path" in vec_out:  # test_target_kernels.c: which path each build took, random shapes vs naive loops
         assert "vec path 1" in vec_out and "vec path 0" in port_out
         assert "random mismatches 0" in vec_out and "random mismatches 0" in port_out

@@ -71,7 +71,12 @@ static void naive_conv(const mt_conv_params *p, const mt_per_channel_quant *q, c
             }
 }
 
-enum { RH = 12, RC = 16, RK = 7 };
+/* Largest random height and width (12 on the cores; tests/test_host_vec.py also builds the host with
+ * -DMT_TEST_RH=40: rows longer than the 16-output groups of the vector depthwise, mt_nn_dw_vec.h). */
+#ifndef MT_TEST_RH
+#define MT_TEST_RH 12
+#endif
+enum { RH = MT_TEST_RH, RC = 16, RK = 7 };
 static int8_t rx[RH * RH * RC + 4], rw[RC * RK * RK * RC + 4], ry[RH * RH * RC], rref[RH * RH * RC];
 static int8_t rmid[RH * RH * RC], rmid2[RH * RH * RC], rscratch[4 * 64 + RK * (RH + RK) * RC + 4 + 16 * 64 + 2 * RH * RC];
 static int32_t rbias[RC], rmult[RC], rshift[RC];
@@ -290,7 +295,7 @@ static int random_shapes(void)
  * the unfused kernels and the Python eval rule. */
 static void random_block_grads(void)
 {
-    enum { BH = 8, BC = 12, BO = 6, BI = 6 };
+    enum { BH = 8, BC = 12, BO = 19, BI = 19 }; /* O, I past 8: the vector loops of the host (mt_nn_grad_vec.h) and their tails */
     static float go[BH * BH * BO], ps[BO], ds[BC], es[BC], gi[BH * BH * BI], db[BC], eb[BC], fac[BC], row[BI];
     static float scr[4 * 2 * BH * BH];
     static int8_t pw[BO * BC], dwk[BC * 49], ew[BC * BI], xin[BH * BH * BI];

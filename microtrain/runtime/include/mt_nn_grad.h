@@ -16,6 +16,10 @@
 
 #include "mt_nn.h"
 
+#if MT_NN_VEC
+#include "mt_nn_grad_vec.h"
+#endif
+
 #if defined(__ARM_FP) && (__ARM_FP & 4) && defined(__OPTIMIZE__)
 #define MT_NN_VMLA 1
 #else
@@ -105,6 +109,11 @@ static MT_NN_NOINLINE void mt_nn_grad_columns(const float *g, int32_t O, const f
                                               int32_t C, int32_t pixels, float *a, int32_t plane, int32_t nb)
 {
     float wf[MT_NN_GRAD_CACHE];
+#if MT_NN_VEC
+    if (mt_nn_vec_grad_columns(g, O, scale, w, C, pixels, a, plane, nb)) {
+        return;
+    }
+#endif
     switch (nb) {
     case 1:
         mt_nn_grad_columns_nb(g, O, scale, w, C, pixels, a, plane, wf, 1);
@@ -179,6 +188,11 @@ static MT_NN_NOINLINE void mt_nn_grad_rows(const float *b, int32_t plane, const 
                                            int32_t I, int32_t pixels, float *gi, int32_t nb)
 {
     float wf[MT_NN_GRAD_CACHE];
+#if MT_NN_VEC
+    if (mt_nn_vec_grad_rows(b, plane, scale, we, I, pixels, gi, nb)) {
+        return;
+    }
+#endif
     switch (nb) {
     case 1:
         mt_nn_grad_rows_nb(b, plane, scale, we, I, pixels, gi, wf, 1);

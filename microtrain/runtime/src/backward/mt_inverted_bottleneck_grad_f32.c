@@ -89,6 +89,11 @@ static MT_NN_NOINLINE void mt_nn_depthwise_plane(const mt_conv_params *d, float 
     for (t = 0; t < taps; ++t) {
         wf[t] = (float)wd[t]; /* exact; taps <= MT_NN_GRAD_CACHE (checked by the kernel) */
     }
+#if MT_NN_VEC
+    if (mt_nn_vec_dw_grad_plane(d, a, wf, b)) {
+        return;
+    }
+#endif
     for (y = 0; y < d->in_h; ++y) {
         const int32_t sh = d->stride_h, vy = y + d->pad_top - d->kernel_h + 1, ty = y + d->pad_top;
         const int32_t oy_begin = vy <= 0 ? 0 : sh == 1 ? vy : (vy + sh - 1) / sh;
@@ -183,8 +188,11 @@ static mt_status mt_nn_kept_row(const mt_inverted_bottleneck_grad_params *p, con
 static MT_NN_GRAD_ALWAYS void mt_nn_kept_sums(const float *const *b, int32_t in_plane, const int8_t *input,
                                               int32_t I, int32_t z, float scale, float *room, const int nk)
 {
-    int32_t i, n, q;
-    for (i = 0; i + 2 <= I; i += 2) { /* two input channels at a time share each b[q][n] load */
+    int32_t i = 0, n, q;
+#if MT_NN_VEC
+    i = mt_nn_vec_kept_sums(b, in_plane, input, I, z, scale, room, nk);
+#endif
+    for (; i + 2 <= I; i += 2) { /* two input channels at a time share each b[q][n] load */
         float s[MT_NN_IB_BLOCK] = {0.0f, 0.0f, 0.0f, 0.0f}, t[MT_NN_IB_BLOCK] = {0.0f, 0.0f, 0.0f, 0.0f};
         const int8_t *x = input + i;
         for (n = 0; n < in_plane; ++n) {
