@@ -8,7 +8,8 @@
  * whose lanes are summed at the end (VPHADDD: exact integer sums). As in the portable path
  * the zero point is folded out (sum (x - z) w = sum x w - z * sum w, mt_nn_fast.h), so the
  * inner loop is a raw int8 dot product, and the eight outputs are requantized at once
- * (mt_nn_vec_fast_out). A channel whose constants do not qualify for the fast store gets the
+ * (mt_nn_vec_fast_out) and, in a full block, stored as one word per pixel (NHWC) or two bytes per
+ * channel (channel-planar rows). A channel whose constants do not qualify for the fast store gets the
  * reference store of its exact sum raw - z * sum w (computed modulo 2^32; it fits int32).
  *
  * The last 16-input group of a row is read with a masked load of whole words: in_c a
@@ -118,6 +119,28 @@ static MT_NN_NOINLINE int mt_nn_vec_pointwise_s8(const mt_conv_params *p, const 
             u0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a00, a01), _mm256_hadd_epi32(a02, a03));
             u1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a10, a11), _mm256_hadd_epi32(a12, a13));
             raw = _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+            if (all && nc == 4 && np == 2 && (y_cstride == 1 || y_stride == 1)) {
+                /* the eight int8 (in range, so the saturating packs keep them): pixel 0 channels 0-3, pixel 1
+                 * channels 0-3; NHWC: a word per pixel; channel-planar: two bytes (the two pixels) per channel */
+                const __m256i v = mt_nn_vec_fast_out(raw, &f, zo, lo, hi);
+                const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                const __m128i p8 = _mm_packs_epi16(p16, p16);
+                int8_t *yp = y + px * y_stride + oc * y_cstride;
+                if (y_cstride == 1) {
+                    const int32_t w0 = _mm_cvtsi128_si32(p8), w1 = _mm_extract_epi32(p8, 1);
+                    memcpy(yp, &w0, 4);
+                    memcpy(yp + y_stride, &w1, 4);
+                } else {
+                    const __m128i pairs = _mm_shuffle_epi8(p8, _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 0, 4, 1, 5, 2, 6, 3, 7));
+                    const int16_t h0 = (int16_t)_mm_extract_epi16(pairs, 0), h1 = (int16_t)_mm_extract_epi16(pairs, 1);
+                    const int16_t h2 = (int16_t)_mm_extract_epi16(pairs, 2), h3 = (int16_t)_mm_extract_epi16(pairs, 3);
+                    memcpy(yp, &h0, 2);
+                    memcpy(yp + y_cstride, &h1, 2);
+                    memcpy(yp + 2 * y_cstride, &h2, 2);
+                    memcpy(yp + 3 * y_cstride, &h3, 2);
+                }
+                continue;
+            }
             _mm256_storeu_si256((__m256i *)(void *)o, mt_nn_vec_fast_out(raw, &f, zo, lo, hi));
             if (!all) {
                 _mm256_storeu_si256((__m256i *)(void *)r, raw);
