@@ -214,6 +214,22 @@ static int random_shapes(void)
         check(mt_pointwise_conv2d_s8(&p, &q, rx, rw, rbias, ry), "long pointwise");
         bad += compare(ry, rref, hw * out_c, "long pointwise", t);
     }
+    /* rows too long to pre-extend at once, over more pixels than one group of the chunked sums
+     * (mt_nn_pointwise_pair_chunked_s8: several chunks, several pixel groups, an odd last pixel) */
+    for (int t = 0; t < 6; t++) {
+        enum { LP = 70, LC = 260, LO = 5 };
+        static int8_t lx[LP * LC], lw[LO * LC], ly[LP * LO], lref[LP * LO];
+        static const int lengths[] = {132, 200, 257, 129, 260, 195};
+        const int in_c = lengths[t], out_c = rnd(2, LO), hw = rnd(33, LP);
+        mt_conv_params p;
+        random_conv_params(&p, 1, hw, in_c, out_c, 1, 1, 0, 1);
+        fill_s8(lx, hw * in_c);
+        fill_s8(lw, out_c * in_c);
+        random_quant(out_c, t == 5);
+        naive_conv(&p, &q, lx, lw, rbias, lref);
+        check(mt_pointwise_conv2d_s8(&p, &q, lx, lw, rbias, ly), "long pointwise, many pixels");
+        bad += compare(ly, lref, hw * out_c, "long pointwise, many pixels", t);
+    }
     /* the 3x3 depthwise of the asm pairs (mt_nn_dw.h: stride 1 and 2, full act range, odd and even
      * widths) and its refusals (extreme constants, a clamped act range) */
     for (int t = 0; t < 40; t++) {

@@ -306,9 +306,10 @@ MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_
 #if MT_NN_DSP_ASM
 /* 3x3 depthwise rows in asm, two outputs per iteration, on plane rows p0, p1, p2 (window rows 0-2,
  * every one inside the input): raw int8 sums (the zero point folded into bias2: the padded taps
- * hold z, so sum (x - z) w = sum x w - z * sum w over the whole window), then the folded store
- * (MT_NN_STORE_Q8), 12 registers (y, ys and the end in memory). wk: the packed weights of mt_nn_dw_plane_pack (two words per window row:
- * taps (0, 2) and (1, -) as int16 lanes), then {bias2, multiplier, rz, right}. y advances two
+ * hold z, so sum (x - z) w = sum x w - z * sum w over the whole window) on doubled weights, the
+ * accumulators started at bias2, then the folded store (MT_NN_STORE_U8), 13 registers (y, ys and
+ * the end in memory). wk: the packed weights of mt_nn_dw4_pack (two words per window row:
+ * taps (0, 2) and (1, -) as doubled int16 lanes), then {bias2, multiplier, rz, right}. y advances two
  * outputs (2 * ys) per iteration until p0 reaches p0_end. Stride 1: the word at column ox holds
  * taps (0, 1, 2) of output ox and (0, 1, 2) of ox + 1 shifted by one (SMUAD / SMLABB / SMLATB as
  * in mt_nn_dw_plane_row_fast_s8); stride 2: the word at 2 ox and the byte at 2 ox + 4. */
@@ -319,7 +320,7 @@ MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_
     "sxtb16 %[v], %[v]\n\t" first                                                                              \
     "smlabb %[a0], %[o], r5, %[a0]\n\t"                                                                         \
     "smlatb %[a1], %[v], r5, %[a1]\n\t"
-#define MT_NN_DW3S1_FIRST "smuad %[a0], %[v], r4\n\t" "smuad %[a1], %[o], r4\n\t"
+#define MT_NN_DW3S1_FIRST "smlad %[a0], %[v], r4, %[b2]\n\t" "smlad %[a1], %[o], r4, %[b2]\n\t"
 #define MT_NN_DW3S1_NEXT "smlad %[a0], %[v], r4, %[a0]\n\t" "smlad %[a1], %[o], r4, %[a1]\n\t"
 
 #define MT_NN_DW3S2_ROW(p, off, first)                                                                            \
@@ -331,12 +332,12 @@ MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_
     "smlabb %[a0], %[o], r5, %[a0]\n\t"                                                                         \
     "smlatb %[a1], %[o], r5, %[a1]\n\t"                                                                         \
     "smlabt %[a1], r6, r4, %[a1]\n\t"
-#define MT_NN_DW3S2_FIRST "smuad %[a0], %[v], r4\n\t" "smultb %[a1], %[v], r4\n\t"
+#define MT_NN_DW3S2_FIRST "smlad %[a0], %[v], r4, %[b2]\n\t" "smlatb %[a1], %[v], r4, %[b2]\n\t"
 #define MT_NN_DW3S2_NEXT "smlad %[a0], %[v], r4, %[a0]\n\t" "smlatb %[a1], %[v], r4, %[a1]\n\t"
 
 #define MT_NN_DW3_TAIL                                                                                            \
-    "ldrd r4, r5, [%[wk], #24]\n\t"                                                                             \
-    "ldrd r6, r8, [%[wk], #32]\n\t" MT_NN_STORE_Q8("a0") MT_NN_STORE_Q8("a1")                                  \
+    "ldr r5, [%[wk], #28]\n\t"                                                                                 \
+    "ldrd r6, r8, [%[wk], #32]\n\t" MT_NN_STORE_U8("a0") MT_NN_STORE_U8("a1")                                  \
     "ldr %[v], %[y]\n\t"                                                                                        \
     "ldr %[o], %[ys]\n\t"                                                                                       \
     "strb %[a0], [%[v]]\n\t"                                                                                    \
@@ -356,14 +357,14 @@ MT_NN_INLINE void mt_nn_dw3_pairs_asm(const int8_t *p0, const int8_t *p1, const 
                              MT_NN_DW3S2_ROW("p2", "16", MT_NN_DW3S2_NEXT) MT_NN_DW3_TAIL
                          : [a0] "=&r"(a0), [a1] "=&r"(a1), [v] "=&r"(v), [o] "=&r"(o), [p0] "+&r"(p0), [p1] "+&r"(p1),
                            [p2] "+&r"(p2), [y] "+m"(y)
-                         : [wk] "r"(wk), [ys] "m"(ys), [end] "m"(end)
+                         : [wk] "r"(wk), [b2] "r"(wk[6]), [ys] "m"(ys), [end] "m"(end)
                          : "r4", "r5", "r6", "r8", "cc", "memory");
     } else {
         __asm__ volatile("1:\n\t" MT_NN_DW3S1_ROW("p0", "0", MT_NN_DW3S1_FIRST) MT_NN_DW3S1_ROW("p1", "8", MT_NN_DW3S1_NEXT)
                              MT_NN_DW3S1_ROW("p2", "16", MT_NN_DW3S1_NEXT) MT_NN_DW3_TAIL
                          : [a0] "=&r"(a0), [a1] "=&r"(a1), [v] "=&r"(v), [o] "=&r"(o), [p0] "+&r"(p0), [p1] "+&r"(p1),
                            [p2] "+&r"(p2), [y] "+m"(y)
-                         : [wk] "r"(wk), [ys] "m"(ys), [end] "m"(end)
+                         : [wk] "r"(wk), [b2] "r"(wk[6]), [ys] "m"(ys), [end] "m"(end)
                          : "r4", "r5", "r6", "r8", "cc", "memory");
     }
 }
@@ -669,14 +670,10 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
     }
     if (full && d->kernel_h == 3 && d->kernel_w == 3 && ky_begin == 0 && ky_end == 3 && d->out_w >= 2 &&
         (d->stride_w == 1 || d->stride_w == 2)) {
-        /* the asm pairs, with the zero point folded: bias2 from the raw window sum (the packed lanes
-         * summed by SMLAD against 1: the nine taps, exactly) */
-        int32_t wk[10], sum = 0, k;
+        /* the asm pairs, with the zero point folded: bias2 from the window sum (mt_nn_dw4_pack) */
+        int32_t wk[10], sum;
         mt_nn_fast_store g;
-        mt_nn_dw_plane_pack(w, 3, 3, wk);
-        for (k = 0; k < 6; ++k) {
-            sum = __smlad(wk[k], 0x00010001, sum);
-        }
+        mt_nn_dw4_pack(w, 3, wk, &sum);
         if (mt_nn_fast_store_of(bias, (int64_t)d->input_zero_point * sum, s->multiplier[c], s->shift[c], 9 * 16384,
                                 bound, &g) &&
             mt_nn_zfold_of(&g, d->output_zero_point, wk + 6)) {
@@ -685,12 +682,13 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
                 const int8_t *p0 = prow[0] + r * row_step, *p1 = prow[1] + r * row_step, *p2 = prow[2] + r * row_step;
                 int8_t *yr = y + r * y_row_stride;
                 mt_nn_dw3_pairs_asm(p0, p1, p2, wk, yr, y_stride, p0 + pairs * 2 * sw, sw == 2);
-                if (odd) { /* the last output: the same raw window sum in C (lane offset 0), the same store */
+                if (odd) { /* the last output: the same raw window sum in C (lane offset 0; the doubled
+                            * weights' sum halved, exactly), the same store */
                     const int32_t last = d->out_w - 1;
                     int32_t a = mt_nn_dw_plane_taps(p0 + last * sw, wk, 1, 0, 0);
                     a = mt_nn_dw_plane_taps(p1 + last * sw, wk + 2, 1, 0, a);
                     a = mt_nn_dw_plane_taps(p2 + last * sw, wk + 4, 1, 0, a);
-                    yr[last * y_stride] = mt_nn_fast_out(a, g.bias2, g.multiplier, g.round, g.right,
+                    yr[last * y_stride] = mt_nn_fast_out(a >> 1, g.bias2, g.multiplier, g.round, g.right,
                                                          d->output_zero_point, -128, 127, 1);
                 }
             }

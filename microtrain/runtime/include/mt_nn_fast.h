@@ -293,48 +293,85 @@ typedef struct {
     int8_t *y;
 } mt_nn_pw_loop;
 
+/* The dot products of the pair loop: a loop over n4 / 4 steps (any n4), or the steps written out
+ * for the short rows of the early layers (n4 = 8 ... 32: no loop test). */
+#define MT_NN_PW_DOT_LOOP                                                                                         \
+    "ldr %[p3], %[n4]\n\t"                                                                                        \
+    "tst %[p3], #4\n\t"                                                                                           \
+    "bne 3f\n\t"                                                                                                  \
+    "2:\n\t" MT_NN_DOT2X2_STEP_P "3:\n\t" MT_NN_DOT2X2_STEP_P "ldr %[p3], %[wb_end]\n\t"                          \
+    "cmp %[p1], %[p3]\n\t"                                                                                        \
+    "bne 2b\n\t"
+#define MT_NN_PW_DOT2 MT_NN_DOT2X2_STEP_P MT_NN_DOT2X2_STEP_P
+#define MT_NN_PW_DOT3 MT_NN_PW_DOT2 MT_NN_DOT2X2_STEP_P
+#define MT_NN_PW_DOT4 MT_NN_PW_DOT2 MT_NN_PW_DOT2
+#define MT_NN_PW_DOT5 MT_NN_PW_DOT4 MT_NN_DOT2X2_STEP_P
+#define MT_NN_PW_DOT6 MT_NN_PW_DOT4 MT_NN_PW_DOT2
+#define MT_NN_PW_DOT7 MT_NN_PW_DOT4 MT_NN_PW_DOT3
+#define MT_NN_PW_DOT8 MT_NN_PW_DOT4 MT_NN_PW_DOT4
+
+#define MT_NN_PW_PAIRS_ASM(dot)                                                                                   \
+    __asm__ volatile("1:\n\t"                                                                                     \
+                     "ldr %[p1], %[wb]\n\t"                                                                       \
+                     "ldr %[p2], %[xs]\n\t"                                                                       \
+                     "add %[p2], %[x0], %[p2]\n\t"                                                                \
+                     "ldr %[p3], %[kz]\n\t"                                                                       \
+                     "ldrd %[a00], %[a01], [%[p3], #-8]\n\t"                                                      \
+                     "mov %[a10], %[a00]\n\t"                                                                     \
+                     "mov %[a11], %[a01]\n\t" dot "ldr %[p1], %[kz]\n\t"                                          \
+                     "ldr %[p2], %[y]\n\t"                                                                        \
+                     "ldr %[p3], %[ys]\n\t"                                                                       \
+                     "ldr %[p4], %[yc]\n\t"                                                                       \
+                     "ldmia %[p1]!, {r5, r6, r8}\n\t" MT_NN_STORE_U8("a00") MT_NN_STORE_U8("a10")                  \
+                     "strb %[a00], [%[p2]]\n\t"                                                                   \
+                     "strb %[a10], [%[p2], %[p3]]\n\t"                                                            \
+                     "ldmia %[p1]!, {r5, r6, r8}\n\t" MT_NN_STORE_U8("a01") MT_NN_STORE_U8("a11")                  \
+                     "strb %[a01], [%[p2], %[p4]]\n\t"                                                            \
+                     "add %[p1], %[p2], %[p3]\n\t"                                                                \
+                     "strb %[a11], [%[p1], %[p4]]\n\t"                                                            \
+                     "add %[p2], %[p2], %[p3], lsl #1\n\t"                                                        \
+                     "str %[p2], %[y]\n\t"                                                                        \
+                     "ldr %[p3], %[xadv]\n\t"                                                                     \
+                     "add %[x0], %[x0], %[p3]\n\t"                                                                \
+                     "ldr %[p3], %[x_end]\n\t"                                                                    \
+                     "cmp %[x0], %[p3]\n\t"                                                                       \
+                     "bne 1b\n\t"                                                                                 \
+                     : [a00] "=&r"(a00), [a01] "=&r"(a01), [a10] "=&r"(a10), [a11] "=&r"(a11), [x0] "+&r"(x),      \
+                       [p1] "=&r"(p1), [p2] "=&r"(p2), [p3] "=&r"(p3), [p4] "=&r"(p4), [y] "+m"(L->y)             \
+                     : [wb] "m"(L->wb), [wb_end] "m"(L->wb_end), [kz] "m"(L->kz), [x_end] "m"(L->x_end),          \
+                       [n4] "m"(L->n4), [xs] "m"(L->x_stride), [xadv] "m"(L->x_advance), [ys] "m"(L->ys),          \
+                       [yc] "m"(L->yc)                                                                            \
+                     : "r4", "r5", "r6", "r8", "cc", "memory")
+
 MT_NN_INLINE void mt_nn_pointwise_pairs_asm(const int8_t *x, mt_nn_pw_loop *L)
 {
     int32_t a00, a01, a10, a11, p1, p2, p3, p4;
-    __asm__ volatile("1:\n\t"
-                     "ldr %[p1], %[wb]\n\t"
-                     "ldr %[p2], %[xs]\n\t"
-                     "add %[p2], %[x0], %[p2]\n\t"
-                     "ldr %[p3], %[kz]\n\t"
-                     "ldrd %[a00], %[a01], [%[p3], #-8]\n\t"
-                     "mov %[a10], %[a00]\n\t"
-                     "mov %[a11], %[a01]\n\t"
-                     "ldr %[p3], %[n4]\n\t"
-                     "tst %[p3], #4\n\t"
-                     "bne 3f\n\t"
-                     "2:\n\t" MT_NN_DOT2X2_STEP_P "3:\n\t" MT_NN_DOT2X2_STEP_P
-                     "ldr %[p3], %[wb_end]\n\t"
-                     "cmp %[p1], %[p3]\n\t"
-                     "bne 2b\n\t"
-                     "ldr %[p1], %[kz]\n\t"
-                     "ldr %[p2], %[y]\n\t"
-                     "ldr %[p3], %[ys]\n\t"
-                     "ldr %[p4], %[yc]\n\t"
-                     "ldmia %[p1]!, {r5, r6, r8}\n\t" MT_NN_STORE_U8("a00") MT_NN_STORE_U8("a10")
-                     "strb %[a00], [%[p2]]\n\t"
-                     "strb %[a10], [%[p2], %[p3]]\n\t"
-                     "ldmia %[p1]!, {r5, r6, r8}\n\t" MT_NN_STORE_U8("a01") MT_NN_STORE_U8("a11")
-                     "strb %[a01], [%[p2], %[p4]]\n\t"
-                     "add %[p1], %[p2], %[p3]\n\t"
-                     "strb %[a11], [%[p1], %[p4]]\n\t"
-                     "add %[p2], %[p2], %[p3], lsl #1\n\t"
-                     "str %[p2], %[y]\n\t"
-                     "ldr %[p3], %[xadv]\n\t"
-                     "add %[x0], %[x0], %[p3]\n\t"
-                     "ldr %[p3], %[x_end]\n\t"
-                     "cmp %[x0], %[p3]\n\t"
-                     "bne 1b\n\t"
-                     : [a00] "=&r"(a00), [a01] "=&r"(a01), [a10] "=&r"(a10), [a11] "=&r"(a11), [x0] "+&r"(x),
-                       [p1] "=&r"(p1), [p2] "=&r"(p2), [p3] "=&r"(p3), [p4] "=&r"(p4), [y] "+m"(L->y)
-                     : [wb] "m"(L->wb), [wb_end] "m"(L->wb_end), [kz] "m"(L->kz), [x_end] "m"(L->x_end),
-                       [n4] "m"(L->n4), [xs] "m"(L->x_stride), [xadv] "m"(L->x_advance), [ys] "m"(L->ys),
-                       [yc] "m"(L->yc)
-                     : "r4", "r5", "r6", "r8", "cc", "memory");
+    switch (L->n4) {
+    case 8:
+        MT_NN_PW_PAIRS_ASM(MT_NN_PW_DOT2);
+        break;
+    case 12:
+        MT_NN_PW_PAIRS_ASM(MT_NN_PW_DOT3);
+        break;
+    case 16:
+        MT_NN_PW_PAIRS_ASM(MT_NN_PW_DOT4);
+        break;
+    case 20:
+        MT_NN_PW_PAIRS_ASM(MT_NN_PW_DOT5);
+        break;
+    case 24:
+        MT_NN_PW_PAIRS_ASM(MT_NN_PW_DOT6);
+        break;
+    case 28:
+        MT_NN_PW_PAIRS_ASM(MT_NN_PW_DOT7);
+        break;
+    case 32:
+        MT_NN_PW_PAIRS_ASM(MT_NN_PW_DOT8);
+        break;
+    default:
+        MT_NN_PW_PAIRS_ASM(MT_NN_PW_DOT_LOOP);
+        break;
+    }
 }
 #endif
 
@@ -501,6 +538,67 @@ MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride
     }
 }
 
+#if MT_NN_DSP_ASM
+/* The asm dot product called out of line (its 13 registers do not fit inline in the loops below). */
+static MT_NN_NOINLINE void mt_nn_dot2x2_ext_call(const int8_t *x0, const int8_t *x1, const int32_t *wb, int32_t n4,
+                                                 int32_t acc[4])
+{
+    mt_nn_dot2x2_ext_s8(x0, x1, wb, n4, acc);
+}
+
+/* The outputs of channel pair (c, c + 1) as mt_nn_pointwise_pair_fast_s8 gives them, for rows too
+ * long for wbuf (n4 = n rounded down to 4 > wbuf_words, wbuf_words >= 16): the rows are extended
+ * cap = (wbuf_words / 2) rounded down to 4 inputs at a time into the first cap words of wbuf, the
+ * rest of wbuf holds the 2x2 sums of up to (wbuf_words - cap) / 4 pixel pairs, carried from chunk
+ * to chunk (mt_nn_dot2x2_ext_s8: 16 MACs in 15 instructions, where extending on the fly costs 25);
+ * the last n % 4 inputs in C. Raw int8 sums (integer: any order), the fast store. */
+static MT_NN_NOINLINE void mt_nn_pointwise_pair_chunked_s8(const int8_t *x, int32_t x_stride, int32_t pixels,
+                                                           const int8_t *w0, const int8_t *w1, int32_t n,
+                                                           const mt_nn_fast_store *f0, const mt_nn_fast_store *f1,
+                                                           const mt_conv_params *p, int8_t *y, int32_t y_stride,
+                                                           int32_t y_cstride, int32_t *wbuf, int32_t wbuf_words)
+{
+    const int32_t cap = (wbuf_words / 2) & ~3, n4 = n & ~3, group = 2 * ((wbuf_words - cap) / 4);
+    const int32_t z = p->output_zero_point, lo = p->act_min, hi = p->act_max;
+    int32_t *acc = wbuf + cap;
+    int32_t p0, i0, k;
+    for (p0 = 0; p0 < pixels; p0 += group) { /* pixel groups whose sums fit the rest of wbuf */
+        const int32_t np = pixels - p0 < group ? pixels - p0 : group, pairs = (np + 1) / 2;
+        for (k = 0; k < 4 * pairs; ++k) {
+            acc[k] = 0;
+        }
+        for (i0 = 0; i0 < n4; i0 += cap) {
+            const int32_t len = n4 - i0 < cap ? n4 - i0 : cap;
+            mt_nn_extend2_s8(w0 + i0, w1 + i0, len, wbuf, 0);
+            for (k = 0; k < pairs; ++k) {
+                const int8_t *xa = x + (p0 + 2 * k) * x_stride;
+                const int8_t *xb = 2 * k + 1 < np ? xa + x_stride : xa; /* an odd last pixel: twice */
+                mt_nn_dot2x2_ext_call(xa + i0, xb + i0, wbuf, len, acc + 4 * k);
+            }
+        }
+        for (k = 0; k < pairs; ++k) {
+            const int8_t *xa = x + (p0 + 2 * k) * x_stride;
+            const int8_t *xb = 2 * k + 1 < np ? xa + x_stride : xa;
+            int8_t *yo = y + (p0 + 2 * k) * y_stride;
+            int32_t *a = acc + 4 * k;
+            for (i0 = n4; i0 < n; ++i0) { /* the last n % 4 inputs */
+                a[0] += (int32_t)xa[i0] * w0[i0];
+                a[1] += (int32_t)xa[i0] * w1[i0];
+                a[2] += (int32_t)xb[i0] * w0[i0];
+                a[3] += (int32_t)xb[i0] * w1[i0];
+            }
+            yo[0] = mt_nn_fast_out(a[0], f0->bias2, f0->multiplier, f0->round, f0->right, z, lo, hi, 0);
+            yo[y_cstride] = mt_nn_fast_out(a[1], f1->bias2, f1->multiplier, f1->round, f1->right, z, lo, hi, 0);
+            if (xb != xa) {
+                yo[y_stride] = mt_nn_fast_out(a[2], f0->bias2, f0->multiplier, f0->round, f0->right, z, lo, hi, 0);
+                yo[y_stride + y_cstride] =
+                    mt_nn_fast_out(a[3], f1->bias2, f1->multiplier, f1->round, f1->right, z, lo, hi, 0);
+            }
+        }
+    }
+}
+#endif
+
 /* A 1x1 conv (p: in_c inputs, out_c outputs, zero points, act range) over `pixels` pixels:
  * y[px * y_stride + c * y_cstride] from x[px * x_stride + i] and weight row c (rows[c] when rows
  * is not NULL, else w + c * in_c), bias (may be NULL) and q. NHWC output: y_cstride 1; a
@@ -542,6 +640,13 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
                 mt_nn_fast_store_of(b1, (int64_t)z * mt_nn_row_sum_s8(w1, n), q->multiplier[oc + 1],
                                     q->shift[oc + 1], raw_bound, true_bound, &f1)) {
                 const int32_t *wb = NULL;
+#if MT_NN_DSP_ASM
+                if (wbuf != NULL && (n & ~3) > wbuf_words && wbuf_words >= 16) {
+                    mt_nn_pointwise_pair_chunked_s8(x, x_stride, pixels, w0, w1, n, &f0, &f1, p, y + oc * y_cstride,
+                                                    y_stride, y_cstride, wbuf, wbuf_words);
+                    continue;
+                }
+#endif
                 int32_t k0[4] = {0, 0, 0, 0}, k1[4] = {0, 0, 0, 0}, kz[8];
                 /* the asm pairs (doubled weights, MT_NN_STORE_U8) where the constants allow the folded store */
                 const int zf = MT_NN_DSP_ASM && full && wbuf != NULL && ne <= wbuf_words && ne >= n && ne > 0 &&
