@@ -5,8 +5,9 @@ model): ``microtrain compile MODEL --classes 10 --scheme S --out DIR``, then the
 model + runtime are linked in a scratch dir with a tiny driver (``DRIVER_C`` below: one
 LCG-random int8 sample per step, label step % classes, lr 0.01; prints each step's loss
 bits and wall time and a FNV-1a hash of every trainable tensor at the end), once per flag
-set (-O2 = the host target's build, -O3, -O3 -march=native, and with --lto -O2 -flto; always ``-std=c99
--ffp-contract=off``, never -ffast-math). Per flag set:
+set (-O2, -O3, -O3 -march=native, the host target's build -O3 -march=x86-64-v3 where the CPU has it
+(AVX2: the MT_NN_VEC kernels), and with --lto -O2 -flto; always ``-std=c99 -ffp-contract=off``, never
+-ffast-math). Per flag set:
 
 - ``valgrind --tool=callgrind --toggle-collect=mt_train_step``: instructions per step,
   split by function (``callgrind_annotate``, self cost) and grouped by the runtime family
@@ -34,11 +35,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from microtrain.targets.host import HOST_OPT, host_arch_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMES = {"mbv2-w0.35": "mbv2-w0.35/99kb", "proxyless-w0.3": "proxyless-w0.3/98kb",
            "mcunet-5fps": "mcunet-5fps/99kb"}
 FLAG_SETS: dict[str, tuple[str, ...]] = {"-O2": ("-O2",), "-O3": ("-O3",),
                                          "-O3 -march=native": ("-O3", "-march=native")}
+if host_arch_flags():  # the host target's build (targets/host.py), with the vector kernels of MT_NN_VEC
+    FLAG_SETS[" ".join((HOST_OPT, *host_arch_flags()))] = (HOST_OPT, *host_arch_flags())
 EXTRA_FLAG_SETS = {"-O2 -flto": ("-O2", "-flto")}  # --lto: cross-file inlining of the kernels' helpers
 BASE_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-g")
 GROUPS = ("forward int8", "backward fp32", "update", "other")

@@ -47,7 +47,7 @@ def instructions_per_step(graph, scheme_name: str, steps: int, root: Path) -> tu
     """(instructions per mt_train_step, instructions per mt_infer)."""
     step = compile_training(graph, load_scheme(scheme_name, graph), CompileOptions())
     out = generate_project(step, graph, root / scheme_name.replace("/", "_"))
-    exe = host.build(out, opt="-O2")
+    exe = host.build(out, opt="-O2", arch=())  # the portable C (no -march: MT_NN_VEC off), as before
     rng = np.random.default_rng(0)
     shape = graph.tensors[graph.inputs[0]].shape[1:]
     x = rng.integers(-128, 128, (steps,) + shape).astype(np.int8)
