@@ -31,6 +31,13 @@ HARNESSES = {  # harness -> (its output file, the line it prints when every chec
 }
 
 
+def test_x86_64_v3_needs_every_flag_of_the_level():
+    flags = " ".join(sorted(host.X86_64_V3_CPU_FLAGS))
+    assert host.has_x86_64_v3(f"processor\t: 0\nflags\t\t: fpu {flags} avx512f\n")
+    assert not host.has_x86_64_v3(f"flags\t\t: {flags.replace('avx2', 'avx')}\n")  # an AVX-only CPU
+    assert not host.has_x86_64_v3("processor\t: 0\n")  # no flags line (not x86, or no /proc)
+
+
 def _arch_or_skip() -> tuple[str, ...]:
     require_tool("gcc", "gcc")
     arch = host.host_arch_flags()

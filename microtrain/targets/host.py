@@ -44,8 +44,13 @@ def host_arch_flags() -> tuple[str, ...]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return ()
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    return ("-march=x86-64-v3",) if X86_64_V3_CPU_FLAGS <= set(flags) else ()
+    return ("-march=x86-64-v3",) if has_x86_64_v3(text) else ()
+
+
+def has_x86_64_v3(cpuinfo: str) -> bool:
+    """Whether the first ``flags`` line of a /proc/cpuinfo text lists every flag of X86_64_V3_CPU_FLAGS."""
+    flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), [])
+    return X86_64_V3_CPU_FLAGS <= set(flags)
 
 
 _STEP_RE = re.compile(r"^step (\d+) loss (\S+) bits ([0-9a-fA-F]{8})$", re.M)
