@@ -35,6 +35,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import results_md
+
 from microtrain.targets.host import HOST_OPT, host_arch_flags
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -253,7 +255,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-full", action="store_true", help="skip the full-update project of the first model")
     ap.add_argument("--lto", action="store_true", help="also -O2 -flto")
-    ap.add_argument("--no-write", action="store_true")
+    results_md.add_flag(ap)
     args = ap.parse_args()
     flag_sets = {**FLAG_SETS, **(EXTRA_FLAG_SETS if args.lto else {})}
     for tool in ("valgrind", "callgrind_annotate", "gcc"):
@@ -291,8 +293,7 @@ def main() -> int:
                    f"{args.rounds} rounds x {args.time_steps} steps, flag sets alternated. Bit-identical: every "
                    "step's loss bits and an FNV-1a hash of all trained tensors equal the -O2 build's.\n\n"
                    f"{text}\n")
-        with (ROOT / "docs" / "RESULTS.md").open("a") as f:
-            f.write(section)
+        results_md.append(section)
     return 0
 
 

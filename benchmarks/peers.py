@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import results_md
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNNERS = Path(__file__).resolve().parent / "peers"
 sys.path.insert(0, str(RUNNERS))
@@ -349,8 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of the table")
     p.add_argument("--install-peers", action="store_true",
                    help="first pip-install the peers extra (tensorflow-cpu, mnn; pinned in pyproject.toml)")
-    p.add_argument("--no-write", action="store_true", help="do not append to docs/RESULTS.md nor draw the chart")
-    p.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
+    results_md.add_flag(p, also=" nor draw the chart")
     p.add_argument("--chart", type=Path, default=ROOT / "docs" / "img" / "peers.png")
     args = p.parse_args(argv)
     if args.install_peers:
@@ -375,8 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/peers.py", *(argv or sys.argv[1:])])
     if not args.no_write:
         draw_chart(results, args.chart)
-        with open(args.results, "a") as f:
-            f.write("\n" + results_section(results, command, args, args.chart))
+        results_md.append(results_section(results, command, args, args.chart))
     if args.json:
         print(json.dumps({"command": command, "machine": machine(), "memory_definition": MEMORY_DEFINITION,
                           "results": results}, indent=1))

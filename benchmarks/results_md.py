@@ -14,9 +14,10 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
 
 
-def add_flag(parser: argparse.ArgumentParser) -> None:
-    """``--no-write``: print only. The same flag in every benchmark."""
-    parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/RESULTS.md")
+def add_flag(parser: argparse.ArgumentParser, also: str = "") -> None:
+    """``--no-write``: print only. The same flag in every benchmark; ``also`` names what else it skips."""
+    parser.add_argument("--no-write", action="store_true",
+                        help=f"print only; do not append to docs/RESULTS.md{also}")
 
 
 def append(section: str) -> Path:

@@ -18,6 +18,7 @@ from conftest import require_tool, zoo_path_or_skip
 ROOT = Path(__file__).resolve().parent.parent
 RUNNERS = ROOT / "benchmarks" / "peers"
 sys.path.insert(0, str(RUNNERS))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # peers.py imports results_md, as when run as a script
 import peer_common as pc  # noqa: E402
 import run_microtrain  # noqa: E402
 
