@@ -94,7 +94,8 @@ static void random_conv_params(mt_conv_params *p, int in_h, int in_w, int in_c, 
 
 /* Per-channel bias and requantization constants: typical ones (the fast output store of
  * mt_nn_fast.h applies), or with `extreme` a mix that also exercises its refusals and the
- * reference store: biases near the int32 limits, left shifts, shifts down to -31, M = 0. */
+ * reference store: biases near the int32 limits, left shifts, shifts down to -31, M = 0, dead
+ * channels (a bias at the int32 limit and a tiny scale, as in the zoo models: a constant output). */
 static void random_quant(int n, int extreme)
 {
     for (int c = 0; c < n; c++) {
@@ -102,12 +103,13 @@ static void random_quant(int n, int extreme)
         rmult[c] = (int32_t)((1u << 30) + (next() % (1u << 30)));
         rshift[c] = -rnd(4, 12);
         if (extreme) {
-            switch (rnd(0, 5)) {
+            switch (rnd(0, 6)) {
             case 0: rbias[c] = (int32_t)(next() | 0x40000000u) * (rnd(0, 1) ? 1 : -1); break;
             case 1: rshift[c] = rnd(0, 3); break;
             case 2: rshift[c] = -rnd(20, 31); break;
             case 3: rmult[c] = rnd(0, 1) ? 0 : INT32_MAX; break;
             case 4: rbias[c] = (1 << 30) - rnd(0, 3000) * (rnd(0, 1) ? 1 : -1); break;
+            case 5: rbias[c] = rnd(0, 1) ? INT32_MIN : INT32_MAX; rshift[c] = -rnd(20, 31); break; /* dead channel */
             default: break;
             }
         }

@@ -377,10 +377,8 @@ MT_NN_INLINE void mt_nn_dw3_pairs_asm(const int8_t *p0, const int8_t *p1, const 
  * the bias (sum (x - z) w = sum x w - z * sum w over the whole window), weights doubled in their
  * int16 lanes so that the accumulator, started at bias2 = 2 (bias - z sum w), ends at
  * u = bias2 + 2 raw, the operand of SMMULR in the fast store. The store (MT_NN_DW4_STORE) is
- * MT_NN_STORE_Q8 with two steps merged: SMMLAR adds rz to the high product (h + rz exactly), and
- * the [h < 0] rounding correction takes the sign of u instead of h: u >= 0 gives h >= 0; u < 0
- * gives h <= 0, and when h = 0 the correction cannot change (rz - 1) >> right = rz >> right, as
- * rz = 2^(right-1) + z_y 2^right is not a multiple of 2^right. Same integers as MT_NN_STORE_Q8.
+ * MT_NN_STORE_U8 (mt_nn_fast.h: SMMLAR, the rounding correction from the sign of u) on other
+ * registers.
  *
  * A word of x at byte o (column ox * stride + o of the window row) sign-extended gives the int16
  * lane pairs Pa = (b_o, b_o+2) (SXTB16) and Pb = (b_o+1, b_o+3) (SXTB16 ROR 8); the packed
@@ -593,10 +591,11 @@ static MT_NN_NOINLINE int mt_nn_dw4_rows_s8(const mt_conv_params *d, const mt_nn
     int32_t sum, r, ky, ox;
     const int32_t kc = mt_nn_dw4_pack(w, k, buf, &sum);
     if (!mt_nn_fast_store_of(s->bias != NULL ? s->bias[c] : 0, (int64_t)d->input_zero_point * sum, s->multiplier[c],
-                             s->shift[c], (int64_t)K * 16384, (int64_t)K * 32640, &g)) {
+                             s->shift[c], (int64_t)K * 16384, (int64_t)K * 32640, &g) &&
+        !mt_nn_fast_const_of(s, c, (int64_t)K * 32640, d->output_zero_point, &g)) {
         return 0;
     }
-    if (!mt_nn_zfold_of(&g, d->output_zero_point, buf + kc)) {
+    if (!mt_nn_zfold_of(&g, d->output_zero_point, (int64_t)K * 16384, buf + kc)) {
         return 0;
     }
     if (ky_begin > 0 || ky_end < k) {
@@ -674,9 +673,10 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
         int32_t wk[10], sum;
         mt_nn_fast_store g;
         mt_nn_dw4_pack(w, 3, wk, &sum);
-        if (mt_nn_fast_store_of(bias, (int64_t)d->input_zero_point * sum, s->multiplier[c], s->shift[c], 9 * 16384,
-                                bound, &g) &&
-            mt_nn_zfold_of(&g, d->output_zero_point, wk + 6)) {
+        if ((mt_nn_fast_store_of(bias, (int64_t)d->input_zero_point * sum, s->multiplier[c], s->shift[c], 9 * 16384,
+                                 bound, &g) ||
+             mt_nn_fast_const_of(s, c, bound, d->output_zero_point, &g)) &&
+            mt_nn_zfold_of(&g, d->output_zero_point, 9 * 16384, wk + 6)) {
             const int32_t pairs = d->out_w >> 1, sw = d->stride_w, odd = d->out_w & 1;
             for (r = 0; r < rows; ++r) {
                 const int8_t *p0 = prow[0] + r * row_step, *p1 = prow[1] + r * row_step, *p2 = prow[2] + r * row_step;

@@ -95,6 +95,26 @@ static inline int mt_nn_fast_store_of(int32_t bias, int64_t folded, int32_t mult
     return 1;
 }
 
+/* A channel whose reference output is one constant c for every input (a dead channel: a bias at the
+ * int32 limit or a tiny scale) as fast-store constants: {bias2 0, M 0, round 2 (c - z) + 1, right 1}
+ * give ((0 + round) >> 1) + z = c in mt_nn_fast_out, and the folded store's rz = 2c + 1 (odd, so
+ * MT_NN_STORE_U8's rounding correction cannot change it) gives c too. The reference store
+ * (sat32(acc + bias), requantize with M >= 0, + z, clamp) is monotone in the accumulator, so it is
+ * constant when it is equal at -true_bound and true_bound (|acc| <= true_bound < 2^31). */
+static inline int mt_nn_fast_const_of(const mt_nn_store *s, int32_t c, int64_t true_bound, int32_t z,
+                                      mt_nn_fast_store *f)
+{
+    const int32_t lo = mt_nn_store_s8((int32_t)-true_bound, s, c), hi = mt_nn_store_s8((int32_t)true_bound, s, c);
+    if (lo != hi || s->multiplier[c] < 0) {
+        return 0;
+    }
+    f->bias2 = 0;
+    f->multiplier = 0;
+    f->round = 2 * (lo - z) + 1;
+    f->right = 1;
+    return 1;
+}
+
 /* requantize(sat32(true + bias), M, shift) for raw = true + folded (see the top of the file). */
 static inline int32_t mt_nn_fast_requantize(int32_t raw, const mt_nn_fast_store *f)
 {
@@ -236,21 +256,11 @@ static inline void mt_nn_dot2x2_ext_s8(const int8_t *x0, const int8_t *x1, const
  *     clamp(((h + 2^(right-1) + [h < 0]) >> right) + z_y) = SSAT8((h + rz + [h < 0]) >> right)
  * (adding z_y * 2^right before an arithmetic shift adds exactly z_y after it). |h| <= 2^30
  * (mt_nn_fast_store_of) and right <= MT_NN_ZFOLD_MAX_RIGHT keep every sum inside int32:
- * 2^30 + 2^21 + 128 * 2^22 < 2^31. Operand a holds the raw sum on entry and the int8 on exit
- * (h + [h < 0] first, then + rz: the same integer sum); r4, r5, r6, r8 hold bias2, multiplier,
- * rz, right. */
+ * 2^30 + 2^21 + 128 * 2^22 < 2^31. */
 #define MT_NN_ZFOLD_MAX_RIGHT 22
 #if MT_NN_DSP_ASM
-#define MT_NN_STORE_Q8(a)                                                                                         \
-    "add %[" a "], r4, %[" a "], lsl #1\n\t"                                                                     \
-    "smmulr %[" a "], %[" a "], r5\n\t"                                                                          \
-    "add %[" a "], %[" a "], %[" a "], asr #31\n\t"                                                              \
-    "add %[" a "], %[" a "], r6\n\t"                                                                             \
-    "asr %[" a "], %[" a "], r8\n\t"                                                                             \
-    "ssat %[" a "], #8, %[" a "]\n\t"
-
-/* MT_NN_STORE_Q8 on u = bias2 + 2 raw (the accumulator started at bias2 and summed doubled
- * weights), two steps merged: SMMLAR adds rz to the rounded high product (h + rz, exactly), and
+/* That store on u = bias2 + 2 raw (the accumulator started at bias2 and summed doubled weights),
+ * h = SMMULR(u, M), two steps merged: SMMLAR adds rz to the rounded high product (h + rz, exactly), and
  * the [h < 0] correction takes the sign of u: u >= 0 gives h >= 0 (M >= 0); u < 0 gives h <= 0,
  * and where h = 0 the correction changes nothing, (rz - 1) >> right = rz >> right, as
  * rz = 2^(right-1) + z_y 2^right is no multiple of 2^right. The same integers in 4 instructions
@@ -375,12 +385,28 @@ MT_NN_INLINE void mt_nn_pointwise_pairs_asm(const int8_t *x, mt_nn_pw_loop *L)
 }
 #endif
 
-/* The words {bias2, multiplier, rz, right} of MT_NN_STORE_Q8 for channel f and output zero
- * point z, when right allows the folded zero point (0: the caller takes mt_nn_fast_out). */
-static inline int mt_nn_zfold_of(const mt_nn_fast_store *f, int32_t z, int32_t k[4])
+/* The words {bias2, multiplier, rz, right} of the folded store (MT_NN_STORE_U8) for channel f
+ * and output zero point z, full act range (0: the caller takes mt_nn_fast_out). raw_bound bounds
+ * |raw|. A right shift past MT_NN_ZFOLD_MAX_RIGHT (a dead channel: tiny scale, rz would overflow)
+ * is taken when its output is one constant c for every raw: the requantized value
+ * (h + round + [h < 0]) >> right is monotone in t = raw + bias2 / 2 (h = SMMULR(2t, M), M >= 0),
+ * so it is constant when it is equal at t = bias2 / 2 -+ raw_bound; the words {bias2, 0, 2c + 1, 1}
+ * give SSAT8((2c + 1 - [u < 0]) >> 1) = SSAT8(c) for every u. */
+static inline int mt_nn_zfold_of(const mt_nn_fast_store *f, int32_t z, int64_t raw_bound, int32_t k[4])
 {
     if (f->right > MT_NN_ZFOLD_MAX_RIGHT) {
-        return 0;
+        /* |bias2 / 2| + raw_bound < 2^30 (mt_nn_fast_store_of): both ends fit int32, 2t too */
+        const int32_t lo = (int32_t)(f->bias2 / 2 - raw_bound), hi = (int32_t)(f->bias2 / 2 + raw_bound);
+        const int32_t hl = mt_nn_smmulr(2 * lo, f->multiplier), hh = mt_nn_smmulr(2 * hi, f->multiplier);
+        const int32_t ql = (hl + f->round + (hl >> 31)) >> f->right, qh = (hh + f->round + (hh >> 31)) >> f->right;
+        if (ql != qh) {
+            return 0;
+        }
+        k[0] = f->bias2;
+        k[1] = 0;
+        k[2] = 2 * (ql + z) + 1;
+        k[3] = 1;
+        return 1;
     }
     k[0] = f->bias2;
     k[1] = f->multiplier;
@@ -635,10 +661,12 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
             const int8_t *w1 = rows != NULL ? rows[oc + 1] : w0 + n;
             mt_nn_fast_store f0, f1;
             const int32_t b0 = bias != NULL ? bias[oc] : 0, b1 = bias != NULL ? bias[oc + 1] : 0;
-            if (mt_nn_fast_store_of(b0, (int64_t)z * mt_nn_row_sum_s8(w0, n), q->multiplier[oc], q->shift[oc],
-                                    raw_bound, true_bound, &f0) &&
-                mt_nn_fast_store_of(b1, (int64_t)z * mt_nn_row_sum_s8(w1, n), q->multiplier[oc + 1],
-                                    q->shift[oc + 1], raw_bound, true_bound, &f1)) {
+            if ((mt_nn_fast_store_of(b0, (int64_t)z * mt_nn_row_sum_s8(w0, n), q->multiplier[oc], q->shift[oc],
+                                     raw_bound, true_bound, &f0) ||
+                 mt_nn_fast_const_of(&s, oc, true_bound, p->output_zero_point, &f0)) &&
+                (mt_nn_fast_store_of(b1, (int64_t)z * mt_nn_row_sum_s8(w1, n), q->multiplier[oc + 1],
+                                     q->shift[oc + 1], raw_bound, true_bound, &f1) ||
+                 mt_nn_fast_const_of(&s, oc + 1, true_bound, p->output_zero_point, &f1))) {
                 const int32_t *wb = NULL;
 #if MT_NN_DSP_ASM
                 if (wbuf != NULL && (n & ~3) > wbuf_words && wbuf_words >= 16) {
@@ -650,8 +678,8 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
                 int32_t k0[4] = {0, 0, 0, 0}, k1[4] = {0, 0, 0, 0}, kz[8];
                 /* the asm pairs (doubled weights, MT_NN_STORE_U8) where the constants allow the folded store */
                 const int zf = MT_NN_DSP_ASM && full && wbuf != NULL && ne <= wbuf_words && ne >= n && ne > 0 &&
-                               mt_nn_zfold_of(&f0, p->output_zero_point, k0) &&
-                               mt_nn_zfold_of(&f1, p->output_zero_point, k1);
+                               mt_nn_zfold_of(&f0, p->output_zero_point, raw_bound, k0) &&
+                               mt_nn_zfold_of(&f1, p->output_zero_point, raw_bound, k1);
 #if MT_NN_DSP_ASM
                 if (wbuf != NULL && ne <= wbuf_words) {
                     mt_nn_extend2_pad_s8(w0, w1, n, ne, wbuf, zf);
