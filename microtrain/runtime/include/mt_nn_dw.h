@@ -575,18 +575,29 @@ static inline int32_t mt_nn_dw4_pack(const int8_t *w, int32_t k, int32_t *wk, in
     return k == 3 ? 6 : 4 * k;
 }
 
+/* Whether mt_nn_dw4_rows_s8 takes depthwise conv d (5x5 or 7x7: the 3x3 rows keep the asm pairs,
+ * as fast and cheaper to set up) with window rows [ky_begin, ky_end) inside the input. */
+MT_NN_INLINE int mt_nn_dw4_ok(const mt_conv_params *d, int32_t ky_begin, int32_t ky_end)
+{
+    return (d->kernel_w == 5 || d->kernel_w == 7) && d->kernel_h == d->kernel_w && d->act_min == -128 &&
+           d->act_max == 127 && (d->stride_w == 1 || d->stride_w == 2) && d->out_w >= 4 &&
+           ((ky_begin == 0 && ky_end == d->kernel_h) ||
+            (d->out_w - 1) * d->stride_w + d->kernel_w + 3 <= MT_NN_DW4_ZROW);
+}
+
 /* `rows` output rows of channel c of depthwise conv d (square kernel 3, 5 or 7, stride 1 or 2, full
  * act range, out_w >= 4) by mt_nn_dw4_asm (outputs in fours, the last out_w % 4 in C with the same
- * raw sums and fast store); arguments as mt_nn_dw_plane_rows_s8, buf: MT_NN_DW_PLANE_WORDS words of
- * scratch. Returns 0 (nothing written) when the channel's constants do not allow the folded store. */
+ * raw sums and fast store); arguments as mt_nn_dw_plane_rows_s8, zrow: MT_NN_DW4_ZROW bytes of scratch
+ * for the zero-point row (NULL when every window row is inside: ky_begin 0, ky_end kernel_h).
+ * Returns 0 (nothing written) when the channel's constants do not allow the folded store. */
 static MT_NN_NOINLINE int mt_nn_dw4_rows_s8(const mt_conv_params *d, const mt_nn_store *s, int32_t c,
                                             const int8_t *const *prow, int32_t ky_begin, int32_t ky_end,
                                             int32_t rows, int32_t row_step, const int8_t *w, int8_t *y,
-                                            int32_t y_stride, int32_t y_row_stride, int32_t *buf)
+                                            int32_t y_stride, int32_t y_row_stride, int8_t *zrow)
 {
     const int32_t k = d->kernel_w, K = k * k, sw = d->stride_w, out_w = d->out_w, n4 = out_w & ~3;
     const int8_t *tab[7];
-    int8_t *zrow = (int8_t *)(void *)(buf + 32);
+    int32_t buf[32]; /* the packed rows (at most 28 words), then the store words */
     mt_nn_fast_store g;
     int32_t sum, r, ky, ox;
     const int32_t kc = mt_nn_dw4_pack(w, k, buf, &sum);
@@ -660,11 +671,9 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
     int32_t wp[MT_NN_DW_PLANE_WORDS];
     mt_nn_fast_store f;
 #if MT_NN_DSP_ASM
-    if (full && d->kernel_h == d->kernel_w && (d->kernel_w == 5 || d->kernel_w == 7) &&
-        (d->stride_w == 1 || d->stride_w == 2) && d->out_w >= 4 &&
-        ((ky_begin == 0 && ky_end == d->kernel_h) ||
-         (d->out_w - 1) * d->stride_w + d->kernel_w + 3 <= MT_NN_DW4_ZROW) &&
-        mt_nn_dw4_rows_s8(d, s, c, prow, ky_begin, ky_end, rows, row_step, w, y, y_stride, y_row_stride, wp)) {
+    if (mt_nn_dw4_ok(d, ky_begin, ky_end) &&
+        mt_nn_dw4_rows_s8(d, s, c, prow, ky_begin, ky_end, rows, row_step, w, y, y_stride, y_row_stride,
+                          (int8_t *)(void *)wp)) {
         return; /* four outputs per iteration */
     }
     if (full && d->kernel_h == 3 && d->kernel_w == 3 && ky_begin == 0 && ky_end == 3 && d->out_w >= 2 &&

@@ -143,9 +143,11 @@ static inline int8_t mt_nn_fast_clamp(int32_t r, int32_t zero_point, int32_t act
 /* 1x1 convolution                                                                          */
 /* ---------------------------------------------------------------------------------------- */
 
-/* Longest input row whose two pre-extended weight rows fit the stack buffer (4 bytes per
- * input channel); longer rows take the same blocking with on-the-fly extension. */
-#define MT_NN_PW_EXTEND_MAX 128
+/* Longest input row whose two pre-extended weight rows fit the stack buffer of the standalone
+ * kernel (4 bytes per input channel); longer rows are extended in chunks of half of it, the other
+ * half holding the sums (mt_nn_pointwise_pair_chunked_s8). 96, not more: that buffer sits under the
+ * 1x1 kernel's frame at the runtime's deepest forward stack. */
+#define MT_NN_PW_EXTEND_MAX 96
 
 /* The sum of a weight row (for the folded zero point); on DSP cores four bytes per word load
  * (SXTB16 pairs summed by SMLAD against 1 in both lanes: an exact integer sum). */
@@ -675,26 +677,24 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
                     continue;
                 }
 #endif
-                int32_t k0[4] = {0, 0, 0, 0}, k1[4] = {0, 0, 0, 0}, kz[8];
-                /* the asm pairs (doubled weights, MT_NN_STORE_U8) where the constants allow the folded store */
+                int32_t kz[9];
+                /* the asm pairs (doubled weights, MT_NN_STORE_U8) where the constants allow the folded store;
+                 * channel c's words land at kz[1..4], c + 1's at kz[5..8] */
                 const int zf = MT_NN_DSP_ASM && full && wbuf != NULL && ne <= wbuf_words && ne >= n && ne > 0 &&
-                               mt_nn_zfold_of(&f0, p->output_zero_point, raw_bound, k0) &&
-                               mt_nn_zfold_of(&f1, p->output_zero_point, raw_bound, k1);
+                               mt_nn_zfold_of(&f0, p->output_zero_point, raw_bound, kz + 1) &&
+                               mt_nn_zfold_of(&f1, p->output_zero_point, raw_bound, kz + 5);
 #if MT_NN_DSP_ASM
                 if (wbuf != NULL && ne <= wbuf_words) {
                     mt_nn_extend2_pad_s8(w0, w1, n, ne, wbuf, zf);
                     wb = wbuf;
                 }
 #endif
-                if (zf) {
-                    kz[0] = k0[0];
-                    kz[1] = k1[0];
-                    kz[2] = k0[1];
-                    kz[3] = k0[2];
-                    kz[4] = k0[3];
-                    kz[5] = k1[1];
-                    kz[6] = k1[2];
-                    kz[7] = k1[3];
+                if (zf) { /* {bias2 c, bias2 c + 1, then multiplier, rz, right of c, of c + 1} */
+                    kz[0] = kz[1];
+                    kz[1] = kz[5];
+                    kz[5] = kz[6];
+                    kz[6] = kz[7];
+                    kz[7] = kz[8];
                 }
                 if (full) {
                     mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, &f0, &f1, p, y + oc * y_cstride,

@@ -49,6 +49,9 @@ mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_q
         const int32_t seg = p->pad_left + p->in_w + p->pad_right, C = p->in_c, K = p->kernel_h * p->kernel_w;
         const int32_t rows = p->in_h + p->pad_top + p->pad_bottom;
         int32_t c, y, x;
+#if MT_NN_DSP_ASM
+        const int dw4 = mt_nn_dw4_ok(p, 0, p->kernel_h);
+#endif
         memset(plane, (int)(int8_t)p->input_zero_point, (size_t)(rows * seg + 4));
         for (c = 0; c < C; ++c) {
             const int8_t *src = input + c;
@@ -65,6 +68,12 @@ mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_q
                 for (ky = 0; ky < p->kernel_h; ++ky) {
                     prow[ky] = plane + ky * seg;
                 }
+#if MT_NN_DSP_ASM
+                if (dw4 && mt_nn_dw4_rows_s8(p, &store, c, prow, 0, p->kernel_h, p->out_h, p->stride_h * seg,
+                                             weights + c * K, output + c, C, p->out_w * C, NULL)) {
+                    continue; /* 5x5 / 7x7: straight to the four-output asm rows */
+                }
+#endif
                 mt_nn_dw_plane_rows_s8(p, &store, c, prow, 0, p->kernel_h, p->out_h, p->stride_h * seg,
                                        weights + c * K, output + c, C, p->out_w * C);
             }
