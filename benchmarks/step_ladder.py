@@ -26,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import results_md
 from target_cost import PAPER_MCYCLES, SCHEMES, measure
 
 from microtrain.compiler.pipeline import CompileOptions
@@ -44,7 +45,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=list(ZOO_NAMES))
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/RESULTS.md")
+    results_md.add_flag(ap)
     args = ap.parse_args()
     lines = ["| model | rung | SRAM measured | instructions / step | full plain / this | paper M cycles (TTE sparse) |",
              "|---|---|---|---|---|---|"]
@@ -82,10 +83,7 @@ DSP kernels. The paper's 23-25x is rung 1 / rung 3 on its own engine.
 
 {table}
 """
-        path = Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
-        with open(path, "a") as fh:
-            fh.write(section)
-        print(f"appended to {path}", file=sys.stderr)
+        results_md.append(section)
     return 0
 
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results_md
 
 from microtrain.cli.common import UserError
 from microtrain.codegen.driver_files import write_driver_files
@@ -95,7 +96,7 @@ def main() -> int:
     ap.add_argument("--no-full", action="store_true", help="skip the full-update builds")
     ap.add_argument("--stream-input", action="store_true",
                     help="also measure the sparse scheme compiled with --stream-input (input rows read on demand)")
-    ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/RESULTS.md")
+    results_md.add_flag(ap)
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,10 +173,7 @@ of one `mt_infer`.
 
 {table}
 """
-        path = Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
-        with open(path, "a") as fh:
-            fh.write(section)
-        print(f"appended to {path}", file=sys.stderr)
+        results_md.append(section)
     return 0
 
 
