@@ -259,6 +259,22 @@ def table(results: list[dict]) -> list[str]:
     return lines
 
 
+def round_table(results: list[dict]) -> list[str]:
+    """Fleet accuracy after every round (round 0: the starting model), and the median device alone at the
+    rounds it was evaluated (in parentheses)."""
+    rounds = max(r["rounds"] for r in results)
+    lines = ["| configuration | " + " | ".join(f"r{i}" for i in range(rounds + 1)) + " |",
+             "|---|" + "---|" * (rounds + 1)]
+    for r in results:
+        fleet = dict(r["fleet"]["history"])
+        alone = {int(k): v for k, v in r["alone"]["median"].items()}
+        cells = [(f"{pct(fleet[i])}" if i in fleet else "") + (f" ({pct(alone[i])})" if i in alone else "")
+                 for i in range(rounds + 1)]
+        lines.append(f"| {r['config']['model']}-{r['config']['data']}-a{r['config']['alpha']:g}-"
+                     f"n{r['config']['devices']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot(results: list[dict], path: Path) -> Path:
     import matplotlib
 
@@ -328,16 +344,19 @@ def main() -> int:
         results.append(r)
         print("\n".join(table([r])[2:]), file=sys.stderr, flush=True)
     lines = table(results)
-    print("\n".join(lines))
+    per_round = ["Fleet accuracy on the union test set after each round, % (in parentheses: the median device "
+                 "trained alone, at the rounds it was evaluated):", "", *round_table(results)]
+    print("\n".join(lines + [""] + per_round))
     now = datetime.datetime.now(datetime.UTC)
     img = plot(results, ROOT / "docs" / "img" / f"fleet-{now:%Y%m%d-%H%M}.png")
     print(f"plot: {img} ({time.time() - start:.0f} s in all)")
     if a.append_results:
-        cmd = " ".join(["flock /work/bench.lock .venv/bin/python benchmarks/fleet.py"] + sys.argv[1:])
+        cmd = " ".join([".venv/bin/python benchmarks/fleet.py"] + sys.argv[1:])
         title = f"## Fleet learning with Flower: fleet vs device alone vs centralised ({now:%Y-%m-%d %H:%M} UTC)"
         text = "\n".join([title,
                           "", f"Command: `{cmd}`  ",
                           f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared).", "", *lines, "",
+                          *per_round, "",
                           f"![fleet vs alone vs centralised](img/{img.name})", ""])
         with open(ROOT / "docs" / "RESULTS.md", "a") as f:
             f.write("\n" + text)
