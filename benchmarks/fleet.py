@@ -158,7 +158,10 @@ def run_central(setup_dir: Path, prefix_cache: Path, epochs: int, lr: float, bat
     from microtrain.fleet.setup import data_id, load_setup, test_split, train_prefix, train_split
     from microtrain.runtime.schedule import learning_rate
 
-    torch.set_num_threads(2)
+    # torch's threads: OMP_NUM_THREADS if set (else torch's default, every core). Forcing two on a shared
+    # 2-core machine (load ~10) left the zoo model's runs unfinished after 34 min, the two threads waiting
+    # for each other at every op; one thread ran them in 169-280 s each
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or torch.get_num_threads())
     t0 = time.time()
     setup = load_setup(setup_dir)
     sim = SimDevice(setup.graph, setup.scheme, setup.spec.rounding)
