@@ -18,12 +18,15 @@ For every configuration (model, dataset, Dirichlet alpha, number of devices):
 and the bytes one device sends per round (the trained rows, as int8/int32 and as Flower
 serializes them) against the whole model (int8 as stored, and fp32). The frozen prefix of
 every training and test image is computed once per model and dataset and shared on disk by
-all runs (``microtrain/fleet/prefix.py``). Prints a table, draws ``docs/img/fleet-<UTC time>.png`` (its
-own file per run, so an earlier section's plot is never overwritten) and
-with ``--append-results`` appends both to docs/RESULTS.md.
+all runs (``microtrain/fleet/prefix.py``). Prints a table and the fleet's accuracy per round,
+draws ``docs/img/fleet-<UTC time>.png`` (its own file per run, so an earlier section's plot is
+never overwritten) and appends both to docs/RESULTS.md (``--no-write``: print only, no plot).
+Results are cached per configuration in ``--work``: run configurations one by one with
+``--only NAME --no-write``, then once without ``--no-write`` to assemble the section.
 
-    flock /work/bench.lock .venv/bin/python benchmarks/fleet.py --append-results
-    .venv/bin/python benchmarks/fleet.py --quick           # a smoke run: 2 configs, few rounds
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/fleet.py --rounds 10 --only NAME --no-write
+    .venv/bin/python benchmarks/fleet.py --rounds 10                # the whole grid (cached ones reused)
+    .venv/bin/python benchmarks/fleet.py --quick --no-write         # a smoke run: 2 configs, few rounds
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import results_md  # noqa: E402
 
 import microtrain as mt  # noqa: E402
 
@@ -321,7 +326,7 @@ def main() -> int:
     ap.add_argument("--central-lrs", type=float, nargs="+", default=[0.01, 0.03])
     ap.add_argument("--work", default=str(ROOT / "build" / "bench_fleet"))
     ap.add_argument("--no-central", action="store_true", help="leave out the centralised baseline (not computed)")
-    ap.add_argument("--append-results", action="store_true", help="append the table and plot to docs/RESULTS.md")
+    results_md.add_flag(ap, also=" and draw no plot")
     a = ap.parse_args()
     grid = full_grid()
     if a.quick:
@@ -350,10 +355,11 @@ def main() -> int:
     per_round = ["Fleet accuracy on the union test set after each round, % (in parentheses: the median device "
                  "trained alone, at the rounds it was evaluated):", "", *round_table(results)]
     print("\n".join(lines + [""] + per_round))
-    now = datetime.datetime.now(datetime.UTC)
-    img = plot(results, ROOT / "docs" / "img" / f"fleet-{now:%Y%m%d-%H%M}.png")
-    print(f"plot: {img} ({time.time() - start:.0f} s in all)")
-    if a.append_results:
+    print(f"{time.time() - start:.0f} s in all", file=sys.stderr)
+    if not a.no_write:
+        now = datetime.datetime.now(datetime.UTC)
+        img = plot(results, ROOT / "docs" / "img" / f"fleet-{now:%Y%m%d-%H%M}.png")
+        print(f"plot: {img}", file=sys.stderr)
         cmd = " ".join([".venv/bin/python benchmarks/fleet.py"] + sys.argv[1:])
         title = f"## Fleet learning with Flower: fleet vs device alone vs centralised ({now:%Y-%m-%d %H:%M} UTC)"
         text = "\n".join([title,
@@ -361,8 +367,7 @@ def main() -> int:
                           f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared).", "", *lines, "",
                           *per_round, "",
                           f"![fleet vs alone vs centralised](img/{img.name})", ""])
-        with open(ROOT / "docs" / "RESULTS.md", "a") as f:
-            f.write("\n" + text)
+        results_md.append(text)
     return 0
 
 
