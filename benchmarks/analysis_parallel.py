@@ -67,7 +67,7 @@ def main() -> int:
     ref = results[a.backends[0]]
     med = {b: statistics.median(w) for b, w in walls.items()}
     now = datetime.datetime.now(datetime.UTC)
-    cmd = " ".join(["nice -n 10 .venv/bin/python benchmarks/analysis_parallel.py"] + sys.argv[1:])
+    cmd = results_md.command("benchmarks/analysis_parallel.py", prefix="nice -n 10 .venv/bin/python")
     lines = [f"## Contribution analysis: serial vs parallel vs Ray ({now:%Y-%m-%d %H:%M} UTC)", "",
              f"Command: `{cmd}`  ",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared). {len(jobs)} analysis runs of "

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -129,13 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print("\n".join(facts))
     if not args.no_write:
-        cmd = ".venv/bin/python benchmarks/anomaly.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        cmd = results_md.command("benchmarks/anomaly.py", argv)
         section = f"""
 
 ## Anomaly detection adapting on the device: the MLPerf Tiny autoencoder on a new machine (benchmarks/anomaly.py)
 
 Command: `{cmd.strip()}` (code at {commit}); date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC,
-{time.time() - t0:.0f} s; machine: {platform.machine()}, nproc {os.cpu_count()}; target `{args.target}`.
+{time.time() - t0:.0f} s; machine: {results_md.machine()}; target `{args.target}`.
 Data: SYNTHETIC machine-vibration windows (`microtrain/data/vibration.py`, seed {args.seed}: 5 frames x 128
 log-mel bands; each machine its own spectrum and drift; faults: bearing, imbalance, looseness). Cloud: the
 autoencoder 640 -> 128 x4 -> 8 -> 128 x4 -> 640 trained in float on {len(train)} normal windows of machines

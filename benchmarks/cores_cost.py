@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import re
 import subprocess
 import sys
@@ -126,13 +124,13 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
-        cmd = "nice .venv/bin/python benchmarks/cores_cost.py " + " ".join(sys.argv[1:])
+        cmd = results_md.command("benchmarks/cores_cost.py", prefix="nice .venv/bin/python")
         tools = [subprocess.run([t, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
                  for t in ("arm-none-eabi-gcc", "riscv64-unknown-elf-gcc", "qemu-system-arm")]
         meta = "  \n".join([
             f"Command: `{cmd.strip()}`",
             f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {time.time() - t0:.0f} s",
-            f"Machine: {platform.machine()}, nproc {os.cpu_count()}; {'; '.join(tools)}",
+            f"Machine: {results_md.machine()}; {'; '.join(tools)}",
             "Setup: batch 1, stochastic rounding (the compiler's default), QAS, reordering with per-channel updates, "
             f"{args.steps} steps on "
             "random int8 inputs; `-O2 -ffp-contract=off` with each core's flags (docs/targets.md); QEMU "

@@ -360,7 +360,7 @@ def main() -> int:
         now = datetime.datetime.now(datetime.UTC)
         img = plot(results, ROOT / "docs" / "img" / f"fleet-{now:%Y%m%d-%H%M}.png")
         print(f"plot: {img}", file=sys.stderr)
-        cmd = " ".join([".venv/bin/python benchmarks/fleet.py"] + sys.argv[1:])
+        cmd = results_md.command("benchmarks/fleet.py")
         title = f"## Fleet learning with Flower: fleet vs device alone vs centralised ({now:%Y-%m-%d %H:%M} UTC)"
         text = "\n".join([title,
                           "", f"Command: `{cmd}`  ",

@@ -741,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _append(rows: list[dict], args: argparse.Namespace, clean: bool) -> None:
-    cmd = "python benchmarks/fuzz_readers.py " + " ".join(sys.argv[1:])
+    cmd = results_md.command("benchmarks/fuzz_readers.py", prefix="python")
     lines = [f"## Fuzzing the file readers ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n",
              f"`{cmd}` on {platform.machine()} ({platform.python_version()}), seed {args.seed}. Each mutant is a "
              "seed file changed by the reader's mutator (bit flips, truncation, insertions; JSON or pickled "

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -67,12 +65,12 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
-        cmd = "nice -n 10 .venv/bin/python benchmarks/grad_dtype_cost.py " + " ".join(sys.argv[1:])
+        cmd = results_md.command("benchmarks/grad_dtype_cost.py", prefix="nice -n 10 .venv/bin/python")
         gcc = subprocess.run(["arm-none-eabi-gcc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
         section = (f"\n## Integer errors on the emulated Cortex-M7: SRAM and instructions per step "
-                   f"(benchmarks/grad_dtype_cost.py)\n\nCommand: `{cmd.strip()}`  \n"
+                   f"(benchmarks/grad_dtype_cost.py)\n\nCommand: `{cmd}`  \n"
                    f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC  \n"
-                   f"Machine: {platform.machine()}, nproc {os.cpu_count()} (shared); {gcc}; "
+                   f"Machine: {results_md.machine()} (shared); {gcc}; "
                    f"qemu-system-arm -M mps2-an500 -icount, {args.steps} steps (median)\n\n{table}\n")
         results_md.append(section)
     return 0

@@ -35,7 +35,6 @@ import argparse
 import datetime
 import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -158,7 +157,7 @@ def main() -> None:
     if not args.no_write:
         import onnxruntime
 
-        cmd = shlex.join([".venv/bin/python", "benchmarks/onnx_agreement.py", *sys.argv[1:]])
+        cmd = results_md.command("benchmarks/onnx_agreement.py")
         when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         results_md.append(
             f"## ONNX int8 models: microtrain vs onnxruntime ({when})\n\n"

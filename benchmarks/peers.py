@@ -18,7 +18,6 @@ import datetime
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -218,7 +217,7 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{platform.machine()}, nproc {os.cpu_count()}, {cpu}, Linux {platform.release()}, "
+    return (f"{results_md.machine()}, {cpu}, Linux {platform.release()}, "
             f"load average {load} (shared machine: times are noisy, memory is not)")
 
 
@@ -373,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             np.savez(weights, **pc.zoo_float_weights(zoo))
             results += [run_row(row, model, arch, weights, args) for row in rows]
     add_ratios(results)
-    command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/peers.py", *(argv or sys.argv[1:])])
+    command = results_md.command("benchmarks/peers.py", argv or None)
     if not args.no_write:
         draw_chart(results, args.chart)
         results_md.append(results_section(results, command, args, args.chart))

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -94,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     if res.mismatches:
         print("\n".join(res.mismatches[:20]), file=sys.stderr)
     if not args.no_write:
-        cmd = ".venv/bin/python benchmarks/power_cut.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        cmd = results_md.command("benchmarks/power_cut.py", argv)
         qemu = subprocess.run(["qemu-system-arm", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
         section = f"""
 
 ## Checkpoints that survive power loss: fault injection on the emulated Cortex-M7 (benchmarks/power_cut.py)
 
 Command: `{cmd.strip()}` (code at {commit}); date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC,
-{seconds:.0f} s; machine: {platform.machine()}, nproc {os.cpu_count()}; {qemu}.
+{seconds:.0f} s; machine: {results_md.machine()}; {qemu}.
 Setup: default CNN + new 10-class head, last 3 biases and last 2 weights trained, accumulation 2, momentum 0.9,
 {args.steps} digits samples at batch 1 on `{args.target}`, a checkpoint every {args.every} samples through the
 driver's file-backed flash (2048-byte pages, 8-byte write units: NOR semantics enforced). A checkpoint holds

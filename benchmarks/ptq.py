@@ -15,8 +15,6 @@ import argparse
 import datetime
 import os
 import platform
-import shlex
-import sys
 import time
 
 import numpy as np
@@ -78,7 +76,7 @@ def main() -> None:
     print(f"Fashion-MNIST test set, {len(test)} images\n{table}\n{size_line}")
     if not args.no_write:
         machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/ptq.py", *sys.argv[1:]])
+        command = results_md.command("benchmarks/ptq.py")
         results_md.append(
             f"## PTQ of the default CNN on Fashion-MNIST (benchmarks/ptq.py)\n\n"
             f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {machine}; command: `{command}`; "

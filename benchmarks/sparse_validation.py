@@ -340,7 +340,7 @@ def main() -> int:
             for model in a.models:
                 run_pair(model, data_name, a, out, rows, notes)
                 write_atomic(out / "results.json", {"rows": rows, "notes": notes, "elapsed": time.time() - t0})
-    cmd = "nice -n 10 .venv/bin/python " + " ".join(["benchmarks/sparse_validation.py"] + sys.argv[1:])
+    cmd = results_md.command("benchmarks/sparse_validation.py", prefix="nice -n 10 .venv/bin/python")
     text = report(rows, notes, a, cmd.replace(" --report-only", ""), time.time() - t0)
     print(text)
     if not a.no_write:

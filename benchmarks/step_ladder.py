@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -69,14 +67,14 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
-        cmd = ".venv/bin/python benchmarks/step_ladder.py " + " ".join(sys.argv[1:])
+        cmd = results_md.command("benchmarks/step_ladder.py")
         section = f"""
 
 ## The paper's ladder: full update, plain kernels -> sparse -> sparse + optimised (benchmarks/step_ladder.py)
 
 Command: `{cmd.strip()}`<br>
 Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC<br>
-Machine: {platform.machine()}, nproc {os.cpu_count()}; QEMU mps2-an500 `-icount`, instructions inside one
+Machine: {results_md.machine()}; QEMU mps2-an500 `-icount`, instructions inside one
 `mt_train_step` (median over {args.steps} sparse steps, 1 full step). "Plain kernels": unfused ops, no streamed
 block backward, the runtime's portable C (`-DMT_NN_NO_DSP`); the optimised rung is the default compile on the
 DSP kernels. The paper's 23-25x is rung 1 / rung 3 on its own engine.

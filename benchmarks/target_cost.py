@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import re
 import subprocess
 import sys
@@ -139,13 +137,13 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
-        cmd = ".venv/bin/python benchmarks/target_cost.py " + " ".join(sys.argv[1:])
+        cmd = results_md.command("benchmarks/target_cost.py")
         gcc = subprocess.run(["arm-none-eabi-gcc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
         qemu = subprocess.run(["qemu-system-arm", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
         meta = "  \n".join([  # markdown line breaks
             f"Command: `{cmd.strip()}`",
             f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-            f"Machine: {platform.machine()}, nproc {os.cpu_count()}; {gcc}; {qemu}",
+            f"Machine: {results_md.machine()}; {gcc}; {qemu}",
             "Setup: zoo model + new 10-class head, 128x128x3 int8 input, batch 1, stochastic rounding "
             "(the compiler's default), QAS, reordering with per-channel updates; firmware built with "
             "`-O2 -ffp-contract=off` for Cortex-M7 + FPv5-D16, newlib-nano + semihosting; run on "
