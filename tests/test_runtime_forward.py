@@ -15,7 +15,7 @@ from microtrain.interp.reference import EVAL_RULES
 from microtrain.ir.graph import GraphBuilder, QParams, Tensor
 from microtrain.ir.ops import Op
 from microtrain.ir.verify import conv_output_hw, verify_graph
-from microtrain.runtime import cbind, twins
+from microtrain.runtime import cbind, packs, twins
 
 pytestmark = pytest.mark.host_c
 
@@ -143,6 +143,46 @@ def test_pointwise_conv2d_s8_bit_exact(rt):
         assert_equal_first(_run_conv(rt, "mt_pointwise_conv2d_s8", graph, node, x), expected,
                            "mt_pointwise_conv2d_s8")
         assert_equal_first(_run_conv(rt, "mt_conv2d_s8", graph, node, x), expected, "mt_conv2d_s8 1x1")
+
+
+def test_pointwise_conv2d_s8_with_set_up_pack(rt):
+    """The compile-time set-up pack (runtime/packs.py: mt_conv_pack_s8, called as the code generator
+    calls it) gives the same integers as the kernel's own per-call set-up, and its words are the
+    folded store's: bias2 = 2 (bias - z_x sum w), the row sums folded in."""
+    rng = np.random.default_rng(3100)
+    for case in range(12):
+        h, w = (int(v) for v in rng.integers(1, 9, 2))
+        c_in, c_out = int(rng.integers(1, 40)), int(rng.integers(2, 40))
+        graph, node, x = _weighted_graph(rng, Op.CONV2D, (1, h, w, c_in), (c_out, 1, 1, c_in),
+                                         lambda h=h, w=w, c=c_out: (1, h, w, c))
+        fields = twins.conv_params(node, graph)
+        mult, shift, _q = _quant(graph, node)
+        wt, b = graph.tensors["w"].data, graph.tensors["b"].data
+        words = packs.conv_pack(fields, mult, shift, wt, None if case % 4 == 3 else b)
+        assert words[1] == c_in and len(words) == 2 + 9 * (c_out // 2)
+        rows = wt.reshape(c_out, -1).astype(np.int64)
+        for pair in range(c_out // 2):
+            e = words[2 + 9 * pair: 11 + 9 * pair]
+            if e[0] == 0:
+                continue
+            for k in range(2):
+                bias = 0 if case % 4 == 3 else int(b[2 * pair + k])
+                if e[4 + 3 * k - 1] != 0:  # a live channel (a dead one's multiplier is 0)
+                    assert e[1 + k] == 2 * (bias - fields["input_zero_point"] * int(rows[2 * pair + k].sum()))
+        p = cbind.ConvParams(**fields)
+        bias_arg = None if case % 4 == 3 else ptr(b)
+        outs = []
+        for pack in (None, ptr(words)):
+            q = cbind.PerChannelQuant(ptr(mult), ptr(shift), pack)
+            out = np.zeros(graph.tensors["y"].shape, dtype=np.int8)
+            assert rt.mt_pointwise_conv2d_s8(ctypes.byref(p), ctypes.byref(q), ptr(x), ptr(wt), bias_arg,
+                                             ptr(out)) == 0
+            outs.append(out)
+        assert_equal_first(outs[1], outs[0], "mt_pointwise_conv2d_s8 with its pack vs without")
+        if bias_arg is not None:
+            assert_equal_first(outs[1], _reference(graph, node, {"x": x}), "mt_pointwise_conv2d_s8 with its pack")
+    depthwise = cbind.ConvParams(**{**fields, "groups": 2, "in_c": 2, "out_c": 2})
+    assert rt.mt_conv_pack_get_size(ctypes.byref(depthwise)) == 0
 
 
 def test_fully_connected_s8_bit_exact(rt):

@@ -123,10 +123,25 @@ static int compare(const int8_t *a, const int8_t *b, int n, const char *what, in
     return 0;
 }
 
+/* The 1x1 conv p with its set-up pack (mt_conv_pack_s8) vs the expected output want (the kernel without
+ * a pack, itself checked against the naive conv). */
+enum { PACK_WORDS = 2 + 9 * (RC + 1) / 2 };
+static int packed_pointwise(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *b,
+                            const int8_t *want, int n, const char *what, int case_no)
+{
+    static int32_t pk[PACK_WORDS];
+    static int8_t y[RH * RH * RC > 70 * 5 ? RH * RH * RC : 70 * 5];
+    const mt_per_channel_quant q = {rmult, rshift, NULL}, qp = {rmult, rshift, pk};
+    if (mt_conv_pack_get_size(p) > (int32_t)sizeof pk || n > (int)sizeof y) { printf("pack size\n"); return 1; }
+    check(mt_conv_pack_s8(p, &q, w, b, pk), "pack");
+    check(mt_pointwise_conv2d_s8(p, &qp, x, w, b, y), what);
+    return compare(y, want, n, what, case_no);
+}
+
 static int random_shapes(void)
 {
     int bad = 0;
-    mt_per_channel_quant q = {rmult, rshift};
+    mt_per_channel_quant q = {rmult, rshift, NULL};
     printf("dsp path %d\n", MT_NN_DSP);
     printf("mve path %d\n", MT_NN_MVE);
     printf("vec path %d\n", MT_NN_VEC);
@@ -195,6 +210,7 @@ static int random_shapes(void)
             const int8_t *rows[RC];
             check(mt_pointwise_conv2d_s8(&p, &q, rx, rw, b, ry), "random pointwise");
             bad += compare(ry, rref, n_out, "pointwise", t);
+            bad += packed_pointwise(&p, rx, rw, b, rref, n_out, "pointwise, packed", t);
             for (int c = 0; c < out_c; c++) rows[c] = rw + (out_c - 1 - c) * in_c; /* rows given out of order */
             for (int c = 0; c < out_c; c++) memcpy(rmid + c * in_c, rows[c], (size_t)in_c);
             naive_conv(&p, &q, rx, rmid, b, rref);
@@ -215,6 +231,7 @@ static int random_shapes(void)
         naive_conv(&p, &q, rx, rw, rbias, rref);
         check(mt_pointwise_conv2d_s8(&p, &q, rx, rw, rbias, ry), "long pointwise");
         bad += compare(ry, rref, hw * out_c, "long pointwise", t);
+        bad += packed_pointwise(&p, rx, rw, rbias, rref, hw * out_c, "long pointwise, packed", t);
     }
     /* rows too long to pre-extend at once, over more pixels than one group of the chunked sums
      * (mt_nn_pointwise_pair_chunked_s8: several chunks, several pixel groups, an odd last pixel) */
@@ -231,6 +248,7 @@ static int random_shapes(void)
         naive_conv(&p, &q, lx, lw, rbias, lref);
         check(mt_pointwise_conv2d_s8(&p, &q, lx, lw, rbias, ly), "long pointwise, many pixels");
         bad += compare(ly, lref, hw * out_c, "long pointwise, many pixels", t);
+        bad += packed_pointwise(&p, lx, lw, rbias, lref, hw * out_c, "long pointwise, many pixels, packed", t);
     }
     /* the 3x3 depthwise of the asm pairs (mt_nn_dw.h: stride 1 and 2, full act range, odd and even
      * widths) and its refusals (extreme constants, a clamped act range) */
@@ -302,6 +320,18 @@ static int random_shapes(void)
         if (mt_inverted_bottleneck_get_buffer_size(&ib) > (int32_t)sizeof rscratch) { printf("scratch\n"); bad++; continue; }
         check(mt_inverted_bottleneck_s8(&ib, rx, ew, rbias, dwt, rbias, pw, rbias, ry, rscratch), "fused block");
         bad += compare(ry, rref, n_out, "fused block", t);
+        { /* with the compile-time set-up packs of the expansion (1x1 or 3x3 patches) and the projection */
+            static int32_t epk[PACK_WORDS], ppk[PACK_WORDS];
+            mt_inverted_bottleneck_params ibp = ib;
+            if (mt_conv_pack_get_size(&ib.expand) > (int32_t)sizeof epk ||
+                mt_conv_pack_get_size(&ib.project) > (int32_t)sizeof ppk) { printf("pack size\n"); bad++; continue; }
+            check(mt_conv_pack_s8(&ib.expand, &q, ew, rbias, epk), "ib expand pack");
+            check(mt_conv_pack_s8(&ib.project, &q, pw, rbias, ppk), "ib project pack");
+            ibp.expand_q.pack = epk;
+            ibp.project_q.pack = ppk;
+            check(mt_inverted_bottleneck_s8(&ibp, rx, ew, rbias, dwt, rbias, pw, rbias, ry, rscratch), "fused block, packed");
+            bad += compare(ry, rref, n_out, "fused block, packed", t);
+        }
     }
     printf("random mismatches %d\n", bad);
     return bad;
@@ -374,7 +404,7 @@ int main(void)
         scale[c] = 0.001f + (float)(next() % 1000u) * 1e-5f;
         factor[c] = 1.0f / scale[c];
     }
-    mt_per_channel_quant q = {mult, shift};
+    mt_per_channel_quant q = {mult, shift, NULL};
 
     mt_conv_params p = {H, W, C, (H + 2 - K) / 2 + 1, (W + 2 - K) / 2 + 1, OC, K, K, 2, 2, 1, 1, 1, 1, 1,
                         -3, 5, -128, 127};

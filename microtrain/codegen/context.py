@@ -17,9 +17,10 @@ import numpy as np
 
 from microtrain.compiler.plan_memory import MemoryPlan
 from microtrain.compiler.split_trained_rows import ram_rows, stored_bytes
+from microtrain.ir.conv_kinds import is_pointwise
 from microtrain.ir.graph import Graph, Node
-from microtrain.ir.ops import UPDATE_OPS
-from microtrain.runtime import twins
+from microtrain.ir.ops import UPDATE_OPS, Op
+from microtrain.runtime import packs, twins
 
 CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t", "float32": "float", "int16": "int16_t"}
 
@@ -172,13 +173,28 @@ class CContext:
         return self.struct("mt_fc_params", "FP", layer.name, twins.fc_params(layer, self.graph))
 
     def requant(self, layer: Node) -> str:
+        """The layer's ``mt_per_channel_quant``; a frozen pointwise conv's carries its set-up pack."""
         key = ("requant", layer.name)
         if key not in self._memo:
             mult, shift = twins.per_channel_quant(layer, self.graph)
             m = self.const_array("QM", layer.name, "int32_t", mult)
             s = self.const_array("QS", layer.name, "int32_t", shift)
-            self._memo[key] = self.struct("mt_per_channel_quant", "Q", layer.name,
-                                          {"multiplier": m, "shift": s})
+            fields = {"multiplier": m, "shift": s}
+            consts = layer.inputs[1:3]
+            if (layer.op == Op.CONV2D and is_pointwise(layer, self.graph) and len(consts) == 2
+                    and not any(t in self.trainable or t in self.split for t in consts)):
+                fields["pack"] = self.conv_pack(layer.name, twins.conv_params(layer, self.graph), mult, shift,
+                                                *consts)
+            self._memo[key] = self.struct("mt_per_channel_quant", "Q", layer.name, fields)
+        return self._memo[key]
+
+    def conv_pack(self, name: str, params: dict, mult, shift, weight: str, bias: str | None) -> str:
+        """The const (flash) array of a frozen conv's set-up pack (runtime/packs.py: mt_conv_pack_s8)."""
+        key = ("pack", name)
+        if key not in self._memo:
+            b = None if bias is None else self.graph.tensors[bias].data
+            words = packs.conv_pack(params, mult, shift, self.graph.tensors[weight].data, b)
+            self._memo[key] = self.const_array("PK", name, "int32_t", words)
         return self._memo[key]
 
     def weight_scales(self, weight: str) -> str:

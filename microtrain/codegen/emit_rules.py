@@ -15,7 +15,7 @@ from microtrain.codegen.context import CContext, c_float
 from microtrain.codegen.emit_error import ERROR_EMIT_RULES, error_decl, grad_weight_call
 from microtrain.codegen.emit_window import WINDOW_EMIT_RULES
 from microtrain.compiler.stream_input import input_ring_bytes
-from microtrain.ir.buffer_sizes import depthwise_conv2d_grad_input_inplace_get_buffer_size
+from microtrain.ir.buffer_sizes import PATCH_MAX, depthwise_conv2d_grad_input_inplace_get_buffer_size
 from microtrain.ir.conv_kinds import is_depthwise, is_pointwise
 from microtrain.ir.graph import Node
 from microtrain.ir.ops import Op
@@ -277,23 +277,32 @@ def _free_arena_gap(ctx: CContext, node: Node, size: int) -> int | None:
 def _fused_inverted_bottleneck(node: Node, ctx: CContext) -> list[str]:
     """One call to the row-streamed block kernel; its scratch is the node's planned second output."""
     p = twins.inverted_bottleneck_params(node, ctx.graph)
+    consts = [ctx.ptr(t) for t in node.inputs[1:]]
+    wb = dict(zip(["expand", "depthwise", "project"] if p["has_expand"] else ["depthwise", "project"],
+                  zip(node.inputs[1::2], node.inputs[2::2], strict=True), strict=True))
     fields: dict[str, object] = {}
     for key, value in p.items():
         if key.endswith("_q"):
             stage = key[:-2]
             mult, shift = value
             if len(mult) == 0:
-                fields[key] = "{NULL, NULL}"
+                fields[key] = "{NULL, NULL, NULL}"
                 continue
             name = next(s["name"] for s in node.attrs["stages"] if s["role"] == stage)
+            # the set-up pack of the stages run as 1x1 convs (mt_nn_ib.h: the projection, a 1x1 expansion
+            # or one over patches of at most PATCH_MAX inputs); the block is frozen (fuse_frozen_blocks)
+            e = p[stage]
+            window = e["kernel_h"] * e["kernel_w"] * e["in_c"]
+            as_1x1 = stage == "project" or (stage == "expand" and (e["kernel_h"] == e["kernel_w"] == 1
+                                                                   or window <= PATCH_MAX))
+            pack = ctx.conv_pack(name, e, mult, shift, *wb[stage]) if as_1x1 else "NULL"
             fields[key] = (f"{{{ctx.const_array('QM', name, 'int32_t', mult)}, "
-                           f"{ctx.const_array('QS', name, 'int32_t', shift)}}}")
+                           f"{ctx.const_array('QS', name, 'int32_t', shift)}, {pack}}}")
         elif isinstance(value, dict):
             fields[key] = "{" + ", ".join(f".{k} = {v}" for k, v in value.items()) + "}"
         else:
             fields[key] = value
     params = ctx.struct("mt_inverted_bottleneck_params", "IB", node.name, fields)
-    consts = [ctx.ptr(t) for t in node.inputs[1:]]
     if not p["has_expand"]:
         consts = ["NULL", "NULL", *consts]
     stages = " -> ".join(s["name"] for s in node.attrs["stages"])

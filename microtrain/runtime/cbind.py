@@ -75,12 +75,15 @@ def sources_for(functions: Iterable[str]) -> list[Path]:
     return sorted(seen.values())
 
 
-def build_shared_library(out_dir: Path, cc: str = "gcc", opt: str = "-O2") -> Path:
-    """Compile the whole runtime into ``out_dir/libmt_runtime.so``; raises with gcc's output."""
+def build_shared_library(out_dir: Path, cc: str = "gcc", opt: str = "-O2",
+                         sources: Iterable[Path] | None = None) -> Path:
+    """Compile the whole runtime (or only ``sources``) into ``out_dir/libmt_runtime.so``; raises with gcc's
+    output."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = out_dir / "libmt_runtime.so"
-    cmd = [cc, *CFLAGS, opt, "-fPIC", "-shared", f"-I{INCLUDE_DIR}", *map(str, source_files()), "-o", str(lib), "-lm"]
+    files = source_files() if sources is None else list(sources)
+    cmd = [cc, *CFLAGS, opt, "-fPIC", "-shared", f"-I{INCLUDE_DIR}", *map(str, files), "-o", str(lib), "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"building the runtime failed ({' '.join(cmd)}):\n{proc.stderr}")
@@ -104,7 +107,8 @@ class FcParams(ctypes.Structure):
 
 
 class PerChannelQuant(ctypes.Structure):
-    _fields_ = [("multiplier", ctypes.POINTER(ctypes.c_int32)), ("shift", ctypes.POINTER(ctypes.c_int32))]
+    _fields_ = [("multiplier", ctypes.POINTER(ctypes.c_int32)), ("shift", ctypes.POINTER(ctypes.c_int32)),
+                ("pack", ctypes.POINTER(ctypes.c_int32))]
 
 
 class AddParams(ctypes.Structure):
@@ -215,6 +219,8 @@ PROTOTYPES: dict[str, tuple[type, list[type]]] = {
     "mt_depthwise_conv2d_s8": (_I, [_conv, _q, _i8, _i8, _i32, _i8]),
     "mt_pointwise_conv2d_s8": (_I, [_conv, _q, _i8, _i8, _i32, _i8]),
     "mt_pointwise_conv2d_rows_s8": (_I, [_conv, _q, _i8, _i8, _P(_i8), _i32, _i8]),
+    "mt_conv_pack_get_size": (_I, [_conv]),
+    "mt_conv_pack_s8": (_I, [_conv, _q, _i8, _i32, _i32]),
     "mt_fully_connected_s8": (_I, [_fc, _q, _i8, _i8, _i32, _i8]),
     "mt_add_s8": (_I, [_P(AddParams), _i8, _i8, _i8]),
     "mt_global_avg_pool_s8": (_I, [_P(AvgPoolParams), _i8, _i8]),
@@ -280,10 +286,13 @@ PROTOTYPES: dict[str, tuple[type, list[type]]] = {
 }
 
 
-def load(path: Path) -> ctypes.CDLL:
-    """Open the shared library and declare every prototype (so ctypes converts arguments)."""
+def load(path: Path, functions: Iterable[str] | None = None) -> ctypes.CDLL:
+    """Open the shared library and declare every prototype (or those of ``functions``, for a library of
+    some sources only) so that ctypes converts arguments."""
     lib = ctypes.CDLL(str(path))
-    for name, (restype, argtypes) in PROTOTYPES.items():
+    names = PROTOTYPES if functions is None else list(functions)
+    for name in names:
+        restype, argtypes = PROTOTYPES[name]
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes

@@ -39,7 +39,7 @@ int main(void)
     mt_conv_params pw1 = {4, 4, C_IN, 4, 4, C_MID, 1, 1, 1, 1, 0, 0, 0, 0, 1, -3, -128, -128, 127};
     mt_conv_params dw = {4, 4, C_MID, 4, 4, C_MID, 3, 3, 1, 1, 1, 1, 1, 1, C_MID, -128, -128, -128, 127};
     mt_conv_params pw2 = {4, 4, C_MID, 4, 4, C_IN, 1, 1, 1, 1, 0, 0, 0, 0, 1, -128, 5, -128, 127};
-    mt_per_channel_quant q = {mult, shift};
+    mt_per_channel_quant q = {mult, shift, NULL};
     mt_channels all_mid = {NULL, C_MID, 0, C_MID};
     mt_channels all_out = {NULL, C_IN, 0, C_IN};
     mt_channels one = {kept, C_MID, 0, 1};

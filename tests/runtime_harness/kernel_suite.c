@@ -73,7 +73,7 @@ static void block_cases(void)
     mt_conv_params pw1 = {4, 4, C_IN, 4, 4, C_MID, 1, 1, 1, 1, 0, 0, 0, 0, 1, -3, -128, -128, 127};
     mt_conv_params dw = {4, 4, C_MID, 4, 4, C_MID, 3, 3, 1, 1, 1, 1, 1, 1, C_MID, -128, -128, -128, 127};
     mt_conv_params pw2 = {4, 4, C_MID, 4, 4, C_IN, 1, 1, 1, 1, 0, 0, 0, 0, 1, -128, 5, -128, 127};
-    mt_per_channel_quant q = {mult, shift};
+    mt_per_channel_quant q = {mult, shift, NULL};
     mt_add_params ap = {HW * C_IN, 5, -3, 2, 20, 1518500250, -1, 1073741824, 0, 1431655765, -9, -128, 127};
     mt_avg_pool_params pp = {4, 4, C_IN, 2, -7, 1717986918, -3, -128, 127};
     int32_t kept_mid[84], kept_out[14], i;
@@ -201,7 +201,7 @@ static void small_cases(void)
     mt_conv_params cp = {9, 9, 6, 5, 4, 8, 3, 3, 2, 2, 1, 0, 1, 1, 2, 17, -9, -100, 90};
     mt_conv_params dp = {9, 9, 12, 5, 5, 12, 5, 5, 2, 2, 2, 2, 2, 2, 12, 127, -128, -128, 127};
     mt_fc_params fp = {100, 10, -128, 3, -128, 127};
-    mt_per_channel_quant q = {mult, shift};
+    mt_per_channel_quant q = {mult, shift, NULL};
     mt_channels ch = {kept, 3, 0, 3};
     mt_channels all10 = {NULL, 10, 0, 10};
 

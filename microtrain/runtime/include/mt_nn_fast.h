@@ -417,6 +417,76 @@ static inline int mt_nn_zfold_of(const mt_nn_fast_store *f, int32_t z, int64_t r
     return 1;
 }
 
+/* The set-up of a 1x1 channel pair: per call (q->pack NULL) or once, at compile time, into the
+ * conv's pack (mt_conv_pack_s8), by the same function. Pack format, int32 words (little-endian;
+ * the same on every host and target):
+ *     {MT_NN_PACK_PW, n}, then per channel pair (c, c + 1), c = 0, 2, ... < out_c - 1, nine words
+ *     {status, bias2 of c, bias2 of c + 1, a, b, right of c, a, b, right of c + 1}
+ * n: the row length (kernel_h * kernel_w * in_c); an odd last channel has no words (reference store).
+ * status 0: the reference store for the pair (the other words unused); 1: the fast store,
+ * (a, b, right) = (multiplier, round, right) of mt_nn_fast_store_of / mt_nn_fast_const_of (bias2
+ * with z_x * the row sum folded in); 2: those constants also allow the folded store, and (a, b,
+ * right) are mt_nn_zfold_of's {multiplier, rz, right}: the asm pairs read words 1-8 in place (kz),
+ * and the fast store's constants are {bias2, a, b - z_y 2^right, right} (mt_nn_pw_pair_store: the
+ * same integers, see mt_nn_zfold_of). */
+#define MT_NN_PACK_PW 0x31777070 /* "ppw1" */
+#define MT_NN_PACK_PW_WORDS 9
+
+/* The nine words of channel pair (c, c + 1) (rows w0, w1 of n inputs, input zero point z_x, the
+ * store s) into e; fold: whether to derive the folded store's words (status 2 where they exist).
+ * Returns the status. */
+static inline int32_t mt_nn_pw_pair_words(const mt_nn_store *s, const int8_t *w0, const int8_t *w1, int32_t n,
+                                          int32_t c, int32_t z_x, int fold, int32_t e[MT_NN_PACK_PW_WORDS])
+{
+    const int64_t raw_bound = (int64_t)n * 16384, true_bound = (int64_t)n * 32640;
+    mt_nn_fast_store f[2];
+    int32_t k, kz[2][4];
+    for (k = 0; k < 2; ++k) {
+        const int32_t b = s->bias != NULL ? s->bias[c + k] : 0;
+        if (!mt_nn_fast_store_of(b, (int64_t)z_x * mt_nn_row_sum_s8(k ? w1 : w0, n), s->multiplier[c + k],
+                                 s->shift[c + k], raw_bound, true_bound, &f[k]) &&
+            !mt_nn_fast_const_of(s, c + k, true_bound, s->zero_point, &f[k])) {
+            e[0] = 0;
+            return 0;
+        }
+    }
+    e[1] = f[0].bias2;
+    e[2] = f[1].bias2;
+    if (fold && mt_nn_zfold_of(&f[0], s->zero_point, raw_bound, kz[0]) &&
+        mt_nn_zfold_of(&f[1], s->zero_point, raw_bound, kz[1])) {
+        for (k = 0; k < 2; ++k) {
+            e[3 + 3 * k] = kz[k][1];
+            e[4 + 3 * k] = kz[k][2];
+            e[5 + 3 * k] = kz[k][3];
+        }
+        e[0] = 2;
+        return 2;
+    }
+    for (k = 0; k < 2; ++k) {
+        e[3 + 3 * k] = f[k].multiplier;
+        e[4 + 3 * k] = f[k].round;
+        e[5 + 3 * k] = f[k].right;
+    }
+    e[0] = 1;
+    return 1;
+}
+
+/* The fast-store constants of channel c + k of a pair's words e (status 1 or 2), output zero point z_y. */
+static inline void mt_nn_pw_pair_store(const int32_t *e, int32_t k, int32_t z_y, mt_nn_fast_store *f)
+{
+    const int32_t *w = e + 3 + 3 * k;
+    f->bias2 = e[1 + k];
+    f->multiplier = w[0];
+    f->right = w[2];
+    f->round = e[0] == 2 ? w[1] - z_y * ((int32_t)1 << w[2]) : w[1];
+}
+
+/* The pair words of a pack for a 1x1 of n-long rows (NULL: none, or a pack of another kind or length). */
+static inline const int32_t *mt_nn_pw_pack_of(const int32_t *pack, int32_t n)
+{
+    return pack != NULL && pack[0] == MT_NN_PACK_PW && pack[1] == n ? pack + 2 : NULL;
+}
+
 /* acc[2][2] += x_p . w_c, raw int8 products, for pixels x0, x1 and rows w0, w1 over [i, n). */
 static inline void mt_nn_dot2x2_s8(const int8_t *x0, const int8_t *x1, const int8_t *w0, const int8_t *w1, int32_t i,
                                    int32_t n, int32_t acc[4])
@@ -503,20 +573,18 @@ MT_NN_INLINE int8_t mt_nn_fast_out(int32_t raw, int32_t bias2, int32_t multiplie
 
 /* The outputs of one channel pair (c, c + 1) over pixels [0, pixels) with the fast store:
  * x pixel p at x + p * x_stride; output (p, c + k) at y + p * y_stride + k * y_cstride; wb the
- * extended rows (or NULL). full: act range [-128, 127] (a constant at each call site). kz: NULL, or
- * (full range, wb doubled, ne >= n) the pair's store words {bias2 of c, of c + 1, then multiplier,
- * rz, right of c, of c + 1} (mt_nn_zfold_of), passed as kz + 2. ne: the inputs the extended rows
- * cover (n rounded down to 4, or up to 4 when the x rows are padded). */
+ * extended rows (or NULL); e the pair's words (mt_nn_pw_pair_words, status 1 or 2). full: act range
+ * [-128, 127] (a constant at each call site). kz: NULL, or (status 2, full range, wb doubled, ne >= n)
+ * e + 3: the pair's store words {bias2 of c, of c + 1, then multiplier, rz, right of c, of c + 1}
+ * from kz - 2. ne: the inputs the extended rows cover (n rounded down to 4, or up to 4 when the x
+ * rows are padded). */
 MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride, int32_t pixels, const int8_t *w0,
-                                               const int8_t *w1, const int32_t *wb, int32_t n,
-                                               const mt_nn_fast_store *f0, const mt_nn_fast_store *f1,
+                                               const int8_t *w1, const int32_t *wb, int32_t n, const int32_t *e,
                                                const mt_conv_params *p, int8_t *y, int32_t y_stride,
                                                int32_t y_cstride, int full, const int32_t *kz, int32_t ne)
 {
     const int32_t n4 = wb != NULL ? ne : 0;
     const int32_t z = p->output_zero_point, lo = p->act_min, hi = p->act_max;
-    const int32_t b0 = f0->bias2, m0 = f0->multiplier, r0 = f0->round, s0 = f0->right;
-    const int32_t b1 = f1->bias2, m1 = f1->multiplier, r1 = f1->round, s1 = f1->right;
     int32_t px = 0;
 #if MT_NN_DSP_ASM
     if (kz != NULL && pixels >= 2) { /* the pixel pairs in one asm loop */
@@ -535,6 +603,15 @@ MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride
         mt_nn_pointwise_pairs_asm(x, &L);
     }
 #endif
+    if (px >= pixels) {
+        return;
+    }
+    /* the rest (an odd last pixel after the asm pairs), or every pixel, in C: the fast-store constants */
+    mt_nn_fast_store f0, f1;
+    mt_nn_pw_pair_store(e, 0, z, &f0);
+    mt_nn_pw_pair_store(e, 1, z, &f1);
+    const int32_t b0 = f0.bias2, m0 = f0.multiplier, r0 = f0.round, s0 = f0.right;
+    const int32_t b1 = f1.bias2, m1 = f1.multiplier, r1 = f1.round, s1 = f1.right;
     for (; px < pixels; px += 2) {
         const int8_t *x0 = x + px * x_stride;
         const int8_t *x1 = px + 1 < pixels ? x0 + x_stride : x0; /* an odd last pixel: computed twice, stored once */
@@ -647,10 +724,12 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
                                                    int32_t wbuf_words)
 {
     const int32_t n = p->in_c, out_c = p->out_c, z = p->input_zero_point;
-    const int64_t raw_bound = (int64_t)n * 16384, true_bound = (int64_t)n * 32640;
     const int full = p->act_min == -128 && p->act_max == 127;
     const int32_t ne = x_stride > n && x_stride >= ((n + 3) & ~3) ? (n + 3) & ~3 : n & ~3;
     const mt_nn_store s = mt_nn_store_of(bias, q, p);
+    const int32_t *pk = mt_nn_pw_pack_of(q->pack, n); /* the compile-time set-up, or NULL */
+    /* whether the asm pairs with the folded store apply (where a pair's constants allow it) */
+    const int fold = MT_NN_DSP_ASM && full && wbuf != NULL && ne <= wbuf_words && ne >= n && ne > 0;
     int32_t oc, px;
 #if MT_NN_VEC
     if (mt_nn_vec_pointwise_s8(p, q, x, x_stride, pixels, w, rows, bias, y, y_stride, y_cstride)) {
@@ -661,47 +740,35 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
         const int8_t *w0 = rows != NULL ? rows[oc] : w + oc * n;
         if (oc + 1 < out_c) {
             const int8_t *w1 = rows != NULL ? rows[oc + 1] : w0 + n;
-            mt_nn_fast_store f0, f1;
-            const int32_t b0 = bias != NULL ? bias[oc] : 0, b1 = bias != NULL ? bias[oc + 1] : 0;
-            if ((mt_nn_fast_store_of(b0, (int64_t)z * mt_nn_row_sum_s8(w0, n), q->multiplier[oc], q->shift[oc],
-                                     raw_bound, true_bound, &f0) ||
-                 mt_nn_fast_const_of(&s, oc, true_bound, p->output_zero_point, &f0)) &&
-                (mt_nn_fast_store_of(b1, (int64_t)z * mt_nn_row_sum_s8(w1, n), q->multiplier[oc + 1],
-                                     q->shift[oc + 1], raw_bound, true_bound, &f1) ||
-                 mt_nn_fast_const_of(&s, oc + 1, true_bound, p->output_zero_point, &f1))) {
+            int32_t own[MT_NN_PACK_PW_WORDS];
+            const int32_t *e = pk != NULL ? pk + (oc >> 1) * MT_NN_PACK_PW_WORDS : own;
+            if (pk == NULL) {
+                mt_nn_pw_pair_words(&s, w0, w1, n, oc, z, fold, own);
+            }
+            if (e[0] != 0) {
                 const int32_t *wb = NULL;
+                /* the asm pairs (doubled weights, MT_NN_STORE_U8) where the constants allow the folded store */
+                const int zf = fold && e[0] == 2;
 #if MT_NN_DSP_ASM
                 if (wbuf != NULL && (n & ~3) > wbuf_words && wbuf_words >= 16) {
+                    mt_nn_fast_store f0, f1;
+                    mt_nn_pw_pair_store(e, 0, p->output_zero_point, &f0);
+                    mt_nn_pw_pair_store(e, 1, p->output_zero_point, &f1);
                     mt_nn_pointwise_pair_chunked_s8(x, x_stride, pixels, w0, w1, n, &f0, &f1, p, y + oc * y_cstride,
                                                     y_stride, y_cstride, wbuf, wbuf_words);
                     continue;
                 }
-#endif
-                int32_t kz[9];
-                /* the asm pairs (doubled weights, MT_NN_STORE_U8) where the constants allow the folded store;
-                 * channel c's words land at kz[1..4], c + 1's at kz[5..8] */
-                const int zf = MT_NN_DSP_ASM && full && wbuf != NULL && ne <= wbuf_words && ne >= n && ne > 0 &&
-                               mt_nn_zfold_of(&f0, p->output_zero_point, raw_bound, kz + 1) &&
-                               mt_nn_zfold_of(&f1, p->output_zero_point, raw_bound, kz + 5);
-#if MT_NN_DSP_ASM
                 if (wbuf != NULL && ne <= wbuf_words) {
                     mt_nn_extend2_pad_s8(w0, w1, n, ne, wbuf, zf);
                     wb = wbuf;
                 }
 #endif
-                if (zf) { /* {bias2 c, bias2 c + 1, then multiplier, rz, right of c, of c + 1} */
-                    kz[0] = kz[1];
-                    kz[1] = kz[5];
-                    kz[5] = kz[6];
-                    kz[6] = kz[7];
-                    kz[7] = kz[8];
-                }
-                if (full) {
-                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, &f0, &f1, p, y + oc * y_cstride,
-                                                 y_stride, y_cstride, 1, zf ? kz + 2 : NULL, ne);
+                if (full) { /* kz: {bias2 c, bias2 c + 1, then multiplier, rz, right of c, of c + 1} */
+                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, e, p, y + oc * y_cstride, y_stride,
+                                                 y_cstride, 1, zf ? e + 3 : NULL, ne);
                 } else {
-                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, &f0, &f1, p, y + oc * y_cstride,
-                                                 y_stride, y_cstride, 0, NULL, ne);
+                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, e, p, y + oc * y_cstride, y_stride,
+                                                 y_cstride, 0, NULL, ne);
                 }
                 continue;
             }

@@ -84,6 +84,7 @@ typedef struct {
 typedef struct {
     const int32_t *multiplier;  /* [out_c] */
     const int32_t *shift;       /* [out_c] */
+    const int32_t *pack;        /* NULL, or the conv's set-up pack (mt_conv_pack_s8): frozen weights only */
 } mt_per_channel_quant;
 
 /* TFLite int8 ADD, fields exactly as interp/reference.py add_params returns them. */
@@ -224,6 +225,18 @@ mt_status mt_pointwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_q
 mt_status mt_pointwise_conv2d_rows_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
                                       const int8_t *weights, const int8_t *const *rows, const int32_t *bias,
                                       int8_t *output);
+
+/* The set-up pack of a frozen conv: what its fast int8 forward computes per call from the weights,
+ * bias and quantization alone (per 1x1 channel pair: the weight-row sums of the folded input zero
+ * point and the fast-store constants), computed once (at compile time by the code generator, which
+ * calls this function and writes the words as a const array in flash) and passed as q->pack to the
+ * kernels: mt_pointwise_conv2d_s8 and the 1x1 / small-window expansion and the projection of the
+ * fused blocks. A kernel given q->pack = NULL computes the same words per call; both give the same
+ * integers. Format (int32 words, host-independent): mt_nn_fast.h. Groups 1 only (else
+ * MT_ERR_PARAM); pack: mt_conv_pack_get_size(p) bytes, 4-byte aligned. */
+int32_t mt_conv_pack_get_size(const mt_conv_params *p);
+mt_status mt_conv_pack_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *weights,
+                          const int32_t *bias, int32_t *pack);
 
 /* FULLY_CONNECTED: input [in_c], weights [out_c][in_c], bias [out_c] (NULL = zeros), output [out_c].
  * Requires in_c <= 65536. */
