@@ -283,6 +283,28 @@ static int random_shapes(void)
         check(mt_depthwise_conv2d_s8(&p, &q, rx, rw, b, ry), "5x5/7x7 depthwise");
         bad += compare(ry, rref, p.out_h * p.out_w * in_c, "5x5/7x7 depthwise", t);
     }
+    /* small maps (at most 4x4 outputs) with 5x5 and 7x7 windows: the channel-innermost loop of the
+     * standalone depthwise (mt_depthwise_conv2d_s8.c: four channels at a time, padded taps skipped), with
+     * channel counts not a multiple of 4, dead channels and refusals (extreme constants), a clamped act
+     * range, padding from none to kernel / 2, stride 1 and 2; and 3x3 rows of 4-12 outputs (the asm
+     * quads of mt_nn_dw.h and their last pair and odd output) */
+    for (int t = 0; t < 48; t++) {
+        const int k = t % 3 == 2 ? 3 : t % 3 ? 5 : 7, s = 1 + (t / 3) % 2, pad = t % 8 == 7 ? rnd(0, k / 2) : k / 2;
+        const int lo = k - 2 * pad > 1 ? k - 2 * pad : 1;
+        const int hi = k == 3 ? RH : (s == 1 ? 4 : 8) + k - 1 - 2 * pad;
+        const int in_h = rnd(lo, hi > lo ? (hi < RH ? hi : RH) : lo), in_w = rnd(lo, hi > lo ? (hi < RH ? hi : RH) : lo);
+        const int in_c = t % 4 == 3 ? rnd(1, RC) : 4 * rnd(1, RC / 4);
+        mt_conv_params p;
+        random_conv_params(&p, in_h, in_w, in_c, in_c, k, s, pad, in_c);
+        if (t % 6 != 5) { p.act_min = -128; p.act_max = 127; }
+        fill_s8(rx, in_h * in_w * in_c);
+        fill_s8(rw, in_c * k * k);
+        random_quant(in_c, t % 5 == 4);
+        const int32_t *b = t % 7 == 6 ? NULL : rbias;
+        naive_conv(&p, &q, rx, rw, b, rref);
+        check(mt_depthwise_conv2d_s8(&p, &q, rx, rw, b, ry), "small-map depthwise");
+        bad += compare(ry, rref, p.out_h * p.out_w * in_c, "small-map depthwise", t);
+    }
     /* the fused block vs its ops one by one (expand kxk -> depthwise -> 1x1 [-> ADD]) */
     for (int t = 0; t < 40; t++) {
         mt_inverted_bottleneck_params ib;

@@ -74,6 +74,79 @@ MT_NN_INLINE void mt_nn_dw4_taps(const int8_t *x, int32_t C, const int32_t *w, i
 }
 #endif
 
+#if MT_NN_DSP
+/* a[k] += (x - z) * w over `rows` window rows of n taps each (n <= 7) of four NHWC channels: row r's
+ * first tap at x + r * xs, its packed weights (as mt_nn_dw4_taps) at w + r * ws words. With the asm
+ * (the window row written out for each n: per tap one LDR, one LDRD of the tap's two weight words,
+ * two SXTAB16 and four SMLABB / SMLATT, 9 instructions for 4 MACs), else mt_nn_dw4_taps. */
+#if MT_NN_DSP_ASM
+#define MT_NN_DW4C_TAP                                                                                            \
+    "ldr %[v], [%[x]]\n\t"                                                                                        \
+    "add %[x], %[x], %[C]\n\t"                                                                                    \
+    "ldrd %[W0], %[W1], [%[w]], #8\n\t"                                                                          \
+    "sxtab16 %[e], %[z], %[v]\n\t"                                                                                \
+    "sxtab16 %[v], %[z], %[v], ror #8\n\t"                                                                        \
+    "smlabb %[a0], %[e], %[W0], %[a0]\n\t"                                                                        \
+    "smlatt %[a2], %[e], %[W0], %[a2]\n\t"                                                                        \
+    "smlabb %[a1], %[v], %[W1], %[a1]\n\t"                                                                        \
+    "smlatt %[a3], %[v], %[W1], %[a3]\n\t"
+#define MT_NN_DW4C_ROWS(taps)                                                                                     \
+    for (; rows > 0; --rows, x0 += xs, w0 += ws) {                                                                \
+        const int8_t *x = x0;                                                                                     \
+        const int32_t *w = w0;                                                                                    \
+        int32_t v, e, W0, W1;                                                                                     \
+        __asm__ volatile(taps                                                                                     \
+                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w] "+r"(w), \
+                           [v] "=&r"(v), [e] "=&r"(e), [W0] "=&r"(W0), [W1] "=&r"(W1)                             \
+                         : [C] "r"(C), [z] "r"(lanes)                                                             \
+                         : "memory");                                                                             \
+    }                                                                                                             \
+    break
+#endif
+MT_NN_INLINE void mt_nn_dw4c_rows(const int8_t *x0, int32_t xs, const int32_t *w0, int32_t ws, int32_t rows,
+                                  int32_t n, int32_t C, int32_t lanes, int32_t a[4])
+{
+#if MT_NN_DSP_ASM
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    switch (n) {
+    case 1:
+        MT_NN_DW4C_ROWS(MT_NN_DW4C_TAP);
+    case 2:
+        MT_NN_DW4C_ROWS(MT_NN_DW4C_TAP MT_NN_DW4C_TAP);
+    case 3:
+        MT_NN_DW4C_ROWS(MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP);
+    case 4:
+        MT_NN_DW4C_ROWS(MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP);
+    case 5:
+        MT_NN_DW4C_ROWS(MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP);
+    case 6:
+        MT_NN_DW4C_ROWS(MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP);
+    case 7:
+        MT_NN_DW4C_ROWS(MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP MT_NN_DW4C_TAP
+                            MT_NN_DW4C_TAP);
+    default:
+        for (; rows > 0; --rows, x0 += xs, w0 += ws) {
+            int32_t t[4] = {a0, a1, a2, a3};
+            mt_nn_dw4_taps(x0, C, w0, n, lanes, t);
+            a0 = t[0];
+            a1 = t[1];
+            a2 = t[2];
+            a3 = t[3];
+        }
+        break;
+    }
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+#else
+    for (; rows > 0; --rows, x0 += xs, w0 += ws) {
+        mt_nn_dw4_taps(x0, C, w0, n, lanes, a);
+    }
+#endif
+}
+#endif
+
 /* One output row of a depthwise conv d (every channel): input row ky of the window at src_row[ky]
  * for ky in [ky_begin, ky_end) (the rows inside the input), y = the output row. On DSP cores the
  * channels go four at a time: their weights are packed once per group as int16 lanes, (c, c+2)
@@ -367,6 +440,97 @@ MT_NN_INLINE void mt_nn_dw3_pairs_asm(const int8_t *p0, const int8_t *p1, const 
                          : [wk] "r"(wk), [b2] "r"(wk[6]), [ys] "m"(ys), [end] "m"(end)
                          : "r4", "r5", "r6", "r8", "cc", "memory");
     }
+}
+#endif
+
+#if MT_NN_DSP_ASM
+/* 3x3 depthwise rows in asm, four outputs per iteration, on plane rows p0, p1, p2 (window rows 0-2):
+ * the operands of mt_nn_dw3_pairs_asm (wk: per window row (2w0, 2w2), (2w1, 0), then {bias2,
+ * multiplier, rz, right}); y advances four outputs (4 ys) per iteration until p0 reaches p0_end.
+ * 12 registers: a0-a3, v, o, Wa, Wb, p0-p2, wk (y, ys and the end in memory).
+ * Stride 1 (77 instructions for 36 MACs; the pairs take 43 for 18): the words at columns ox and
+ * ox + 2 (bytes b0-b3, b2-b5) give out k = P (w0, w2) + b w1 for k = 0..3, P the lane pair
+ * (b_k, b_k+2) of SXTB16 / SXTB16 ROR 8 and b = b_k+1 the other lane. Window row 0 starts the
+ * accumulators at bias2 (in a0 until a0's own last product).
+ * Stride 2 (85 for 36; the pairs 49 for 18): the words at 2 ox (b0-b3) and 2 ox + 4 (b4-b7) and
+ * the byte b8: out 0, 2 = P (w0, w2) + b w1 as above, out 1 = b2 w0 + b3 w1 + b4 w2 and out 3 =
+ * b6 w0 + b7 w1 + b8 w2 tap by tap. */
+#define MT_NN_DW3Q_LD(p, o) "ldr %[v], [%[" p "], #" o "]\n\t" "sxtb16 %[o], %[v], ror #8\n\t" "sxtb16 %[v], %[v]\n\t"
+#define MT_NN_DW3Q_LDI(p, o) "ldr %[v], [%[" p "]], #" o "\n\t" "sxtb16 %[o], %[v], ror #8\n\t" "sxtb16 %[v], %[v]\n\t"
+#define MT_NN_DW3Q_M(op, a, x, w, acc) op " %[" a "], %[" x "], %[" w "], %[" acc "]\n\t"
+#define MT_NN_DW3Q_W(off) "ldrd %[Wa], %[Wb], [%[wk], #" off "]\n\t"
+/* stride 1, window row 0 (bias2 in a0) */
+#define MT_NN_DW3Q_S1_FIRST                                                                                       \
+    "ldr %[a0], [%[wk], #24]\n\t" MT_NN_DW3Q_W("0") "ldr %[v], [%[p0], #2]\n\t"                                 \
+    "sxtb16 %[a2], %[v]\n\t"                                                                                      \
+    "sxtb16 %[a3], %[v], ror #8\n\t" MT_NN_DW3Q_M("smlabb", "o", "a3", "Wb", "a0")                                \
+        MT_NN_DW3Q_M("smlad", "a3", "a3", "Wa", "a0") MT_NN_DW3Q_M("smlatb", "a3", "a2", "Wb", "a3")               \
+            MT_NN_DW3Q_M("smlad", "a2", "a2", "Wa", "o") MT_NN_DW3Q_LDI("p0", "4")                               \
+                MT_NN_DW3Q_M("smlad", "a1", "o", "Wa", "a0") MT_NN_DW3Q_M("smlatb", "a1", "v", "Wb", "a1")         \
+                    MT_NN_DW3Q_M("smlad", "a0", "v", "Wa", "a0") MT_NN_DW3Q_M("smlabb", "a0", "o", "Wb", "a0")
+/* stride 1, window rows 1 and 2 */
+#define MT_NN_DW3Q_S1_ROW(p, off)                                                                                 \
+    MT_NN_DW3Q_W(off) MT_NN_DW3Q_LD(p, "2") MT_NN_DW3Q_M("smlad", "a2", "v", "Wa", "a2")                          \
+        MT_NN_DW3Q_M("smlabb", "a2", "o", "Wb", "a2") MT_NN_DW3Q_M("smlad", "a3", "o", "Wa", "a3")                 \
+            MT_NN_DW3Q_M("smlatb", "a3", "v", "Wb", "a3") MT_NN_DW3Q_LDI(p, "4")                                  \
+                MT_NN_DW3Q_M("smlad", "a0", "v", "Wa", "a0") MT_NN_DW3Q_M("smlabb", "a0", "o", "Wb", "a0")         \
+                    MT_NN_DW3Q_M("smlad", "a1", "o", "Wa", "a1") MT_NN_DW3Q_M("smlatb", "a1", "v", "Wb", "a1")
+/* stride 2, window row 0 (bias2 in a0) */
+#define MT_NN_DW3Q_S2_FIRST                                                                                       \
+    "ldr %[a0], [%[wk], #24]\n\t" MT_NN_DW3Q_W("0") MT_NN_DW3Q_LD("p0", "4")                                     \
+        MT_NN_DW3Q_M("smlad", "a2", "v", "Wa", "a0") MT_NN_DW3Q_M("smlabb", "a2", "o", "Wb", "a2")                 \
+            MT_NN_DW3Q_M("smlatb", "a3", "v", "Wa", "a0") MT_NN_DW3Q_M("smlatb", "a3", "o", "Wb", "a3")            \
+                MT_NN_DW3Q_M("smlabt", "a1", "v", "Wa", "a0") "ldrsb %[v], [%[p0], #8]\n\t"                      \
+                    MT_NN_DW3Q_M("smlabt", "a3", "v", "Wa", "a3") MT_NN_DW3Q_LDI("p0", "8")                       \
+                        MT_NN_DW3Q_M("smlatb", "a1", "v", "Wa", "a1") MT_NN_DW3Q_M("smlatb", "a1", "o", "Wb", "a1") \
+                            MT_NN_DW3Q_M("smlad", "a0", "v", "Wa", "a0") MT_NN_DW3Q_M("smlabb", "a0", "o", "Wb", "a0")
+/* stride 2, window rows 1 and 2 */
+#define MT_NN_DW3Q_S2_ROW(p, off)                                                                                 \
+    MT_NN_DW3Q_W(off) MT_NN_DW3Q_LD(p, "4") MT_NN_DW3Q_M("smlad", "a2", "v", "Wa", "a2")                          \
+        MT_NN_DW3Q_M("smlabb", "a2", "o", "Wb", "a2") MT_NN_DW3Q_M("smlatb", "a3", "v", "Wa", "a3")                \
+            MT_NN_DW3Q_M("smlatb", "a3", "o", "Wb", "a3") MT_NN_DW3Q_M("smlabt", "a1", "v", "Wa", "a1")            \
+                "ldrsb %[v], [%[" p "], #8]\n\t" MT_NN_DW3Q_M("smlabt", "a3", "v", "Wa", "a3")                   \
+                    MT_NN_DW3Q_LDI(p, "8") MT_NN_DW3Q_M("smlatb", "a1", "v", "Wa", "a1")                          \
+                        MT_NN_DW3Q_M("smlatb", "a1", "o", "Wb", "a1") MT_NN_DW3Q_M("smlad", "a0", "v", "Wa", "a0") \
+                            MT_NN_DW3Q_M("smlabb", "a0", "o", "Wb", "a0")
+#define MT_NN_DW3Q_STORE(a)                                                                                       \
+    "smmlar %[o], %[" a "], %[Wa], %[Wb]\n\t"                                                                     \
+    "add %[o], %[o], %[" a "], asr #31\n\t"                                                                       \
+    "asr %[o], %[o], %[v]\n\t"                                                                                    \
+    "ssat %[" a "], #8, %[o]\n\t"
+#define MT_NN_DW3Q_TAIL                                                                                           \
+    "ldrd %[Wa], %[Wb], [%[wk], #28]\n\t"                                                                        \
+    "ldr %[v], [%[wk], #36]\n\t" MT_NN_DW3Q_STORE("a0") MT_NN_DW3Q_STORE("a1") MT_NN_DW3Q_STORE("a2")            \
+        MT_NN_DW3Q_STORE("a3") "ldr %[v], %[y]\n\t"                                                              \
+    "ldr %[o], %[ys]\n\t"                                                                                         \
+    "strb %[a0], [%[v]]\n\t"                                                                                      \
+    "strb %[a1], [%[v], %[o]]\n\t"                                                                                \
+    "add %[v], %[v], %[o], lsl #1\n\t"                                                                            \
+    "strb %[a2], [%[v]]\n\t"                                                                                      \
+    "strb %[a3], [%[v], %[o]]\n\t"                                                                                \
+    "add %[v], %[v], %[o], lsl #1\n\t"                                                                            \
+    "str %[v], %[y]\n\t"                                                                                          \
+    "ldr %[o], %[end]\n\t"                                                                                        \
+    "cmp %[p0], %[o]\n\t"                                                                                         \
+    "bne 1b\n\t"
+#define MT_NN_DW3Q_ASM(body)                                                                                      \
+    __asm__ volatile("1:\n\t" body MT_NN_DW3Q_TAIL                                                                \
+                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [v] "=&r"(v), [o] "=&r"(o), \
+                       [Wa] "=&r"(wa), [Wb] "=&r"(wb), [p0] "+&r"(p0), [p1] "+&r"(p1), [p2] "+&r"(p2), [y] "+m"(y)  \
+                     : [wk] "r"(wk), [ys] "m"(ys), [end] "m"(end)                                                 \
+                     : "cc", "memory")
+
+/* Outputs [0, 4 n) of one row, n >= 1 (end = p0 + 4 n * stride). */
+MT_NN_INLINE void mt_nn_dw3_quads_asm(const int8_t *p0, const int8_t *p1, const int8_t *p2, const int32_t *wk,
+                                      int8_t *y, int32_t ys, const int8_t *end, int stride2)
+{
+    int32_t a0, a1, a2, a3, v, o, wa, wb;
+    if (stride2) {
+        MT_NN_DW3Q_ASM(MT_NN_DW3Q_S2_FIRST MT_NN_DW3Q_S2_ROW("p1", "8") MT_NN_DW3Q_S2_ROW("p2", "16"));
+    } else {
+        MT_NN_DW3Q_ASM(MT_NN_DW3Q_S1_FIRST MT_NN_DW3Q_S1_ROW("p1", "8") MT_NN_DW3Q_S1_ROW("p2", "16"));
+    }
+    (void)a0; (void)a1; (void)a2; (void)a3; (void)v; (void)o; (void)wa; (void)wb;
 }
 #endif
 
@@ -686,11 +850,18 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
                                  bound, &g) ||
              mt_nn_fast_const_of(s, c, bound, d->output_zero_point, &g)) &&
             mt_nn_zfold_of(&g, d->output_zero_point, 9 * 16384, wk + 6)) {
-            const int32_t pairs = d->out_w >> 1, sw = d->stride_w, odd = d->out_w & 1;
+            const int32_t pairs = d->out_w >> 1, quads = d->out_w >> 2, sw = d->stride_w, odd = d->out_w & 1;
             for (r = 0; r < rows; ++r) {
                 const int8_t *p0 = prow[0] + r * row_step, *p1 = prow[1] + r * row_step, *p2 = prow[2] + r * row_step;
                 int8_t *yr = y + r * y_row_stride;
-                mt_nn_dw3_pairs_asm(p0, p1, p2, wk, yr, y_stride, p0 + pairs * 2 * sw, sw == 2);
+                if (quads > 0) { /* four outputs per iteration, then the last pair */
+                    mt_nn_dw3_quads_asm(p0, p1, p2, wk, yr, y_stride, p0 + quads * 4 * sw, sw == 2);
+                }
+                if (pairs > 2 * quads) {
+                    const int32_t o4 = quads * 4 * sw;
+                    mt_nn_dw3_pairs_asm(p0 + o4, p1 + o4, p2 + o4, wk, yr + quads * 4 * y_stride, y_stride,
+                                        p0 + pairs * 2 * sw, sw == 2);
+                }
                 if (odd) { /* the last output: the same raw window sum in C (lane offset 0; the doubled
                             * weights' sum halved, exactly), the same store */
                     const int32_t last = d->out_w - 1;
