@@ -75,10 +75,11 @@ MT_NN_INLINE void mt_nn_dw4_taps(const int8_t *x, int32_t C, const int32_t *w, i
 #endif
 
 #if MT_NN_DSP
-/* a[k] += (x - z) * w over `rows` window rows of n taps each (n <= 7) of four NHWC channels: row r's
+/* a[k] += (x - z) * w over `rows` >= 1 window rows of n >= 1 taps each of four NHWC channels: row r's
  * first tap at x + r * xs, its packed weights (as mt_nn_dw4_taps) at w + r * ws words. With the asm
- * (the window row written out for each n: per tap one LDR, one LDRD of the tap's two weight words,
- * two SXTAB16 and four SMLABB / SMLATT, 9 instructions for 4 MACs), else mt_nn_dw4_taps. */
+ * (n <= 7: the window row written out, per tap one LDR, one LDRD of the tap's two weight words, two
+ * SXTAB16 and four SMLABB / SMLATT, 9 instructions for 4 MACs; the rows looped in the asm, 7 more per
+ * row), else mt_nn_dw4_taps. 13 registers. */
 #if MT_NN_DSP_ASM
 #define MT_NN_DW4C_TAP                                                                                            \
     "ldr %[v], [%[x]]\n\t"                                                                                        \
@@ -90,24 +91,29 @@ MT_NN_INLINE void mt_nn_dw4_taps(const int8_t *x, int32_t C, const int32_t *w, i
     "smlatt %[a2], %[e], %[W0], %[a2]\n\t"                                                                        \
     "smlabb %[a1], %[v], %[W1], %[a1]\n\t"                                                                        \
     "smlatt %[a3], %[v], %[W1], %[a3]\n\t"
+/* the rows: after a row's taps, x and w step on by sk[0] and sk[1] bytes to the next row's first tap,
+ * until w reaches sk[2] */
 #define MT_NN_DW4C_ROWS(taps)                                                                                     \
-    for (; rows > 0; --rows, x0 += xs, w0 += ws) {                                                                \
-        const int8_t *x = x0;                                                                                     \
-        const int32_t *w = w0;                                                                                    \
-        int32_t v, e, W0, W1;                                                                                     \
-        __asm__ volatile(taps                                                                                     \
-                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w] "+r"(w), \
-                           [v] "=&r"(v), [e] "=&r"(e), [W0] "=&r"(W0), [W1] "=&r"(W1)                             \
-                         : [C] "r"(C), [z] "r"(lanes)                                                             \
-                         : "memory");                                                                             \
-    }                                                                                                             \
+    __asm__ volatile("1:\n\t" taps "ldr %[v], [%[sk]]\n\t"                                                       \
+                     "add %[x], %[x], %[v]\n\t"                                                                   \
+                     "ldr %[v], [%[sk], #4]\n\t"                                                                  \
+                     "add %[w], %[w], %[v]\n\t"                                                                   \
+                     "ldr %[v], [%[sk], #8]\n\t"                                                                  \
+                     "cmp %[w], %[v]\n\t"                                                                         \
+                     "bne 1b\n\t"                                                                                 \
+                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x0), [w] "+r"(w0),      \
+                       [v] "=&r"(v), [e] "=&r"(e), [W0] "=&r"(W0), [W1] "=&r"(W1)                                 \
+                     : [C] "r"(C), [z] "r"(lanes), [sk] "r"(sk)                                                   \
+                     : "cc", "memory");                                                                           \
     break
 #endif
 MT_NN_INLINE void mt_nn_dw4c_rows(const int8_t *x0, int32_t xs, const int32_t *w0, int32_t ws, int32_t rows,
                                   int32_t n, int32_t C, int32_t lanes, int32_t a[4])
 {
 #if MT_NN_DSP_ASM
-    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], v, e, W0, W1;
+    /* bytes from the tap after a row's last one to the next row's first, and w past the last row */
+    const int32_t sk[3] = {xs - n * C, 4 * (ws - 2 * n), (int32_t)(intptr_t)(w0 + rows * ws)};
     switch (n) {
     case 1:
         MT_NN_DW4C_ROWS(MT_NN_DW4C_TAP);
@@ -135,6 +141,10 @@ MT_NN_INLINE void mt_nn_dw4c_rows(const int8_t *x0, int32_t xs, const int32_t *w
         }
         break;
     }
+    (void)v;
+    (void)e;
+    (void)W0;
+    (void)W1;
     a[0] = a0;
     a[1] = a1;
     a[2] = a2;

@@ -32,16 +32,19 @@ static void mt_nn_dw_channel_ref_s8(const mt_conv_params *p, const mt_nn_store *
     }
 }
 
+/* Widest output row of the channel-innermost loop. */
+#define MT_NN_DW_NHWC_OUT_W 16
+
 #if MT_NN_DSP
 /* Channels [c0, c0 + 4) of depthwise conv p over every output pixel, channel-innermost (NHWC): per
  * tap inside the input one word load of the four channels, two SXTAB16 (x - z in int16 lanes: bytes
  * 0, 2 and, rotated, 1, 3) and one SMLABB / SMLATT per channel on its doubled weight (packed once
- * into wp: 2 * kernel_h * kernel_w words, per tap (c0, c0 + 2) and (c0 + 1, c0 + 3) as int16 lanes).
- * Taps in the padding are skipped ((z - z) w = 0, as in the reference), so a small map does only the
- * taps inside (7x7 on a 4x4 map: at most 16 of the 49). The accumulators start at bias2 and sum
- * doubled products, u = bias2 + 2 sum (x - z) w, the operand of SMMULR in the fast store
- * (mt_nn_fast_out with raw 0, full a constant). Returns 0 (nothing written) when a channel's constants
- * do not qualify. */
+ * into wp: 2 * kernel_h * kernel_w words, per tap (c0, c0 + 2) and (c0 + 1, c0 + 3) as int16 lanes),
+ * the window rows in asm (mt_nn_dw4c_rows). Taps in the padding are skipped ((z - z) w = 0, as in the
+ * reference), so a small map does only the taps inside (7x7 on a 4x4 map: at most 16 of the 49). The
+ * accumulators start at bias2 and sum doubled products, u = bias2 + 2 sum (x - z) w, the operand of
+ * SMMULR in the fast store (mt_nn_fast_out with raw 0, full a constant). Returns 0 (nothing written)
+ * when a channel's constants do not qualify. */
 MT_NN_INLINE int mt_nn_dw_nhwc4_body_s8(const mt_conv_params *p, const mt_nn_store *s, const int8_t *input,
                                         const int8_t *weights, int32_t c0, int32_t *wp, int8_t *output,
                                         const int full)
@@ -51,6 +54,7 @@ MT_NN_INLINE int mt_nn_dw_nhwc4_body_s8(const mt_conv_params *p, const mt_nn_sto
     const int64_t bound = (int64_t)K * 32640;
     const int8_t *w = weights + c0 * K;
     mt_nn_fast_store f[4];
+    int32_t xo[MT_NN_DW_NHWC_OUT_W], wo[MT_NN_DW_NHWC_OUT_W], nt[MT_NN_DW_NHWC_OUT_W];
     int32_t k, t, oy, ox;
     for (k = 0; k < 4; ++k) {
         if (!mt_nn_fast_store_of(s->bias != NULL ? s->bias[c0 + k] : 0, 0, s->multiplier[c0 + k], s->shift[c0 + k],
@@ -63,24 +67,29 @@ MT_NN_INLINE int mt_nn_dw_nhwc4_body_s8(const mt_conv_params *p, const mt_nn_sto
         wp[2 * t] = mt_nn_pack16(2 * w[t], 2 * w[2 * K + t]);
         wp[2 * t + 1] = mt_nn_pack16(2 * w[K + t], 2 * w[3 * K + t]);
     }
+    for (ox = 0; ox < p->out_w; ++ox) { /* per output column: the first tap inside and the taps inside */
+        const int32_t x0 = ox * p->stride_w - p->pad_left;
+        const int32_t kx_begin = x0 < 0 ? -x0 : 0;
+        const int32_t kx_end = p->in_w - x0 < kw ? p->in_w - x0 : kw;
+        xo[ox] = (x0 + kx_begin) * C;
+        wo[ox] = 2 * kx_begin;
+        nt[ox] = kx_end - kx_begin;
+    }
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
         const int32_t ky_begin = y0 < 0 ? -y0 : 0;
         const int32_t ky_end = p->in_h - y0 < p->kernel_h ? p->in_h - y0 : p->kernel_h;
-        for (ox = 0; ox < p->out_w; ++ox) {
-            const int32_t x0 = ox * p->stride_w - p->pad_left;
-            const int32_t kx_begin = x0 < 0 ? -x0 : 0;
-            const int32_t kx_end = p->in_w - x0 < kw ? p->in_w - x0 : kw;
+        const int8_t *xr = input + (y0 + ky_begin) * p->in_w * C + c0;
+        const int32_t *wr = wp + 2 * ky_begin * kw;
+        int8_t *y = output + oy * p->out_w * C + c0;
+        for (ox = 0; ox < p->out_w; ++ox, y += C) {
             int32_t a[4];
-            int8_t *y = output + (oy * p->out_w + ox) * C + c0;
             a[0] = f[0].bias2;
             a[1] = f[1].bias2;
             a[2] = f[2].bias2;
             a[3] = f[3].bias2;
-            if (ky_end > ky_begin && kx_end > kx_begin) {
-                mt_nn_dw4c_rows(input + ((y0 + ky_begin) * p->in_w + x0 + kx_begin) * C + c0, p->in_w * C,
-                                wp + 2 * (ky_begin * kw + kx_begin), 2 * kw, ky_end - ky_begin, kx_end - kx_begin, C,
-                                lanes, a);
+            if (ky_end > ky_begin && nt[ox] > 0) {
+                mt_nn_dw4c_rows(xr + xo[ox], p->in_w * C, wr + wo[ox], 2 * kw, ky_end - ky_begin, nt[ox], C, lanes, a);
             }
             for (k = 0; k < 4; ++k) {
                 y[k] = mt_nn_fast_out(0, a[k], f[k].multiplier, f[k].round, f[k].right, zo, lo, hi, full);
@@ -126,7 +135,7 @@ static MT_NN_NOINLINE void mt_nn_dw_nhwc_s8(const mt_conv_params *p, const mt_nn
 static int mt_nn_dw_nhwc4_ok(const mt_conv_params *p)
 {
     return MT_NN_DSP && 2 * 4 * p->kernel_h * p->kernel_w <= MT_NN_DW_PLANE_BYTES && p->kernel_w >= 5 &&
-           p->out_h * p->out_w <= 16;
+           p->out_h * p->out_w <= 16 && p->out_w <= MT_NN_DW_NHWC_OUT_W;
 }
 
 mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *input,
