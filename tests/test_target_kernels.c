@@ -138,6 +138,20 @@ static int packed_pointwise(const mt_conv_params *p, const int8_t *x, const int8
     return compare(y, want, n, what, case_no);
 }
 
+/* The same for a depthwise conv (square 3x3, 5x5, 7x7 kernel: the packed taps and store words). */
+enum { DW_PACK_WORDS = 2 + 32 * RC };
+static int packed_depthwise(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *b,
+                            const int8_t *want, int n, const char *what, int case_no)
+{
+    static int32_t pk[DW_PACK_WORDS];
+    static int8_t y[RH * RH * RC];
+    const mt_per_channel_quant q = {rmult, rshift, NULL}, qp = {rmult, rshift, pk};
+    if (mt_conv_pack_get_size(p) > (int32_t)sizeof pk || n > (int)sizeof y) { printf("pack size\n"); return 1; }
+    check(mt_conv_pack_s8(p, &q, w, b, pk), "depthwise pack");
+    check(mt_depthwise_conv2d_s8(p, &qp, x, w, b, y), what);
+    return compare(y, want, n, what, case_no);
+}
+
 static int random_shapes(void)
 {
     int bad = 0;
@@ -264,6 +278,7 @@ static int random_shapes(void)
         naive_conv(&p, &q, rx, rw, b, rref);
         check(mt_depthwise_conv2d_s8(&p, &q, rx, rw, b, ry), "3x3 depthwise");
         bad += compare(ry, rref, p.out_h * p.out_w * in_c, "3x3 depthwise", t);
+        bad += packed_depthwise(&p, rx, rw, b, rref, p.out_h * p.out_w * in_c, "3x3 depthwise, packed", t);
     }
     /* the 5x5 and 7x7 depthwise of the four-output asm (mt_nn_dw.h: stride 1 and 2, full act range,
      * widths with and without a remainder of four) and its refusals (extreme constants, a clamped
@@ -282,6 +297,7 @@ static int random_shapes(void)
         naive_conv(&p, &q, rx, rw, b, rref);
         check(mt_depthwise_conv2d_s8(&p, &q, rx, rw, b, ry), "5x5/7x7 depthwise");
         bad += compare(ry, rref, p.out_h * p.out_w * in_c, "5x5/7x7 depthwise", t);
+        bad += packed_depthwise(&p, rx, rw, b, rref, p.out_h * p.out_w * in_c, "5x5/7x7 depthwise, packed", t);
     }
     /* small maps (at most 4x4 outputs) with 5x5 and 7x7 windows: the channel-innermost loop of the
      * standalone depthwise (mt_depthwise_conv2d_s8.c: four channels at a time, padded taps skipped), with
@@ -342,15 +358,18 @@ static int random_shapes(void)
         if (mt_inverted_bottleneck_get_buffer_size(&ib) > (int32_t)sizeof rscratch) { printf("scratch\n"); bad++; continue; }
         check(mt_inverted_bottleneck_s8(&ib, rx, ew, rbias, dwt, rbias, pw, rbias, ry, rscratch), "fused block");
         bad += compare(ry, rref, n_out, "fused block", t);
-        { /* with the compile-time set-up packs of the expansion (1x1 or 3x3 patches) and the projection */
-            static int32_t epk[PACK_WORDS], ppk[PACK_WORDS];
+        { /* with the compile-time set-up packs of the expansion (1x1 or 3x3 patches), the depthwise and the projection */
+            static int32_t epk[PACK_WORDS], ppk[PACK_WORDS], dpk[DW_PACK_WORDS];
             mt_inverted_bottleneck_params ibp = ib;
             if (mt_conv_pack_get_size(&ib.expand) > (int32_t)sizeof epk ||
-                mt_conv_pack_get_size(&ib.project) > (int32_t)sizeof ppk) { printf("pack size\n"); bad++; continue; }
+                mt_conv_pack_get_size(&ib.project) > (int32_t)sizeof ppk ||
+                mt_conv_pack_get_size(&ib.depthwise) > (int32_t)sizeof dpk) { printf("pack size\n"); bad++; continue; }
             check(mt_conv_pack_s8(&ib.expand, &q, ew, rbias, epk), "ib expand pack");
             check(mt_conv_pack_s8(&ib.project, &q, pw, rbias, ppk), "ib project pack");
+            check(mt_conv_pack_s8(&ib.depthwise, &q, dwt, rbias, dpk), "ib depthwise pack");
             ibp.expand_q.pack = epk;
             ibp.project_q.pack = ppk;
+            ibp.depthwise_q.pack = dpk;
             check(mt_inverted_bottleneck_s8(&ibp, rx, ew, rbias, dwt, rbias, pw, rbias, ry, rscratch), "fused block, packed");
             bad += compare(ry, rref, n_out, "fused block, packed", t);
         }

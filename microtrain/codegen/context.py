@@ -17,7 +17,7 @@ import numpy as np
 
 from microtrain.compiler.plan_memory import MemoryPlan
 from microtrain.compiler.split_trained_rows import ram_rows, stored_bytes
-from microtrain.ir.conv_kinds import is_pointwise
+from microtrain.ir.conv_kinds import is_depthwise, is_pointwise
 from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import UPDATE_OPS, Op
 from microtrain.runtime import packs, twins
@@ -173,7 +173,8 @@ class CContext:
         return self.struct("mt_fc_params", "FP", layer.name, twins.fc_params(layer, self.graph))
 
     def requant(self, layer: Node) -> str:
-        """The layer's ``mt_per_channel_quant``; a frozen pointwise conv's carries its set-up pack."""
+        """The layer's ``mt_per_channel_quant``; a frozen pointwise or depthwise conv's carries its set-up
+        pack (where one covers it: runtime/packs.py)."""
         key = ("requant", layer.name)
         if key not in self._memo:
             mult, shift = twins.per_channel_quant(layer, self.graph)
@@ -181,10 +182,11 @@ class CContext:
             s = self.const_array("QS", layer.name, "int32_t", shift)
             fields = {"multiplier": m, "shift": s}
             consts = layer.inputs[1:3]
-            if (layer.op == Op.CONV2D and is_pointwise(layer, self.graph) and len(consts) == 2
-                    and not any(t in self.trainable or t in self.split for t in consts)):
-                fields["pack"] = self.conv_pack(layer.name, twins.conv_params(layer, self.graph), mult, shift,
-                                                *consts)
+            if (layer.op == Op.CONV2D and (is_pointwise(layer, self.graph) or is_depthwise(layer, self.graph))
+                    and len(consts) == 2 and not any(t in self.trainable or t in self.split for t in consts)):
+                params = twins.conv_params(layer, self.graph)
+                if packs.conv_pack_size(params) > 0:
+                    fields["pack"] = self.conv_pack(layer.name, params, mult, shift, *consts)
             self._memo[key] = self.struct("mt_per_channel_quant", "Q", layer.name, fields)
         return self._memo[key]
 

@@ -19,7 +19,7 @@ from microtrain.ir.buffer_sizes import PATCH_MAX, depthwise_conv2d_grad_input_in
 from microtrain.ir.conv_kinds import is_depthwise, is_pointwise
 from microtrain.ir.graph import Node
 from microtrain.ir.ops import Op
-from microtrain.runtime import twins
+from microtrain.runtime import packs, twins
 
 EmitRule = Callable[[Node, CContext], list[str]]
 
@@ -289,13 +289,15 @@ def _fused_inverted_bottleneck(node: Node, ctx: CContext) -> list[str]:
                 fields[key] = "{NULL, NULL, NULL}"
                 continue
             name = next(s["name"] for s in node.attrs["stages"] if s["role"] == stage)
-            # the set-up pack of the stages run as 1x1 convs (mt_nn_ib.h: the projection, a 1x1 expansion
-            # or one over patches of at most PATCH_MAX inputs); the block is frozen (fuse_frozen_blocks)
+            # the set-up packs (the block is frozen: fuse_frozen_blocks) of the stages that read them
+            # (mt_nn_ib.h): the 1x1 convs (the projection, a 1x1 expansion or one over patches of at most
+            # PATCH_MAX inputs) and the depthwise on the ring's plane rows (with an expansion)
             e = p[stage]
             window = e["kernel_h"] * e["kernel_w"] * e["in_c"]
-            as_1x1 = stage == "project" or (stage == "expand" and (e["kernel_h"] == e["kernel_w"] == 1
-                                                                   or window <= PATCH_MAX))
-            pack = ctx.conv_pack(name, e, mult, shift, *wb[stage]) if as_1x1 else "NULL"
+            used = (stage == "project" or (stage == "expand" and (e["kernel_h"] == e["kernel_w"] == 1
+                                                                  or window <= PATCH_MAX))
+                    or (stage == "depthwise" and p["has_expand"]))
+            pack = ctx.conv_pack(name, e, mult, shift, *wb[stage]) if used and packs.conv_pack_size(e) else "NULL"
             fields[key] = (f"{{{ctx.const_array('QM', name, 'int32_t', mult)}, "
                            f"{ctx.const_array('QS', name, 'int32_t', shift)}, {pack}}}")
         elif isinstance(value, dict):

@@ -38,9 +38,16 @@ def _library() -> ctypes.CDLL:
     return cbind.load(final, PACK_FUNCTIONS)
 
 
+def conv_pack_size(fields: dict) -> int:
+    """Bytes of the pack of a conv with these ``mt_conv_params`` fields (0: no pack covers it)."""
+    params = cbind.ConvParams(**{k: int(v) for k, v in fields.items()})
+    return int(_library().mt_conv_pack_get_size(ctypes.byref(params)))
+
+
 def conv_pack(fields: dict, multiplier, shift, weights, bias) -> np.ndarray:
-    """The int32 words of ``mt_conv_pack_s8`` for a groups-1 conv: ``fields`` its ``mt_conv_params``
-    (twins.conv_params), ``weights`` int8 [out_c][kh][kw][in_c], ``bias`` int32 [out_c] or None."""
+    """The int32 words of ``mt_conv_pack_s8`` for a groups-1 or depthwise conv: ``fields`` its
+    ``mt_conv_params`` (twins.conv_params), ``weights`` int8 [out_c][kh][kw][in_c / groups], ``bias``
+    int32 [out_c] or None."""
     lib = _library()
     params = cbind.ConvParams(**{k: int(v) for k, v in fields.items()})
     size = lib.mt_conv_pack_get_size(ctypes.byref(params))

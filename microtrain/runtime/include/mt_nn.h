@@ -333,6 +333,7 @@ static inline mt_status mt_nn_check_conv_stage(const mt_conv_params *p, const mt
 typedef struct {
     const int32_t *bias, *multiplier, *shift;
     int32_t zero_point, act_min, act_max;
+    const int32_t *pack; /* q->pack: the conv's compile-time set-up, or NULL */
 } mt_nn_store;
 
 static inline mt_nn_store mt_nn_store_of(const int32_t *bias, const mt_per_channel_quant *q, const mt_conv_params *p)
@@ -344,6 +345,7 @@ static inline mt_nn_store mt_nn_store_of(const int32_t *bias, const mt_per_chann
     s.zero_point = p->output_zero_point;
     s.act_min = p->act_min;
     s.act_max = p->act_max;
+    s.pack = q->pack;
     return s;
 }
 

@@ -262,6 +262,73 @@ static inline int32_t mt_nn_pack16(int32_t lo, int32_t hi)
     return (int32_t)((uint32_t)(uint16_t)(int16_t)lo | ((uint32_t)(uint16_t)(int16_t)hi << 16));
 }
 
+/* The set-up of one depthwise channel for the asm rows (3x3 pairs, 5x5 / 7x7 fours), per call or
+ * once, at compile time, into the conv's pack (mt_conv_pack_s8), by the same function. Depthwise pack
+ * (groups = in_c = out_c, square kernel k in {3, 5, 7}), int32 words (little-endian, the same on
+ * every host and target):
+ *     {MT_NN_PACK_DW, k}, then per channel MT_NN_DW4_WORDS(k) words
+ *     {the packed taps (MT_NN_DW4_TAPW(k) words), bias2, multiplier, rz, right}
+ * The taps, doubled, as int16 lanes (low, high) per window row: k = 3: (w0, w2), (w1, 0); k = 5: (w0, w2),
+ * (w1, w3), (w4, 0), 0; k = 7: (w0, w2), (w1, w3), (w4, w6), (w5, 0): the lanes SXTB16 / SXTB16 ROR 8
+ * give of a word of x (mt_nn_dw3_pairs_asm, mt_nn_dw4_asm read them in place). The store words are
+ * mt_nn_zfold_of's with bias2 = 2 (bias - z_x sum w) (the zero point folded: the asm sums raw int8
+ * products); right = 0 (never a folded store's: it is >= 1) when the channel's constants do not allow
+ * the folded store (the kernel then takes its other paths). */
+#define MT_NN_PACK_DW 0x31776470 /* "pdw1" */
+#define MT_NN_DW4_TAPW(k) ((k) == 3 ? 6 : 4 * (k))
+#define MT_NN_DW4_WORDS(k) (MT_NN_DW4_TAPW(k) + 4)
+
+/* The MT_NN_DW4_WORDS(k) words of channel c (k x k weights w, input zero point z_x, the store s) into e;
+ * returns whether the folded store applies (e's right word != 0). */
+static inline int32_t mt_nn_dw4_words(const mt_nn_store *s, int32_t c, const int8_t *w, int32_t k, int32_t z_x,
+                                      int32_t *e)
+{
+    const int64_t raw_bound = (int64_t)k * k * 16384, true_bound = (int64_t)k * k * 32640;
+    int32_t *t = e, sum = 0, i, ky;
+    mt_nn_fast_store g;
+    for (i = 0; i < k * k; ++i) {
+        sum += w[i];
+    }
+    for (ky = 0; ky < k; ++ky, w += k) {
+        *t++ = mt_nn_pack16(2 * w[0], 2 * w[2]);
+        *t++ = mt_nn_pack16(2 * w[1], k == 3 ? 0 : 2 * w[3]);
+        if (k == 5) {
+            *t++ = mt_nn_pack16(2 * w[4], 0);
+            *t++ = 0;
+        } else if (k == 7) {
+            *t++ = mt_nn_pack16(2 * w[4], 2 * w[6]);
+            *t++ = mt_nn_pack16(2 * w[5], 0);
+        }
+    }
+    if ((mt_nn_fast_store_of(s->bias != NULL ? s->bias[c] : 0, (int64_t)z_x * sum, s->multiplier[c], s->shift[c],
+                             raw_bound, true_bound, &g) ||
+         mt_nn_fast_const_of(s, c, true_bound, s->zero_point, &g)) &&
+        mt_nn_zfold_of(&g, s->zero_point, raw_bound, t)) {
+        return 1;
+    }
+    t[0] = t[1] = t[2] = t[3] = 0;
+    return 0;
+}
+
+/* The words of channel 0 of a depthwise pack for a k x k kernel (NULL: none, or another kind or k). */
+static inline const int32_t *mt_nn_dw_pack_of(const int32_t *pack, int32_t k)
+{
+    return pack != NULL && pack[0] == MT_NN_PACK_DW && pack[1] == k ? pack + 2 : NULL;
+}
+
+/* The words of channel c (kernel k x k, weights w) for the asm rows: from the conv's pack, else
+ * computed into own (MT_NN_DW4_WORDS(k) words). */
+static inline const int32_t *mt_nn_dw4_words_of(const mt_nn_store *s, int32_t c, const int8_t *w, int32_t k,
+                                                int32_t z_x, int32_t *own)
+{
+    const int32_t *pk = mt_nn_dw_pack_of(s->pack, k);
+    if (pk != NULL) {
+        return pk + c * MT_NN_DW4_WORDS(k);
+    }
+    mt_nn_dw4_words(s, c, w, k, z_x, own);
+    return own;
+}
+
 /* Whether the planar path applies to depthwise conv d. */
 static inline int mt_nn_dw_plane_ok(const mt_conv_params *d)
 {
@@ -391,7 +458,7 @@ MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_
  * every one inside the input): raw int8 sums (the zero point folded into bias2: the padded taps
  * hold z, so sum (x - z) w = sum x w - z * sum w over the whole window) on doubled weights, the
  * accumulators started at bias2, then the folded store (MT_NN_STORE_U8), 13 registers (y, ys and
- * the end in memory). wk: the packed weights of mt_nn_dw4_pack (two words per window row:
+ * the end in memory). wk: the packed weights of mt_nn_dw4_words (two words per window row:
  * taps (0, 2) and (1, -) as doubled int16 lanes), then {bias2, multiplier, rz, right}. y advances two
  * outputs (2 * ys) per iteration until p0 reaches p0_end. Stride 1: the word at column ox holds
  * taps (0, 1, 2) of output ox and (0, 1, 2) of ox + 1 shifted by one (SMUAD / SMLABB / SMLATB as
@@ -556,7 +623,7 @@ MT_NN_INLINE void mt_nn_dw3_quads_asm(const int8_t *p0, const int8_t *p1, const 
  *
  * A word of x at byte o (column ox * stride + o of the window row) sign-extended gives the int16
  * lane pairs Pa = (b_o, b_o+2) (SXTB16) and Pb = (b_o+1, b_o+3) (SXTB16 ROR 8); the packed
- * weights per window row (mt_nn_dw4_pack) are (2w0, 2w2), (2w1, 2w3 or 0), and for 5x5/7x7
+ * weights per window row (mt_nn_dw4_words) are (2w0, 2w2), (2w1, 2w3 or 0), and for 5x5/7x7
  * (2w4, 2w6 or 0), (2w5 or 0, 0): SMLAD sums the two products of a lane pair, SMLAxy one.
  * Outputs k = 0..3 of an iteration read bytes b_(stride k) .. b_(stride k + kernel - 1) of the
  * row; the loads read at most 3 bytes past the last window of the row (the plane rows' slack).
@@ -706,49 +773,6 @@ MT_NN_INLINE void mt_nn_dw4_asm(const int8_t *const *tab, const int32_t *wk, int
 /* Largest zero-point row of the four-output path (the window rows outside the input). */
 #define MT_NN_DW4_ZROW 96
 
-/* The packed rows of mt_nn_dw4_asm for a k x k kernel w (doubled weights in int16 lanes: SXTB16 of
- * word loads, doubled by SADD16; the lanes past the row are cleared), then the store words start
- * at the returned word count. *sum: the sum of the k * k weights (the doubled lanes summed by SMLAD
- * against 1, halved: exact). No load reads past the kernel's k * k bytes. */
-static inline int32_t mt_nn_dw4_pack(const int8_t *w, int32_t k, int32_t *wk, int32_t *sum)
-{
-    const int32_t ones = 0x00010001;
-    int32_t ky, s = 0;
-    for (ky = 0; ky < k; ++ky, w += k) {
-        /* bytes 0-3 of the row (k = 3: the last row's bytes 0-2 from a load one byte earlier) */
-        const uint32_t v = k == 3 && ky == 2 ? mt_nn_load4(w - 1) >> 8 : mt_nn_load4(w);
-        const int32_t e = __sxtb16((int32_t)v), o = mt_nn_sxtb16_ror8(v);
-        const int32_t e2 = __sadd16(e, e);
-        s = __smlad(e2, ones, s);
-        *wk++ = e2;
-        if (k == 3) {
-            const int32_t o2 = (int32_t)(((uint32_t)o << 1) & 0xFFFFu); /* (2 w1, 0) */
-            s = __smlad(o2, ones, s);
-            *wk++ = o2;
-        } else {
-            const int32_t o2 = __sadd16(o, o);
-            s = __smlad(o2, ones, s);
-            *wk++ = o2;
-            if (k == 5) {
-                const int32_t w4 = (int32_t)(uint32_t)(uint16_t)(int16_t)(2 * w[4]); /* (2 w4, 0) */
-                s += 2 * w[4];
-                *wk++ = w4;
-                wk++; /* unused */
-            } else {
-                const uint32_t u = mt_nn_load4(w + 3) >> 8; /* bytes 4, 5, 6, 0 */
-                const int32_t e4 = __sxtb16((int32_t)u), o4 = mt_nn_sxtb16_ror8(u);
-                const int32_t e42 = __sadd16(e4, e4), o42 = __sadd16(o4, o4);
-                s = __smlad(e42, ones, s);
-                s = __smlad(o42, ones, s);
-                *wk++ = e42;
-                *wk++ = o42;
-            }
-        }
-    }
-    *sum = s >> 1;
-    return k == 3 ? 6 : 4 * k;
-}
-
 /* Whether mt_nn_dw4_rows_s8 takes depthwise conv d (5x5 or 7x7: the 3x3 rows keep the asm pairs,
  * as fast and cheaper to set up) with window rows [ky_begin, ky_end) inside the input. */
 MT_NN_INLINE int mt_nn_dw4_ok(const mt_conv_params *d, int32_t ky_begin, int32_t ky_end)
@@ -769,20 +793,16 @@ static MT_NN_NOINLINE int mt_nn_dw4_rows_s8(const mt_conv_params *d, const mt_nn
                                             int32_t rows, int32_t row_step, const int8_t *w, int8_t *y,
                                             int32_t y_stride, int32_t y_row_stride, int8_t *zrow)
 {
-    const int32_t k = d->kernel_w, K = k * k, sw = d->stride_w, out_w = d->out_w, n4 = out_w & ~3;
+    const int32_t k = d->kernel_w, sw = d->stride_w, out_w = d->out_w, n4 = out_w & ~3, kc = MT_NN_DW4_TAPW(k);
     const int8_t *tab[7];
-    int32_t buf[32]; /* the packed rows (at most 28 words), then the store words */
+    int32_t own[MT_NN_DW4_WORDS(7)]; /* the channel's words when the conv has no pack */
+    const int32_t *wk = mt_nn_dw4_words_of(s, c, w, k, d->input_zero_point, own);
     mt_nn_fast_store g;
-    int32_t sum, r, ky, ox;
-    const int32_t kc = mt_nn_dw4_pack(w, k, buf, &sum);
-    if (!mt_nn_fast_store_of(s->bias != NULL ? s->bias[c] : 0, (int64_t)d->input_zero_point * sum, s->multiplier[c],
-                             s->shift[c], (int64_t)K * 16384, (int64_t)K * 32640, &g) &&
-        !mt_nn_fast_const_of(s, c, (int64_t)K * 32640, d->output_zero_point, &g)) {
-        return 0;
+    int32_t r, ky, ox;
+    if (wk[kc + 3] == 0) {
+        return 0; /* no folded store for this channel */
     }
-    if (!mt_nn_zfold_of(&g, d->output_zero_point, (int64_t)K * 16384, buf + kc)) {
-        return 0;
-    }
+    mt_nn_zfold_store(wk[kc], wk + kc + 1, d->output_zero_point, &g);
     if (ky_begin > 0 || ky_end < k) {
         memset(zrow, (int)(int8_t)d->input_zero_point, MT_NN_DW4_ZROW);
     }
@@ -796,7 +816,7 @@ static MT_NN_NOINLINE int mt_nn_dw4_rows_s8(const mt_conv_params *d, const mt_nn
                 tab[ky] += row_step;
             }
         }
-        mt_nn_dw4_asm(tab, buf, yr, y_stride, n4 * sw, k, sw);
+        mt_nn_dw4_asm(tab, wk, yr, y_stride, n4 * sw, k, sw);
         for (ox = n4; ox < out_w; ++ox) { /* the last outputs: the same raw sums, the same store */
             int32_t a = 0, kx;
             for (ky = 0; ky < k; ++ky) {
@@ -852,14 +872,10 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
     }
     if (full && d->kernel_h == 3 && d->kernel_w == 3 && ky_begin == 0 && ky_end == 3 && d->out_w >= 2 &&
         (d->stride_w == 1 || d->stride_w == 2)) {
-        /* the asm pairs, with the zero point folded: bias2 from the window sum (mt_nn_dw4_pack) */
-        int32_t wk[10], sum;
-        mt_nn_fast_store g;
-        mt_nn_dw4_pack(w, 3, wk, &sum);
-        if ((mt_nn_fast_store_of(bias, (int64_t)d->input_zero_point * sum, s->multiplier[c], s->shift[c], 9 * 16384,
-                                 bound, &g) ||
-             mt_nn_fast_const_of(s, c, bound, d->output_zero_point, &g)) &&
-            mt_nn_zfold_of(&g, d->output_zero_point, 9 * 16384, wk + 6)) {
+        /* the asm rows, with the zero point folded: the channel's words (mt_nn_dw4_words) */
+        int32_t own[MT_NN_DW4_WORDS(3)];
+        const int32_t *wk = mt_nn_dw4_words_of(s, c, w, 3, d->input_zero_point, own);
+        if (wk[9] != 0) {
             const int32_t pairs = d->out_w >> 1, quads = d->out_w >> 2, sw = d->stride_w, odd = d->out_w & 1;
             for (r = 0; r < rows; ++r) {
                 const int8_t *p0 = prow[0] + r * row_step, *p1 = prow[1] + r * row_step, *p2 = prow[2] + r * row_step;
@@ -875,7 +891,9 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
                 if (odd) { /* the last output: the same raw window sum in C (lane offset 0; the doubled
                             * weights' sum halved, exactly), the same store */
                     const int32_t last = d->out_w - 1;
+                    mt_nn_fast_store g;
                     int32_t a = mt_nn_dw_plane_taps(p0 + last * sw, wk, 1, 0, 0);
+                    mt_nn_zfold_store(wk[6], wk + 7, d->output_zero_point, &g);
                     a = mt_nn_dw_plane_taps(p1 + last * sw, wk + 2, 1, 0, a);
                     a = mt_nn_dw_plane_taps(p2 + last * sw, wk + 4, 1, 0, a);
                     yr[last * y_stride] = mt_nn_fast_out(a >> 1, g.bias2, g.multiplier, g.round, g.right,

@@ -471,14 +471,30 @@ static inline int32_t mt_nn_pw_pair_words(const mt_nn_store *s, const int8_t *w0
     return 1;
 }
 
+/* The fast-store constants {bias2, multiplier, round, right} that give the integers of the folded
+ * store's words {bias2, multiplier, rz, right} (mt_nn_zfold_of, output zero point z_y): round =
+ * rz - z_y 2^right; for a dead channel's words {bias2, 0, 2 (q + z_y) + 1, 1}, {bias2, 0, 2 q + 1, 1}
+ * give q for every accumulator, as the channel's own constants do (mt_nn_zfold_of checked it). */
+static inline void mt_nn_zfold_store(int32_t bias2, const int32_t *k, int32_t z_y, mt_nn_fast_store *f)
+{
+    f->bias2 = bias2;
+    f->multiplier = k[0];
+    f->right = k[2];
+    f->round = k[1] - z_y * ((int32_t)1 << k[2]);
+}
+
 /* The fast-store constants of channel c + k of a pair's words e (status 1 or 2), output zero point z_y. */
 static inline void mt_nn_pw_pair_store(const int32_t *e, int32_t k, int32_t z_y, mt_nn_fast_store *f)
 {
     const int32_t *w = e + 3 + 3 * k;
+    if (e[0] == 2) {
+        mt_nn_zfold_store(e[1 + k], w, z_y, f);
+        return;
+    }
     f->bias2 = e[1 + k];
     f->multiplier = w[0];
+    f->round = w[1];
     f->right = w[2];
-    f->round = e[0] == 2 ? w[1] - z_y * ((int32_t)1 << w[2]) : w[1];
 }
 
 /* The pair words of a pack for a 1x1 of n-long rows (NULL: none, or a pack of another kind or length). */

@@ -1,49 +1,51 @@
 /*
- * mt_conv_pack_s8: the set-up pack of a frozen groups-1 conv (a 1x1, or a small-window conv that
- * the fused block runs as a 1x1 over patches): per output channel pair the words the fast 1x1
- * (mt_nn_pointwise_fast_s8) otherwise derives on every call from the weights, bias and
- * quantization -- the weight-row sums of the folded input zero point, the fast-store and
- * folded-store constants -- written by the function that kernel calls (mt_nn_pw_pair_words), so
- * the two cannot differ. Format in mt_nn_fast.h; size mt_conv_pack_get_size. The code generator
- * calls it on the host at compile time (runtime/packs.py) and stores the words in flash.
+ * mt_conv_pack_s8: the set-up pack of a frozen conv, the words its fast int8 forward otherwise
+ * derives on every call from the weights, bias and quantization alone, written by the functions
+ * the kernels call, so the two cannot differ:
+ * - groups 1 (a 1x1, or a small-window conv that the fused block runs as a 1x1 over patches): per
+ *   output channel pair the weight-row sums of the folded input zero point and the fast-store and
+ *   folded-store constants (mt_nn_pw_pair_words; format in mt_nn_fast.h);
+ * - depthwise, square 3x3 / 5x5 / 7x7 kernel: per channel the packed doubled taps of the asm rows
+ *   and the folded-store constants (mt_nn_dw4_words; format in mt_nn_dw.h).
+ * Size mt_conv_pack_get_size (MT_ERR_PARAM for any other conv). The code generator calls it on the
+ * host at compile time (runtime/packs.py) and stores the words in flash.
  */
-#include "mt_nn_fast.h"
+#include "mt_nn_dw.h"
 
 mt_status mt_conv_pack_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *weights,
                           const int32_t *bias, int32_t *pack)
 {
     mt_status st;
-    int32_t n, oc;
+    int32_t n, c;
     mt_nn_store s;
 
     /* read params, check consistency */
     if (p == NULL || q == NULL || q->multiplier == NULL || q->shift == NULL || weights == NULL || pack == NULL) {
         return MT_ERR_NULL;
     }
-    if ((st = mt_nn_check_conv_shape(p)) != MT_OK) {
+    n = p->kernel_h * p->kernel_w * (p->in_c / (p->groups > 0 ? p->groups : 1)); /* weights per output channel */
+    if ((st = mt_nn_check_conv_stage(p, q, n)) != MT_OK) {
         return st;
     }
-    if (p->groups != 1) {
+    if (mt_conv_pack_get_size(p) == 0) {
         return MT_ERR_PARAM;
     }
-    if ((st = mt_nn_check_act(p->input_zero_point, p->output_zero_point, p->act_min, p->act_max)) != MT_OK) {
-        return st;
-    }
-    if ((st = mt_nn_check_quant(q->multiplier, q->shift, p->out_c)) != MT_OK) {
-        return st;
-    }
-    n = p->kernel_h * p->kernel_w * p->in_c; /* weights per output channel */
-    if (n > MT_NN_MAX_DOT_LENGTH) {
-        return MT_ERR_OVERFLOW;
-    }
 
-    /* per channel pair, the words the kernel would compute (the folded store's where they exist) */
     s = mt_nn_store_of(bias, q, p);
-    pack[0] = MT_NN_PACK_PW;
-    pack[1] = n;
-    for (oc = 0; oc + 1 < p->out_c; oc += 2) {
-        mt_nn_pw_pair_words(&s, weights + oc * n, weights + (oc + 1) * n, n, oc, p->input_zero_point, 1,
-                            pack + 2 + (oc >> 1) * MT_NN_PACK_PW_WORDS);
+    if (p->groups == 1) { /* per channel pair, the words the 1x1 would compute (the folded store's where they exist) */
+        pack[0] = MT_NN_PACK_PW;
+        pack[1] = n;
+        for (c = 0; c + 1 < p->out_c; c += 2) {
+            mt_nn_pw_pair_words(&s, weights + c * n, weights + (c + 1) * n, n, c, p->input_zero_point, 1,
+                                pack + 2 + (c >> 1) * MT_NN_PACK_PW_WORDS);
+        }
+        return MT_OK;
+    }
+    pack[0] = MT_NN_PACK_DW; /* depthwise: per channel, the words of the asm rows */
+    pack[1] = p->kernel_w;
+    for (c = 0; c < p->out_c; ++c) {
+        mt_nn_dw4_words(&s, c, weights + c * n, p->kernel_w, p->input_zero_point,
+                        pack + 2 + c * MT_NN_DW4_WORDS(p->kernel_w));
     }
     return MT_OK;
 }
