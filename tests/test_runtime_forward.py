@@ -182,7 +182,7 @@ def test_pointwise_conv2d_s8_with_set_up_pack(rt):
         if bias_arg is not None:
             assert_equal_first(outs[1], _reference(graph, node, {"x": x}), "mt_pointwise_conv2d_s8 with its pack")
     depthwise = cbind.ConvParams(**{**fields, "groups": 2, "in_c": 2, "out_c": 2})
-    assert rt.mt_conv_pack_get_size(ctypes.byref(depthwise)) == 0
+    assert rt.mt_conv_pack_get_size(ctypes.byref(depthwise), 0) == 0
 
 
 def test_fully_connected_s8_bit_exact(rt):

@@ -123,19 +123,23 @@ static int compare(const int8_t *a, const int8_t *b, int n, const char *what, in
     return 0;
 }
 
-/* The 1x1 conv p with its set-up pack (mt_conv_pack_s8) vs the expected output want (the kernel without
- * a pack, itself checked against the naive conv). */
-enum { PACK_WORDS = 2 + 9 * (RC + 1) / 2 };
+/* The 1x1 conv p with its set-up pack (mt_conv_pack_s8), without and with the pre-extended rows, vs the
+ * expected output want (the kernel without a pack, itself checked against the naive conv). */
+enum { PACK_WORDS = 1024 };
 static int packed_pointwise(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *b,
                             const int8_t *want, int n, const char *what, int case_no)
 {
     static int32_t pk[PACK_WORDS];
     static int8_t y[RH * RH * RC > 70 * 5 ? RH * RH * RC : 70 * 5];
     const mt_per_channel_quant q = {rmult, rshift, NULL}, qp = {rmult, rshift, pk};
-    if (mt_conv_pack_get_size(p) > (int32_t)sizeof pk || n > (int)sizeof y) { printf("pack size\n"); return 1; }
-    check(mt_conv_pack_s8(p, &q, w, b, pk), "pack");
-    check(mt_pointwise_conv2d_s8(p, &qp, x, w, b, y), what);
-    return compare(y, want, n, what, case_no);
+    int bad = 0;
+    for (int extended = 0; extended < 2; extended++) {
+        if (mt_conv_pack_get_size(p, extended) > (int32_t)sizeof pk || n > (int)sizeof y) { printf("pack size\n"); return 1; }
+        check(mt_conv_pack_s8(p, &q, w, b, extended, pk), "pack");
+        check(mt_pointwise_conv2d_s8(p, &qp, x, w, b, y), what);
+        bad += compare(y, want, n, what, case_no);
+    }
+    return bad;
 }
 
 /* The same for a depthwise conv (square 3x3, 5x5, 7x7 kernel: the packed taps and store words). */
@@ -146,8 +150,8 @@ static int packed_depthwise(const mt_conv_params *p, const int8_t *x, const int8
     static int32_t pk[DW_PACK_WORDS];
     static int8_t y[RH * RH * RC];
     const mt_per_channel_quant q = {rmult, rshift, NULL}, qp = {rmult, rshift, pk};
-    if (mt_conv_pack_get_size(p) > (int32_t)sizeof pk || n > (int)sizeof y) { printf("pack size\n"); return 1; }
-    check(mt_conv_pack_s8(p, &q, w, b, pk), "depthwise pack");
+    if (mt_conv_pack_get_size(p, 0) > (int32_t)sizeof pk || n > (int)sizeof y) { printf("pack size\n"); return 1; }
+    check(mt_conv_pack_s8(p, &q, w, b, 0, pk), "depthwise pack");
     check(mt_depthwise_conv2d_s8(p, &qp, x, w, b, y), what);
     return compare(y, want, n, what, case_no);
 }
@@ -176,6 +180,18 @@ static int random_shapes(void)
         }
         put(&acc, sizeof acc);
     }
+#if MT_NN_DSP_ASM
+    /* the pre-extended rows of a 1x1 pack (portable, computed on the host) are the words the DSP
+     * extension writes (doubled, zero past n) */
+    for (int t = 0; t < 60; t++) {
+        static int32_t got[2 * 72], want[2 * 72];
+        const int32_t n = rnd(1, 70), ne = (n + 3) & ~3;
+        fill_s8(rw, 2 * n);
+        mt_nn_extend2_pad_s8(rw, rw + n, n, ne, got, 1);
+        mt_nn_extend2_ref_s8(rw, rw + n, n, want);
+        if (memcmp(got, want, (size_t)ne * 4) != 0) { bad++; printf("extend2 n %d\n", (int)n); }
+    }
+#endif
     /* the saturating add and the offset + clamp of the output store (QADD on the DSP path) */
     for (int t = 0; t < 2000; t++) {
         static const int32_t edge[] = {INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX};
@@ -361,12 +377,13 @@ static int random_shapes(void)
         { /* with the compile-time set-up packs of the expansion (1x1 or 3x3 patches), the depthwise and the projection */
             static int32_t epk[PACK_WORDS], ppk[PACK_WORDS], dpk[DW_PACK_WORDS];
             mt_inverted_bottleneck_params ibp = ib;
-            if (mt_conv_pack_get_size(&ib.expand) > (int32_t)sizeof epk ||
-                mt_conv_pack_get_size(&ib.project) > (int32_t)sizeof ppk ||
-                mt_conv_pack_get_size(&ib.depthwise) > (int32_t)sizeof dpk) { printf("pack size\n"); bad++; continue; }
-            check(mt_conv_pack_s8(&ib.expand, &q, ew, rbias, epk), "ib expand pack");
-            check(mt_conv_pack_s8(&ib.project, &q, pw, rbias, ppk), "ib project pack");
-            check(mt_conv_pack_s8(&ib.depthwise, &q, dwt, rbias, dpk), "ib depthwise pack");
+            const int ext = t % 2; /* with or without the pre-extended 1x1 rows */
+            if (mt_conv_pack_get_size(&ib.expand, ext) > (int32_t)sizeof epk ||
+                mt_conv_pack_get_size(&ib.project, ext) > (int32_t)sizeof ppk ||
+                mt_conv_pack_get_size(&ib.depthwise, 0) > (int32_t)sizeof dpk) { printf("pack size\n"); bad++; continue; }
+            check(mt_conv_pack_s8(&ib.expand, &q, ew, rbias, ext, epk), "ib expand pack");
+            check(mt_conv_pack_s8(&ib.project, &q, pw, rbias, ext, ppk), "ib project pack");
+            check(mt_conv_pack_s8(&ib.depthwise, &q, dwt, rbias, 0, dpk), "ib depthwise pack");
             ibp.expand_q.pack = epk;
             ibp.project_q.pack = ppk;
             ibp.depthwise_q.pack = dpk;

@@ -190,12 +190,13 @@ class CContext:
             self._memo[key] = self.struct("mt_per_channel_quant", "Q", layer.name, fields)
         return self._memo[key]
 
-    def conv_pack(self, name: str, params: dict, mult, shift, weight: str, bias: str | None) -> str:
+    def conv_pack(self, name: str, params: dict, mult, shift, weight: str, bias: str | None,
+                  extended: bool = False) -> str:
         """The const (flash) array of a frozen conv's set-up pack (runtime/packs.py: mt_conv_pack_s8)."""
         key = ("pack", name)
         if key not in self._memo:
             b = None if bias is None else self.graph.tensors[bias].data
-            words = packs.conv_pack(params, mult, shift, self.graph.tensors[weight].data, b)
+            words = packs.conv_pack(params, mult, shift, self.graph.tensors[weight].data, b, extended)
             self._memo[key] = self.const_array("PK", name, "int32_t", words)
         return self._memo[key]
 

@@ -297,7 +297,10 @@ def _fused_inverted_bottleneck(node: Node, ctx: CContext) -> list[str]:
             used = (stage == "project" or (stage == "expand" and (e["kernel_h"] == e["kernel_w"] == 1
                                                                   or window <= PATCH_MAX))
                     or (stage == "depthwise" and p["has_expand"]))
-            pack = ctx.conv_pack(name, e, mult, shift, *wb[stage]) if used and packs.conv_pack_size(e) else "NULL"
+            # the 1x1 stages with their rows pre-extended (2 bytes per weight): the block calls them per row
+            extended = stage != "depthwise"
+            pack = (ctx.conv_pack(name, e, mult, shift, *wb[stage], extended=extended)
+                    if used and packs.conv_pack_size(e, extended) else "NULL")
             fields[key] = (f"{{{ctx.const_array('QM', name, 'int32_t', mult)}, "
                            f"{ctx.const_array('QS', name, 'int32_t', shift)}, {pack}}}")
         elif isinstance(value, dict):

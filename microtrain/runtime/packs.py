@@ -38,19 +38,20 @@ def _library() -> ctypes.CDLL:
     return cbind.load(final, PACK_FUNCTIONS)
 
 
-def conv_pack_size(fields: dict) -> int:
+def conv_pack_size(fields: dict, extended: bool = False) -> int:
     """Bytes of the pack of a conv with these ``mt_conv_params`` fields (0: no pack covers it)."""
     params = cbind.ConvParams(**{k: int(v) for k, v in fields.items()})
-    return int(_library().mt_conv_pack_get_size(ctypes.byref(params)))
+    return int(_library().mt_conv_pack_get_size(ctypes.byref(params), int(extended)))
 
 
-def conv_pack(fields: dict, multiplier, shift, weights, bias) -> np.ndarray:
+def conv_pack(fields: dict, multiplier, shift, weights, bias, extended: bool = False) -> np.ndarray:
     """The int32 words of ``mt_conv_pack_s8`` for a groups-1 or depthwise conv: ``fields`` its
     ``mt_conv_params`` (twins.conv_params), ``weights`` int8 [out_c][kh][kw][in_c / groups], ``bias``
-    int32 [out_c] or None."""
+    int32 [out_c] or None; ``extended``: a 1x1's pack also holds its weight rows as the DSP asm reads them
+    (2 bytes per weight)."""
     lib = _library()
     params = cbind.ConvParams(**{k: int(v) for k, v in fields.items()})
-    size = lib.mt_conv_pack_get_size(ctypes.byref(params))
+    size = lib.mt_conv_pack_get_size(ctypes.byref(params), int(extended))
     if size <= 0:
         raise ValueError(f"no set-up pack for this conv ({fields})")
     mult = np.ascontiguousarray(multiplier, dtype=np.int32)
@@ -64,7 +65,7 @@ def conv_pack(fields: dict, multiplier, shift, weights, bias) -> np.ndarray:
 
     q = cbind.PerChannelQuant(ptr(mult, ctypes.c_int32), ptr(sh, ctypes.c_int32), None)
     status = lib.mt_conv_pack_s8(ctypes.byref(params), ctypes.byref(q), ptr(w, ctypes.c_int8),
-                                 None if b is None else ptr(b, ctypes.c_int32), ptr(out, ctypes.c_int32))
+                                 None if b is None else ptr(b, ctypes.c_int32), int(extended), ptr(out, ctypes.c_int32))
     if status != 0:
         raise ValueError(f"mt_conv_pack_s8 failed with status {status} ({fields})")
     return out

@@ -257,11 +257,6 @@ static MT_NN_NOINLINE void mt_nn_dw_row_fast_s8(const mt_conv_params *d, const m
 #define MT_NN_DW_PLANE_BYTES 400
 #define MT_NN_DW_PLANE_WORDS (MT_NN_IB_MAX_KERNEL * 2 * ((MT_NN_DW_PLANE_KW_MAX + 3) / 4))
 
-static inline int32_t mt_nn_pack16(int32_t lo, int32_t hi)
-{
-    return (int32_t)((uint32_t)(uint16_t)(int16_t)lo | ((uint32_t)(uint16_t)(int16_t)hi << 16));
-}
-
 /* The set-up of one depthwise channel for the asm rows (3x3 pairs, 5x5 / 7x7 fours), per call or
  * once, at compile time, into the conv's pack (mt_conv_pack_s8), by the same function. Depthwise pack
  * (groups = in_c = out_c, square kernel k in {3, 5, 7}), int32 words (little-endian, the same on
@@ -797,12 +792,10 @@ static MT_NN_NOINLINE int mt_nn_dw4_rows_s8(const mt_conv_params *d, const mt_nn
     const int8_t *tab[7];
     int32_t own[MT_NN_DW4_WORDS(7)]; /* the channel's words when the conv has no pack */
     const int32_t *wk = mt_nn_dw4_words_of(s, c, w, k, d->input_zero_point, own);
-    mt_nn_fast_store g;
     int32_t r, ky, ox;
     if (wk[kc + 3] == 0) {
         return 0; /* no folded store for this channel */
     }
-    mt_nn_zfold_store(wk[kc], wk + kc + 1, d->output_zero_point, &g);
     if (ky_begin > 0 || ky_end < k) {
         memset(zrow, (int)(int8_t)d->input_zero_point, MT_NN_DW4_ZROW);
     }
@@ -818,12 +811,14 @@ static MT_NN_NOINLINE int mt_nn_dw4_rows_s8(const mt_conv_params *d, const mt_nn
         }
         mt_nn_dw4_asm(tab, wk, yr, y_stride, n4 * sw, k, sw);
         for (ox = n4; ox < out_w; ++ox) { /* the last outputs: the same raw sums, the same store */
+            mt_nn_fast_store g;
             int32_t a = 0, kx;
             for (ky = 0; ky < k; ++ky) {
                 for (kx = 0; kx < k; ++kx) {
                     a += (int32_t)tab[ky][ox * sw + kx] * w[ky * k + kx];
                 }
             }
+            mt_nn_zfold_store(wk[kc], wk + kc + 1, d->output_zero_point, &g);
             yr[ox * y_stride] = mt_nn_fast_out(a, g.bias2, g.multiplier, g.round, g.right, d->output_zero_point,
                                                -128, 127, 1);
         }
@@ -931,5 +926,60 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
         }
     }
 }
+
+#if MT_NN_DSP_ASM
+/* One output row (or strip) of the channels c0, c0 + 1, ... of depthwise conv d from plane rows, the
+ * window row ky of channel c at prow[ky] + c * seg (ky in [ky_begin, ky_end)), outputs y[ox * C + c],
+ * when d has a pack (s->pack) and its asm rows apply: the per-call checks once per row, each
+ * channel's words in place (the 3x3 pairs inlined in the channel loop, the 5x5 / 7x7 rows called
+ * directly). Returns the first channel it did not compute (one without the folded store, for
+ * mt_nn_dw_plane_rows_s8; C when done), or -1 when it computes none (no pack, other shapes). The
+ * caller calls mt_nn_dw_plane_rows_s8 itself, so that its frame does not add to this one's. */
+static MT_NN_NOINLINE int32_t mt_nn_dw_plane_channels_s8(const mt_conv_params *d, const mt_nn_store *s,
+                                                         const int8_t *const *prow, int32_t seg, int32_t ky_begin,
+                                                         int32_t ky_end, const int8_t *weights, int8_t *y, int32_t c0)
+{
+    const int32_t C = d->in_c, K = d->kernel_h * d->kernel_w, k = d->kernel_w;
+    const int32_t *pk = mt_nn_dw_pack_of(s->pack, k);
+    int32_t c = c0, ky;
+    if (pk == NULL || d->kernel_h != k || ky_begin != 0 || ky_end != k || d->act_min != -128 || d->act_max != 127 ||
+        (d->stride_w != 1 && d->stride_w != 2)) {
+        return -1;
+    }
+    if (k == 3 && d->out_w >= 2) { /* the 3x3 asm pairs, channel after channel (as mt_nn_dw_plane_rows_s8's) */
+        const int32_t pairs = d->out_w >> 1, sw = d->stride_w, last = d->out_w - 1, span = pairs * 2 * sw;
+        const int8_t *p0 = prow[0] + c * seg, *p1 = prow[1] + c * seg, *p2 = prow[2] + c * seg;
+        for (pk += c * MT_NN_DW4_WORDS(3); c < C; ++c, pk += MT_NN_DW4_WORDS(3), p0 += seg, p1 += seg, p2 += seg) {
+            if (pk[9] == 0) {
+                return c; /* no folded store for this channel */
+            }
+            mt_nn_dw3_pairs_asm(p0, p1, p2, pk, y + c, C, p0 + span, sw == 2);
+            if ((d->out_w & 1) != 0) { /* the last output in C, as mt_nn_dw_plane_rows_s8 */
+                mt_nn_fast_store g;
+                int32_t a = mt_nn_dw_plane_taps(p0 + last * sw, pk, 1, 0, 0);
+                a = mt_nn_dw_plane_taps(p1 + last * sw, pk + 2, 1, 0, a);
+                a = mt_nn_dw_plane_taps(p2 + last * sw, pk + 4, 1, 0, a);
+                mt_nn_zfold_store(pk[6], pk + 7, d->output_zero_point, &g);
+                y[last * C + c] = mt_nn_fast_out(a >> 1, g.bias2, g.multiplier, g.round, g.right, d->output_zero_point,
+                                                 -128, 127, 1);
+            }
+        }
+        return C;
+    }
+    if (mt_nn_dw4_ok(d, ky_begin, ky_end)) { /* the 5x5 / 7x7 four-output rows, channel after channel */
+        const int8_t *pr[7];
+        for (; c < C; ++c) {
+            for (ky = 0; ky < k; ++ky) {
+                pr[ky] = prow[ky] + c * seg;
+            }
+            if (!mt_nn_dw4_rows_s8(d, s, c, pr, 0, k, 1, 0, weights + c * K, y + c, C, 0, NULL)) {
+                return c;
+            }
+        }
+        return C;
+    }
+    return -1;
+}
+#endif
 
 #endif /* MT_NN_DW_H */

@@ -431,6 +431,36 @@ static inline int mt_nn_zfold_of(const mt_nn_fast_store *f, int32_t z, int64_t r
  * same integers, see mt_nn_zfold_of). */
 #define MT_NN_PACK_PW 0x31777070 /* "ppw1" */
 #define MT_NN_PACK_PW_WORDS 9
+/* With the pre-extended weight rows (mt_conv_pack_s8's `extended`): the tag MT_NN_PACK_PWX, and after
+ * the pair words, per channel pair ne = n rounded up to 4 words: rows c, c + 1 as doubled int16
+ * lanes, per 4 inputs [w_c (0, 2)] [w_c (1, 3)] [w_c+1 (0, 2)] [w_c+1 (1, 3)] (zero past n), the
+ * layout mt_nn_extend2_pad_s8 writes with dbl (mt_nn_extend2_ref_s8). A pair of status 2 then runs
+ * the asm pairs on them in flash: no per-call extension, any row length. Flash: 2 bytes per weight. */
+#define MT_NN_PACK_PWX 0x32777070 /* "ppw2" */
+
+/* Two int16 lanes in a word: lo in bits 0-15, hi in bits 16-31. */
+static inline int32_t mt_nn_pack16(int32_t lo, int32_t hi)
+{
+    return (int32_t)((uint32_t)(uint16_t)(int16_t)lo | ((uint32_t)(uint16_t)(int16_t)hi << 16));
+}
+
+/* Rows w0, w1 (n inputs) extended as mt_nn_extend2_pad_s8 (w0, w1, n, ne = n rounded up to 4, wb, 1)
+ * does on DSP cores, in portable C (the pack is computed on the host). */
+static inline void mt_nn_extend2_ref_s8(const int8_t *w0, const int8_t *w1, int32_t n, int32_t *wb)
+{
+    int32_t i, j;
+    for (i = 0; i < n; i += 4) {
+        int32_t v[2][4];
+        for (j = 0; j < 4; ++j) {
+            v[0][j] = i + j < n ? 2 * w0[i + j] : 0;
+            v[1][j] = i + j < n ? 2 * w1[i + j] : 0;
+        }
+        *wb++ = mt_nn_pack16(v[0][0], v[0][2]);
+        *wb++ = mt_nn_pack16(v[0][1], v[0][3]);
+        *wb++ = mt_nn_pack16(v[1][0], v[1][2]);
+        *wb++ = mt_nn_pack16(v[1][1], v[1][3]);
+    }
+}
 
 /* The nine words of channel pair (c, c + 1) (rows w0, w1 of n inputs, input zero point z_x, the
  * store s) into e; fold: whether to derive the folded store's words (status 2 where they exist).
@@ -500,7 +530,7 @@ static inline void mt_nn_pw_pair_store(const int32_t *e, int32_t k, int32_t z_y,
 /* The pair words of a pack for a 1x1 of n-long rows (NULL: none, or a pack of another kind or length). */
 static inline const int32_t *mt_nn_pw_pack_of(const int32_t *pack, int32_t n)
 {
-    return pack != NULL && pack[0] == MT_NN_PACK_PW && pack[1] == n ? pack + 2 : NULL;
+    return pack != NULL && (pack[0] == MT_NN_PACK_PW || pack[0] == MT_NN_PACK_PWX) && pack[1] == n ? pack + 2 : NULL;
 }
 
 /* acc[2][2] += x_p . w_c, raw int8 products, for pixels x0, x1 and rows w0, w1 over [i, n). */
@@ -744,6 +774,11 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
     const int32_t ne = x_stride > n && x_stride >= ((n + 3) & ~3) ? (n + 3) & ~3 : n & ~3;
     const mt_nn_store s = mt_nn_store_of(bias, q, p);
     const int32_t *pk = mt_nn_pw_pack_of(q->pack, n); /* the compile-time set-up, or NULL */
+    /* the pack's pre-extended rows (MT_NN_PACK_PWX: ne4 words per pair), usable where the x rows cover ne4 */
+    const int32_t ne4 = (n + 3) & ~3;
+    const int32_t *xrows = MT_NN_DSP_ASM && pk != NULL && pk[-2] == MT_NN_PACK_PWX && full && ne == ne4
+                               ? pk + (out_c >> 1) * MT_NN_PACK_PW_WORDS
+                               : NULL;
     /* whether the asm pairs with the folded store apply (where a pair's constants allow it) */
     const int fold = MT_NN_DSP_ASM && full && wbuf != NULL && ne <= wbuf_words && ne >= n && ne > 0;
     int32_t oc, px;
@@ -766,6 +801,11 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
                 /* the asm pairs (doubled weights, MT_NN_STORE_U8) where the constants allow the folded store */
                 const int zf = fold && e[0] == 2;
 #if MT_NN_DSP_ASM
+                if (xrows != NULL && e[0] == 2) { /* on the pack's extended rows in flash */
+                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, xrows + (oc >> 1) * ne4, n, e, p,
+                                                 y + oc * y_cstride, y_stride, y_cstride, 1, e + 3, ne4);
+                    continue;
+                }
                 if (wbuf != NULL && (n & ~3) > wbuf_words && wbuf_words >= 16) {
                     mt_nn_fast_store f0, f1;
                     mt_nn_pw_pair_store(e, 0, p->output_zero_point, &f0);
@@ -802,6 +842,7 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
     }
     (void)wbuf;
     (void)wbuf_words;
+    (void)xrows;
 }
 
 /* ---------------------------------------------------------------------------------------- */

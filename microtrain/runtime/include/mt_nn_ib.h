@@ -217,13 +217,29 @@ static inline void mt_nn_ib_run(const mt_inverted_bottleneck_params *p, const in
             /* (2) a strip of the depthwise output row: d with out_w = the strip, shifted ox0 columns */
             mt_conv_params ds = *d;
             ds.out_w = mt_nn_ib_min(d->out_w - ox0, MT_NN_IB_STRIP);
-            if (p->has_expand) {
-                for (c = 0; c < C; ++c) {
-                    for (ky = ky_begin; ky < ky_end; ++ky) {
-                        src_row[ky] = ring + ((y0 + ky) % rows) * plane + c * seg + ox0 * d->stride_w;
+            if (p->has_expand) { /* channel c's window rows: plane rows c * seg bytes on */
+                for (ky = ky_begin; ky < ky_end; ++ky) {
+                    src_row[ky] = ring + ((y0 + ky) % rows) * plane + ox0 * d->stride_w;
+                }
+                for (c = 0; c < C;) {
+                    /* runs of channels with the pack's asm rows ([c, stop)), the others one by one */
+#if MT_NN_DSP_ASM
+                    const int32_t stop = mt_nn_dw_plane_channels_s8(&ds, &dw_store, src_row, seg, ky_begin, ky_end,
+                                                                    depthwise_weights, dw, c);
+#else
+                    const int32_t stop = -1;
+#endif
+                    const int32_t to = stop < 0 ? C : stop + 1;
+                    for (c = stop < 0 ? c : stop; c < to && c < C; ++c) {
+                        for (ky = ky_begin; ky < ky_end; ++ky) {
+                            src_row[ky] += c * seg;
+                        }
+                        mt_nn_dw_plane_rows_s8(&ds, &dw_store, c, src_row, ky_begin, ky_end, 1, 0,
+                                               depthwise_weights + c * K, dw + c, C, 0);
+                        for (ky = ky_begin; ky < ky_end; ++ky) {
+                            src_row[ky] -= c * seg;
+                        }
                     }
-                    mt_nn_dw_plane_rows_s8(&ds, &dw_store, c, src_row, ky_begin, ky_end, 1, 0, depthwise_weights + c * K,
-                                           dw + c, C, 0);
                 }
             } else {
                 ds.pad_left = d->pad_left - ox0 * d->stride_w;

@@ -227,16 +227,20 @@ mt_status mt_pointwise_conv2d_rows_s8(const mt_conv_params *p, const mt_per_chan
                                       int8_t *output);
 
 /* The set-up pack of a frozen conv: what its fast int8 forward computes per call from the weights,
- * bias and quantization alone (per 1x1 channel pair: the weight-row sums of the folded input zero
- * point and the fast-store constants), computed once (at compile time by the code generator, which
- * calls this function and writes the words as a const array in flash) and passed as q->pack to the
- * kernels: mt_pointwise_conv2d_s8 and the 1x1 / small-window expansion and the projection of the
- * fused blocks. A kernel given q->pack = NULL computes the same words per call; both give the same
- * integers. Format (int32 words, host-independent): mt_nn_fast.h. Groups 1 only (else
- * MT_ERR_PARAM); pack: mt_conv_pack_get_size(p) bytes, 4-byte aligned. */
-int32_t mt_conv_pack_get_size(const mt_conv_params *p);
+ * bias and quantization alone, computed once (at compile time by the code generator, which calls
+ * this function and writes the words as a const array in flash) and passed as q->pack to the
+ * kernels. Groups 1 (mt_pointwise_conv2d_s8, the fused blocks' 1x1 / small-window expansion and
+ * projection): per channel pair the weight-row sums of the folded input zero point and the
+ * fast-store constants, with extended = 1 also the weight rows as the DSP asm reads them (int16:
+ * 2 bytes per weight, no per-call extension); depthwise with a square 3x3 / 5x5 / 7x7 kernel
+ * (mt_depthwise_conv2d_s8, the fused blocks' depthwise): per channel the packed taps and store
+ * constants. A kernel given q->pack = NULL computes the same words per call; both give the same
+ * integers (a pack of another conv's kind or row length is ignored). Format (int32 words, the same
+ * on every host and target): mt_nn_fast.h, mt_nn_dw.h. Other convs: size 0, MT_ERR_PARAM; pack:
+ * mt_conv_pack_get_size(p, extended) bytes, 4-byte aligned. */
+int32_t mt_conv_pack_get_size(const mt_conv_params *p, int32_t extended);
 mt_status mt_conv_pack_s8(const mt_conv_params *p, const mt_per_channel_quant *q, const int8_t *weights,
-                          const int32_t *bias, int32_t *pack);
+                          const int32_t *bias, int32_t extended, int32_t *pack);
 
 /* FULLY_CONNECTED: input [in_c], weights [out_c][in_c], bias [out_c] (NULL = zeros), output [out_c].
  * Requires in_c <= 65536. */
