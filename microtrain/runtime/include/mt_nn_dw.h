@@ -946,14 +946,20 @@ static MT_NN_NOINLINE int32_t mt_nn_dw_plane_channels_s8(const mt_conv_params *d
         (d->stride_w != 1 && d->stride_w != 2)) {
         return -1;
     }
-    if (k == 3 && d->out_w >= 2) { /* the 3x3 asm pairs, channel after channel (as mt_nn_dw_plane_rows_s8's) */
-        const int32_t pairs = d->out_w >> 1, sw = d->stride_w, last = d->out_w - 1, span = pairs * 2 * sw;
+    if (k == 3 && d->out_w >= 2) { /* the 3x3 asm rows, channel after channel (as mt_nn_dw_plane_rows_s8's) */
+        const int32_t pairs = d->out_w >> 1, quads = d->out_w >> 2, sw = d->stride_w, last = d->out_w - 1;
+        const int32_t o4 = quads * 4 * sw, span = pairs * 2 * sw;
         const int8_t *p0 = prow[0] + c * seg, *p1 = prow[1] + c * seg, *p2 = prow[2] + c * seg;
         for (pk += c * MT_NN_DW4_WORDS(3); c < C; ++c, pk += MT_NN_DW4_WORDS(3), p0 += seg, p1 += seg, p2 += seg) {
             if (pk[9] == 0) {
                 return c; /* no folded store for this channel */
             }
-            mt_nn_dw3_pairs_asm(p0, p1, p2, pk, y + c, C, p0 + span, sw == 2);
+            if (quads > 0) { /* four outputs per iteration, then the last pair */
+                mt_nn_dw3_quads_asm(p0, p1, p2, pk, y + c, C, p0 + o4, sw == 2);
+            }
+            if (pairs > 2 * quads) {
+                mt_nn_dw3_pairs_asm(p0 + o4, p1 + o4, p2 + o4, pk, y + c + quads * 4 * C, C, p0 + span, sw == 2);
+            }
             if ((d->out_w & 1) != 0) { /* the last output in C, as mt_nn_dw_plane_rows_s8 */
                 mt_nn_fast_store g;
                 int32_t a = mt_nn_dw_plane_taps(p0 + last * sw, pk, 1, 0, 0);
