@@ -158,10 +158,13 @@ def test_pointwise_conv2d_s8_with_set_up_pack(rt):
         fields = twins.conv_params(node, graph)
         mult, shift, _q = _quant(graph, node)
         wt, b = graph.tensors["w"].data, graph.tensors["b"].data
-        words = packs.conv_pack(fields, mult, shift, wt, None if case % 4 == 3 else b)
-        assert words[1] == c_in and len(words) == 2 + 9 * (c_out // 2)
+        extended = case % 3  # the words; with the pre-extended rows; the rows alone
+        words = packs.conv_pack(fields, mult, shift, wt, None if case % 4 == 3 else b, extended)
+        ne4 = (c_in + 3) // 4 * 4
+        assert words[1] == c_in
+        assert len(words) == 2 + ((9 if extended != 2 else 0) + (ne4 if extended else 0)) * (c_out // 2)
         rows = wt.reshape(c_out, -1).astype(np.int64)
-        for pair in range(c_out // 2):
+        for pair in range(c_out // 2 if extended != 2 else 0):
             e = words[2 + 9 * pair: 11 + 9 * pair]
             if e[0] == 0:
                 continue

@@ -123,7 +123,7 @@ static int compare(const int8_t *a, const int8_t *b, int n, const char *what, in
     return 0;
 }
 
-/* The 1x1 conv p with its set-up pack (mt_conv_pack_s8), without and with the pre-extended rows, vs the
+/* The 1x1 conv p with its set-up pack (mt_conv_pack_s8: the words, with the pre-extended rows, the rows alone), vs the
  * expected output want (the kernel without a pack, itself checked against the naive conv). */
 enum { PACK_WORDS = 1024 };
 static int packed_pointwise(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *b,
@@ -133,7 +133,7 @@ static int packed_pointwise(const mt_conv_params *p, const int8_t *x, const int8
     static int8_t y[RH * RH * RC > 70 * 5 ? RH * RH * RC : 70 * 5];
     const mt_per_channel_quant q = {rmult, rshift, NULL}, qp = {rmult, rshift, pk};
     int bad = 0;
-    for (int extended = 0; extended < 2; extended++) {
+    for (int extended = 0; extended < 3; extended++) { /* words, words + rows, rows alone */
         if (mt_conv_pack_get_size(p, extended) > (int32_t)sizeof pk || n > (int)sizeof y) { printf("pack size\n"); return 1; }
         check(mt_conv_pack_s8(p, &q, w, b, extended, pk), "pack");
         check(mt_pointwise_conv2d_s8(p, &qp, x, w, b, y), what);
@@ -377,7 +377,7 @@ static int random_shapes(void)
         { /* with the compile-time set-up packs of the expansion (1x1 or 3x3 patches), the depthwise and the projection */
             static int32_t epk[PACK_WORDS], ppk[PACK_WORDS], dpk[DW_PACK_WORDS];
             mt_inverted_bottleneck_params ibp = ib;
-            const int ext = t % 2; /* with or without the pre-extended 1x1 rows */
+            const int ext = t % 3; /* the 1x1 packs: words, words + pre-extended rows, rows alone */
             if (mt_conv_pack_get_size(&ib.expand, ext) > (int32_t)sizeof epk ||
                 mt_conv_pack_get_size(&ib.project, ext) > (int32_t)sizeof ppk ||
                 mt_conv_pack_get_size(&ib.depthwise, 0) > (int32_t)sizeof dpk) { printf("pack size\n"); bad++; continue; }

@@ -17,10 +17,14 @@ import numpy as np
 
 from microtrain.compiler.plan_memory import MemoryPlan
 from microtrain.compiler.split_trained_rows import ram_rows, stored_bytes
+from microtrain.ir.buffer_sizes import PW_EXTEND_MAX
 from microtrain.ir.conv_kinds import is_depthwise, is_pointwise
 from microtrain.ir.graph import Graph, Node
 from microtrain.ir.ops import UPDATE_OPS, Op
 from microtrain.runtime import packs, twins
+
+EXTENDED_ROWS_BUDGET = 192 * 1024
+"""Flash bytes the pre-extended weight rows of 1x1 convs may take in all (CContext.extended_rows)."""
 
 CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t", "float32": "float", "int16": "int16_t"}
 
@@ -181,17 +185,60 @@ class CContext:
             m = self.const_array("QM", layer.name, "int32_t", mult)
             s = self.const_array("QS", layer.name, "int32_t", shift)
             fields = {"multiplier": m, "shift": s}
-            consts = layer.inputs[1:3]
-            if (layer.op == Op.CONV2D and (is_pointwise(layer, self.graph) or is_depthwise(layer, self.graph))
-                    and len(consts) == 2 and not any(t in self.trainable or t in self.split for t in consts)):
-                params = twins.conv_params(layer, self.graph)
-                if packs.conv_pack_size(params) > 0:
-                    fields["pack"] = self.conv_pack(layer.name, params, mult, shift, *consts)
+            pack = self._pack_kind(layer)
+            if pack is not None:
+                fields["pack"] = self.conv_pack(layer.name, twins.conv_params(layer, self.graph), mult, shift,
+                                                *layer.inputs[1:3], extended=pack)
             self._memo[key] = self.struct("mt_per_channel_quant", "Q", layer.name, fields)
         return self._memo[key]
 
+    def _pack_kind(self, layer: Node) -> int | None:
+        """Which set-up pack a standalone conv gets (runtime/packs.py; None: none): a frozen depthwise or
+        1x1 its words (0), a 1x1 whose rows the kernel would extend in chunks on every call (longer than
+        PW_EXTEND_MAX) also its pre-extended rows (1: 2 bytes per weight), or with a trained bias (the
+        words depend on it) the rows alone (2). Trained weights: none (the pack would go stale)."""
+        if layer.op != Op.CONV2D or len(layer.inputs) != 3:
+            return None
+        w, b = layer.inputs[1:3]
+        pointwise = is_pointwise(layer, self.graph)
+        if w in self.trainable or w in self.split or not (pointwise or is_depthwise(layer, self.graph)):
+            return None
+        params = twins.conv_params(layer, self.graph)
+        long_rows = pointwise and params["in_c"] > PW_EXTEND_MAX and self.extended_rows(layer.name)
+        kind = (2 if long_rows else None) if b in self.trainable else (1 if long_rows else 0)
+        return kind if kind is not None and packs.conv_pack_size(params, kind) > 0 else None
+
+    def extended_rows(self, key: str) -> bool:
+        """Whether 1x1 ``key`` (a standalone conv's name, or "<fused node>:expand" / ":project") gets its
+        weight rows pre-extended in its pack (2 bytes per weight of flash). Candidates: the fused blocks'
+        1x1 stages (called once per row: they extend their rows on every call) and the standalone 1x1s
+        with frozen weights and rows longer than PW_EXTEND_MAX (extended in chunks on every call); the
+        ones on maps with the most rows first (the most calls, so the most instructions saved per byte),
+        smaller weights first, within EXTENDED_ROWS_BUDGET bytes."""
+        if ("extended_rows",) not in self._memo:
+            g = self.graph
+            cands = []
+            for n in g.nodes:
+                if n.op == Op.FUSED_INVERTED_BOTTLENECK:
+                    roles = [s["role"] for s in n.attrs["stages"] if s["role"] in ("expand", "depthwise", "project")]
+                    for role, w in zip(roles, n.inputs[1::2], strict=True):
+                        if role != "depthwise":  # rows: of the block's input (expand), output (project)
+                            rows = g.tensors[n.inputs[0] if role == "expand" else n.outputs[0]].shape[1]
+                            cands.append((-rows, g.tensors[w].size, f"{n.name}:{role}"))
+                elif n.op == Op.CONV2D and len(n.inputs) == 3 and is_pointwise(n, g):
+                    w, x = n.inputs[1], g.tensors[n.inputs[0]]
+                    if w not in self.trainable and w not in self.split and x.shape[3] > PW_EXTEND_MAX:
+                        cands.append((-x.shape[1], g.tensors[w].size, n.name))
+            chosen, used = set(), 0
+            for _, size, key_ in sorted(cands):
+                if used + 2 * size <= EXTENDED_ROWS_BUDGET:
+                    chosen.add(key_)
+                    used += 2 * size
+            self._memo[("extended_rows",)] = chosen
+        return key in self._memo[("extended_rows",)]
+
     def conv_pack(self, name: str, params: dict, mult, shift, weight: str, bias: str | None,
-                  extended: bool = False) -> str:
+                  extended: int = 0) -> str:
         """The const (flash) array of a frozen conv's set-up pack (runtime/packs.py: mt_conv_pack_s8)."""
         key = ("pack", name)
         if key not in self._memo:

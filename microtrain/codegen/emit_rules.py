@@ -297,8 +297,9 @@ def _fused_inverted_bottleneck(node: Node, ctx: CContext) -> list[str]:
             used = (stage == "project" or (stage == "expand" and (e["kernel_h"] == e["kernel_w"] == 1
                                                                   or window <= PATCH_MAX))
                     or (stage == "depthwise" and p["has_expand"]))
-            # the 1x1 stages with their rows pre-extended (2 bytes per weight): the block calls them per row
-            extended = stage != "depthwise"
+            # the 1x1 stages with their rows pre-extended (2 bytes per weight) where the budget allows:
+            # the block calls them once per row
+            extended = int(stage != "depthwise" and ctx.extended_rows(f"{node.name}:{stage}"))
             pack = (ctx.conv_pack(name, e, mult, shift, *wb[stage], extended=extended)
                     if used and packs.conv_pack_size(e, extended) else "NULL")
             fields[key] = (f"{{{ctx.const_array('QM', name, 'int32_t', mult)}, "

@@ -43,6 +43,9 @@ IB_STRIP = 32
 """MT_NN_IB_STRIP: output pixels per strip of the fused block kernel (runtime/include/mt_nn_ib.h)."""
 PATCH_MAX = 64
 """MT_NN_PATCH_MAX: the largest receptive field gathered into a patch (runtime/include/mt_nn.h)."""
+PW_EXTEND_MAX = 96
+"""MT_NN_PW_EXTEND_MAX: the longest 1x1 row the standalone 1x1 extends whole on its stack; longer rows are
+extended in chunks on every call (runtime/include/mt_nn_fast.h)."""
 
 
 def inverted_bottleneck_get_buffer_size(p: dict) -> int:

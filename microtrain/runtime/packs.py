@@ -38,17 +38,17 @@ def _library() -> ctypes.CDLL:
     return cbind.load(final, PACK_FUNCTIONS)
 
 
-def conv_pack_size(fields: dict, extended: bool = False) -> int:
+def conv_pack_size(fields: dict, extended: int = 0) -> int:
     """Bytes of the pack of a conv with these ``mt_conv_params`` fields (0: no pack covers it)."""
     params = cbind.ConvParams(**{k: int(v) for k, v in fields.items()})
     return int(_library().mt_conv_pack_get_size(ctypes.byref(params), int(extended)))
 
 
-def conv_pack(fields: dict, multiplier, shift, weights, bias, extended: bool = False) -> np.ndarray:
+def conv_pack(fields: dict, multiplier, shift, weights, bias, extended: int = 0) -> np.ndarray:
     """The int32 words of ``mt_conv_pack_s8`` for a groups-1 or depthwise conv: ``fields`` its
     ``mt_conv_params`` (twins.conv_params), ``weights`` int8 [out_c][kh][kw][in_c / groups], ``bias``
-    int32 [out_c] or None; ``extended``: a 1x1's pack also holds its weight rows as the DSP asm reads them
-    (2 bytes per weight)."""
+    int32 [out_c] or None; ``extended``: 1, a 1x1's pack also holds its weight rows as the DSP asm reads them
+    (2 bytes per weight); 2, those rows alone (for a trained bias, which the other words depend on)."""
     lib = _library()
     params = cbind.ConvParams(**{k: int(v) for k, v in fields.items()})
     size = lib.mt_conv_pack_get_size(ctypes.byref(params), int(extended))

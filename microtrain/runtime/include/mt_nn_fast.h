@@ -437,6 +437,9 @@ static inline int mt_nn_zfold_of(const mt_nn_fast_store *f, int32_t z, int64_t r
  * layout mt_nn_extend2_pad_s8 writes with dbl (mt_nn_extend2_ref_s8). A pair of status 2 then runs
  * the asm pairs on them in flash: no per-call extension, any row length. Flash: 2 bytes per weight. */
 #define MT_NN_PACK_PWX 0x32777070 /* "ppw2" */
+/* The rows alone, for a conv whose bias is trained (its pair words would change with it: the kernel
+ * derives them per call): {MT_NN_PACK_PWR, n}, then the extended rows as above. */
+#define MT_NN_PACK_PWR 0x33777070 /* "ppw3" */
 
 /* Two int16 lanes in a word: lo in bits 0-15, hi in bits 16-31. */
 static inline int32_t mt_nn_pack16(int32_t lo, int32_t hi)
@@ -774,13 +777,16 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
     const int32_t ne = x_stride > n && x_stride >= ((n + 3) & ~3) ? (n + 3) & ~3 : n & ~3;
     const mt_nn_store s = mt_nn_store_of(bias, q, p);
     const int32_t *pk = mt_nn_pw_pack_of(q->pack, n); /* the compile-time set-up, or NULL */
-    /* the pack's pre-extended rows (MT_NN_PACK_PWX: ne4 words per pair), usable where the x rows cover ne4 */
+    /* the pack's pre-extended rows (MT_NN_PACK_PWX / _PWR: ne4 words per pair), usable where the x rows
+     * cover ne4 */
     const int32_t ne4 = (n + 3) & ~3;
-    const int32_t *xrows = MT_NN_DSP_ASM && pk != NULL && pk[-2] == MT_NN_PACK_PWX && full && ne == ne4
-                               ? pk + (out_c >> 1) * MT_NN_PACK_PW_WORDS
-                               : NULL;
+    const int xok = MT_NN_DSP_ASM && full && ne == ne4 && q->pack != NULL && q->pack[1] == n;
+    const int32_t *xrows = xok && q->pack[0] == MT_NN_PACK_PWX   ? pk + (out_c >> 1) * MT_NN_PACK_PW_WORDS
+                           : xok && q->pack[0] == MT_NN_PACK_PWR ? q->pack + 2
+                                                                 : NULL;
     /* whether the asm pairs with the folded store apply (where a pair's constants allow it) */
-    const int fold = MT_NN_DSP_ASM && full && wbuf != NULL && ne <= wbuf_words && ne >= n && ne > 0;
+    const int fold = MT_NN_DSP_ASM && full && ne >= n && ne > 0 &&
+                     ((wbuf != NULL && ne <= wbuf_words) || xrows != NULL);
     int32_t oc, px;
 #if MT_NN_VEC
     if (mt_nn_vec_pointwise_s8(p, q, x, x_stride, pixels, w, rows, bias, y, y_stride, y_cstride)) {

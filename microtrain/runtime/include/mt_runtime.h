@@ -232,7 +232,8 @@ mt_status mt_pointwise_conv2d_rows_s8(const mt_conv_params *p, const mt_per_chan
  * kernels. Groups 1 (mt_pointwise_conv2d_s8, the fused blocks' 1x1 / small-window expansion and
  * projection): per channel pair the weight-row sums of the folded input zero point and the
  * fast-store constants, with extended = 1 also the weight rows as the DSP asm reads them (int16:
- * 2 bytes per weight, no per-call extension); depthwise with a square 3x3 / 5x5 / 7x7 kernel
+ * 2 bytes per weight, no per-call extension), with extended = 2 those rows alone (frozen weights, a
+ * trained bias: the store constants are then derived per call); depthwise with a square 3x3 / 5x5 / 7x7 kernel
  * (mt_depthwise_conv2d_s8, the fused blocks' depthwise): per channel the packed taps and store
  * constants. A kernel given q->pack = NULL computes the same words per call; both give the same
  * integers (a pack of another conv's kind or row length is ignored). Format (int32 words, the same

@@ -4,9 +4,10 @@
  * the kernels call, so the two cannot differ:
  * - groups 1 (a 1x1, or a small-window conv that the fused block runs as a 1x1 over patches): per
  *   output channel pair the weight-row sums of the folded input zero point and the fast-store and
- *   folded-store constants (mt_nn_pw_pair_words; format in mt_nn_fast.h), with `extended` also the
+ *   folded-store constants (mt_nn_pw_pair_words; format in mt_nn_fast.h); with extended = 1 also the
  *   pair's weight rows as the asm reads them (doubled int16 lanes, 2 bytes per weight: for convs
- *   called on few pixels at a time, where extending the rows on every call costs most);
+ *   called per row, where extending the rows on every call costs most, and rows too long for the
+ *   kernel's stack buffer), with extended = 2 the rows alone (a trained bias: the words depend on it);
  * - depthwise, square 3x3 / 5x5 / 7x7 kernel: per channel the packed doubled taps of the asm rows
  *   and the folded-store constants (mt_nn_dw4_words; format in mt_nn_dw.h).
  * Size mt_conv_pack_get_size (MT_ERR_PARAM for any other conv). The code generator calls it on the
@@ -35,15 +36,17 @@ mt_status mt_conv_pack_s8(const mt_conv_params *p, const mt_per_channel_quant *q
 
     s = mt_nn_store_of(bias, q, p);
     if (p->groups == 1) { /* per channel pair, the words the 1x1 would compute (the folded store's where they exist) */
-        const int32_t pairs = p->out_c / 2, ne4 = (n + 3) & ~3;
-        pack[0] = extended ? MT_NN_PACK_PWX : MT_NN_PACK_PW;
+        const int32_t words = extended != 2 ? MT_NN_PACK_PW_WORDS : 0, ne4 = (n + 3) & ~3;
+        int32_t *rows = pack + 2 + words * (p->out_c / 2);
+        pack[0] = extended == 2 ? MT_NN_PACK_PWR : extended ? MT_NN_PACK_PWX : MT_NN_PACK_PW;
         pack[1] = n;
         for (c = 0; c + 1 < p->out_c; c += 2) {
-            mt_nn_pw_pair_words(&s, weights + c * n, weights + (c + 1) * n, n, c, p->input_zero_point, 1,
-                                pack + 2 + (c >> 1) * MT_NN_PACK_PW_WORDS);
+            if (words > 0) {
+                mt_nn_pw_pair_words(&s, weights + c * n, weights + (c + 1) * n, n, c, p->input_zero_point, 1,
+                                    pack + 2 + (c >> 1) * words);
+            }
             if (extended) { /* the rows as the asm pairs read them (doubled int16 lanes) */
-                mt_nn_extend2_ref_s8(weights + c * n, weights + (c + 1) * n, n,
-                                     pack + 2 + pairs * MT_NN_PACK_PW_WORDS + (c >> 1) * ne4);
+                mt_nn_extend2_ref_s8(weights + c * n, weights + (c + 1) * n, n, rows + (c >> 1) * ne4);
             }
         }
         return MT_OK;
