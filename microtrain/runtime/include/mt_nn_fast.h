@@ -622,15 +622,17 @@ MT_NN_INLINE int8_t mt_nn_fast_out(int32_t raw, int32_t bias2, int32_t multiplie
 
 /* The outputs of one channel pair (c, c + 1) over pixels [0, pixels) with the fast store:
  * x pixel p at x + p * x_stride; output (p, c + k) at y + p * y_stride + k * y_cstride; wb the
- * extended rows (or NULL); e the pair's words (mt_nn_pw_pair_words, status 1 or 2). full: act range
+ * extended rows (or NULL); e the pair's words (mt_nn_pw_pair_words, status 1 or 2), f scratch for two
+ * fast stores. full: act range
  * [-128, 127] (a constant at each call site). kz: NULL, or (status 2, full range, wb doubled, ne >= n)
  * e + 3: the pair's store words {bias2 of c, of c + 1, then multiplier, rz, right of c, of c + 1}
  * from kz - 2. ne: the inputs the extended rows cover (n rounded down to 4, or up to 4 when the x
  * rows are padded). */
 MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride, int32_t pixels, const int8_t *w0,
                                                const int8_t *w1, const int32_t *wb, int32_t n, const int32_t *e,
-                                               const mt_conv_params *p, int8_t *y, int32_t y_stride,
-                                               int32_t y_cstride, int full, const int32_t *kz, int32_t ne)
+                                               mt_nn_fast_store *f, const mt_conv_params *p, int8_t *y,
+                                               int32_t y_stride, int32_t y_cstride, int full, const int32_t *kz,
+                                               int32_t ne)
 {
     const int32_t n4 = wb != NULL ? ne : 0;
     const int32_t z = p->output_zero_point, lo = p->act_min, hi = p->act_max;
@@ -655,12 +657,12 @@ MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride
     if (px >= pixels) {
         return;
     }
-    /* the rest (an odd last pixel after the asm pairs), or every pixel, in C: the fast-store constants */
-    mt_nn_fast_store f0, f1;
-    mt_nn_pw_pair_store(e, 0, z, &f0);
-    mt_nn_pw_pair_store(e, 1, z, &f1);
-    const int32_t b0 = f0.bias2, m0 = f0.multiplier, r0 = f0.round, s0 = f0.right;
-    const int32_t b1 = f1.bias2, m1 = f1.multiplier, r1 = f1.round, s1 = f1.right;
+    /* the rest (an odd last pixel after the asm pairs), or every pixel, in C: the fast-store constants
+     * (into the caller's f[2]) */
+    mt_nn_pw_pair_store(e, 0, z, &f[0]);
+    mt_nn_pw_pair_store(e, 1, z, &f[1]);
+    const int32_t b0 = f[0].bias2, m0 = f[0].multiplier, r0 = f[0].round, s0 = f[0].right;
+    const int32_t b1 = f[1].bias2, m1 = f[1].multiplier, r1 = f[1].round, s1 = f[1].right;
     for (; px < pixels; px += 2) {
         const int8_t *x0 = x + px * x_stride;
         const int8_t *x1 = px + 1 < pixels ? x0 + x_stride : x0; /* an odd last pixel: computed twice, stored once */
@@ -803,20 +805,20 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
                 mt_nn_pw_pair_words(&s, w0, w1, n, oc, z, fold, own);
             }
             if (e[0] != 0) {
+                mt_nn_fast_store f[2];
                 const int32_t *wb = NULL;
                 /* the asm pairs (doubled weights, MT_NN_STORE_U8) where the constants allow the folded store */
                 const int zf = fold && e[0] == 2;
 #if MT_NN_DSP_ASM
                 if (xrows != NULL && e[0] == 2) { /* on the pack's extended rows in flash */
-                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, xrows + (oc >> 1) * ne4, n, e, p,
+                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, xrows + (oc >> 1) * ne4, n, e, f, p,
                                                  y + oc * y_cstride, y_stride, y_cstride, 1, e + 3, ne4);
                     continue;
                 }
                 if (wbuf != NULL && (n & ~3) > wbuf_words && wbuf_words >= 16) {
-                    mt_nn_fast_store f0, f1;
-                    mt_nn_pw_pair_store(e, 0, p->output_zero_point, &f0);
-                    mt_nn_pw_pair_store(e, 1, p->output_zero_point, &f1);
-                    mt_nn_pointwise_pair_chunked_s8(x, x_stride, pixels, w0, w1, n, &f0, &f1, p, y + oc * y_cstride,
+                    mt_nn_pw_pair_store(e, 0, p->output_zero_point, &f[0]);
+                    mt_nn_pw_pair_store(e, 1, p->output_zero_point, &f[1]);
+                    mt_nn_pointwise_pair_chunked_s8(x, x_stride, pixels, w0, w1, n, &f[0], &f[1], p, y + oc * y_cstride,
                                                     y_stride, y_cstride, wbuf, wbuf_words);
                     continue;
                 }
@@ -826,11 +828,11 @@ static MT_NN_NOINLINE void mt_nn_pointwise_fast_s8(const mt_conv_params *p, cons
                 }
 #endif
                 if (full) { /* kz: {bias2 c, bias2 c + 1, then multiplier, rz, right of c, of c + 1} */
-                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, e, p, y + oc * y_cstride, y_stride,
-                                                 y_cstride, 1, zf ? e + 3 : NULL, ne);
+                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, e, f, p, y + oc * y_cstride,
+                                                 y_stride, y_cstride, 1, zf ? e + 3 : NULL, ne);
                 } else {
-                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, e, p, y + oc * y_cstride, y_stride,
-                                                 y_cstride, 0, NULL, ne);
+                    mt_nn_pointwise_pair_fast_s8(x, x_stride, pixels, w0, w1, wb, n, e, f, p, y + oc * y_cstride,
+                                                 y_stride, y_cstride, 0, NULL, ne);
                 }
                 continue;
             }
