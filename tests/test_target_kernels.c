@@ -341,7 +341,8 @@ static int random_shapes(void)
     for (int t = 0; t < 40; t++) {
         mt_inverted_bottleneck_params ib;
         memset(&ib, 0, sizeof ib);
-        const int in_h = rnd(3, RH), in_w = rnd(3, RH), in_c = rnd(1, 8), mid = rnd(1, RC);
+        /* every tenth block 1-2 rows high: depthwise rows with both window borders in the padding */
+        const int in_h = t % 10 == 9 ? rnd(1, 2) : rnd(3, RH), in_w = rnd(3, RH), in_c = rnd(1, 8), mid = rnd(1, RC);
         const int ek = t % 3 == 0 ? 3 : 1, dk = t % 2 ? 3 : (t / 4) % 2 ? 7 : 5, ds = t % 4 < 2 ? 1 : 2;
         const int residual = ek == 1 && ds == 1 && t % 5 != 0;
         const int out_c = residual ? in_c : rnd(1, 8);

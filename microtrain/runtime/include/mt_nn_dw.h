@@ -865,15 +865,26 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
                           (int8_t *)(void *)wp)) {
         return; /* four outputs per iteration */
     }
-    if (full && d->kernel_h == 3 && d->kernel_w == 3 && ky_begin == 0 && ky_end == 3 && d->out_w >= 2 &&
-        (d->stride_w == 1 || d->stride_w == 2)) {
+    if (full && d->kernel_h == 3 && d->kernel_w == 3 && d->out_w >= 2 && (d->stride_w == 1 || d->stride_w == 2) &&
+        ((ky_begin == 0 && ky_end == 3) || (rows == 1 && (d->out_w - 1) * d->stride_w + 6 <= (int32_t)sizeof wp))) {
         /* the asm rows, with the zero point folded: the channel's words (mt_nn_dw4_words) */
         int32_t own[MT_NN_DW4_WORDS(3)];
         const int32_t *wk = mt_nn_dw4_words_of(s, c, w, 3, d->input_zero_point, own);
         if (wk[9] != 0) {
             const int32_t pairs = d->out_w >> 1, quads = d->out_w >> 2, sw = d->stride_w, odd = d->out_w & 1;
+            /* one row (rows == 1) whose window rows outside the input read a row of the zero point (the
+             * folded bias2 counts z for every tap) */
+            const int8_t *const zrow = (const int8_t *)(const void *)wp;
+            const int8_t *const q0 = ky_begin > 0 ? zrow : prow[0], *const q1 = ky_begin > 1 || ky_end < 2 ? zrow : prow[1];
+            const int8_t *const q2 = ky_end < 3 ? zrow : prow[2];
+            if (ky_begin > 0 || ky_end < 3) {
+                const int32_t zz = (int32_t)((uint32_t)(uint8_t)d->input_zero_point * 0x01010101u);
+                for (ky = 0; ky < ((d->out_w - 1) * d->stride_w + 9) >> 2; ++ky) {
+                    wp[ky] = zz;
+                }
+            }
             for (r = 0; r < rows; ++r) {
-                const int8_t *p0 = prow[0] + r * row_step, *p1 = prow[1] + r * row_step, *p2 = prow[2] + r * row_step;
+                const int8_t *p0 = q0 + r * row_step, *p1 = q1 + r * row_step, *p2 = q2 + r * row_step;
                 int8_t *yr = y + r * y_row_stride;
                 if (quads > 0) { /* four outputs per iteration, then the last pair */
                     mt_nn_dw3_quads_asm(p0, p1, p2, wk, yr, y_stride, p0 + quads * 4 * sw, sw == 2);
