@@ -180,27 +180,41 @@ mt_status mt_depthwise_conv2d_s8(const mt_conv_params *p, const mt_per_channel_q
     /* loops, channel-planar: each channel's input gathered into a padded plane (the zero point in
      * the padding, mt_nn_dw.h plane rows) on the stack, then its output rows (SMLAD on pairs of taps
      * where the channel's constants qualify, else the reference sums) */
-    if (mt_nn_dw_plane_ok(p) && (p->in_h + p->pad_top + p->pad_bottom) * (p->in_w + p->pad_left + p->pad_right) + 4 <=
-                                    MT_NN_DW_PLANE_BYTES) {
+    if (mt_nn_dw_plane_ok(p) && p->kernel_h <= MT_NN_DW_PLANE_KW_MAX &&
+        (p->in_h + p->pad_top + p->pad_bottom) * (p->in_w + p->pad_left + p->pad_right) + 4 <= MT_NN_DW_PLANE_BYTES) {
         int8_t *plane = (int8_t *)(void *)buf;
         const int32_t seg = p->pad_left + p->in_w + p->pad_right, C = p->in_c, K = p->kernel_h * p->kernel_w;
         const int32_t rows = p->in_h + p->pad_top + p->pad_bottom;
-        int32_t c, y, x;
+        int32_t c;
 #if MT_NN_DSP_ASM
         const int dw4 = mt_nn_dw4_ok(p, 0, p->kernel_h);
 #endif
         memset(plane, (int)(int8_t)p->input_zero_point, (size_t)(rows * seg + 4));
         for (c = 0; c < C; ++c) {
             const int8_t *src = input + c;
-            for (y = 0; y < p->in_h; ++y) {
-                int8_t *dst = plane + (p->pad_top + y) * seg + p->pad_left;
-                for (x = 0; x < p->in_w; ++x) {
-                    dst[x] = src[x * C];
+            int8_t *dst = plane + p->pad_top * seg + p->pad_left;
+            int32_t y, x;
+            for (y = 0; y < p->in_h; ++y, dst += seg) {
+                x = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                for (; x + 4 <= p->in_w; x += 4) { /* four pixels' bytes, one word store */
+                    uint32_t v = (uint8_t)*src;
+                    src += C;
+                    v |= (uint32_t)(uint8_t)*src << 8;
+                    src += C;
+                    v |= (uint32_t)(uint8_t)*src << 16;
+                    src += C;
+                    v |= (uint32_t)(uint8_t)*src << 24;
+                    src += C;
+                    memcpy(dst + x, &v, sizeof v);
                 }
-                src += p->in_w * C;
+#endif
+                for (; x < p->in_w; ++x, src += C) {
+                    dst[x] = *src;
+                }
             }
             {
-                const int8_t *prow[MT_NN_IB_MAX_KERNEL];
+                const int8_t *prow[MT_NN_DW_PLANE_KW_MAX]; /* kernel_h <= 8 here: a shorter frame */
                 int32_t ky;
                 for (ky = 0; ky < p->kernel_h; ++ky) {
                     prow[ky] = plane + ky * seg;
