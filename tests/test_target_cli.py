@@ -103,3 +103,37 @@ def test_missing_toolchain_is_a_clear_cli_error(tmp_path, capsys, model_path, mo
                  "--target", "riscv32"])
     err = capsys.readouterr().err
     assert code == 2 and "riscv64-unknown-elf-gcc not found: install the Debian package gcc-riscv64-unknown-elf" in err
+
+
+def test_packs_trade_flash_for_speed_and_keep_the_integers(tmp_path, capsys, model_path):
+    """--packs full / words / off: the compile-time set-up packs of the frozen convs (PK_* in the ELF) take
+    less flash and the device trains to the same bits; with --flash too small for full, auto links the next
+    smaller packs and says so, and an explicit --packs full is a clear error naming the way out."""
+    docs, runs = {}, {}
+    args = ["--data", "digits", "--steps", "4", "--lr", "0.05"]
+    for packs in ("full", "words", "off"):
+        docs[packs] = _json(capsys, ["compile", str(model_path), "--scheme", "last-k:3", "--out", str(tmp_path / packs),
+                                     "--target", "cortex-m7", "--packs", packs, "--json"])
+        assert docs[packs]["packs"] == packs
+        runs[packs] = _json(capsys, ["run", str(tmp_path / packs), "--target", "qemu", *args,
+                                     "--workdir", str(tmp_path / f"q_{packs}"), "--json"])
+    mem = {k: d["target"]["memory"] for k, d in docs.items()}
+    packs_bytes = {k: m["breakdown"]["setup_packs"] for k, m in mem.items()}
+    assert packs_bytes["full"] > packs_bytes["words"] > packs_bytes["off"] == 0
+    for k in ("full", "words"):  # the packs are all the flash that differs
+        assert mem[k]["flash_bytes"] - mem["off"]["flash_bytes"] == packs_bytes[k]
+    for k in ("words", "off"):
+        assert runs[k]["loss_bits"] == runs["full"]["loss_bits"] and len(runs[k]["loss_bits"]) == 4
+        assert (tmp_path / f"q_{k}" / "mt_weights.bin").read_bytes() == \
+            (tmp_path / "q_full" / "mt_weights.bin").read_bytes()
+
+    flash = (mem["full"]["flash_bytes"] + mem["words"]["flash_bytes"]) // 16 * 8  # a budget takes 8-byte units
+    assert mem["words"]["flash_bytes"] <= flash < mem["full"]["flash_bytes"]  # words fits, full does not
+    doc = _json(capsys, ["compile", str(model_path), "--scheme", "last-k:3", "--out", str(tmp_path / "auto"),
+                         "--target", "cortex-m7", "--flash", str(flash), "--json"])
+    assert doc["packs"] == "words" and doc["target"]["memory"]["flash_bytes"] <= flash
+    assert json.loads((tmp_path / "auto" / "report.json").read_text())["packs"] == "words"
+    code = main(["compile", str(model_path), "--scheme", "last-k:3", "--out", str(tmp_path / "p"),
+                 "--target", "cortex-m7", "--flash", str(flash), "--packs", "full"])
+    err = capsys.readouterr().err
+    assert code == 2 and "FLASH overflowed by" in err and "set-up packs (PK_*): recompile with --packs words" in err

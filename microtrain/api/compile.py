@@ -13,6 +13,7 @@ from typing import Any
 from microtrain.api.checks import check_lr
 from microtrain.api.messages import log
 from microtrain.api.models import InputRange, ModelSpec, SchemeSpec, prepare
+from microtrain.codegen.context import PACKS
 from microtrain.codegen.generate_project import generate_project, report
 from microtrain.compiler.build_training_graph import CompileError
 from microtrain.compiler.pipeline import (
@@ -26,6 +27,7 @@ from microtrain.compiler.plan_memory import MemoryPlan
 from microtrain.errors import UserError
 from microtrain.targets import get_target
 from microtrain.targets.mcu.cores import get_core
+from microtrain.targets.mcu.toolchain import LinkOverflow
 from microtrain.units import parse_size
 
 
@@ -55,7 +57,8 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
             target: str | None = None, core: str | None = None, sram: str | int | None = None,
             flash: str | int | None = None, verbose: bool = False, accumulate: int = 1, momentum: float = 0.0,
             lr: float = DEVICE_LR, schedule: str = "cosine", warmup: float = 0.1, steps: int = 0,
-            input_range: InputRange = None, loss: str = "cross_entropy", grad_dtype: str = "fp32") -> CompileResult:
+            input_range: InputRange = None, loss: str = "cross_entropy", grad_dtype: str = "fp32",
+            packs: str = "auto") -> CompileResult:
     """Derive the training step of ``model`` (with a new ``classes``-way head if given) for ``scheme``,
     plan its memory, write the C project to ``out`` and, for a cross ``target`` (a core name such as
     ``cortex-m4``, or ``qemu`` with ``core``; docs/targets.md), link it at the ``sram``/``flash``
@@ -68,10 +71,14 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
     time). ``loss``: "cross_entropy" (a classifier) or "mse" (an autoencoder learning to reconstruct
     its input; the anomaly score is the reconstruction error). ``grad_dtype``: the layers' error tensors
     in the backward, fp32 (default) or int16 / int8 codes with a power-of-two scale per tensor
-    (``runtime/grad_quant.py``). ``verbose``: log one line per
+    (``runtime/grad_quant.py``). ``packs``: the compile-time set-up packs of the frozen convs, flash
+    for int8 forward speed (``full``, ``words``, ``off``; docs/targets.md); ``auto``: ``full``, and for
+    a cross ``target`` whose link overflows ``flash`` the next smaller that fits. ``verbose``: log one line per
     compiler pass to stderr (logger ``microtrain.compiler``) with its effect on the peak (the
     planner then runs after every pass)."""
     check_lr(lr)
+    if packs != "auto" and packs not in PACKS:
+        raise UserError(f"--packs {packs}: choose auto, {', '.join(PACKS)}")
     if target == "lib" and core is not None:
         get_core(core)  # an unknown core: a clear error before any work
     prepared = prepare(model, classes, scheme, seed, input_range)
@@ -87,12 +94,11 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
     except CompileError as e:
         raise UserError(str(e)) from None
     inference = compile_inference(graph)
-    try:
-        out = generate_project(step, graph, Path(out), inference)
-    except ValueError as e:  # e.g. --out names an existing file; nothing was written
-        raise UserError(str(e)) from None
+    levels = list(PACKS) if packs == "auto" else [packs]
+    out = _generate(step, graph, out, inference, levels[0])
     doc = report(step, inference)
     doc["out"] = str(out)
+    doc["packs"] = levels[0]
     if plot:
         from microtrain.compiler.plot_memory import plot_memory  # deferred: matplotlib
 
@@ -107,10 +113,28 @@ def compile(model: ModelSpec, scheme: SchemeSpec, out: str | Path, *, classes: i
         module = get_target(target, core)
         budgets = {k: v for k, v in (("sram", sram), ("flash", flash)) if v}
         log(f"building for {module.name}")
-        elf = module.build(out, **budgets)
+        for i, level in enumerate(levels):
+            if i:
+                _generate(step, graph, out, inference, level)
+                doc["packs"] = level
+            try:
+                elf = module.build(out, **budgets)
+                break
+            except LinkOverflow as e:
+                if "FLASH" not in e.regions or i + 1 == len(levels):
+                    raise
+                log(f"with --packs {level} the program is {e.regions['FLASH']} bytes over the flash budget: "
+                    f"trying --packs {levels[i + 1]} (less flash, a slower int8 forward; docs/targets.md)")
         doc["target"] = {"name": module.name, "board": module.core.board, "elf": str(elf),
                          "memory": module.memory(out, elf, **budgets)}
     return CompileResult(out, doc, step, inference)
+
+
+def _generate(step: CompiledStep, graph, out: str | Path, inference: MemoryPlan, packs: str) -> Path:
+    try:
+        return generate_project(step, graph, Path(out), inference, packs=packs)
+    except ValueError as e:  # e.g. --out names an existing file; nothing was written
+        raise UserError(str(e)) from None
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from microtrain.cli.common import (
     seed_int,
     size_arg,
 )
+from microtrain.codegen.context import PACKS
 from microtrain.compiler.pipeline import DEVICE_LR
 from microtrain.report.memory import format_memory
 from microtrain.runtime.grad_quant import GRAD_DTYPES
@@ -93,6 +94,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="with --target: SRAM budget (256KB)")
     p.add_argument("--flash", type=size_arg("flash budget"), default=None, metavar="SIZE",
                    help="with --target: flash budget (1MB)")
+    p.add_argument("--packs", choices=("auto", *PACKS), default="auto",
+                   help="compile-time set-up packs of the frozen convs, flash traded for int8 forward speed: full "
+                        "(store words and pre-extended 1x1 rows), words (the words only), off (none: every kernel "
+                        "derives its set-up per call); auto: full, or with --target the next smaller one when the "
+                        "link overflows --flash (docs/targets.md)")
     add_input_range(p)
     p.set_defaults(func=run)
     return p
@@ -106,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                                 schedule=args.schedule, warmup=args.warmup, steps=args.steps,
                                 plot=args.plot, target=args.target, core=args.core, sram=args.sram, flash=args.flash,
                                 verbose=args.verbose, input_range=args.input_range, loss=args.loss,
-                                grad_dtype=args.grad_dtype)
+                                grad_dtype=args.grad_dtype, packs=args.packs)
     doc, out = result.report, result.out
 
     def human() -> None:

@@ -26,6 +26,11 @@ from microtrain.runtime import packs, twins
 EXTENDED_ROWS_BUDGET = 192 * 1024
 """Flash bytes the pre-extended weight rows of 1x1 convs may take in all (CContext.extended_rows)."""
 
+PACKS = ("full", "words", "off")
+"""The set-up packs emitted for frozen convs, most flash first (docs/targets.md): ``full`` the words and,
+within EXTENDED_ROWS_BUDGET, pre-extended 1x1 rows; ``words`` the words only; ``off`` none (every kernel
+derives its set-up per call: the least flash, the slowest int8 forward). Same integers in all three."""
+
 CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t", "float32": "float", "int16": "int16_t"}
 
 
@@ -50,9 +55,12 @@ def c_array_body(values: np.ndarray, ctype: str, per_line: int = 24) -> str:
 
 
 class CContext:
-    def __init__(self, graph: Graph, plan: MemoryPlan) -> None:
+    def __init__(self, graph: Graph, plan: MemoryPlan, packs: str = "full") -> None:
+        if packs not in PACKS:
+            raise ValueError(f"packs {packs!r}: choose one of {', '.join(PACKS)}")
         self.graph = graph
         self.plan = plan
+        self.packs = packs
         self.decls: list[str] = []
         self.used_kernels: set[str] = set()
         self._idents: dict[str, str] = {}
@@ -197,7 +205,7 @@ class CContext:
         1x1 its words (0), a 1x1 whose rows the kernel would extend in chunks on every call (longer than
         PW_EXTEND_MAX) also its pre-extended rows (1: 2 bytes per weight), or with a trained bias (the
         words depend on it) the rows alone (2). Trained weights: none (the pack would go stale)."""
-        if layer.op != Op.CONV2D or len(layer.inputs) != 3:
+        if self.packs == "off" or layer.op != Op.CONV2D or len(layer.inputs) != 3:
             return None
         w, b = layer.inputs[1:3]
         pointwise = is_pointwise(layer, self.graph)
@@ -214,7 +222,9 @@ class CContext:
         1x1 stages (called once per row: they extend their rows on every call) and the standalone 1x1s
         with frozen weights and rows longer than PW_EXTEND_MAX (extended in chunks on every call); the
         ones on maps with the most rows first (the most calls, so the most instructions saved per byte),
-        smaller weights first, within EXTENDED_ROWS_BUDGET bytes."""
+        smaller weights first, within EXTENDED_ROWS_BUDGET bytes; none unless packs is "full"."""
+        if self.packs != "full":
+            return False
         if ("extended_rows",) not in self._memo:
             g = self.graph
             cands = []

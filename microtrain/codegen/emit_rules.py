@@ -294,9 +294,9 @@ def _fused_inverted_bottleneck(node: Node, ctx: CContext) -> list[str]:
             # PATCH_MAX inputs) and the depthwise on the ring's plane rows (with an expansion)
             e = p[stage]
             window = e["kernel_h"] * e["kernel_w"] * e["in_c"]
-            used = (stage == "project" or (stage == "expand" and (e["kernel_h"] == e["kernel_w"] == 1
-                                                                  or window <= PATCH_MAX))
-                    or (stage == "depthwise" and p["has_expand"]))
+            read = {"project": True, "expand": e["kernel_h"] == e["kernel_w"] == 1 or window <= PATCH_MAX,
+                    "depthwise": p["has_expand"]}
+            used = ctx.packs != "off" and read[stage]
             # the 1x1 stages with their rows pre-extended (2 bytes per weight) where the budget allows:
             # the block calls them once per row
             extended = int(stage != "depthwise" and ctx.extended_rows(f"{node.name}:{stage}"))

@@ -209,9 +209,9 @@ uint32_t mt_debug_arena_high_water(uint8_t value);
 """
 
 
-def model_source(step: CompiledStep) -> tuple[str, set[str], dict[str, str]]:
+def model_source(step: CompiledStep, packs: str = "full") -> tuple[str, set[str], dict[str, str]]:
     g = step.graph
-    ctx = CContext(g, step.plan)
+    ctx = CContext(g, step.plan, packs)
     info = g.meta["training"]
     fwd = forward_end(g)
     infer_nodes = [n for n in g.nodes[:fwd] if n.op in INT8_OPS]
@@ -378,8 +378,9 @@ def report(step: CompiledStep, inference_plan=None, symbols: dict | None = None)
 
 
 def generate_project(step: CompiledStep, inference_graph: Graph, out_dir: str | Path,
-                     inference_plan=None) -> Path:
+                     inference_plan=None, packs: str = "full") -> Path:
     """Write the project to ``out_dir`` (created, or updated in place if it is a project folder).
+    ``packs``: the compile-time set-up packs of the frozen convs (``codegen/context.py`` PACKS).
 
     Everything is generated in memory first, so a model the code generator refuses leaves no
     half-written project; ``ValueError`` when ``out_dir`` is an existing file."""
@@ -389,9 +390,11 @@ def generate_project(step: CompiledStep, inference_graph: Graph, out_dir: str | 
     g = step.graph
     info = g.meta["training"]
     num_classes = int(g.tensors[info["logits"]].shape[1])
-    source, kernels, symbols = model_source(step)
+    source, kernels, symbols = model_source(step, packs)
     header = model_header(step, num_classes, g.tensors[g.inputs[0]].nbytes)
-    report_text = json.dumps(report(step, inference_plan, symbols), indent=1, default=_json_default)
+    doc = report(step, inference_plan, symbols)
+    doc["packs"] = packs
+    report_text = json.dumps(doc, indent=1, default=_json_default)
     for sub in ("include", "src", "main", "runtime/include", "runtime/src"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     (out / "include" / "mt_model.h").write_text(header)

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 KINDS_SRAM = ("arena", "trainable_weights", "driver_buffers", "other_sram", "heap", "stack")
-KINDS_FLASH = ("code", "frozen_weights", "other_flash")
+KINDS_FLASH = ("code", "frozen_weights", "setup_packs", "other_flash")
 LABELS = {"arena": "arena (activations, gradients)", "trainable_weights": "trainable weights",
           "driver_buffers": "driver I/O buffers (mt_main.c)",
           "other_sram": "runtime + libc data", "heap": "heap (stdio buffers)", "stack": "stack (high-water)",
-          "code": "code", "frozen_weights": "frozen weights", "other_flash": "constants, .data image, tables"}
+          "code": "code", "frozen_weights": "frozen weights",
+          "setup_packs": "set-up packs (compile-time)", "other_flash": "constants, .data image, tables"}
 
 
 def _kb(n: int | None) -> str:

@@ -9,6 +9,7 @@ Naming convention of the code generator (``microtrain/codegen/context.py``):
   ``mt_arena*``                 the planned activation/gradient arena (.bss)
   ``P_*`` in .data/.bss         trained weights and biases, updated in place (RAM)
   ``P_*`` in .rodata            frozen weights and biases (flash)
+  ``PK_*`` in .rodata           compile-time set-up packs of frozen convs (kind setup_packs)
   other ``*`` in .rodata        constants (multipliers, shifts, QAS factors, params): other_flash
 (``mt_trainable_*`` / ``mt_frozen_*`` are accepted too, for hand-written programs.)
   static data of ``mt_main.c``  the driver's sample/logit buffers (kind driver_buffers)
@@ -37,6 +38,7 @@ DEFAULT_RULES: list[tuple[str, str, tuple[str, ...]]] = [
     ("trainable_weights", "P_*", ("data", "bss")),
     ("frozen_weights", "P_*", ("rodata",)),
     ("frozen_weights", "mt_frozen_*", ("rodata",)),
+    ("setup_packs", "PK_*", ("rodata",)),
 ]
 
 
@@ -131,7 +133,8 @@ def memory_report(elf_path: Path, rules: list[tuple[str, str, tuple[str, ...]]] 
     sram_static = sum(sections.get(k, 0) for k in SRAM_SECTIONS)
 
     breakdown = {"arena": 0, "trainable_weights": 0, "frozen_weights": 0, "driver_buffers": 0, "other_sram": 0,
-                 "code": sections.get(".text", 0) + sections.get(".isr_vector", 0), "other_flash": 0}
+                 "code": sections.get(".text", 0) + sections.get(".isr_vector", 0), "setup_packs": 0,
+                 "other_flash": 0}
     for name, sec, size in syms:
         kind = _section_kind(sec)
         if kind not in ("data", "bss", "rodata"):
@@ -148,7 +151,7 @@ def memory_report(elf_path: Path, rules: list[tuple[str, str, tuple[str, ...]]] 
             breakdown[label] += size
     breakdown["other_sram"] = (sram_static - breakdown["arena"] - breakdown["trainable_weights"]
                                - breakdown["driver_buffers"])
-    breakdown["other_flash"] = flash - breakdown["code"] - breakdown["frozen_weights"]
+    breakdown["other_flash"] = flash - breakdown["code"] - breakdown["frozen_weights"] - breakdown["setup_packs"]
     data_syms = [(n, _section_kind(s) or s, z) for n, s, z in syms if _section_kind(s) in ("data", "bss", "rodata")]
     data_syms.sort(key=lambda t: -t[2])
     return MemoryReport(sections=sections, flash_bytes=flash, sram_static_bytes=sram_static,
@@ -170,3 +173,16 @@ def largest_symbols_in_objects(objects: list[Path], kinds: tuple[str, ...], top:
             continue
     found.sort(key=lambda t: -t[2])
     return found[:top]
+
+
+def symbol_bytes_in_objects(objects: list[Path], pattern: str, kinds: tuple[str, ...]) -> int:
+    """Total size of the symbols of unlinked objects named like ``pattern`` in sections of ``kinds``."""
+    total = 0
+    for obj in objects:
+        try:
+            with open(obj, "rb") as f:
+                total += sum(size for name, sec, size in _symbols(ELFFile(f))
+                             if _section_kind(sec) in kinds and fnmatch.fnmatchcase(name, pattern))
+        except OSError:
+            continue
+    return total

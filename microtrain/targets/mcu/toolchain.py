@@ -14,7 +14,7 @@ from pathlib import Path
 from microtrain.errors import UserError
 from microtrain.targets.mcu import linker
 from microtrain.targets.mcu.cores import FAMILIES, ICOUNT_SHIFT, Core
-from microtrain.targets.mcu.elfmem import largest_symbols_in_objects
+from microtrain.targets.mcu.elfmem import largest_symbols_in_objects, symbol_bytes_in_objects
 
 HERE = Path(__file__).parent
 STARTUP = {"arm": [HERE / "startup_arm.c", HERE / "measure.c"],
@@ -58,6 +58,15 @@ class BuildConfig:
 
 
 _OVERFLOW_RE = re.compile(r"region [`'](\w+)' overflowed by (\d+) bytes")
+
+
+class LinkOverflow(UserError):
+    """The program does not fit its budgets: ``regions`` maps each overflowed region (FLASH, SRAM) to
+    the bytes it is over (``api/compile.py`` retries a flash overflow with smaller set-up packs)."""
+
+    def __init__(self, message: str, regions: dict[str, int]) -> None:
+        super().__init__(message)
+        self.regions = regions
 
 
 def compile_flags(core: Core, cfg: BuildConfig, extra: bool = True) -> list[str]:
@@ -109,7 +118,9 @@ def build_elf(core: Core, sources: list[Path], include_dirs: list[Path], out_dir
            *map(str, objects), *family.libs, "-o", str(elf)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise UserError(explain_link_failure(core, proc.stderr, objects, cfg))
+        overflows = {m.group(1): int(m.group(2)) for m in _OVERFLOW_RE.finditer(proc.stderr)}
+        message = explain_link_failure(core, proc.stderr, objects, cfg)
+        raise LinkOverflow(message, overflows) if overflows else UserError(message)
     return elf
 
 
@@ -126,6 +137,10 @@ def explain_link_failure(core: Core, stderr: str, objects: list[Path], cfg: Buil
                      "program)")
         if region == "SRAM":
             lines.append(f"  SRAM also keeps {cfg.min_heap} bytes of heap and {cfg.min_stack} bytes of stack free")
+        packs = symbol_bytes_in_objects(objects, "PK_*", ("rodata",)) if region == "FLASH" else 0
+        if packs:
+            lines.append(f"  {linker.fmt_kb(packs)} of flash are compile-time set-up packs (PK_*): recompile with "
+                         "--packs words or --packs off to trade int8 forward speed for flash (docs/targets.md)")
         kinds = ("data", "bss") if region == "SRAM" else ("text", "rodata", "data")
         top = largest_symbols_in_objects(objects, kinds)
         if top:
