@@ -604,6 +604,48 @@ MT_NN_INLINE void mt_nn_dw3_quads_asm(const int8_t *p0, const int8_t *p1, const 
     }
     (void)a0; (void)a1; (void)a2; (void)a3; (void)v; (void)o; (void)wa; (void)wb;
 }
+
+/* `rows` >= 1 whole rows of out_w = 4 n outputs (end = p0 + 4 n * stride): after a row the window rows
+ * step on by row_step bytes and y to the next output row (y_row_stride), in the asm (17 instructions
+ * per row; the C row loop around mt_nn_dw3_quads_asm took about 30). */
+#define MT_NN_DW3Q_ROWS_TAIL                                                                                      \
+    "ldr %[o], %[pskip]\n\t"                                                                                      \
+    "add %[p0], %[p0], %[o]\n\t"                                                                                  \
+    "add %[p1], %[p1], %[o]\n\t"                                                                                  \
+    "add %[p2], %[p2], %[o]\n\t"                                                                                  \
+    "ldr %[v], %[y]\n\t"                                                                                          \
+    "ldr %[o], %[yskip]\n\t"                                                                                      \
+    "add %[v], %[v], %[o]\n\t"                                                                                    \
+    "str %[v], %[y]\n\t"                                                                                          \
+    "ldr %[v], %[end]\n\t"                                                                                        \
+    "ldr %[o], %[rstep]\n\t"                                                                                      \
+    "add %[v], %[v], %[o]\n\t"                                                                                    \
+    "str %[v], %[end]\n\t"                                                                                        \
+    "ldr %[v], %[rows]\n\t"                                                                                       \
+    "subs %[v], %[v], #1\n\t"                                                                                     \
+    "str %[v], %[rows]\n\t"                                                                                       \
+    "bne 1b\n\t"
+#define MT_NN_DW3Q_ROWS_ASM(body)                                                                                 \
+    __asm__ volatile("1:\n\t" body MT_NN_DW3Q_TAIL MT_NN_DW3Q_ROWS_TAIL                                           \
+                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [v] "=&r"(v), [o] "=&r"(o), \
+                       [Wa] "=&r"(wa), [Wb] "=&r"(wb), [p0] "+&r"(p0), [p1] "+&r"(p1), [p2] "+&r"(p2), [y] "+m"(y),  \
+                       [end] "+m"(end), [rows] "+m"(rows)                                                         \
+                     : [wk] "r"(wk), [ys] "m"(ys), [pskip] "m"(pskip), [yskip] "m"(yskip), [rstep] "m"(row_step)  \
+                     : "cc", "memory")
+MT_NN_INLINE void mt_nn_dw3_quad_rows_asm(const int8_t *p0, const int8_t *p1, const int8_t *p2, const int32_t *wk,
+                                          int8_t *y, int32_t ys, int32_t out_w, int stride2, int32_t rows,
+                                          int32_t row_step, int32_t y_row_stride)
+{
+    int32_t a0, a1, a2, a3, v, o, wa, wb;
+    const int8_t *end = p0 + out_w * (stride2 ? 2 : 1);
+    const int32_t pskip = row_step - out_w * (stride2 ? 2 : 1), yskip = y_row_stride - out_w * ys;
+    if (stride2) {
+        MT_NN_DW3Q_ROWS_ASM(MT_NN_DW3Q_S2_FIRST MT_NN_DW3Q_S2_ROW("p1", "8") MT_NN_DW3Q_S2_ROW("p2", "16"));
+    } else {
+        MT_NN_DW3Q_ROWS_ASM(MT_NN_DW3Q_S1_FIRST MT_NN_DW3Q_S1_ROW("p1", "8") MT_NN_DW3Q_S1_ROW("p2", "16"));
+    }
+    (void)a0; (void)a1; (void)a2; (void)a3; (void)v; (void)o; (void)wa; (void)wb;
+}
 #endif
 
 #if MT_NN_DSP_ASM
@@ -882,6 +924,10 @@ static MT_NN_NOINLINE void mt_nn_dw_plane_rows_s8(const mt_conv_params *d, const
                 for (ky = 0; ky < ((d->out_w - 1) * d->stride_w + 9) >> 2; ++ky) {
                     wp[ky] = zz;
                 }
+            }
+            if (rows > 1 && (d->out_w & 3) == 0) { /* whole rows of quads, the rows looped in the asm */
+                mt_nn_dw3_quad_rows_asm(q0, q1, q2, wk, y, y_stride, d->out_w, sw == 2, rows, row_step, y_row_stride);
+                return;
             }
             for (r = 0; r < rows; ++r) {
                 const int8_t *p0 = q0 + r * row_step, *p1 = q1 + r * row_step, *p2 = q2 + r * row_step;
