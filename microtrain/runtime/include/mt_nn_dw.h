@@ -42,7 +42,7 @@
         w += 2;                                                                                                   \
     } while (0)
 
-MT_NN_INLINE void mt_nn_dw4_taps(const int8_t *x, int32_t C, const int32_t *w, int32_t n, int32_t lanes,
+static MT_NN_INLINE void mt_nn_dw4_taps(const int8_t *x, int32_t C, const int32_t *w, int32_t n, int32_t lanes,
                                  int32_t a[4])
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
@@ -107,7 +107,7 @@ MT_NN_INLINE void mt_nn_dw4_taps(const int8_t *x, int32_t C, const int32_t *w, i
                      : "cc", "memory");                                                                           \
     break
 #endif
-MT_NN_INLINE void mt_nn_dw4c_rows(const int8_t *x0, int32_t xs, const int32_t *w0, int32_t ws, int32_t rows,
+static MT_NN_INLINE void mt_nn_dw4c_rows(const int8_t *x0, int32_t xs, const int32_t *w0, int32_t ws, int32_t rows,
                                   int32_t n, int32_t C, int32_t lanes, int32_t a[4])
 {
 #if MT_NN_DSP_ASM
@@ -363,7 +363,7 @@ static inline void mt_nn_dw_plane_pack(const int8_t *w, int32_t kh, int32_t kw, 
 
 #if MT_NN_DSP
 /* sum over one window row of (x - z) * w: x the row's first tap, wp its packed weights, groups = ceil(kw / 4). */
-MT_NN_INLINE int32_t mt_nn_dw_plane_taps(const int8_t *x, const int32_t *wp, int32_t groups, int32_t lanes,
+static MT_NN_INLINE int32_t mt_nn_dw_plane_taps(const int8_t *x, const int32_t *wp, int32_t groups, int32_t lanes,
                                          int32_t acc)
 {
     int32_t j;
@@ -379,7 +379,7 @@ MT_NN_INLINE int32_t mt_nn_dw_plane_taps(const int8_t *x, const int32_t *wp, int
 /* One output row of one channel with the fast store: y[ox * y_stride]. kh, kw, sw: the kernel
  * height, width and stride when the caller passes them as constants (the loops are then unrolled;
  * the window's rows all inside: ky_begin = 0, ky_end = kh), or 0 with the runtime ones. */
-MT_NN_INLINE void mt_nn_dw_plane_row_fast_s8(const mt_conv_params *d, const int8_t *const *prow, int32_t ky_begin,
+static MT_NN_INLINE void mt_nn_dw_plane_row_fast_s8(const mt_conv_params *d, const int8_t *const *prow, int32_t ky_begin,
                                              int32_t ky_end, const int32_t *wp, int32_t lanes,
                                              const mt_nn_fast_store *f, int8_t *y, int32_t y_stride, int full,
                                              const int kh, const int kw, const int sw)
@@ -417,7 +417,7 @@ MT_NN_INLINE void mt_nn_dw_plane_row_fast_s8(const mt_conv_params *d, const int8
 
 /* The fast row with the common shapes as constants (3x3, 5x5, 7x7; stride 1 or 2; every window
  * row inside the input), else the runtime loop. */
-MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_t *const *prow, int32_t ky_begin,
+static MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_t *const *prow, int32_t ky_begin,
                                             int32_t ky_end, const int32_t *wp, int32_t lanes,
                                             const mt_nn_fast_store *f, int8_t *y, int32_t y_stride, int full)
 {
@@ -493,7 +493,7 @@ MT_NN_INLINE void mt_nn_dw_plane_row_any_s8(const mt_conv_params *d, const int8_
     "cmp %[p0], %[v]\n\t"                                                                                       \
     "bne 1b\n\t"
 
-MT_NN_INLINE void mt_nn_dw3_pairs_asm(const int8_t *p0, const int8_t *p1, const int8_t *p2, const int32_t *wk,
+static MT_NN_INLINE void mt_nn_dw3_pairs_asm(const int8_t *p0, const int8_t *p1, const int8_t *p2, const int32_t *wk,
                                       int8_t *y, int32_t ys, const int8_t *end, int stride2)
 {
     int32_t a0, a1, v, o;
@@ -593,7 +593,7 @@ MT_NN_INLINE void mt_nn_dw3_pairs_asm(const int8_t *p0, const int8_t *p1, const 
                      : "cc", "memory")
 
 /* Outputs [0, 4 n) of one row, n >= 1 (end = p0 + 4 n * stride). */
-MT_NN_INLINE void mt_nn_dw3_quads_asm(const int8_t *p0, const int8_t *p1, const int8_t *p2, const int32_t *wk,
+static MT_NN_INLINE void mt_nn_dw3_quads_asm(const int8_t *p0, const int8_t *p1, const int8_t *p2, const int32_t *wk,
                                       int8_t *y, int32_t ys, const int8_t *end, int stride2)
 {
     int32_t a0, a1, a2, a3, v, o, wa, wb;
@@ -632,7 +632,7 @@ MT_NN_INLINE void mt_nn_dw3_quads_asm(const int8_t *p0, const int8_t *p1, const 
                        [end] "+m"(end), [rows] "+m"(rows)                                                         \
                      : [wk] "r"(wk), [ys] "m"(ys), [pskip] "m"(pskip), [yskip] "m"(yskip), [rstep] "m"(row_step)  \
                      : "cc", "memory")
-MT_NN_INLINE void mt_nn_dw3_quad_rows_asm(const int8_t *p0, const int8_t *p1, const int8_t *p2, const int32_t *wk,
+static MT_NN_INLINE void mt_nn_dw3_quad_rows_asm(const int8_t *p0, const int8_t *p1, const int8_t *p2, const int32_t *wk,
                                           int8_t *y, int32_t ys, int32_t out_w, int stride2, int32_t rows,
                                           int32_t row_step, int32_t y_row_stride)
 {
@@ -770,7 +770,7 @@ MT_NN_INLINE void mt_nn_dw3_quad_rows_asm(const int8_t *p0, const int8_t *p1, co
                      : "cc", "memory")
 
 /* Outputs [0, end / stride) of one row (end a positive multiple of 4 * stride), k in {3, 5, 7}. */
-MT_NN_INLINE void mt_nn_dw4_asm(const int8_t *const *tab, const int32_t *wk, int8_t *y, int32_t ys,
+static MT_NN_INLINE void mt_nn_dw4_asm(const int8_t *const *tab, const int32_t *wk, int8_t *y, int32_t ys,
                                          int32_t end, int32_t k, int32_t stride)
 {
     int32_t a0, a1, a2, a3, pa, pb, wa, wb, wc, off = 0;
@@ -812,7 +812,7 @@ MT_NN_INLINE void mt_nn_dw4_asm(const int8_t *const *tab, const int32_t *wk, int
 
 /* Whether mt_nn_dw4_rows_s8 takes depthwise conv d (5x5 or 7x7: the 3x3 rows keep the asm pairs,
  * as fast and cheaper to set up) with window rows [ky_begin, ky_end) inside the input. */
-MT_NN_INLINE int mt_nn_dw4_ok(const mt_conv_params *d, int32_t ky_begin, int32_t ky_end)
+static MT_NN_INLINE int mt_nn_dw4_ok(const mt_conv_params *d, int32_t ky_begin, int32_t ky_end)
 {
     return (d->kernel_w == 5 || d->kernel_w == 7) && d->kernel_h == d->kernel_w && d->act_min == -128 &&
            d->act_max == 127 && (d->stride_w == 1 || d->stride_w == 2) && d->out_w >= 4 &&

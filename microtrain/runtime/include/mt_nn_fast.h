@@ -39,11 +39,12 @@
 #define MT_NN_DSP_ASM 0
 #endif
 
-/* Inlined into every caller, so that a constant `full` selects the clamp at compile time. */
+/* Inlined into every caller, so that a constant `full` selects the clamp at compile time (written
+ * `static MT_NN_INLINE`: the storage class stays visible where a helper is defined). */
 #if defined(__GNUC__)
-#define MT_NN_INLINE static inline __attribute__((always_inline))
+#define MT_NN_INLINE inline __attribute__((always_inline))
 #else
-#define MT_NN_INLINE static inline
+#define MT_NN_INLINE inline
 #endif
 
 /* SMMULR: (a * b + 2^31) >> 32, the rounding high multiply. */
@@ -355,7 +356,7 @@ typedef struct {
                        [yc] "m"(L->yc)                                                                            \
                      : "r4", "r5", "r6", "r8", "cc", "memory")
 
-MT_NN_INLINE void mt_nn_pointwise_pairs_asm(const int8_t *x, mt_nn_pw_loop *L)
+static MT_NN_INLINE void mt_nn_pointwise_pairs_asm(const int8_t *x, mt_nn_pw_loop *L)
 {
     int32_t a00, a01, a10, a11, p1, p2, p3, p4;
     switch (L->n4) {
@@ -613,7 +614,7 @@ static inline void mt_nn_dot2x2_s8(const int8_t *x0, const int8_t *x1, const int
 }
 
 /* The fast store of one output: requantize (mt_nn_fast_requantize), offset, clamp. */
-MT_NN_INLINE int8_t mt_nn_fast_out(int32_t raw, int32_t bias2, int32_t multiplier, int32_t round, int32_t right,
+static MT_NN_INLINE int8_t mt_nn_fast_out(int32_t raw, int32_t bias2, int32_t multiplier, int32_t round, int32_t right,
                                    int32_t zero_point, int32_t act_min, int32_t act_max, int full)
 {
     const int32_t h = mt_nn_smmulr(bias2 + raw * 2, multiplier);
@@ -628,7 +629,7 @@ MT_NN_INLINE int8_t mt_nn_fast_out(int32_t raw, int32_t bias2, int32_t multiplie
  * e + 3: the pair's store words {bias2 of c, of c + 1, then multiplier, rz, right of c, of c + 1}
  * from kz - 2. ne: the inputs the extended rows cover (n rounded down to 4, or up to 4 when the x
  * rows are padded). */
-MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride, int32_t pixels, const int8_t *w0,
+static MT_NN_INLINE void mt_nn_pointwise_pair_fast_s8(const int8_t *x, int32_t x_stride, int32_t pixels, const int8_t *w0,
                                                const int8_t *w1, const int32_t *wb, int32_t n, const int32_t *e,
                                                mt_nn_fast_store *f, const mt_conv_params *p, int8_t *y,
                                                int32_t y_stride, int32_t y_cstride, int full, const int32_t *kz,
@@ -874,7 +875,7 @@ static inline int mt_nn_fast_rq_of(int32_t multiplier, int32_t shift, mt_nn_fast
     return 1;
 }
 
-MT_NN_INLINE int32_t mt_nn_fast_rq_apply(int32_t x, int32_t multiplier, int32_t round, int32_t right,
+static MT_NN_INLINE int32_t mt_nn_fast_rq_apply(int32_t x, int32_t multiplier, int32_t round, int32_t right,
                                          int32_t negmask)
 {
     const int32_t h = mt_nn_smmulr(x * 2, multiplier);

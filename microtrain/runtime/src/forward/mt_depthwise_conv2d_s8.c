@@ -45,7 +45,7 @@ static void mt_nn_dw_channel_ref_s8(const mt_conv_params *p, const mt_nn_store *
  * accumulators start at bias2 and sum doubled products, u = bias2 + 2 sum (x - z) w, the operand of
  * SMMULR in the fast store (mt_nn_fast_out with raw 0, full a constant). Returns 0 (nothing written)
  * when a channel's constants do not qualify. */
-MT_NN_INLINE int mt_nn_dw_nhwc4_body_s8(const mt_conv_params *p, const mt_nn_store *s, const int8_t *input,
+static MT_NN_INLINE int mt_nn_dw_nhwc4_body_s8(const mt_conv_params *p, const mt_nn_store *s, const int8_t *input,
                                         const int8_t *weights, int32_t c0, int32_t *wp, int8_t *output,
                                         const int full)
 {
