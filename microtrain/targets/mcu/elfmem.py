@@ -30,6 +30,7 @@ DRIVER_FILE = "mt_main.c"  # static buffers of the generated driver (sample, log
 FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.extab", ".ARM.exidx", ".init_array")
 SRAM_SECTIONS = (".data", ".tdata", ".tbss_space", ".bss")  # .tbss_space is the room of .tbss
 DATA_IMAGES = (".data", ".tdata")
+SETUP_PACKS = "PK_*"  # the code generator's set-up pack arrays (codegen/context.py CContext.conv_pack)
 
 # (kind, glob on symbol name, section kinds) checked in order; first match wins.
 DEFAULT_RULES: list[tuple[str, str, tuple[str, ...]]] = [
@@ -38,7 +39,7 @@ DEFAULT_RULES: list[tuple[str, str, tuple[str, ...]]] = [
     ("trainable_weights", "P_*", ("data", "bss")),
     ("frozen_weights", "P_*", ("rodata",)),
     ("frozen_weights", "mt_frozen_*", ("rodata",)),
-    ("setup_packs", "PK_*", ("rodata",)),
+    ("setup_packs", SETUP_PACKS, ("rodata",)),
 ]
 
 
@@ -158,31 +159,29 @@ def memory_report(elf_path: Path, rules: list[tuple[str, str, tuple[str, ...]]] 
                         breakdown=breakdown, largest=data_syms[:top])
 
 
-def largest_symbols_in_objects(objects: list[Path], kinds: tuple[str, ...], top: int = 8) -> list[tuple[str, str, int]]:
-    """The biggest symbols of unlinked objects whose section is one of ``kinds`` (for link errors)."""
-    found = []
+def _object_symbols(objects: list[Path], kinds: tuple[str, ...]):
+    """(object, name, section kind, size) of the symbols of unlinked objects in sections of ``kinds``
+    (an unreadable object is skipped: these feed link-error messages)."""
     for obj in objects:
         try:
             with open(obj, "rb") as f:
-                elf = ELFFile(f)
-                for name, sec, size in _symbols(elf):
+                for name, sec, size in _symbols(ELFFile(f)):
                     kind = _section_kind(sec)
                     if kind in kinds:
-                        found.append((f"{name} ({Path(obj).name.split('_', 1)[-1]})", kind, size))
+                        yield obj, name, kind, size
         except OSError:
             continue
+
+
+def largest_symbols_in_objects(objects: list[Path], kinds: tuple[str, ...], top: int = 8) -> list[tuple[str, str, int]]:
+    """The biggest symbols of unlinked objects whose section is one of ``kinds`` (for link errors)."""
+    found = [(f"{name} ({Path(obj).name.split('_', 1)[-1]})", kind, size)
+             for obj, name, kind, size in _object_symbols(objects, kinds)]
     found.sort(key=lambda t: -t[2])
     return found[:top]
 
 
 def symbol_bytes_in_objects(objects: list[Path], pattern: str, kinds: tuple[str, ...]) -> int:
     """Total size of the symbols of unlinked objects named like ``pattern`` in sections of ``kinds``."""
-    total = 0
-    for obj in objects:
-        try:
-            with open(obj, "rb") as f:
-                total += sum(size for name, sec, size in _symbols(ELFFile(f))
-                             if _section_kind(sec) in kinds and fnmatch.fnmatchcase(name, pattern))
-        except OSError:
-            continue
-    return total
+    return sum(size for _obj, name, _kind, size in _object_symbols(objects, kinds)
+               if fnmatch.fnmatchcase(name, pattern))

@@ -14,7 +14,7 @@ from pathlib import Path
 from microtrain.errors import UserError
 from microtrain.targets.mcu import linker
 from microtrain.targets.mcu.cores import FAMILIES, ICOUNT_SHIFT, Core
-from microtrain.targets.mcu.elfmem import largest_symbols_in_objects, symbol_bytes_in_objects
+from microtrain.targets.mcu.elfmem import SETUP_PACKS, largest_symbols_in_objects, symbol_bytes_in_objects
 
 HERE = Path(__file__).parent
 STARTUP = {"arm": [HERE / "startup_arm.c", HERE / "measure.c"],
@@ -119,15 +119,15 @@ def build_elf(core: Core, sources: list[Path], include_dirs: list[Path], out_dir
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         overflows = {m.group(1): int(m.group(2)) for m in _OVERFLOW_RE.finditer(proc.stderr)}
-        message = explain_link_failure(core, proc.stderr, objects, cfg)
-        raise LinkOverflow(message, overflows) if overflows else UserError(message)
+        if not overflows:
+            raise UserError(f"linking for {core.name} failed:\n{proc.stderr.strip()}")
+        raise LinkOverflow(explain_link_overflow(core, overflows, objects, cfg), overflows)
     return elf
 
 
-def explain_link_failure(core: Core, stderr: str, objects: list[Path], cfg: BuildConfig) -> str:
-    overflows = {m.group(1): int(m.group(2)) for m in _OVERFLOW_RE.finditer(stderr)}
-    if not overflows:
-        return f"linking for {core.name} failed:\n{stderr.strip()}"
+def explain_link_overflow(core: Core, overflows: dict[str, int], objects: list[Path], cfg: BuildConfig) -> str:
+    """The linker's region overflows (region -> bytes over) as a message: the budget to raise, and what
+    takes the room."""
     lines = []
     for region, by in overflows.items():
         budget = cfg.sram if region == "SRAM" else cfg.flash
@@ -137,7 +137,7 @@ def explain_link_failure(core: Core, stderr: str, objects: list[Path], cfg: Buil
                      "program)")
         if region == "SRAM":
             lines.append(f"  SRAM also keeps {cfg.min_heap} bytes of heap and {cfg.min_stack} bytes of stack free")
-        packs = symbol_bytes_in_objects(objects, "PK_*", ("rodata",)) if region == "FLASH" else 0
+        packs = symbol_bytes_in_objects(objects, SETUP_PACKS, ("rodata",)) if region == "FLASH" else 0
         if packs:
             lines.append(f"  {linker.fmt_kb(packs)} of flash are compile-time set-up packs (PK_*): recompile with "
                          "--packs words or --packs off to trade int8 forward speed for flash (docs/targets.md)")
