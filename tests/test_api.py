@@ -65,6 +65,12 @@ def test_prepare_gives_a_new_head_and_resolves_the_scheme():
         mt.prepare("default", classes=0)
 
 
+def test_compile_refuses_an_unknown_packs_setting_before_any_work(tmp_path):
+    with pytest.raises(mt.UserError, match="--packs fast: choose auto, full, words, off"):
+        mt.compile("default", "last-k:2", tmp_path / "proj", packs="fast")
+    assert not (tmp_path / "proj").exists()
+
+
 def test_quantize_a_torch_module():
     torch.manual_seed(0)
     module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
